@@ -1,0 +1,139 @@
+"""A loaded base model shared by every run on it, and the chunked log-prob computation.
+
+The base weights are frozen and stored once in the compute dtype (bf16 where the hardware has
+fast bf16 matmuls, else fp32); every LoRA-able linear is wrapped in a `LoraLinear` so a batch
+can mix rows of many runs.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.utils.checkpoint import checkpoint
+from transformers import PreTrainedTokenizerBase
+
+from frontier_signal.backend import models
+from frontier_signal.backend.lora import LoraLinear, Routing, Segment, install_lora_layers
+
+logger = logging.getLogger(__name__)
+
+
+def cpu_has_fast_bf16() -> bool:
+    """True when the CPU has AVX512-BF16 or AMX (bf16 matmuls ~4x faster than fp32 there)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def pick_dtype(device: torch.device, dtype: str = "auto") -> torch.dtype:
+    """`auto` → bf16 on CUDA with bf16 support or a CPU with AVX512-BF16/AMX, else fp32."""
+    if dtype in ("float32", "fp32"):
+        return torch.float32
+    if dtype in ("bfloat16", "bf16"):
+        return torch.bfloat16
+    if dtype != "auto":
+        raise ValueError(f"unknown dtype {dtype!r}; use auto, bfloat16 or float32")
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
+    return torch.bfloat16 if cpu_has_fast_bf16() else torch.float32
+
+
+@dataclass
+class BaseModel:
+    """One frozen base model in memory plus its LoRA layers and tokenizer."""
+
+    name: str
+    model: torch.nn.Module  # a transformers *ForCausalLM with LoraLinear layers installed
+    tokenizer: PreTrainedTokenizerBase
+    layers: dict[str, LoraLinear]
+    routing: Routing
+    device: torch.device
+    dtype: torch.dtype
+    _checkpointing: bool = False
+
+    @classmethod
+    def load(cls, name: str, device: torch.device, dtype: torch.dtype) -> BaseModel:
+        model = models.load_hf_model(name, dtype=dtype).to(device)
+        routing = Routing()
+        layers = install_lora_layers(model, routing)
+        tokenizer = models.load_tokenizer(name)
+        logger.info("loaded base model %s on %s in %s", name, device, dtype)
+        return cls(name, model, tokenizer, layers, routing, device, dtype)
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.model.config.vocab_size)
+
+    @property
+    def lm_head(self) -> LoraLinear:
+        return self.layers["lm_head"]
+
+    @property
+    def pad_token_id(self) -> int:
+        pad = self.tokenizer.pad_token_id
+        return int(pad if pad is not None else self.tokenizer.eos_token_id or 0)
+
+    def set_gradient_checkpointing(self, enabled: bool) -> None:
+        if enabled == self._checkpointing:
+            return
+        if enabled:
+            self.model.activation_checkpointing_enable({"use_reentrant": False})
+        else:
+            self.model.activation_checkpointing_disable()
+        self._checkpointing = enabled
+
+    def hidden_states(self, input_ids: torch.Tensor, **kwargs) -> torch.Tensor:
+        """Final hidden states [B, T, D] (no logits: the unembedding is done in chunks)."""
+        return self.model.model(input_ids=input_ids, **kwargs).last_hidden_state
+
+
+def _slice_segments(segments: list[Segment], start: int, end: int) -> list[Segment]:
+    """Segments restricted to rows [start, end), re-based to start at 0."""
+    out = []
+    for key, s, e in segments:
+        s, e = max(s, start), min(e, end)
+        if s < e:
+            out.append((key, s - start, e - start))
+    return out
+
+
+def _chunk_target_logprobs(
+    hidden_ND: torch.Tensor, targets_N: torch.Tensor, lm_head: LoraLinear, segments: list[Segment]
+) -> torch.Tensor:
+    logits_NV = lm_head.forward_segments(hidden_ND, segments).float()
+    return logits_NV.gather(-1, targets_N[:, None]).squeeze(-1) - logits_NV.logsumexp(-1)
+
+
+def target_logprobs(
+    base: BaseModel,
+    hidden_ND: torch.Tensor,
+    targets_N: torch.Tensor,
+    segments: list[Segment],
+    chunk_tokens: int = 1024,
+) -> torch.Tensor:
+    """log p(target) for flat token rows, `chunk_tokens` at a time, in fp32.
+
+    Full-vocabulary logits exist for one chunk at a time; with gradients each chunk is
+    recomputed in backward (activation checkpointing), so the batch never holds them all.
+    """
+    pieces = []
+    for start in range(0, hidden_ND.shape[0], chunk_tokens):
+        end = min(start + chunk_tokens, hidden_ND.shape[0])
+        args = (hidden_ND[start:end], targets_N[start:end], base.lm_head,
+                _slice_segments(segments, start, end))
+        if torch.is_grad_enabled():
+            pieces.append(checkpoint(_chunk_target_logprobs, *args, use_reentrant=False))
+        else:
+            pieces.append(_chunk_target_logprobs(*args))
+    return torch.cat(pieces) if pieces else hidden_ND.new_zeros(0, dtype=torch.float32)

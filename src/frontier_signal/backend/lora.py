@@ -1,0 +1,165 @@
+"""Multi-run LoRA: one frozen base linear, many per-run adapters, routed by batch rows.
+
+PEFT keeps one active adapter per model (mixed-adapter batches are inference-only there), so
+this is written by hand: a batch holds the rows of several runs in contiguous segments, the base
+matmul runs once for the whole batch, and each run's low-rank term runs only on its own rows
+(the "sub-batch" strategy of DESIGN/peers §3.4). Each run owns plain fp32 `nn.Parameter`s, so its
+optimizer, gradient and checkpoint stay isolated and ranks may differ between runs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from frontier_signal.engine.types import LoraSpec
+
+Segment = tuple[str, int, int]  # (adapter key, start row, end row)
+
+
+@dataclass
+class Routing:
+    """Which rows of the current batch belong to which adapter; shared by every LoRA layer."""
+
+    segments: list[Segment] = field(default_factory=list)
+
+    @contextmanager
+    def use(self, segments: list[Segment]) -> Iterator[None]:
+        previous, self.segments = self.segments, segments
+        try:
+            yield
+        finally:
+            self.segments = previous
+
+
+@dataclass
+class LoraPair:
+    """One adapter on one linear layer: `y += scale * dropout(x) @ A.T @ B.T`."""
+
+    lora_A: nn.Parameter  # [rank, in_features]
+    lora_B: nn.Parameter  # [out_features, rank]
+    scale: float
+    dropout: float
+
+
+class LoraLinear(nn.Module):
+    """A frozen `nn.Linear` plus any number of LoRA adapters, selected per batch row.
+
+    Adapters are not registered as submodules: the model's own parameters stay the base weights
+    only, and each run's parameters are owned by its `Adapter`.
+    """
+
+    def __init__(self, base: nn.Linear, routing: Routing):
+        super().__init__()
+        self.base = base
+        self.routing = routing
+        self.adapters: dict[str, LoraPair] = {}
+
+    @property
+    def weight(self) -> torch.Tensor:  # transformers reads `.weight` (e.g. to tie embeddings)
+        return self.base.weight
+
+    @property
+    def in_features(self) -> int:
+        return self.base.in_features
+
+    @property
+    def out_features(self) -> int:
+        return self.base.out_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_segments(x, self.routing.segments)
+
+    def forward_segments(self, x: torch.Tensor, segments: list[Segment]) -> torch.Tensor:
+        """Base output for all rows of `x` (dim 0), plus each segment's adapter on its rows."""
+        y = self.base(x)
+        active = [(self.adapters[key], start, end) for key, start, end in segments
+                  if key in self.adapters]
+        if not active:
+            return y
+        if len(active) == 1 and active[0][1] == 0 and active[0][2] == x.shape[0]:
+            return y + self._delta(active[0][0], x)
+        y = y.clone()
+        for pair, start, end in active:
+            y[start:end] += self._delta(pair, x[start:end])
+        return y
+
+    def _delta(self, pair: LoraPair, x: torch.Tensor) -> torch.Tensor:
+        if pair.dropout > 0 and self.training:
+            x = F.dropout(x, p=pair.dropout, training=True)
+        # fp32 master weights, compute in the activations' dtype (bf16 on capable hardware).
+        hidden = F.linear(x, pair.lora_A.to(x.dtype))
+        return F.linear(hidden, pair.lora_B.to(x.dtype)) * pair.scale
+
+
+def install_lora_layers(model: nn.Module, routing: Routing) -> dict[str, LoraLinear]:
+    """Wrap every LoRA-able linear of a Llama-style model; returns them by module path.
+
+    Module paths are the transformers ones (`model.layers.0.self_attn.q_proj`, `lm_head`), which
+    is what PEFT's checkpoint keys are built from.
+    """
+    from frontier_signal.engine.types import ALL_TARGET_MODULES
+
+    layers: dict[str, LoraLinear] = {}
+    for name, module in list(model.named_modules()):
+        short = name.rsplit(".", 1)[-1]
+        if short in ALL_TARGET_MODULES and isinstance(module, nn.Linear):
+            parent = model.get_submodule(name.rsplit(".", 1)[0]) if "." in name else model
+            wrapped = LoraLinear(module, routing)
+            setattr(parent, short, wrapped)
+            layers[name] = wrapped
+    return layers
+
+
+class Adapter:
+    """One run's LoRA parameters across the model, created from a `LoraSpec` and a seed.
+
+    Init follows PEFT's default: A ~ kaiming-uniform(a=sqrt(5)), B = 0, so a new adapter
+    leaves the base model's outputs unchanged.
+    """
+
+    def __init__(self, key: str, spec: LoraSpec, layers: dict[str, LoraLinear], device):
+        self.key = key
+        self.spec = spec
+        self.pairs: dict[str, LoraPair] = {}
+        generator = torch.Generator(device="cpu").manual_seed(spec.seed)
+        for name, layer in layers.items():
+            if name.rsplit(".", 1)[-1] not in spec.target_modules:
+                continue
+            lora_A = torch.empty(spec.rank, layer.in_features)
+            bound = 1.0 / math.sqrt(layer.in_features)  # kaiming_uniform_(a=sqrt(5)) bound
+            lora_A.uniform_(-bound, bound, generator=generator)
+            lora_B = torch.zeros(layer.out_features, spec.rank)
+            self.pairs[name] = LoraPair(
+                nn.Parameter(lora_A.to(device)),
+                nn.Parameter(lora_B.to(device)),
+                spec.scale,
+                spec.dropout,
+            )
+        self._layers = {name: layers[name] for name in self.pairs}
+
+    def attach(self) -> None:
+        for name, pair in self.pairs.items():
+            self._layers[name].adapters[self.key] = pair
+
+    def detach(self) -> None:
+        for layer in self._layers.values():
+            layer.adapters.pop(self.key, None)
+
+    def parameters(self) -> list[nn.Parameter]:
+        return [p for pair in self.pairs.values() for p in (pair.lora_A, pair.lora_B)]
+
+    def named_parameters(self) -> Iterator[tuple[str, nn.Parameter]]:
+        """PEFT key names: `base_model.model.<module>.lora_A.weight`."""
+        for name, pair in self.pairs.items():
+            yield f"base_model.model.{name}.lora_A.weight", pair.lora_A
+            yield f"base_model.model.{name}.lora_B.weight", pair.lora_B
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())

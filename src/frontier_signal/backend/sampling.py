@@ -1,0 +1,149 @@
+"""Batched autoregressive sampling with a KV cache, for rows of many runs at once.
+
+Prompts are left-padded into one batch (attention mask + explicit positions), each row carries
+its own adapter, decoding settings and random generator, so a row's output does not depend on
+what else is in the batch. Returned log-probs are those of the distribution sampled from
+(logits / temperature, before top-k / top-p truncation; raw logits when greedy).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from transformers import DynamicCache
+
+from frontier_signal.backend.base_model import BaseModel, target_logprobs
+from frontier_signal.backend.lora import Segment
+from frontier_signal.engine.types import SampledSequence, SamplingParams
+
+
+@dataclass
+class SampleRow:
+    """One sequence to generate (a request with n samples becomes n rows)."""
+
+    adapter_key: str
+    prompt_tokens: list[int]
+    params: SamplingParams
+    generator: torch.Generator
+    want_prompt_logprobs: bool = False
+    tokens: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
+    stop_reason: str = ""
+    text_end: int = -1  # where a stop string begins in the decoded text, -1 if none
+
+
+def _segments(rows: list[SampleRow]) -> list[Segment]:
+    segments: list[Segment] = []
+    for index, row in enumerate(rows):
+        if segments and segments[-1][0] == row.adapter_key:
+            segments[-1] = (row.adapter_key, segments[-1][1], index + 1)
+        else:
+            segments.append((row.adapter_key, index, index + 1))
+    return segments
+
+
+def _choose(logits_V: torch.Tensor, row: SampleRow) -> tuple[int, float]:
+    params = row.params
+    if params.temperature <= 0:
+        logprobs_V = logits_V.log_softmax(-1)
+        token = int(logprobs_V.argmax())
+        return token, float(logprobs_V[token])
+    logprobs_V = (logits_V / params.temperature).log_softmax(-1)
+    filtered = logprobs_V
+    if 0 < params.top_k < filtered.shape[0]:
+        kth = filtered.topk(params.top_k).values[-1]
+        filtered = filtered.masked_fill(filtered < kth, -torch.inf)
+    if params.top_p < 1.0:
+        sorted_lp, order = filtered.sort(descending=True)
+        cumulative = sorted_lp.exp().cumsum(-1)
+        drop = cumulative - sorted_lp.exp() > params.top_p  # keep the token that crosses top_p
+        filtered = filtered.clone()
+        filtered[order[drop]] = -torch.inf
+    # Gumbel-max with the row's own generator: reproducible per row, independent of the batch.
+    uniform = torch.rand(filtered.shape, generator=row.generator, device="cpu").to(filtered.device)
+    gumbel = -torch.log(-torch.log(uniform.clamp_min(1e-20)))
+    token = int((filtered + gumbel).argmax())
+    return token, float(logprobs_V[token])
+
+
+def _check_stop(row: SampleRow, tokenizer) -> bool:
+    params = row.params
+    if row.tokens[-1] in params.stop_token_ids:
+        row.stop_reason = "stop"
+        return True
+    if params.stop_strings:
+        text = tokenizer.decode(row.tokens, skip_special_tokens=False)
+        hits = [text.find(s) for s in params.stop_strings if s and s in text]
+        if hits:
+            row.stop_reason, row.text_end = "stop", min(hits)
+            return True
+    if len(row.tokens) >= params.max_tokens:
+        row.stop_reason = "length"
+        return True
+    return False
+
+
+def _finish(row: SampleRow, tokenizer) -> SampledSequence:
+    text_tokens = row.tokens
+    if row.stop_reason == "stop" and row.text_end < 0 and row.tokens:
+        text_tokens = row.tokens[:-1]  # a stop token ends the text but is not part of it
+    text = tokenizer.decode(text_tokens, skip_special_tokens=False)
+    if row.text_end >= 0:
+        text = text[: row.text_end]
+    return SampledSequence(list(row.tokens), text, list(row.logprobs), row.stop_reason)
+
+
+@torch.no_grad()
+def generate(base: BaseModel, rows: list[SampleRow]) -> tuple[list[SampledSequence],
+                                                              list[list[float | None] | None]]:
+    """Generate every row; returns sequences and (where asked) prompt log-probs, row order."""
+    device = base.device
+    batch = len(rows)
+    prompt_len = max(len(r.prompt_tokens) for r in rows)
+    input_ids = torch.full((batch, prompt_len), base.pad_token_id, dtype=torch.long)
+    mask = torch.zeros((batch, prompt_len), dtype=torch.long)
+    for i, row in enumerate(rows):
+        n = len(row.prompt_tokens)
+        input_ids[i, prompt_len - n :] = torch.tensor(row.prompt_tokens)
+        mask[i, prompt_len - n :] = 1
+    input_ids, mask = input_ids.to(device), mask.to(device)
+    positions = (mask.cumsum(-1) - 1).clamp_min(0)
+    cache = DynamicCache(config=base.model.config)
+    segments = _segments(rows)
+    prompt_logprobs: list[list[float | None] | None] = [None] * batch
+
+    with base.routing.use(segments):
+        hidden = base.hidden_states(input_ids, attention_mask=mask, position_ids=positions,
+                                    cache=cache, use_cache=True)
+        for i, row in enumerate(rows):
+            if row.want_prompt_logprobs:
+                n = len(row.prompt_tokens)
+                h = hidden[i, prompt_len - n : prompt_len - 1]
+                targets = torch.tensor(row.prompt_tokens[1:], device=device)
+                lp = target_logprobs(base, h, targets, [(row.adapter_key, 0, n - 1)])
+                prompt_logprobs[i] = [None] + lp.tolist()
+        logits_BV = base.lm_head(hidden[:, -1]).float()
+        done = [False] * batch
+        last_positions = positions[:, -1]
+        while True:
+            next_tokens = []
+            for i, row in enumerate(rows):
+                if done[i]:
+                    next_tokens.append(base.pad_token_id)
+                    continue
+                token, logprob = _choose(logits_BV[i], row)
+                row.tokens.append(token)
+                row.logprobs.append(logprob)
+                done[i] = _check_stop(row, base.tokenizer)
+                next_tokens.append(token)
+            if all(done):
+                break
+            step_ids = torch.tensor(next_tokens, device=device)[:, None]
+            mask = torch.cat([mask, mask.new_ones((batch, 1))], dim=1)
+            last_positions = last_positions + 1
+            hidden = base.hidden_states(step_ids, attention_mask=mask,
+                                        position_ids=last_positions[:, None],
+                                        cache=cache, use_cache=True)
+            logits_BV = base.lm_head(hidden[:, -1]).float()
+    return [_finish(row, base.tokenizer) for row in rows], prompt_logprobs

@@ -1,0 +1,236 @@
+"""Per-run training state and the mixed-batch forward/backward.
+
+A batch may hold datums of several runs on one base model: rows are grouped per request, the
+base model runs once over all of them, and each run's LoRA term touches only its rows. Each
+request's objective is added with its own scale (1 for Tinker's sum, 1/tokens for Signal's
+mean), so runs never change each other's gradient scale.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from frontier_signal.backend.base_model import BaseModel, target_logprobs
+from frontier_signal.backend.lora import Adapter, Segment
+from frontier_signal.backend.losses import per_token_loss
+from frontier_signal.engine.types import (
+    ForwardBackwardRequest,
+    ForwardBackwardResult,
+    OptimizerSpec,
+    OptimStepResult,
+    RunConfig,
+)
+
+
+@dataclass
+class RunState:
+    """One run: its adapter, optimizer, step counter. The base model is shared."""
+
+    run_id: str
+    config: RunConfig
+    base: BaseModel
+    adapter: Adapter
+    optimizer: torch.optim.Optimizer
+    step: int = 0
+
+    @classmethod
+    def create(cls, run_id: str, config: RunConfig, base: BaseModel) -> RunState:
+        adapter = Adapter(run_id, config.lora, base.layers, base.device)
+        adapter.attach()
+        return cls(run_id, config, base, adapter, make_optimizer(adapter, config.optimizer))
+
+    def parameters(self) -> list[torch.nn.Parameter]:
+        return self.adapter.parameters()
+
+    def has_pending_gradient(self) -> bool:
+        return any(p.grad is not None for p in self.parameters())
+
+    def clear_gradient(self) -> None:
+        for p in self.parameters():
+            p.grad = None
+
+    def memory_bytes(self) -> int:
+        """Adapter + gradient + optimizer state actually allocated for this run."""
+        tensors = list(self.parameters())
+        tensors += [p.grad for p in self.parameters() if p.grad is not None]
+        for state in self.optimizer.state.values():
+            tensors += [t for t in state.values() if isinstance(t, torch.Tensor)]
+        return sum(t.numel() * t.element_size() for t in tensors)
+
+    def release(self) -> None:
+        self.adapter.detach()
+        self.clear_gradient()
+        self.optimizer.state.clear()
+
+
+def make_optimizer(adapter: Adapter, spec: OptimizerSpec) -> torch.optim.Optimizer:
+    params = adapter.parameters()
+    if spec.kind == "sgd":
+        return torch.optim.SGD(params, lr=spec.learning_rate, weight_decay=spec.weight_decay)
+    return torch.optim.AdamW(
+        params,
+        lr=spec.learning_rate,
+        betas=(spec.beta1, spec.beta2),
+        eps=spec.eps,
+        weight_decay=spec.weight_decay,
+        foreach=True,
+    )
+
+
+def gradient_stats(run: RunState) -> tuple[float, float, int]:
+    """(L2 norm, max |g|, count of non-finite entries) of the run's pending gradient."""
+    grads = [p.grad for p in run.parameters() if p.grad is not None]
+    if not grads:
+        return 0.0, 0.0, 0
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    finite = torch.isfinite(flat)
+    nonfinite = int((~finite).sum())
+    flat = torch.where(finite, flat, torch.zeros_like(flat))
+    return float(flat.norm()), float(flat.abs().max()), nonfinite
+
+
+def _as_tensor(values: list[float], length: int, fill: float, device) -> torch.Tensor:
+    if not values:
+        return torch.full((length,), fill, dtype=torch.float32, device=device)
+    return torch.tensor(values, dtype=torch.float32, device=device)
+
+
+def run_forward_backward(
+    base: BaseModel,
+    runs: dict[str, RunState],
+    requests: list[ForwardBackwardRequest],
+    chunk_tokens: int = 1024,
+) -> list[ForwardBackwardResult]:
+    """One forward (and backward, unless every request is forward-only) over all requests.
+
+    Requests must be validated and all on `base`; mixing forward-only and training requests
+    in one call is allowed but the caller should keep them apart (dropout is on for all).
+    """
+    train = any(not r.forward_only for r in requests)
+    for request in requests:
+        if not request.forward_only and not request.accumulate:
+            runs[request.run_id].clear_gradient()
+
+    datums = [d for r in requests for d in r.datums]
+    lengths = [len(d.input_tokens) for d in datums]
+    device = base.device
+    input_ids = torch.full((len(datums), max(lengths)), base.pad_token_id, dtype=torch.long)
+    for row, datum in enumerate(datums):
+        input_ids[row, : lengths[row]] = torch.tensor(datum.input_tokens)
+    input_ids = input_ids.to(device)
+    # Right padding under a causal mask: real tokens never attend to pads, so no mask is needed
+    # and SDPA keeps its fast causal path. Pads are dropped before the unembedding.
+    valid_BT = torch.arange(input_ids.shape[1], device=device)[None, :] < torch.tensor(
+        lengths, device=device
+    )[:, None]
+    targets_N = torch.tensor(
+        [t for d in datums for t in d.target_tokens], dtype=torch.long, device=device
+    )
+
+    row_segments: list[Segment] = []
+    token_segments: list[Segment] = []
+    token_ranges: list[tuple[int, int]] = []
+    row = token = 0
+    for request in requests:
+        key = runs[request.run_id].adapter.key
+        n_rows = len(request.datums)
+        n_tokens = sum(lengths[row : row + n_rows])
+        row_segments.append((key, row, row + n_rows))
+        token_segments.append((key, token, token + n_tokens))
+        token_ranges.append((token, token + n_tokens))
+        row, token = row + n_rows, token + n_tokens
+
+    base.model.train(train)
+    base.set_gradient_checkpointing(
+        train and any(runs[r.run_id].config.gradient_checkpointing for r in requests)
+    )
+    try:
+        with base.routing.use(row_segments), torch.set_grad_enabled(train):
+            hidden_BTD = base.hidden_states(input_ids)
+            hidden_ND = hidden_BTD[valid_BT]
+            logprobs_N = target_logprobs(base, hidden_ND, targets_N, token_segments, chunk_tokens)
+            objective = logprobs_N.new_zeros(())
+            per_request = []
+            for request, (start, end) in zip(requests, token_ranges, strict=True):
+                n = end - start
+                weights = torch.cat([_as_tensor(d.weights, len(d.target_tokens), 1.0, device)
+                                     for d in request.datums])
+                sampler = torch.cat([_as_tensor(d.sampler_logprobs, len(d.target_tokens), 0.0,
+                                                device) for d in request.datums])
+                advantages = torch.cat([_as_tensor(d.advantages, len(d.target_tokens), 0.0,
+                                                   device) for d in request.datums])
+                losses_N = per_token_loss(request.loss_fn, logprobs_N[start:end], weights,
+                                          sampler, advantages, request.loss_fn_config)
+                loss_sum = losses_N.sum()
+                trained = int((weights != 0).sum())
+                scale = 1.0 if request.reduction == "sum" else 1.0 / max(trained, 1)
+                if not request.forward_only:
+                    objective = objective + loss_sum * scale
+                per_request.append((losses_N.detach(), loss_sum.item(), weights.sum().item(),
+                                    trained, scale, n))
+            if train and objective.requires_grad:
+                objective.backward()
+    finally:
+        base.model.train(False)
+
+    logprobs_cpu = logprobs_N.detach().float().cpu()
+    results = []
+    row = 0
+    for request, (start, _end), (losses_N, loss_sum, weight_sum, trained, scale, _n) in zip(
+        requests, token_ranges, per_request, strict=True
+    ):
+        run = runs[request.run_id]
+        losses_cpu = losses_N.float().cpu()
+        per_datum_lp, per_datum_loss, offset = [], [], start
+        for datum in request.datums:
+            length = len(datum.input_tokens)
+            per_datum_lp.append(logprobs_cpu[offset : offset + length].tolist())
+            per_datum_loss.append(losses_cpu[offset - start : offset - start + length].tolist())
+            offset += length
+        norm, max_abs, nonfinite = gradient_stats(run) if not request.forward_only else (
+            math.nan, math.nan, 0)
+        results.append(ForwardBackwardResult(
+            run_id=request.run_id,
+            logprobs=per_datum_lp,
+            elementwise_loss=per_datum_loss,
+            loss=loss_sum * scale,
+            loss_sum=loss_sum,
+            weight_sum=weight_sum,
+            num_tokens=trained,
+            step=run.step + 1,
+            grad_norm=norm,
+            grad_max_abs=max_abs,
+            grad_nonfinite=nonfinite,
+            num_params=run.adapter.num_params(),
+        ))
+    return results
+
+
+def run_optim_step(run: RunState, spec: OptimizerSpec) -> OptimStepResult:
+    """Apply the pending gradient with `spec`'s hyperparameters, then clear it.
+
+    A non-finite gradient is dropped without touching the weights (the run stays usable).
+    """
+    params = [p for p in run.parameters() if p.grad is not None]
+    max_norm = spec.grad_clip_norm if spec.grad_clip_norm > 0 else math.inf
+    grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+    if not math.isfinite(grad_norm):
+        run.clear_gradient()
+        raise FloatingPointError(
+            f"the pending gradient of run {run.run_id} is not finite (norm {grad_norm}); "
+            "it was dropped and the weights are unchanged"
+        )
+    for group in run.optimizer.param_groups:
+        group["lr"] = spec.learning_rate
+        group["weight_decay"] = spec.weight_decay
+        if "betas" in group:
+            group["betas"] = (spec.beta1, spec.beta2)
+            group["eps"] = spec.eps
+    run.optimizer.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    run.step += 1
+    return OptimStepResult(run.run_id, run.step, spec.learning_rate, grad_norm,
+                           clipped=grad_norm > max_norm)

@@ -1,0 +1,303 @@
+"""The training engine: many LoRA runs on shared base models, driven in-process.
+
+The API faces (Signal, Tinker, OpenAI) and the local pipeline all call this class; it
+validates input, owns the runs, groups compatible requests into mixed batches per base model,
+and hands tensors work to the backend. It knows nothing about HTTP or SQL, and it is not
+thread-safe: one scheduler thread owns it (see DESIGN.md).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections import OrderedDict
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from frontier_signal.backend import checkpoints, models
+from frontier_signal.backend.base_model import BaseModel, pick_device, pick_dtype
+from frontier_signal.backend.lora import Adapter
+from frontier_signal.backend.sampling import SampleRow, generate
+from frontier_signal.backend.training import RunState, run_forward_backward, run_optim_step
+from frontier_signal.engine import validation
+from frontier_signal.engine.errors import InvalidInputError, RunNotFoundError
+from frontier_signal.engine.rendering import RenderedExample, render_example
+from frontier_signal.engine.types import (
+    CheckpointInfo,
+    CheckpointKind,
+    Datum,
+    ForwardBackwardRequest,
+    ForwardBackwardResult,
+    OptimizerSpec,
+    OptimStepResult,
+    RunConfig,
+    RunInfo,
+    SampleRequest,
+    SampleResult,
+)
+
+logger = logging.getLogger(__name__)
+SAMPLER_CACHE_SIZE = 8
+
+
+class Engine:
+    """In-process multi-run LoRA engine.
+
+    Args:
+        device: `auto` (CUDA when present), `cpu`, `cuda`, `cuda:1`, ...
+        dtype: compute dtype of the base weights: `auto` (bf16 where fast), `bfloat16`,
+            `float32`. LoRA master weights and optimizer state are always fp32.
+        logprob_chunk_tokens: tokens per chunk when computing log-probs over the vocabulary.
+    """
+
+    def __init__(self, device: str = "auto", dtype: str = "auto", logprob_chunk_tokens: int = 1024):
+        self.device = pick_device(device)
+        self.dtype = pick_dtype(self.device, dtype)
+        self.logprob_chunk_tokens = logprob_chunk_tokens
+        self._bases: dict[str, BaseModel] = {}
+        self._runs: dict[str, RunState] = {}
+        self._sampler_adapters: OrderedDict[tuple[str, float], Adapter] = OrderedDict()
+
+    # ----- base models -------------------------------------------------------------------
+    def list_models(self) -> list[str]:
+        """Names of every base model this machine can load."""
+        return list(models.registered_models())
+
+    def load_model(self, name: str) -> BaseModel:
+        """Load a base model once; later calls return the same object."""
+        if name not in self._bases:
+            self._bases[name] = BaseModel.load(name, self.device, self.dtype)
+        return self._bases[name]
+
+    def loaded_models(self) -> list[str]:
+        return list(self._bases)
+
+    def tokenizer(self, name: str):
+        return self.load_model(name).tokenizer
+
+    # ----- runs --------------------------------------------------------------------------
+    def create_run(self, config: RunConfig, run_id: str | None = None) -> RunInfo:
+        """Create a run (a fresh adapter + optimizer) on a shared base model.
+
+        Raises:
+            InvalidInputError: a bad hyperparameter (the message says which).
+            ModelNotFoundError: an unknown base model (lists the available ones).
+        """
+        validation.check_run_config(config)
+        run_id = run_id or f"run_{uuid.uuid4().hex[:12]}"
+        if run_id in self._runs:
+            raise InvalidInputError(f"run {run_id!r} already exists")
+        base = self.load_model(config.base_model)
+        self._runs[run_id] = RunState.create(run_id, config, base)
+        return self.get_run(run_id)
+
+    def _run(self, run_id: str) -> RunState:
+        try:
+            return self._runs[run_id]
+        except KeyError:
+            raise RunNotFoundError(f"no run {run_id!r} is loaded") from None
+
+    def get_run(self, run_id: str) -> RunInfo:
+        run = self._run(run_id)
+        return RunInfo(run_id, run.config, run.step, str(run.base.dtype).removeprefix("torch."),
+                       run.adapter.num_params(), run.memory_bytes(), run.has_pending_gradient())
+
+    def list_runs(self) -> list[str]:
+        return list(self._runs)
+
+    def delete_run(self, run_id: str) -> None:
+        """Drop a run and free its adapter, gradient and optimizer memory."""
+        self._run(run_id).release()
+        del self._runs[run_id]
+
+    # ----- training ----------------------------------------------------------------------
+    def render(self, base_model: str, examples: list[dict], max_length: int) -> list[RenderedExample]:
+        """Turn `{"text"}` / `{"messages"}` examples into datums with the model's chat template."""
+        if not examples:
+            raise InvalidInputError("empty batch: send at least one example")
+        tokenizer = self.tokenizer(base_model)
+        return [render_example(tokenizer, ex, max_length, i) for i, ex in enumerate(examples)]
+
+    def forward_backward(self, run_id: str, datums: list[Datum], loss_fn: str = "cross_entropy",
+                         loss_fn_config: dict[str, float] | None = None,
+                         reduction: str = "sum", accumulate: bool = True) -> ForwardBackwardResult:
+        """Forward + backward of one run; the gradient is added to the run's pending gradient."""
+        request = ForwardBackwardRequest(run_id, datums, loss_fn, dict(loss_fn_config or {}),
+                                         reduction, accumulate)  # type: ignore[arg-type]
+        return self.forward_backward_batch([request])[0]
+
+    def forward(self, run_id: str, datums: list[Datum], loss_fn: str = "cross_entropy",
+                loss_fn_config: dict[str, float] | None = None) -> ForwardBackwardResult:
+        """The same outputs as `forward_backward`, without gradients."""
+        request = ForwardBackwardRequest(run_id, datums, loss_fn, dict(loss_fn_config or {}),
+                                         forward_only=True)
+        return self.forward_backward_batch([request])[0]
+
+    def forward_backward_batch(
+        self, requests: list[ForwardBackwardRequest]
+    ) -> list[ForwardBackwardResult]:
+        """Run many requests (any runs) as mixed batches: one per base model and mode.
+
+        Every request is validated first; one bad request fails the call before any run changes.
+        """
+        for request in requests:
+            run = self._run(request.run_id)
+            validation.check_forward_backward(request, run.base.vocab_size,
+                                              run.config.max_seq_length)
+        results: dict[int, ForwardBackwardResult] = {}
+        groups: dict[tuple[str, bool], list[int]] = {}
+        for index, request in enumerate(requests):
+            key = (self._runs[request.run_id].config.base_model, request.forward_only)
+            groups.setdefault(key, []).append(index)
+        for (base_name, _), indices in groups.items():
+            batch = [requests[i] for i in indices]
+            outputs = run_forward_backward(self._bases[base_name], self._runs, batch,
+                                           self.logprob_chunk_tokens)
+            results.update(zip(indices, outputs, strict=True))
+        return [results[i] for i in range(len(requests))]
+
+    def optim_step(self, run_id: str, **overrides: float) -> OptimStepResult:
+        """Apply the pending gradient; `overrides` (learning_rate, beta1, beta2, eps,
+        weight_decay, grad_clip_norm) apply to this step only.
+
+        Raises:
+            InvalidInputError: no pending gradient, a bad override, or a non-finite gradient
+                (which is dropped; the weights stay unchanged).
+        """
+        run = self._run(run_id)
+        unknown = set(overrides) - {"learning_rate", "beta1", "beta2", "eps", "weight_decay",
+                                    "grad_clip_norm"}
+        if unknown:
+            raise InvalidInputError(f"unknown optimizer settings {sorted(unknown)}")
+        spec = replace(run.config.optimizer, **{k: v for k, v in overrides.items() if v is not None})
+        validation.check_optimizer(spec)
+        if not run.has_pending_gradient():
+            raise InvalidInputError("nothing to apply: call forward_backward first")
+        try:
+            return run_optim_step(run, spec)
+        except FloatingPointError as exc:
+            raise InvalidInputError(str(exc)) from None
+
+    # ----- sampling ----------------------------------------------------------------------
+    def sample(self, request: SampleRequest) -> SampleResult:
+        return self.sample_batch([request])[0]
+
+    def sample_batch(self, requests: list[SampleRequest]) -> list[SampleResult]:
+        """Sample many requests (any runs, checkpoints, base models) in batches per base model."""
+        prepared = []
+        for request in requests:
+            base, key = self._sampling_target(request)
+            validation.check_sampling(request.params, request.num_samples,
+                                      request.prompt_tokens, base.vocab_size)
+            prepared.append((base, key))
+        rows_by_base: dict[str, list[tuple[int, SampleRow]]] = {}
+        for index, (request, (base, key)) in enumerate(zip(requests, prepared, strict=True)):
+            seed = request.params.seed
+            parent = torch.Generator().manual_seed(
+                seed if seed is not None else int(torch.randint(0, 2**62, ()).item()))
+            for _ in range(request.num_samples):
+                generator = torch.Generator().manual_seed(
+                    int(torch.randint(0, 2**62, (), generator=parent)))
+                rows_by_base.setdefault(base.name, []).append((index, SampleRow(
+                    key, list(request.prompt_tokens), request.params, generator,
+                    request.prompt_logprobs)))
+        results = [SampleResult([]) for _ in requests]
+        for base_name, indexed in rows_by_base.items():
+            indexed.sort(key=lambda item: item[1].adapter_key)  # contiguous adapter segments
+            sequences, prompt_lps = generate(self._bases[base_name], [r for _, r in indexed])
+            for (index, _), sequence, prompt_lp in zip(indexed, sequences, prompt_lps,
+                                                       strict=True):
+                results[index].sequences.append(sequence)
+                if requests[index].prompt_logprobs:
+                    results[index].prompt_logprobs = prompt_lp
+        return results
+
+    def _sampling_target(self, request: SampleRequest) -> tuple[BaseModel, str]:
+        """(base model, adapter key) for a run id, a checkpoint path or a base model name."""
+        if request.checkpoint:
+            return self._sampler_adapter(Path(request.checkpoint))
+        if request.model in self._runs:
+            run = self._runs[request.model]
+            return run.base, run.adapter.key
+        return self.load_model(request.model), ""  # "" → no adapter: the bare base model
+
+    def _sampler_adapter(self, folder: Path) -> tuple[BaseModel, str]:
+        adapter_config, meta, tensors = checkpoints.read_checkpoint(folder)
+        cache_key = (str(folder.resolve()), (folder / checkpoints.ADAPTER_WEIGHTS).stat().st_mtime)
+        spec = checkpoints.spec_from_adapter_config(adapter_config)
+        config = checkpoints.run_config_from_meta(
+            meta, adapter_config.get("base_model_name_or_path") or "", spec)
+        base = self.load_model(config.base_model)
+        if cache_key not in self._sampler_adapters:
+            adapter = Adapter(f"ckpt:{cache_key[0]}:{cache_key[1]}", spec, base.layers, base.device)
+            checkpoints.load_adapter_weights(adapter, tensors)
+            adapter.attach()
+            self._sampler_adapters[cache_key] = adapter
+            while len(self._sampler_adapters) > SAMPLER_CACHE_SIZE:
+                self._sampler_adapters.popitem(last=False)[1].detach()
+        self._sampler_adapters.move_to_end(cache_key)
+        return base, self._sampler_adapters[cache_key].key
+
+    # ----- checkpoints -------------------------------------------------------------------
+    def save_checkpoint(self, run_id: str, path: str | Path,
+                        kind: CheckpointKind = "training") -> CheckpointInfo:
+        """Write a `training` (resumes exactly) or `sampler` (adapter only) checkpoint."""
+        if kind not in ("training", "sampler"):
+            raise InvalidInputError(f"checkpoint kind must be 'training' or 'sampler', got {kind!r}")
+        run = self._run(run_id)
+        return checkpoints.save_checkpoint(Path(path), run.adapter, run.config, run.step, kind,
+                                           run.optimizer if kind == "training" else None)
+
+    def load_checkpoint(self, run_id: str, path: str | Path, with_optimizer: bool = True) -> RunInfo:
+        """Load a checkpoint into an existing run; the adapter layout comes from the checkpoint.
+
+        A sampler checkpoint (or `with_optimizer=False`) loads weights only and resets the
+        optimizer state. The run's pending gradient is dropped.
+        """
+        run = self._run(run_id)
+        adapter_config, meta, tensors = checkpoints.read_checkpoint(Path(path))
+        spec = replace(checkpoints.spec_from_adapter_config(adapter_config), seed=run.config.lora.seed)
+        saved = checkpoints.run_config_from_meta(meta, run.config.base_model, spec)
+        if saved.base_model != run.config.base_model and meta:
+            raise InvalidInputError(f"checkpoint is for base model {saved.base_model!r}, the run "
+                                    f"uses {run.config.base_model!r}")
+        config = replace(run.config, lora=spec)
+        fresh = RunState.create(f"{run_id}#loading", config, run.base)
+        fresh.adapter.detach()
+        try:
+            checkpoints.load_adapter_weights(fresh.adapter, tensors)
+            if with_optimizer and checkpoints.checkpoint_kind(meta) == "training":
+                checkpoints.load_optimizer_state(Path(path), fresh.adapter, fresh.optimizer)
+        except Exception:
+            fresh.release()
+            raise
+        run.release()
+        fresh.run_id, fresh.adapter.key = run_id, run_id
+        fresh.step = int(meta.get("step", 0))
+        fresh.adapter.attach()
+        self._runs[run_id] = fresh
+        return self.get_run(run_id)
+
+    def create_run_from_checkpoint(self, path: str | Path, run_id: str | None = None,
+                                   with_optimizer: bool = True,
+                                   optimizer: OptimizerSpec | None = None) -> RunInfo:
+        """A new run whose config, weights, step (and optimizer state) come from a checkpoint."""
+        adapter_config, meta, _ = checkpoints.read_checkpoint(Path(path))
+        spec = checkpoints.spec_from_adapter_config(adapter_config)
+        config = checkpoints.run_config_from_meta(
+            meta, adapter_config.get("base_model_name_or_path") or "", spec)
+        if optimizer is not None:
+            config = replace(config, optimizer=optimizer)
+        info = self.create_run(config, run_id)
+        try:
+            return self.load_checkpoint(info.run_id, path, with_optimizer)
+        except Exception:
+            self.delete_run(info.run_id)
+            raise
+
+    def export_merged(self, run_id: str, path: str | Path) -> int:
+        """Write a transformers folder with the run's LoRA folded in; returns its size in bytes."""
+        run = self._run(run_id)
+        return checkpoints.export_merged(Path(path), run.config.base_model, run.adapter)

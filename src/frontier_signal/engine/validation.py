@@ -1,0 +1,137 @@
+"""Input checks run before the engine touches any state, so bad input never breaks a run.
+
+Every failure is an `InvalidInputError` whose message names the field and the fix.
+"""
+
+from __future__ import annotations
+
+import math
+
+from frontier_signal.backend.losses import RL_LOSSES, validate_loss
+from frontier_signal.engine.errors import InvalidInputError
+from frontier_signal.engine.types import (
+    Datum,
+    ForwardBackwardRequest,
+    OptimizerSpec,
+    RunConfig,
+    SamplingParams,
+    normalize_target_modules,
+)
+
+
+def check_run_config(config: RunConfig) -> None:
+    lora, opt = config.lora, config.optimizer
+    if not isinstance(lora.rank, int) or lora.rank <= 0:
+        raise InvalidInputError(f"LoRA rank must be a positive integer, got {lora.rank!r}")
+    if lora.alpha <= 0:
+        raise InvalidInputError(f"LoRA alpha must be > 0, got {lora.alpha!r}")
+    if not 0 <= lora.dropout < 1:
+        raise InvalidInputError(f"LoRA dropout must be in [0, 1), got {lora.dropout!r}")
+    if not lora.target_modules:
+        raise InvalidInputError("no LoRA target modules: enable train_attn, train_mlp or "
+                                "train_unembed, or list modules explicitly")
+    try:
+        normalize_target_modules(lora.target_modules)
+    except ValueError as exc:
+        raise InvalidInputError(str(exc)) from None
+    if config.max_seq_length <= 0:
+        raise InvalidInputError(f"max_seq_length must be > 0, got {config.max_seq_length}")
+    check_optimizer(opt)
+
+
+def check_optimizer(opt: OptimizerSpec) -> None:
+    if opt.kind not in ("adamw", "sgd"):
+        raise InvalidInputError(f"unknown optimizer {opt.kind!r}; supported: adamw, sgd")
+    checks = [
+        ("learning_rate", opt.learning_rate, opt.learning_rate >= 0),
+        ("beta1", opt.beta1, 0 <= opt.beta1 < 1),
+        ("beta2", opt.beta2, 0 <= opt.beta2 < 1),
+        ("eps", opt.eps, opt.eps >= 0),
+        ("weight_decay", opt.weight_decay, opt.weight_decay >= 0),
+        ("grad_clip_norm", opt.grad_clip_norm, opt.grad_clip_norm >= 0),
+    ]
+    for name, value, ok in checks:
+        if not (isinstance(value, int | float) and math.isfinite(value) and ok):
+            raise InvalidInputError(f"optimizer {name} out of range: {value!r}")
+
+
+def _check_floats(name: str, values: list[float], length: int, index: int) -> None:
+    if values and len(values) != length:
+        raise InvalidInputError(
+            f"datum {index}: {name} has {len(values)} entries but the input has {length} tokens"
+        )
+    for position, value in enumerate(values):
+        if not math.isfinite(value):
+            raise InvalidInputError(f"datum {index}: {name}[{position}] is {value} (must be finite)")
+
+
+def check_datums(datums: list[Datum], loss_fn: str, vocab_size: int, max_length: int) -> None:
+    if not datums:
+        raise InvalidInputError("empty batch: send at least one datum")
+    for index, datum in enumerate(datums):
+        length = len(datum.input_tokens)
+        if length == 0:
+            raise InvalidInputError(f"datum {index}: input has no tokens")
+        if length > max_length:
+            raise InvalidInputError(
+                f"datum {index}: {length} tokens exceed the run's max_seq_length {max_length}; "
+                "truncate it or create the run with a larger max_seq_length"
+            )
+        if len(datum.target_tokens) != length:
+            raise InvalidInputError(
+                f"datum {index}: target_tokens is required and must have one entry per input "
+                f"token ({length}), got {len(datum.target_tokens)}"
+            )
+        for name, tokens in (("input", datum.input_tokens), ("target_tokens", datum.target_tokens)):
+            bad = [t for t in tokens if not isinstance(t, int) or not 0 <= t < vocab_size]
+            if bad:
+                raise InvalidInputError(
+                    f"datum {index}: {name} token id {bad[0]!r} is outside the vocabulary "
+                    f"[0, {vocab_size})"
+                )
+        _check_floats("weights", datum.weights, length, index)
+        _check_floats("logprobs", datum.sampler_logprobs, length, index)
+        _check_floats("advantages", datum.advantages, length, index)
+        if loss_fn in RL_LOSSES:
+            for name, values in (("logprobs", datum.sampler_logprobs),
+                                 ("advantages", datum.advantages)):
+                if not values:
+                    raise InvalidInputError(
+                        f"datum {index}: loss_fn {loss_fn!r} needs loss_fn_inputs "
+                        f"'{name}' (one per token)"
+                    )
+
+
+def check_forward_backward(request: ForwardBackwardRequest, vocab_size: int,
+                           max_length: int) -> None:
+    try:
+        validate_loss(request.loss_fn, request.loss_fn_config)
+    except ValueError as exc:
+        raise InvalidInputError(str(exc)) from None
+    if request.reduction not in ("sum", "mean"):
+        raise InvalidInputError(f"reduction must be 'sum' or 'mean', got {request.reduction!r}")
+    check_datums(request.datums, request.loss_fn, vocab_size, max_length)
+    if request.reduction == "mean" and not request.forward_only and not any(
+        w != 0 for d in request.datums for w in (d.weights or [1.0])
+    ):
+        raise InvalidInputError("nothing to train on: every token has weight 0")
+
+
+def check_sampling(params: SamplingParams, num_samples: int, prompt: list[int],
+                   vocab_size: int) -> None:
+    if not prompt:
+        raise InvalidInputError("empty prompt: send at least one token")
+    bad = [t for t in prompt if not isinstance(t, int) or not 0 <= t < vocab_size]
+    if bad:
+        raise InvalidInputError(f"prompt token id {bad[0]!r} is outside the vocabulary "
+                                f"[0, {vocab_size})")
+    if params.max_tokens < 1:
+        raise InvalidInputError(f"max_tokens must be >= 1, got {params.max_tokens}")
+    if not (math.isfinite(params.temperature) and params.temperature >= 0):
+        raise InvalidInputError(f"temperature must be >= 0, got {params.temperature}")
+    if not 0 < params.top_p <= 1:
+        raise InvalidInputError(f"top_p must be in (0, 1], got {params.top_p}")
+    if params.top_k == 0 or params.top_k < -1:
+        raise InvalidInputError(f"top_k must be -1 (off) or >= 1, got {params.top_k}")
+    if num_samples < 1:
+        raise InvalidInputError(f"num_samples must be >= 1, got {num_samples}")
