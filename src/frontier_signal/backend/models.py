@@ -151,6 +151,14 @@ def load_tokenizer(name: str) -> PreTrainedTokenizerBase:
     source = resolve_model(name)
     if source.tiny_seed is not None:
         return load_tokenizer(DEFAULT_MODEL)
+    if source.gguf_file and not (_cache_folder(source.name) / "config.json").exists():
+        # The tokenizer alone converts in ~3 s, the whole model in ~15 s: tests on the tiny
+        # model only need the former.
+        folder = _cache_folder(source.name + "--tokenizer")
+        if not (folder / "tokenizer_config.json").exists():
+            _atomic_save(folder, lambda tmp: AutoTokenizer.from_pretrained(
+                str(source.path), gguf_file=source.gguf_file).save_pretrained(tmp))
+        return AutoTokenizer.from_pretrained(str(folder))
     return AutoTokenizer.from_pretrained(str(model_folder(source)))
 
 

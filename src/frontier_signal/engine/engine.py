@@ -36,6 +36,7 @@ from frontier_signal.engine.types import (
     RunInfo,
     SampleRequest,
     SampleResult,
+    normalize_target_modules,
 )
 
 logger = logging.getLogger(__name__)
@@ -86,6 +87,8 @@ class Engine:
             ModelNotFoundError: an unknown base model (lists the available ones).
         """
         validation.check_run_config(config)
+        lora = replace(config.lora, target_modules=normalize_target_modules(config.lora.target_modules))
+        config = replace(config, lora=lora)
         run_id = run_id or f"run_{uuid.uuid4().hex[:12]}"
         if run_id in self._runs:
             raise InvalidInputError(f"run {run_id!r} already exists")

@@ -1,0 +1,165 @@
+"""Training throughput and peak memory: the engine vs a plain HF PEFT + AdamW loop.
+
+Both train SmolLM2-135M-Instruct with rank-32 LoRA on attention + MLP, on the same random
+token batches, each shape in a fresh subprocess so peak RSS is per configuration. The PEFT
+loop is what a user would write by hand: fp32 model, `get_peft_model`, `model(input_ids,
+labels=...)`, `loss.backward()`, `AdamW.step()`. Prints one JSON object with both figures
+and the ratios; also the memory one extra run costs in the engine.
+
+    .venv/bin/python bench/train_throughput.py [--steps 3] [--shapes 1x128,4x128,8x256]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
+TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def _peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _rss_mib() -> float:
+    with open("/proc/self/statm") as handle:
+        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _batches(batch: int, length: int, steps: int, vocab: int = 49152):
+    import torch
+
+    generator = torch.Generator().manual_seed(0)
+    return [torch.randint(0, vocab, (batch, length + 1), generator=generator)
+            for _ in range(steps + 1)]
+
+
+def run_peft(batch: int, length: int, steps: int) -> dict:
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from frontier_signal.backend import models
+
+    model = models.load_hf_model(MODEL, dtype=torch.float32)
+    model.train()
+    model = get_peft_model(model, LoraConfig(r=32, lora_alpha=64, lora_dropout=0.0,
+                                             target_modules=TARGETS, task_type="CAUSAL_LM"))
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    times, losses = [], []
+    for index, tokens in enumerate(_batches(batch, length, steps)):
+        start = time.perf_counter()
+        out = model(input_ids=tokens[:, :-1], labels=tokens[:, :-1])
+        out.loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if index:  # the first step warms up allocators and kernels
+            times.append(time.perf_counter() - start)
+        losses.append(float(out.loss))
+    return {"seconds_per_step": sum(times) / len(times), "first_loss": losses[0]}
+
+
+def run_engine(batch: int, length: int, steps: int, dtype: str, extra_runs: int) -> dict:
+    from frontier_signal.engine.engine import Engine
+    from frontier_signal.engine.types import Datum, LoraSpec, OptimizerSpec, RunConfig
+
+    engine = Engine(dtype=dtype)
+    config = RunConfig(MODEL, LoraSpec(rank=32, alpha=64, target_modules=tuple(TARGETS)),
+                       OptimizerSpec(learning_rate=1e-4, beta2=0.999, eps=1e-8))
+    run = engine.create_run(config).run_id
+    times, losses = [], []
+    for index, tokens in enumerate(_batches(batch, length, steps)):
+        datums = [Datum(row[:-1].tolist(), row[1:].tolist()) for row in tokens]
+        start = time.perf_counter()
+        result = engine.forward_backward(run, datums, reduction="mean")
+        engine.optim_step(run)
+        if index:
+            times.append(time.perf_counter() - start)
+        losses.append(result.loss)
+    out = {"seconds_per_step": sum(times) / len(times), "first_loss": losses[0],
+           "dtype": engine.get_run(run).dtype}
+    if extra_runs:
+        # Memory of extra runs: each gets a forward_backward + optim_step so its gradient and
+        # optimizer state exist, like a run in use.
+        small = [Datum(list(range(1, 17)), list(range(2, 18)))]
+        before = _rss_mib()
+        ids = [engine.create_run(config).run_id for _ in range(extra_runs)]
+        for run_id in ids:
+            engine.forward_backward(run_id, small)
+            engine.optim_step(run_id)
+        out["rss_per_extra_run_mib"] = (_rss_mib() - before) / extra_runs
+        out["accounted_per_run_mib"] = engine.get_run(ids[0]).memory_bytes / 2**20
+        out["adapter_params"] = engine.get_run(ids[0]).num_params
+    return out
+
+
+def child(args: argparse.Namespace) -> None:
+    import torch
+
+    torch.manual_seed(0)
+    if args.impl == "peft":
+        result = run_peft(args.batch, args.length, args.steps)
+    else:
+        result = run_engine(args.batch, args.length, args.steps, args.dtype, args.extra_runs)
+    result["peak_rss_mib"] = _peak_rss_mib()
+    result["tokens_per_second"] = args.batch * args.length / result["seconds_per_step"]
+    print(json.dumps(result))
+
+
+def measure(impl: str, batch: int, length: int, steps: int, dtype: str = "auto",
+            extra_runs: int = 0) -> dict:
+    command = [sys.executable, __file__, "--child", impl, "--batch", str(batch), "--length",
+               str(length), "--steps", str(steps), "--dtype", dtype, "--extra-runs",
+               str(extra_runs)]
+    output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    return json.loads(output.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--steps", type=int, default=3, help="timed steps per shape (+1 warmup)")
+    parser.add_argument("--shapes", default="1x128,4x128,8x256")
+    parser.add_argument("--dtype", default="auto", help="engine compute dtype")
+    parser.add_argument("--child", choices=["peft", "engine"])
+    parser.add_argument("--batch", type=int)
+    parser.add_argument("--length", type=int)
+    parser.add_argument("--extra-runs", type=int, default=0)
+    args = parser.parse_args()
+    if args.child:
+        args.impl = args.child
+        child(args)
+        return
+
+    from frontier_signal.backend import models
+
+    models.model_folder(models.resolve_model(MODEL))  # convert the GGUF once, outside timing
+    report: dict = {"model": MODEL, "lora": "r=32 attention+MLP", "steps": args.steps,
+                    "cpu_threads": os.cpu_count(), "shapes": {}}
+    for shape in args.shapes.split(","):
+        batch, length = (int(x) for x in shape.split("x"))
+        peft = measure("peft", batch, length, args.steps)
+        engine = measure("engine", batch, length, args.steps, args.dtype,
+                         extra_runs=4 if shape == args.shapes.split(",")[-1] else 0)
+        report["shapes"][shape] = {
+            "peft_fp32": peft,
+            "engine": engine,
+            "tokens_per_second_ratio": engine["tokens_per_second"] / peft["tokens_per_second"],
+            "peak_rss_ratio": engine["peak_rss_mib"] / peft["peak_rss_mib"],
+        }
+        print(json.dumps({shape: report["shapes"][shape]}), file=sys.stderr)
+    shapes = report["shapes"]
+    report["targets"] = {
+        "tokens_per_second_ratio_4x128 (>= 2)": shapes.get("4x128", {}).get(
+            "tokens_per_second_ratio"),
+        "peak_rss_ratio_8x256 (<= 0.5)": shapes.get("8x256", {}).get("peak_rss_ratio"),
+    }
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
