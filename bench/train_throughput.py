@@ -64,7 +64,39 @@ def run_peft(batch: int, length: int, steps: int) -> dict:
     return {"seconds_per_step": sum(times) / len(times), "first_loss": losses[0]}
 
 
-def run_engine(batch: int, length: int, steps: int, dtype: str, extra_runs: int) -> dict:
+def run_extra_runs(dtype: str, extra_runs: int) -> dict:
+    """RSS one more run in use costs: measured in a fresh process on tiny batches, so the
+    allocator has no freed activation memory to hide the new tensors in."""
+    from frontier_signal.engine.engine import Engine
+    from frontier_signal.engine.types import Datum, LoraSpec, OptimizerSpec, RunConfig
+
+    engine = Engine(dtype=dtype)
+    config = RunConfig(MODEL, LoraSpec(rank=32, alpha=64, target_modules=tuple(TARGETS)),
+                       OptimizerSpec(learning_rate=1e-4))
+    small = [Datum(list(range(1, 17)), list(range(2, 18)))]
+
+    def add_run() -> str:
+        run_id = engine.create_run(config).run_id
+        engine.forward_backward(run_id, small)  # gradient + optimizer state exist, as in use
+        engine.optim_step(run_id)
+        return run_id
+
+    add_run()
+    before = _rss_mib()
+    ids = [add_run() for _ in range(extra_runs)]
+    grown = (_rss_mib() - before) / extra_runs
+    for run_id in ids:
+        engine.delete_run(run_id)
+    import gc
+
+    gc.collect()
+    return {"extra_runs": extra_runs, "rss_per_extra_run_mib": grown,
+            "accounted_per_run_mib": engine.get_run(engine.list_runs()[0]).memory_bytes / 2**20,
+            "adapter_params": engine.get_run(engine.list_runs()[0]).num_params,
+            "rss_after_deleting_them_mib": _rss_mib() - before}
+
+
+def run_engine(batch: int, length: int, steps: int, dtype: str) -> dict:
     from frontier_signal.engine.engine import Engine
     from frontier_signal.engine.types import Datum, LoraSpec, OptimizerSpec, RunConfig
 
@@ -81,37 +113,27 @@ def run_engine(batch: int, length: int, steps: int, dtype: str, extra_runs: int)
         if index:
             times.append(time.perf_counter() - start)
         losses.append(result.loss)
-    out = {"seconds_per_step": sum(times) / len(times), "first_loss": losses[0],
-           "dtype": engine.get_run(run).dtype}
-    if extra_runs:
-        # Memory of extra runs: each gets a forward_backward + optim_step so its gradient and
-        # optimizer state exist, like a run in use.
-        small = [Datum(list(range(1, 17)), list(range(2, 18)))]
-        before = _rss_mib()
-        ids = [engine.create_run(config).run_id for _ in range(extra_runs)]
-        for run_id in ids:
-            engine.forward_backward(run_id, small)
-            engine.optim_step(run_id)
-        out["rss_per_extra_run_mib"] = (_rss_mib() - before) / extra_runs
-        out["accounted_per_run_mib"] = engine.get_run(ids[0]).memory_bytes / 2**20
-        out["adapter_params"] = engine.get_run(ids[0]).num_params
-    return out
+    return {"seconds_per_step": sum(times) / len(times), "first_loss": losses[0],
+            "dtype": engine.get_run(run).dtype}
 
 
 def child(args: argparse.Namespace) -> None:
     import torch
 
     torch.manual_seed(0)
+    if args.impl == "extra":
+        print(json.dumps(run_extra_runs(args.dtype, args.extra_runs)))
+        return
     if args.impl == "peft":
         result = run_peft(args.batch, args.length, args.steps)
     else:
-        result = run_engine(args.batch, args.length, args.steps, args.dtype, args.extra_runs)
+        result = run_engine(args.batch, args.length, args.steps, args.dtype)
     result["peak_rss_mib"] = _peak_rss_mib()
     result["tokens_per_second"] = args.batch * args.length / result["seconds_per_step"]
     print(json.dumps(result))
 
 
-def measure(impl: str, batch: int, length: int, steps: int, dtype: str = "auto",
+def measure(impl: str, batch: int = 1, length: int = 1, steps: int = 1, dtype: str = "auto",
             extra_runs: int = 0) -> dict:
     command = [sys.executable, __file__, "--child", impl, "--batch", str(batch), "--length",
                str(length), "--steps", str(steps), "--dtype", dtype, "--extra-runs",
@@ -125,7 +147,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3, help="timed steps per shape (+1 warmup)")
     parser.add_argument("--shapes", default="1x128,4x128,8x256")
     parser.add_argument("--dtype", default="auto", help="engine compute dtype")
-    parser.add_argument("--child", choices=["peft", "engine"])
+    parser.add_argument("--child", choices=["peft", "engine", "extra"])
     parser.add_argument("--batch", type=int)
     parser.add_argument("--length", type=int)
     parser.add_argument("--extra-runs", type=int, default=0)
@@ -143,8 +165,7 @@ def main() -> None:
     for shape in args.shapes.split(","):
         batch, length = (int(x) for x in shape.split("x"))
         peft = measure("peft", batch, length, args.steps)
-        engine = measure("engine", batch, length, args.steps, args.dtype,
-                         extra_runs=4 if shape == args.shapes.split(",")[-1] else 0)
+        engine = measure("engine", batch, length, args.steps, args.dtype)
         report["shapes"][shape] = {
             "peft_fp32": peft,
             "engine": engine,
@@ -152,6 +173,7 @@ def main() -> None:
             "peak_rss_ratio": engine["peak_rss_mib"] / peft["peak_rss_mib"],
         }
         print(json.dumps({shape: report["shapes"][shape]}), file=sys.stderr)
+    report["memory_per_extra_run"] = measure("extra", dtype=args.dtype, extra_runs=4)
     shapes = report["shapes"]
     report["targets"] = {
         "tokens_per_second_ratio_4x128 (>= 2)": shapes.get("4x128", {}).get(

@@ -8,6 +8,8 @@ thread-safe: one scheduler thread owns it (see DESIGN.md).
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import logging
 import uuid
 from collections import OrderedDict
@@ -41,6 +43,15 @@ from frontier_signal.engine.types import (
 
 logger = logging.getLogger(__name__)
 SAMPLER_CACHE_SIZE = 8
+
+
+def _return_freed_memory() -> None:
+    """Ask glibc to hand freed heap pages back to the OS (else RSS never shrinks)."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to do
+        pass
 
 
 class Engine:
@@ -114,6 +125,7 @@ class Engine:
         """Drop a run and free its adapter, gradient and optimizer memory."""
         self._run(run_id).release()
         del self._runs[run_id]
+        _return_freed_memory()
 
     # ----- training ----------------------------------------------------------------------
     def render(self, base_model: str, examples: list[dict], max_length: int) -> list[RenderedExample]:
