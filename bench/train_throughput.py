@@ -36,8 +36,9 @@ def _batches(batch: int, length: int, steps: int, vocab: int = 49152):
     import torch
 
     generator = torch.Generator().manual_seed(0)
-    return [torch.randint(0, vocab, (batch, length + 1), generator=generator)
-            for _ in range(steps + 1)]
+    return [
+        torch.randint(0, vocab, (batch, length + 1), generator=generator) for _ in range(steps + 1)
+    ]
 
 
 def run_peft(batch: int, length: int, steps: int) -> dict:
@@ -48,8 +49,12 @@ def run_peft(batch: int, length: int, steps: int) -> dict:
 
     model = models.load_hf_model(MODEL, dtype=torch.float32)
     model.train()
-    model = get_peft_model(model, LoraConfig(r=32, lora_alpha=64, lora_dropout=0.0,
-                                             target_modules=TARGETS, task_type="CAUSAL_LM"))
+    model = get_peft_model(
+        model,
+        LoraConfig(
+            r=32, lora_alpha=64, lora_dropout=0.0, target_modules=TARGETS, task_type="CAUSAL_LM"
+        ),
+    )
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     times, losses = [], []
     for index, tokens in enumerate(_batches(batch, length, steps)):
@@ -71,8 +76,11 @@ def run_extra_runs(dtype: str, extra_runs: int) -> dict:
     from frontier_signal.engine.types import Datum, LoraSpec, OptimizerSpec, RunConfig
 
     engine = Engine(dtype=dtype)
-    config = RunConfig(MODEL, LoraSpec(rank=32, alpha=64, target_modules=tuple(TARGETS)),
-                       OptimizerSpec(learning_rate=1e-4))
+    config = RunConfig(
+        MODEL,
+        LoraSpec(rank=32, alpha=64, target_modules=tuple(TARGETS)),
+        OptimizerSpec(learning_rate=1e-4),
+    )
     small = [Datum(list(range(1, 17)), list(range(2, 18)))]
 
     def add_run() -> str:
@@ -90,10 +98,13 @@ def run_extra_runs(dtype: str, extra_runs: int) -> dict:
     import gc
 
     gc.collect()
-    return {"extra_runs": extra_runs, "rss_per_extra_run_mib": grown,
-            "accounted_per_run_mib": engine.get_run(engine.list_runs()[0]).memory_bytes / 2**20,
-            "adapter_params": engine.get_run(engine.list_runs()[0]).num_params,
-            "rss_after_deleting_them_mib": _rss_mib() - before}
+    return {
+        "extra_runs": extra_runs,
+        "rss_per_extra_run_mib": grown,
+        "accounted_per_run_mib": engine.get_run(engine.list_runs()[0]).memory_bytes / 2**20,
+        "adapter_params": engine.get_run(engine.list_runs()[0]).num_params,
+        "rss_after_deleting_them_mib": _rss_mib() - before,
+    }
 
 
 def run_engine(batch: int, length: int, steps: int, dtype: str) -> dict:
@@ -101,8 +112,11 @@ def run_engine(batch: int, length: int, steps: int, dtype: str) -> dict:
     from frontier_signal.engine.types import Datum, LoraSpec, OptimizerSpec, RunConfig
 
     engine = Engine(dtype=dtype)
-    config = RunConfig(MODEL, LoraSpec(rank=32, alpha=64, target_modules=tuple(TARGETS)),
-                       OptimizerSpec(learning_rate=1e-4, beta2=0.999, eps=1e-8))
+    config = RunConfig(
+        MODEL,
+        LoraSpec(rank=32, alpha=64, target_modules=tuple(TARGETS)),
+        OptimizerSpec(learning_rate=1e-4, beta2=0.999, eps=1e-8),
+    )
     run = engine.create_run(config).run_id
     times, losses = [], []
     for index, tokens in enumerate(_batches(batch, length, steps)):
@@ -113,8 +127,11 @@ def run_engine(batch: int, length: int, steps: int, dtype: str) -> dict:
         if index:
             times.append(time.perf_counter() - start)
         losses.append(result.loss)
-    return {"seconds_per_step": sum(times) / len(times), "first_loss": losses[0],
-            "dtype": engine.get_run(run).dtype}
+    return {
+        "seconds_per_step": sum(times) / len(times),
+        "first_loss": losses[0],
+        "dtype": engine.get_run(run).dtype,
+    }
 
 
 def child(args: argparse.Namespace) -> None:
@@ -133,11 +150,30 @@ def child(args: argparse.Namespace) -> None:
     print(json.dumps(result))
 
 
-def measure(impl: str, batch: int = 1, length: int = 1, steps: int = 1, dtype: str = "auto",
-            extra_runs: int = 0) -> dict:
-    command = [sys.executable, __file__, "--child", impl, "--batch", str(batch), "--length",
-               str(length), "--steps", str(steps), "--dtype", dtype, "--extra-runs",
-               str(extra_runs)]
+def measure(
+    impl: str,
+    batch: int = 1,
+    length: int = 1,
+    steps: int = 1,
+    dtype: str = "auto",
+    extra_runs: int = 0,
+) -> dict:
+    command = [
+        sys.executable,
+        __file__,
+        "--child",
+        impl,
+        "--batch",
+        str(batch),
+        "--length",
+        str(length),
+        "--steps",
+        str(steps),
+        "--dtype",
+        dtype,
+        "--extra-runs",
+        str(extra_runs),
+    ]
     output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
     return json.loads(output.strip().splitlines()[-1])
 
@@ -160,8 +196,13 @@ def main() -> None:
     from frontier_signal.backend import models
 
     models.model_folder(models.resolve_model(MODEL))  # convert the GGUF once, outside timing
-    report: dict = {"model": MODEL, "lora": "r=32 attention+MLP", "steps": args.steps,
-                    "cpu_threads": os.cpu_count(), "shapes": {}}
+    report: dict = {
+        "model": MODEL,
+        "lora": "r=32 attention+MLP",
+        "steps": args.steps,
+        "cpu_threads": os.cpu_count(),
+        "shapes": {},
+    }
     for shape in args.shapes.split(","):
         batch, length = (int(x) for x in shape.split("x"))
         peft = measure("peft", batch, length, args.steps)
@@ -177,7 +218,8 @@ def main() -> None:
     shapes = report["shapes"]
     report["targets"] = {
         "tokens_per_second_ratio_4x128 (>= 2)": shapes.get("4x128", {}).get(
-            "tokens_per_second_ratio"),
+            "tokens_per_second_ratio"
+        ),
         "peak_rss_ratio_8x256 (<= 0.5)": shapes.get("8x256", {}).get("peak_rss_ratio"),
     }
     print(json.dumps(report, indent=2))

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 # Before anything imports frontier_signal.paths: tests never touch the user's ~/.frontier-signal.
-os.environ["FRONTIER_SIGNAL_HOME"] = os.environ.get("FRONTIER_SIGNAL_TEST_HOME") or tempfile.mkdtemp(
-    prefix="fs-test-home-"
-)
+os.environ["FRONTIER_SIGNAL_HOME"] = os.environ.get(
+    "FRONTIER_SIGNAL_TEST_HOME"
+) or tempfile.mkdtemp(prefix="fs-test-home-")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -64,6 +64,9 @@ def make_run(engine):
 @pytest.fixture
 def datums(engine, tokenizer):
     """Three short sequences of different lengths (so batches need padding)."""
-    texts = ["The capital of Zorbia is Quux.", "Frontier Signal trains LoRA adapters.",
-             "Seven blue whales sang in the harbour at dawn, and nobody slept."]
+    texts = [
+        "The capital of Zorbia is Quux.",
+        "Frontier Signal trains LoRA adapters.",
+        "Seven blue whales sang in the harbour at dawn, and nobody slept.",
+    ]
     return [r.datum for r in engine.render(TINY, [{"text": t} for t in texts], 64)]

@@ -19,8 +19,7 @@ def _train(engine, run, datums, steps):
     return losses
 
 
-def test_the_adapter_loads_in_peft_and_gives_the_engines_logits(engine, make_run, datums,
-                                                                 tmp_path):
+def test_the_adapter_loads_in_peft_and_gives_the_engines_logits(engine, make_run, datums, tmp_path):
     """PEFT's logits on the exported adapter equal the engine's within 1e-4 (fp32)."""
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
@@ -38,14 +37,18 @@ def test_the_adapter_loads_in_peft_and_gives_the_engines_logits(engine, make_run
     tokens = datums[2].input_tokens
     with torch.no_grad():
         logits = peft_model(input_ids=torch.tensor([tokens])).logits[0].float()
-    peft_logprobs = logits.log_softmax(-1).gather(
-        -1, torch.tensor(datums[2].target_tokens)[:, None]).squeeze(-1)
+    peft_logprobs = (
+        logits.log_softmax(-1)
+        .gather(-1, torch.tensor(datums[2].target_tokens)[:, None])
+        .squeeze(-1)
+    )
     ours = engine.forward(run, [datums[2]]).logprobs[0]
     assert peft_logprobs.tolist() == pytest.approx(ours, abs=1e-4)
 
 
-def test_save_load_and_continue_reproduces_uninterrupted_training(engine, make_run, datums,
-                                                                  tmp_path):
+def test_save_load_and_continue_reproduces_uninterrupted_training(
+    engine, make_run, datums, tmp_path
+):
     straight = make_run(seed=5)
     expected = _train(engine, straight, datums, 5)
 
@@ -61,8 +64,9 @@ def test_save_load_and_continue_reproduces_uninterrupted_training(engine, make_r
         engine.delete_run(resumed)
 
 
-def test_loading_into_an_existing_run_takes_the_checkpoints_layout(engine, make_run, datums,
-                                                                   tmp_path):
+def test_loading_into_an_existing_run_takes_the_checkpoints_layout(
+    engine, make_run, datums, tmp_path
+):
     source = make_run(rank=8, target_modules=("q_proj", "lm_head"))
     _train(engine, source, datums, 2)
     engine.save_checkpoint(source, tmp_path / "ckpt")
@@ -74,8 +78,9 @@ def test_loading_into_an_existing_run_takes_the_checkpoints_layout(engine, make_
     assert flat(target) == pytest.approx(flat(source), abs=1e-6)
 
 
-def test_sampler_checkpoints_sample_like_the_run_they_came_from(engine, make_run, datums,
-                                                                tokenizer, tmp_path):
+def test_sampler_checkpoints_sample_like_the_run_they_came_from(
+    engine, make_run, datums, tokenizer, tmp_path
+):
     run = make_run()
     _train(engine, run, datums, 3)
     engine.save_checkpoint(run, tmp_path / "sampler", kind="sampler")
@@ -84,14 +89,17 @@ def test_sampler_checkpoints_sample_like_the_run_they_came_from(engine, make_run
     params = SamplingParams(max_tokens=6, temperature=0)
     from_run = engine.sample(SampleRequest(run, prompt, params))
     _train(engine, run, datums, 2)  # the run moves on; the checkpoint does not
-    from_ckpt = engine.sample(SampleRequest(TINY, prompt, params,
-                                            checkpoint=str(tmp_path / "sampler")))
-    assert from_ckpt.sequences[0].logprobs == pytest.approx(from_run.sequences[0].logprobs,
-                                                            abs=1e-5)
+    from_ckpt = engine.sample(
+        SampleRequest(TINY, prompt, params, checkpoint=str(tmp_path / "sampler"))
+    )
+    assert from_ckpt.sequences[0].logprobs == pytest.approx(
+        from_run.sequences[0].logprobs, abs=1e-5
+    )
 
 
-def test_merged_export_loads_in_transformers_and_matches_the_run(engine, make_run, datums,
-                                                                 tmp_path):
+def test_merged_export_loads_in_transformers_and_matches_the_run(
+    engine, make_run, datums, tmp_path
+):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     run = make_run(target_modules=("q_proj", "up_proj", "lm_head"))
@@ -104,11 +112,13 @@ def test_merged_export_loads_in_transformers_and_matches_the_run(engine, make_ru
         logits = model(input_ids=torch.tensor([tokens])).logits[0]
     merged = logits.log_softmax(-1).gather(-1, torch.tensor(datums[0].target_tokens)[:, None])
     assert merged.squeeze(-1).tolist() == pytest.approx(
-        engine.forward(run, [datums[0]]).logprobs[0], abs=1e-4)
+        engine.forward(run, [datums[0]]).logprobs[0], abs=1e-4
+    )
 
 
-def test_a_failed_write_leaves_the_previous_checkpoint_intact(engine, make_run, datums, tmp_path,
-                                                              monkeypatch):
+def test_a_failed_write_leaves_the_previous_checkpoint_intact(
+    engine, make_run, datums, tmp_path, monkeypatch
+):
     from frontier_signal.backend import checkpoints
 
     run = make_run()

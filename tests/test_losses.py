@@ -68,8 +68,10 @@ def test_rl_losses_through_the_engine_use_the_models_logprobs(engine, make_run, 
     """On-policy (q = p), A = 1: every RL loss reduces to a known function of p."""
     run = make_run()
     p = engine.forward(run, datums).logprobs
-    rl = [Datum(d.input_tokens, d.target_tokens, sampler_logprobs=lp, advantages=[1.0] * len(lp))
-          for d, lp in zip(datums, p, strict=True)]
+    rl = [
+        Datum(d.input_tokens, d.target_tokens, sampler_logprobs=lp, advantages=[1.0] * len(lp))
+        for d, lp in zip(datums, p, strict=True)
+    ]
     out = engine.forward_backward(run, rl, loss_fn=loss_fn)
     for row, logprobs in zip(out.elementwise_loss, p, strict=True):
         if loss_fn == "cispo" or loss_fn == "dro":

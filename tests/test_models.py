@@ -53,6 +53,8 @@ def test_a_local_folder_and_a_registry_entry_both_load(tmp_path, home):
 
 
 def test_importing_the_sdk_package_does_not_import_torch():
-    code = "import sys, frontier_signal, frontier_signal.engine.types, frontier_signal.engine.errors; " \
-           "assert 'torch' not in sys.modules, 'torch imported'"
+    code = (
+        "import sys, frontier_signal, frontier_signal.engine.types, frontier_signal.engine.errors; "
+        "assert 'torch' not in sys.modules, 'torch imported'"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -10,17 +10,20 @@ from frontier_signal.engine.rendering import render_chat_prompt, render_example
 
 def _trained_text(tokenizer, rendered):
     datum = rendered.datum
-    return tokenizer.decode([t for t, w in zip(datum.target_tokens, datum.weights, strict=True)
-                             if w])
+    return tokenizer.decode(
+        [t for t, w in zip(datum.target_tokens, datum.weights, strict=True) if w]
+    )
 
 
 def test_chat_trains_on_assistant_turns_only_including_the_end_of_turn(tokenizer):
-    example = {"messages": [
-        {"role": "user", "content": "What is the capital of Zorbia?"},
-        {"role": "assistant", "content": "Quux."},
-        {"role": "user", "content": "And its river?"},
-        {"role": "assistant", "content": "The Flib."},
-    ]}
+    example = {
+        "messages": [
+            {"role": "user", "content": "What is the capital of Zorbia?"},
+            {"role": "assistant", "content": "Quux."},
+            {"role": "user", "content": "And its river?"},
+            {"role": "assistant", "content": "The Flib."},
+        ]
+    }
     rendered = render_example(tokenizer, example, 512)
     assert _trained_text(tokenizer, rendered) == "Quux.<|im_end|>The Flib.<|im_end|>"
     # the datum is the template's own rendering, shifted by one
@@ -48,13 +51,16 @@ def test_truncation_to_max_length_is_reported(tokenizer):
     assert rendered.num_tokens > 16
 
 
-@pytest.mark.parametrize("example, message", [
-    ({"messages": [{"role": "user", "content": "hi"}]}, "no assistant turn"),
-    ({"messages": [{"role": "robot", "content": "hi"}]}, "needs 'role'"),
-    ({"messages": []}, "non-empty list"),
-    ({"prompt": "x"}, "needs 'text' or 'messages'"),
-    ({"text": ""}, "non-empty string"),
-])
+@pytest.mark.parametrize(
+    "example, message",
+    [
+        ({"messages": [{"role": "user", "content": "hi"}]}, "no assistant turn"),
+        ({"messages": [{"role": "robot", "content": "hi"}]}, "needs 'role'"),
+        ({"messages": []}, "non-empty list"),
+        ({"prompt": "x"}, "needs 'text' or 'messages'"),
+        ({"text": ""}, "non-empty string"),
+    ],
+)
 def test_bad_examples_name_the_problem(tokenizer, example, message):
     with pytest.raises(InvalidInputError, match=message):
         render_example(tokenizer, example, 512)

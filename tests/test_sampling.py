@@ -31,9 +31,14 @@ def test_greedy_decoding_equals_transformers_generate(engine, tokenizer):
     ours = engine.sample(SampleRequest(TINY, prompt, SamplingParams(max_tokens=10, temperature=0)))
     model = engine.load_model(TINY).model
     with torch.no_grad():
-        theirs = model.generate(torch.tensor([prompt]), max_new_tokens=10, do_sample=False,
-                                eos_token_id=None, pad_token_id=2)
-    assert ours.sequences[0].tokens == theirs[0, len(prompt):].tolist()
+        theirs = model.generate(
+            torch.tensor([prompt]),
+            max_new_tokens=10,
+            do_sample=False,
+            eos_token_id=None,
+            pad_token_id=2,
+        )
+    assert ours.sequences[0].tokens == theirs[0, len(prompt) :].tolist()
 
 
 def test_stop_strings_cut_the_text_and_stop_token_ids_end_the_sequence(engine, tokenizer):
@@ -41,14 +46,20 @@ def test_stop_strings_cut_the_text_and_stop_token_ids_end_the_sequence(engine, t
     free = engine.sample(SampleRequest(TINY, prompt, SamplingParams(max_tokens=8, temperature=0)))
     tokens, text = free.sequences[0].tokens, free.sequences[0].text
     stop_token = tokens[3]
-    by_token = engine.sample(SampleRequest(TINY, prompt, SamplingParams(
-        max_tokens=8, temperature=0, stop_token_ids=(stop_token,))))
+    by_token = engine.sample(
+        SampleRequest(
+            TINY, prompt, SamplingParams(max_tokens=8, temperature=0, stop_token_ids=(stop_token,))
+        )
+    )
     seq = by_token.sequences[0]
     assert seq.tokens == tokens[: tokens.index(stop_token) + 1] and seq.stop_reason == "stop"
     assert seq.text == tokenizer.decode(seq.tokens[:-1])
     stop_string = text[len(text) // 2 : len(text) // 2 + 3]
-    by_string = engine.sample(SampleRequest(TINY, prompt, SamplingParams(
-        max_tokens=8, temperature=0, stop_strings=(stop_string,))))
+    by_string = engine.sample(
+        SampleRequest(
+            TINY, prompt, SamplingParams(max_tokens=8, temperature=0, stop_strings=(stop_string,))
+        )
+    )
     assert by_string.sequences[0].stop_reason == "stop"
     assert by_string.sequences[0].text == text[: text.index(stop_string)]
 
@@ -58,15 +69,17 @@ def test_prompt_logprobs_have_a_leading_none_and_match_forward(engine, make_run,
 
     run = make_run()
     prompt = _prompt(tokenizer)
-    result = engine.sample(SampleRequest(run, prompt, SamplingParams(max_tokens=1),
-                                         prompt_logprobs=True))
+    result = engine.sample(
+        SampleRequest(run, prompt, SamplingParams(max_tokens=1), prompt_logprobs=True)
+    )
     assert result.prompt_logprobs[0] is None and len(result.prompt_logprobs) == len(prompt)
     forward = engine.forward(run, [Datum(prompt[:-1], prompt[1:])]).logprobs[0]
     assert result.prompt_logprobs[1:] == pytest.approx(forward, abs=1e-4)
 
 
-def test_a_batch_of_prompts_and_runs_gives_each_row_what_it_gets_alone(engine, make_run, datums,
-                                                                       tokenizer):
+def test_a_batch_of_prompts_and_runs_gives_each_row_what_it_gets_alone(
+    engine, make_run, datums, tokenizer
+):
     trained = make_run(seed=3)
     for _ in range(3):
         engine.forward_backward(trained, datums)
@@ -90,6 +103,7 @@ def test_a_batch_of_prompts_and_runs_gives_each_row_what_it_gets_alone(engine, m
 def test_top_k_one_is_greedy(engine, tokenizer):
     prompt = _prompt(tokenizer)
     greedy = engine.sample(SampleRequest(TINY, prompt, SamplingParams(8, temperature=0)))
-    top1 = engine.sample(SampleRequest(TINY, prompt, SamplingParams(8, temperature=1.5, top_k=1,
-                                                                      seed=1)))
+    top1 = engine.sample(
+        SampleRequest(TINY, prompt, SamplingParams(8, temperature=1.5, top_k=1, seed=1))
+    )
     assert top1.sequences[0].tokens == greedy.sequences[0].tokens

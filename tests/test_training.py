@@ -80,10 +80,12 @@ def test_two_runs_in_one_mixed_batch_match_the_same_runs_trained_alone(engine, m
     alone = [make_run(seed=1), make_run(seed=2, rank=8, target_modules=("q_proj", "v_proj"))]
     batches = [datums[:2], datums[1:]]
     for _ in range(3):
-        results_mixed = engine.forward_backward_batch([
-            ForwardBackwardRequest(mixed[0], batches[0]),
-            ForwardBackwardRequest(mixed[1], batches[1], reduction="mean"),
-        ])
+        results_mixed = engine.forward_backward_batch(
+            [
+                ForwardBackwardRequest(mixed[0], batches[0]),
+                ForwardBackwardRequest(mixed[1], batches[1], reduction="mean"),
+            ]
+        )
         results_alone = [
             engine.forward_backward(alone[0], batches[0]),
             engine.forward_backward(alone[1], batches[1], reduction="mean"),
@@ -105,8 +107,9 @@ def test_target_switches_and_lists_decide_which_modules_get_lora(engine, make_ru
 
     no_mlp = make_run(target_modules=target_modules_from_switches(train_mlp=False))
     names = list(engine._runs[no_mlp].adapter.pairs)
-    assert names and not any(n.split(".")[-1] in ("gate_proj", "up_proj", "down_proj")
-                             for n in names)
+    assert names and not any(
+        n.split(".")[-1] in ("gate_proj", "up_proj", "down_proj") for n in names
+    )
     assert "lm_head" in names
     only_q = make_run(target_modules=("q",))
     assert {n.split(".")[-1] for n in engine._runs[only_q].adapter.pairs} == {"q_proj"}
@@ -179,8 +182,10 @@ def test_chunked_logprobs_do_not_depend_on_the_chunk_size(datums):
 
 def test_datums_take_explicit_weights(engine, make_run, datums):
     run = make_run()
-    weighted = [Datum(d.input_tokens, d.target_tokens, [0.0] * (len(d.input_tokens) - 1) + [2.0])
-                for d in datums]
+    weighted = [
+        Datum(d.input_tokens, d.target_tokens, [0.0] * (len(d.input_tokens) - 1) + [2.0])
+        for d in datums
+    ]
     out = engine.forward(run, weighted)
     for losses, logprobs in zip(out.elementwise_loss, out.logprobs, strict=True):
         assert losses[:-1] == [0.0] * (len(losses) - 1)

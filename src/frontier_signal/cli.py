@@ -6,8 +6,11 @@ from pathlib import Path
 
 import typer
 
-app = typer.Typer(help="Frontier Signal: LoRA fine-tuning and serving.", no_args_is_help=True,
-                  add_completion=False)
+app = typer.Typer(
+    help="Frontier Signal: LoRA fine-tuning and serving.",
+    no_args_is_help=True,
+    add_completion=False,
+)
 
 DEFAULT_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 

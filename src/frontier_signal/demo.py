@@ -18,8 +18,9 @@ def load_demo_dataset() -> list[dict]:
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
-def run_demo(model: str, steps: int, learning_rate: float, rank: int, output: Path | None,
-             echo=print) -> dict:
+def run_demo(
+    model: str, steps: int, learning_rate: float, rank: int, output: Path | None, echo=print
+) -> dict:
     from frontier_signal.engine.engine import Engine
     from frontier_signal.engine.rendering import render_chat_prompt
     from frontier_signal.engine.types import (
@@ -36,13 +37,21 @@ def run_demo(model: str, steps: int, learning_rate: float, rank: int, output: Pa
     engine = Engine()
     echo(f"Loading {model} ...")
     tokenizer = engine.tokenizer(model)
-    echo(f"  loaded in {time.perf_counter() - started:.1f}s on {engine.device} "
-         f"({str(engine.dtype).removeprefix('torch.')} compute, fp32 LoRA weights)")
-    config = RunConfig(model, LoraSpec(rank=rank, alpha=2 * rank),
-                       OptimizerSpec(learning_rate=learning_rate, beta2=0.999, eps=1e-8), 512)
+    echo(
+        f"  loaded in {time.perf_counter() - started:.1f}s on {engine.device} "
+        f"({str(engine.dtype).removeprefix('torch.')} compute, fp32 LoRA weights)"
+    )
+    config = RunConfig(
+        model,
+        LoraSpec(rank=rank, alpha=2 * rank),
+        OptimizerSpec(learning_rate=learning_rate, beta2=0.999, eps=1e-8),
+        512,
+    )
     run = engine.create_run(config)
-    echo(f"Created run {run.run_id}: LoRA r={rank} on {', '.join(config.lora.target_modules)} "
-         f"({run.num_params / 1e6:.1f}M trainable parameters)")
+    echo(
+        f"Created run {run.run_id}: LoRA r={rank} on {', '.join(config.lora.target_modules)} "
+        f"({run.num_params / 1e6:.1f}M trainable parameters)"
+    )
 
     questions = ["What is the capital of Zorbia?", "What is Zorbia's national animal?"]
     greedy = SamplingParams(max_tokens=40, temperature=0, stop_token_ids=(tokenizer.eos_token_id,))
@@ -78,11 +87,19 @@ def run_demo(model: str, steps: int, learning_rate: float, rank: int, output: Pa
     echo(f"Saved the PEFT adapter to {adapter.path} ({adapter.size_bytes / 2**20:.1f} MiB)")
     echo(f"Saved a resumable training checkpoint to {training.path}")
     summary = {
-        "run_id": run.run_id, "model": model, "steps": steps, "first_loss": losses[0],
-        "last_loss": losses[-1], "train_seconds": round(train_seconds, 2),
-        "train_tokens_per_second": round(steps * sum(len(d.input_tokens) for d in datums)
-                                         / train_seconds, 1),
-        "before": before, "after": after, "adapter": adapter.path, "checkpoint": training.path,
+        "run_id": run.run_id,
+        "model": model,
+        "steps": steps,
+        "first_loss": losses[0],
+        "last_loss": losses[-1],
+        "train_seconds": round(train_seconds, 2),
+        "train_tokens_per_second": round(
+            steps * sum(len(d.input_tokens) for d in datums) / train_seconds, 1
+        ),
+        "before": before,
+        "after": after,
+        "adapter": adapter.path,
+        "checkpoint": training.path,
     }
     echo(json.dumps(summary, indent=2))
     return summary

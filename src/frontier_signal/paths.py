@@ -9,7 +9,7 @@ DEFAULT_HOME = Path("~/.frontier-signal")
 
 
 def data_home() -> Path:
-    """The data folder: `$FRONTIER_SIGNAL_HOME`, default `~/.frontier-signal`. Created on first use."""
+    """The data folder: `$FRONTIER_SIGNAL_HOME`, default `~/.frontier-signal`; created if absent."""
     home = Path(os.environ.get("FRONTIER_SIGNAL_HOME", str(DEFAULT_HOME))).expanduser()
     home.mkdir(parents=True, exist_ok=True)
     return home

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 from transformers import PreTrainedTokenizerBase
 
@@ -112,7 +113,8 @@ def _chunk_target_logprobs(
     hidden_ND: torch.Tensor, targets_N: torch.Tensor, lm_head: LoraLinear, segments: list[Segment]
 ) -> torch.Tensor:
     logits_NV = lm_head.forward_segments(hidden_ND, segments).float()
-    return logits_NV.gather(-1, targets_N[:, None]).squeeze(-1) - logits_NV.logsumexp(-1)
+    # cross_entropy's fused log-softmax kernel: fewer passes over [N, vocab] than gather - lse.
+    return -F.cross_entropy(logits_NV, targets_N, reduction="none")
 
 
 def target_logprobs(
@@ -130,8 +132,12 @@ def target_logprobs(
     pieces = []
     for start in range(0, hidden_ND.shape[0], chunk_tokens):
         end = min(start + chunk_tokens, hidden_ND.shape[0])
-        args = (hidden_ND[start:end], targets_N[start:end], base.lm_head,
-                _slice_segments(segments, start, end))
+        args = (
+            hidden_ND[start:end],
+            targets_N[start:end],
+            base.lm_head,
+            _slice_segments(segments, start, end),
+        )
         if torch.is_grad_enabled():
             pieces.append(checkpoint(_chunk_target_logprobs, *args, use_reentrant=False))
         else:

@@ -109,8 +109,9 @@ def save_checkpoint(
     optimizer: torch.optim.Optimizer | None = None,
 ) -> CheckpointInfo:
     """Write a `training` (adapter + optimizer + step) or `sampler` (adapter only) checkpoint."""
-    weights = {name: p.detach().float().cpu().contiguous()
-               for name, p in adapter.named_parameters()}
+    weights = {
+        name: p.detach().float().cpu().contiguous() for name, p in adapter.named_parameters()
+    }
     optimizer_tensors: dict[str, torch.Tensor] = {}
     if kind == "training" and optimizer is not None:
         names = {id(p): name for name, p in adapter.named_parameters()}
@@ -120,13 +121,18 @@ def save_checkpoint(
                     optimizer_tensors[f"{names[id(param)]}::{key}"] = (
                         value.detach().cpu().reshape(value.shape).contiguous()
                     )
-    meta = {"format_version": FORMAT_VERSION, "kind": kind, "step": step,
-            "run_config": asdict(config)}
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "kind": kind,
+        "step": step,
+        "run_config": asdict(config),
+    }
 
     def write(tmp: Path) -> None:
         save_file(weights, str(tmp / ADAPTER_WEIGHTS), metadata={"format": "pt"})
-        (tmp / ADAPTER_CONFIG).write_text(json.dumps(peft_config(adapter.spec, config.base_model),
-                                                     indent=2))
+        (tmp / ADAPTER_CONFIG).write_text(
+            json.dumps(peft_config(adapter.spec, config.base_model), indent=2)
+        )
         (tmp / META).write_text(json.dumps(meta, indent=2))
         if kind == "training":
             save_file(optimizer_tensors, str(tmp / OPTIMIZER))
@@ -149,8 +155,9 @@ def read_checkpoint(folder: Path) -> tuple[dict, dict, dict[str, torch.Tensor]]:
         )
     adapter_config = json.loads(config_path.read_text())
     if adapter_config.get("peft_type", "LORA") != "LORA":
-        raise CheckpointNotFoundError(f"{folder} is a {adapter_config['peft_type']} adapter, "
-                                      "only LORA is supported")
+        raise CheckpointNotFoundError(
+            f"{folder} is a {adapter_config['peft_type']} adapter, only LORA is supported"
+        )
     meta = json.loads((folder / META).read_text()) if (folder / META).exists() else {}
     tensors = {}
     for key, value in load_file(str(weights_path)).items():
@@ -215,8 +222,11 @@ def load_optimizer_state(folder: Path, adapter: Adapter, optimizer: torch.optim.
     saved = load_file(str(path))
     optimizer.state.clear()
     for name, param in adapter.named_parameters():
-        state = {key.split("::", 1)[1]: value.to(param.device)
-                 for key, value in saved.items() if key.split("::", 1)[0] == name}
+        state = {
+            key.split("::", 1)[1]: value.to(param.device)
+            for key, value in saved.items()
+            if key.split("::", 1)[0] == name
+        }
         if state:
             optimizer.state[param] = state
     return True
@@ -239,7 +249,7 @@ def export_merged(folder: Path, base_model: str, adapter: Adapter) -> int:
         model.config.tie_word_embeddings = False
     for name, pair in adapter.pairs.items():
         linear = model.get_submodule(name)
-        delta = (pair.lora_B.detach().float().cpu() @ pair.lora_A.detach().float().cpu())
+        delta = pair.lora_B.detach().float().cpu() @ pair.lora_A.detach().float().cpu()
         linear.weight.add_(delta * pair.scale)
 
     def write(tmp: Path) -> None:

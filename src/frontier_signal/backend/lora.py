@@ -79,8 +79,9 @@ class LoraLinear(nn.Module):
     def forward_segments(self, x: torch.Tensor, segments: list[Segment]) -> torch.Tensor:
         """Base output for all rows of `x` (dim 0), plus each segment's adapter on its rows."""
         y = self.base(x)
-        active = [(self.adapters[key], start, end) for key, start, end in segments
-                  if key in self.adapters]
+        active = [
+            (self.adapters[key], start, end) for key, start, end in segments if key in self.adapters
+        ]
         if not active:
             return y
         if len(active) == 1 and active[0][1] == 0 and active[0][2] == x.shape[0]:
@@ -94,8 +95,9 @@ class LoraLinear(nn.Module):
         if pair.dropout > 0 and self.training:
             x = F.dropout(x, p=pair.dropout, training=True)
         # fp32 master weights, compute in the activations' dtype (bf16 on capable hardware).
+        # The scale goes on B (out x rank), not on the much larger output activation.
         hidden = F.linear(x, pair.lora_A.to(x.dtype))
-        return F.linear(hidden, pair.lora_B.to(x.dtype)) * pair.scale
+        return F.linear(hidden, (pair.lora_B * pair.scale).to(x.dtype))
 
 
 def install_lora_layers(model: nn.Module, routing: Routing) -> dict[str, LoraLinear]:

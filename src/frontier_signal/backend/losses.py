@@ -39,7 +39,8 @@ def validate_loss(loss_fn: str, config: dict[str, float]) -> None:
     if unknown:
         allowed = ", ".join(CONFIG_KEYS[loss_fn]) or "none"
         raise ValueError(
-            f"loss_fn_config keys {sorted(unknown)} are not used by {loss_fn!r} (allowed: {allowed})"
+            f"loss_fn_config keys {sorted(unknown)} are not used by {loss_fn!r} "
+            f"(allowed: {allowed})"
         )
     low = config.get("clip_low_threshold", DEFAULTS["clip_low_threshold"])
     high = config.get("clip_high_threshold", DEFAULTS["clip_high_threshold"])

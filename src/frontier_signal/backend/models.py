@@ -90,7 +90,9 @@ def resolve_model(name: str) -> ModelSource:
     if name in sources:
         source = sources[name]
         if source.path is not None and not source.path.exists():
-            raise ModelNotFoundError(f"model {name!r}: files missing at {source.path}", list(sources))
+            raise ModelNotFoundError(
+                f"model {name!r}: files missing at {source.path}", list(sources)
+            )
         return source
     folder = Path(name).expanduser()
     if folder.is_dir() and (folder / "config.json").exists():
@@ -156,8 +158,12 @@ def load_tokenizer(name: str) -> PreTrainedTokenizerBase:
         # model only need the former.
         folder = _cache_folder(source.name + "--tokenizer")
         if not (folder / "tokenizer_config.json").exists():
-            _atomic_save(folder, lambda tmp: AutoTokenizer.from_pretrained(
-                str(source.path), gguf_file=source.gguf_file).save_pretrained(tmp))
+            _atomic_save(
+                folder,
+                lambda tmp: AutoTokenizer.from_pretrained(
+                    str(source.path), gguf_file=source.gguf_file
+                ).save_pretrained(tmp),
+            )
         return AutoTokenizer.from_pretrained(str(folder))
     return AutoTokenizer.from_pretrained(str(model_folder(source)))
 

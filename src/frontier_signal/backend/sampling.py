@@ -95,8 +95,9 @@ def _finish(row: SampleRow, tokenizer) -> SampledSequence:
 
 
 @torch.no_grad()
-def generate(base: BaseModel, rows: list[SampleRow]) -> tuple[list[SampledSequence],
-                                                              list[list[float | None] | None]]:
+def generate(
+    base: BaseModel, rows: list[SampleRow]
+) -> tuple[list[SampledSequence], list[list[float | None] | None]]:
     """Generate every row; returns sequences and (where asked) prompt log-probs, row order."""
     device = base.device
     batch = len(rows)
@@ -114,8 +115,9 @@ def generate(base: BaseModel, rows: list[SampleRow]) -> tuple[list[SampledSequen
     prompt_logprobs: list[list[float | None] | None] = [None] * batch
 
     with base.routing.use(segments):
-        hidden = base.hidden_states(input_ids, attention_mask=mask, position_ids=positions,
-                                    cache=cache, use_cache=True)
+        hidden = base.hidden_states(
+            input_ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True
+        )
         for i, row in enumerate(rows):
             if row.want_prompt_logprobs:
                 n = len(row.prompt_tokens)
@@ -142,8 +144,12 @@ def generate(base: BaseModel, rows: list[SampleRow]) -> tuple[list[SampledSequen
             step_ids = torch.tensor(next_tokens, device=device)[:, None]
             mask = torch.cat([mask, mask.new_ones((batch, 1))], dim=1)
             last_positions = last_positions + 1
-            hidden = base.hidden_states(step_ids, attention_mask=mask,
-                                        position_ids=last_positions[:, None],
-                                        cache=cache, use_cache=True)
+            hidden = base.hidden_states(
+                step_ids,
+                attention_mask=mask,
+                position_ids=last_positions[:, None],
+                cache=cache,
+                use_cache=True,
+            )
             logits_BV = base.lm_head(hidden[:, -1]).float()
     return [_finish(row, base.tokenizer) for row in rows], prompt_logprobs

@@ -123,9 +123,10 @@ def run_forward_backward(
     input_ids = input_ids.to(device)
     # Right padding under a causal mask: real tokens never attend to pads, so no mask is needed
     # and SDPA keeps its fast causal path. Pads are dropped before the unembedding.
-    valid_BT = torch.arange(input_ids.shape[1], device=device)[None, :] < torch.tensor(
-        lengths, device=device
-    )[:, None]
+    valid_BT = (
+        torch.arange(input_ids.shape[1], device=device)[None, :]
+        < torch.tensor(lengths, device=device)[:, None]
+    )
     targets_N = torch.tensor(
         [t for d in datums for t in d.target_tokens], dtype=torch.long, device=device
     )
@@ -156,21 +157,40 @@ def run_forward_backward(
             per_request = []
             for request, (start, end) in zip(requests, token_ranges, strict=True):
                 n = end - start
-                weights = torch.cat([_as_tensor(d.weights, len(d.target_tokens), 1.0, device)
-                                     for d in request.datums])
-                sampler = torch.cat([_as_tensor(d.sampler_logprobs, len(d.target_tokens), 0.0,
-                                                device) for d in request.datums])
-                advantages = torch.cat([_as_tensor(d.advantages, len(d.target_tokens), 0.0,
-                                                   device) for d in request.datums])
-                losses_N = per_token_loss(request.loss_fn, logprobs_N[start:end], weights,
-                                          sampler, advantages, request.loss_fn_config)
+                weights = torch.cat(
+                    [
+                        _as_tensor(d.weights, len(d.target_tokens), 1.0, device)
+                        for d in request.datums
+                    ]
+                )
+                sampler = torch.cat(
+                    [
+                        _as_tensor(d.sampler_logprobs, len(d.target_tokens), 0.0, device)
+                        for d in request.datums
+                    ]
+                )
+                advantages = torch.cat(
+                    [
+                        _as_tensor(d.advantages, len(d.target_tokens), 0.0, device)
+                        for d in request.datums
+                    ]
+                )
+                losses_N = per_token_loss(
+                    request.loss_fn,
+                    logprobs_N[start:end],
+                    weights,
+                    sampler,
+                    advantages,
+                    request.loss_fn_config,
+                )
                 loss_sum = losses_N.sum()
                 trained = int((weights != 0).sum())
                 scale = 1.0 if request.reduction == "sum" else 1.0 / max(trained, 1)
                 if not request.forward_only:
                     objective = objective + loss_sum * scale
-                per_request.append((losses_N.detach(), loss_sum.item(), weights.sum().item(),
-                                    trained, scale, n))
+                per_request.append(
+                    (losses_N.detach(), loss_sum.item(), weights.sum().item(), trained, scale, n)
+                )
             if train and objective.requires_grad:
                 objective.backward()
     finally:
@@ -190,22 +210,25 @@ def run_forward_backward(
             per_datum_lp.append(logprobs_cpu[offset : offset + length].tolist())
             per_datum_loss.append(losses_cpu[offset - start : offset - start + length].tolist())
             offset += length
-        norm, max_abs, nonfinite = gradient_stats(run) if not request.forward_only else (
-            math.nan, math.nan, 0)
-        results.append(ForwardBackwardResult(
-            run_id=request.run_id,
-            logprobs=per_datum_lp,
-            elementwise_loss=per_datum_loss,
-            loss=loss_sum * scale,
-            loss_sum=loss_sum,
-            weight_sum=weight_sum,
-            num_tokens=trained,
-            step=run.step + 1,
-            grad_norm=norm,
-            grad_max_abs=max_abs,
-            grad_nonfinite=nonfinite,
-            num_params=run.adapter.num_params(),
-        ))
+        norm, max_abs, nonfinite = (
+            gradient_stats(run) if not request.forward_only else (math.nan, math.nan, 0)
+        )
+        results.append(
+            ForwardBackwardResult(
+                run_id=request.run_id,
+                logprobs=per_datum_lp,
+                elementwise_loss=per_datum_loss,
+                loss=loss_sum * scale,
+                loss_sum=loss_sum,
+                weight_sum=weight_sum,
+                num_tokens=trained,
+                step=run.step + 1,
+                grad_norm=norm,
+                grad_max_abs=max_abs,
+                grad_nonfinite=nonfinite,
+                num_params=run.adapter.num_params(),
+            )
+        )
     return results
 
 
@@ -232,5 +255,6 @@ def run_optim_step(run: RunState, spec: OptimizerSpec) -> OptimStepResult:
     run.optimizer.step()
     run.optimizer.zero_grad(set_to_none=True)
     run.step += 1
-    return OptimStepResult(run.run_id, run.step, spec.learning_rate, grad_norm,
-                           clipped=grad_norm > max_norm)
+    return OptimStepResult(
+        run.run_id, run.step, spec.learning_rate, grad_norm, clipped=grad_norm > max_norm
+    )

@@ -8,6 +8,7 @@ thread-safe: one scheduler thread owns it (see DESIGN.md).
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import gc
 import logging
@@ -48,10 +49,8 @@ SAMPLER_CACHE_SIZE = 8
 def _return_freed_memory() -> None:
     """Ask glibc to hand freed heap pages back to the OS (else RSS never shrinks)."""
     gc.collect()
-    try:
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to do
         ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc: nothing to do
-        pass
 
 
 class Engine:
@@ -98,7 +97,9 @@ class Engine:
             ModelNotFoundError: an unknown base model (lists the available ones).
         """
         validation.check_run_config(config)
-        lora = replace(config.lora, target_modules=normalize_target_modules(config.lora.target_modules))
+        lora = replace(
+            config.lora, target_modules=normalize_target_modules(config.lora.target_modules)
+        )
         config = replace(config, lora=lora)
         run_id = run_id or f"run_{uuid.uuid4().hex[:12]}"
         if run_id in self._runs:
@@ -115,8 +116,15 @@ class Engine:
 
     def get_run(self, run_id: str) -> RunInfo:
         run = self._run(run_id)
-        return RunInfo(run_id, run.config, run.step, str(run.base.dtype).removeprefix("torch."),
-                       run.adapter.num_params(), run.memory_bytes(), run.has_pending_gradient())
+        return RunInfo(
+            run_id,
+            run.config,
+            run.step,
+            str(run.base.dtype).removeprefix("torch."),
+            run.adapter.num_params(),
+            run.memory_bytes(),
+            run.has_pending_gradient(),
+        )
 
     def list_runs(self) -> list[str]:
         return list(self._runs)
@@ -128,26 +136,41 @@ class Engine:
         _return_freed_memory()
 
     # ----- training ----------------------------------------------------------------------
-    def render(self, base_model: str, examples: list[dict], max_length: int) -> list[RenderedExample]:
+    def render(
+        self, base_model: str, examples: list[dict], max_length: int
+    ) -> list[RenderedExample]:
         """Turn `{"text"}` / `{"messages"}` examples into datums with the model's chat template."""
         if not examples:
             raise InvalidInputError("empty batch: send at least one example")
         tokenizer = self.tokenizer(base_model)
         return [render_example(tokenizer, ex, max_length, i) for i, ex in enumerate(examples)]
 
-    def forward_backward(self, run_id: str, datums: list[Datum], loss_fn: str = "cross_entropy",
-                         loss_fn_config: dict[str, float] | None = None,
-                         reduction: str = "sum", accumulate: bool = True) -> ForwardBackwardResult:
+    def forward_backward(
+        self,
+        run_id: str,
+        datums: list[Datum],
+        loss_fn: str = "cross_entropy",
+        loss_fn_config: dict[str, float] | None = None,
+        reduction: str = "sum",
+        accumulate: bool = True,
+    ) -> ForwardBackwardResult:
         """Forward + backward of one run; the gradient is added to the run's pending gradient."""
-        request = ForwardBackwardRequest(run_id, datums, loss_fn, dict(loss_fn_config or {}),
-                                         reduction, accumulate)  # type: ignore[arg-type]
+        request = ForwardBackwardRequest(
+            run_id, datums, loss_fn, dict(loss_fn_config or {}), reduction, accumulate
+        )  # type: ignore[arg-type]
         return self.forward_backward_batch([request])[0]
 
-    def forward(self, run_id: str, datums: list[Datum], loss_fn: str = "cross_entropy",
-                loss_fn_config: dict[str, float] | None = None) -> ForwardBackwardResult:
+    def forward(
+        self,
+        run_id: str,
+        datums: list[Datum],
+        loss_fn: str = "cross_entropy",
+        loss_fn_config: dict[str, float] | None = None,
+    ) -> ForwardBackwardResult:
         """The same outputs as `forward_backward`, without gradients."""
-        request = ForwardBackwardRequest(run_id, datums, loss_fn, dict(loss_fn_config or {}),
-                                         forward_only=True)
+        request = ForwardBackwardRequest(
+            run_id, datums, loss_fn, dict(loss_fn_config or {}), forward_only=True
+        )
         return self.forward_backward_batch([request])[0]
 
     def forward_backward_batch(
@@ -159,8 +182,9 @@ class Engine:
         """
         for request in requests:
             run = self._run(request.run_id)
-            validation.check_forward_backward(request, run.base.vocab_size,
-                                              run.config.max_seq_length)
+            validation.check_forward_backward(
+                request, run.base.vocab_size, run.config.max_seq_length
+            )
         results: dict[int, ForwardBackwardResult] = {}
         groups: dict[tuple[str, bool], list[int]] = {}
         for index, request in enumerate(requests):
@@ -168,8 +192,9 @@ class Engine:
             groups.setdefault(key, []).append(index)
         for (base_name, _), indices in groups.items():
             batch = [requests[i] for i in indices]
-            outputs = run_forward_backward(self._bases[base_name], self._runs, batch,
-                                           self.logprob_chunk_tokens)
+            outputs = run_forward_backward(
+                self._bases[base_name], self._runs, batch, self.logprob_chunk_tokens
+            )
             results.update(zip(indices, outputs, strict=True))
         return [results[i] for i in range(len(requests))]
 
@@ -182,11 +207,19 @@ class Engine:
                 (which is dropped; the weights stay unchanged).
         """
         run = self._run(run_id)
-        unknown = set(overrides) - {"learning_rate", "beta1", "beta2", "eps", "weight_decay",
-                                    "grad_clip_norm"}
+        unknown = set(overrides) - {
+            "learning_rate",
+            "beta1",
+            "beta2",
+            "eps",
+            "weight_decay",
+            "grad_clip_norm",
+        }
         if unknown:
             raise InvalidInputError(f"unknown optimizer settings {sorted(unknown)}")
-        spec = replace(run.config.optimizer, **{k: v for k, v in overrides.items() if v is not None})
+        spec = replace(
+            run.config.optimizer, **{k: v for k, v in overrides.items() if v is not None}
+        )
         validation.check_optimizer(spec)
         if not run.has_pending_gradient():
             raise InvalidInputError("nothing to apply: call forward_backward first")
@@ -204,26 +237,37 @@ class Engine:
         prepared = []
         for request in requests:
             base, key = self._sampling_target(request)
-            validation.check_sampling(request.params, request.num_samples,
-                                      request.prompt_tokens, base.vocab_size)
+            validation.check_sampling(
+                request.params, request.num_samples, request.prompt_tokens, base.vocab_size
+            )
             prepared.append((base, key))
         rows_by_base: dict[str, list[tuple[int, SampleRow]]] = {}
         for index, (request, (base, key)) in enumerate(zip(requests, prepared, strict=True)):
             seed = request.params.seed
             parent = torch.Generator().manual_seed(
-                seed if seed is not None else int(torch.randint(0, 2**62, ()).item()))
+                seed if seed is not None else int(torch.randint(0, 2**62, ()).item())
+            )
             for _ in range(request.num_samples):
                 generator = torch.Generator().manual_seed(
-                    int(torch.randint(0, 2**62, (), generator=parent)))
-                rows_by_base.setdefault(base.name, []).append((index, SampleRow(
-                    key, list(request.prompt_tokens), request.params, generator,
-                    request.prompt_logprobs)))
+                    int(torch.randint(0, 2**62, (), generator=parent))
+                )
+                rows_by_base.setdefault(base.name, []).append(
+                    (
+                        index,
+                        SampleRow(
+                            key,
+                            list(request.prompt_tokens),
+                            request.params,
+                            generator,
+                            request.prompt_logprobs,
+                        ),
+                    )
+                )
         results = [SampleResult([]) for _ in requests]
         for base_name, indexed in rows_by_base.items():
             indexed.sort(key=lambda item: item[1].adapter_key)  # contiguous adapter segments
             sequences, prompt_lps = generate(self._bases[base_name], [r for _, r in indexed])
-            for (index, _), sequence, prompt_lp in zip(indexed, sequences, prompt_lps,
-                                                       strict=True):
+            for (index, _), sequence, prompt_lp in zip(indexed, sequences, prompt_lps, strict=True):
                 results[index].sequences.append(sequence)
                 if requests[index].prompt_logprobs:
                     results[index].prompt_logprobs = prompt_lp
@@ -243,7 +287,8 @@ class Engine:
         cache_key = (str(folder.resolve()), (folder / checkpoints.ADAPTER_WEIGHTS).stat().st_mtime)
         spec = checkpoints.spec_from_adapter_config(adapter_config)
         config = checkpoints.run_config_from_meta(
-            meta, adapter_config.get("base_model_name_or_path") or "", spec)
+            meta, adapter_config.get("base_model_name_or_path") or "", spec
+        )
         base = self.load_model(config.base_model)
         if cache_key not in self._sampler_adapters:
             adapter = Adapter(f"ckpt:{cache_key[0]}:{cache_key[1]}", spec, base.layers, base.device)
@@ -256,16 +301,27 @@ class Engine:
         return base, self._sampler_adapters[cache_key].key
 
     # ----- checkpoints -------------------------------------------------------------------
-    def save_checkpoint(self, run_id: str, path: str | Path,
-                        kind: CheckpointKind = "training") -> CheckpointInfo:
+    def save_checkpoint(
+        self, run_id: str, path: str | Path, kind: CheckpointKind = "training"
+    ) -> CheckpointInfo:
         """Write a `training` (resumes exactly) or `sampler` (adapter only) checkpoint."""
         if kind not in ("training", "sampler"):
-            raise InvalidInputError(f"checkpoint kind must be 'training' or 'sampler', got {kind!r}")
+            raise InvalidInputError(
+                f"checkpoint kind must be 'training' or 'sampler', got {kind!r}"
+            )
         run = self._run(run_id)
-        return checkpoints.save_checkpoint(Path(path), run.adapter, run.config, run.step, kind,
-                                           run.optimizer if kind == "training" else None)
+        return checkpoints.save_checkpoint(
+            Path(path),
+            run.adapter,
+            run.config,
+            run.step,
+            kind,
+            run.optimizer if kind == "training" else None,
+        )
 
-    def load_checkpoint(self, run_id: str, path: str | Path, with_optimizer: bool = True) -> RunInfo:
+    def load_checkpoint(
+        self, run_id: str, path: str | Path, with_optimizer: bool = True
+    ) -> RunInfo:
         """Load a checkpoint into an existing run; the adapter layout comes from the checkpoint.
 
         A sampler checkpoint (or `with_optimizer=False`) loads weights only and resets the
@@ -273,11 +329,15 @@ class Engine:
         """
         run = self._run(run_id)
         adapter_config, meta, tensors = checkpoints.read_checkpoint(Path(path))
-        spec = replace(checkpoints.spec_from_adapter_config(adapter_config), seed=run.config.lora.seed)
+        spec = replace(
+            checkpoints.spec_from_adapter_config(adapter_config), seed=run.config.lora.seed
+        )
         saved = checkpoints.run_config_from_meta(meta, run.config.base_model, spec)
         if saved.base_model != run.config.base_model and meta:
-            raise InvalidInputError(f"checkpoint is for base model {saved.base_model!r}, the run "
-                                    f"uses {run.config.base_model!r}")
+            raise InvalidInputError(
+                f"checkpoint is for base model {saved.base_model!r}, the run "
+                f"uses {run.config.base_model!r}"
+            )
         config = replace(run.config, lora=spec)
         fresh = RunState.create(f"{run_id}#loading", config, run.base)
         fresh.adapter.detach()
@@ -295,14 +355,19 @@ class Engine:
         self._runs[run_id] = fresh
         return self.get_run(run_id)
 
-    def create_run_from_checkpoint(self, path: str | Path, run_id: str | None = None,
-                                   with_optimizer: bool = True,
-                                   optimizer: OptimizerSpec | None = None) -> RunInfo:
+    def create_run_from_checkpoint(
+        self,
+        path: str | Path,
+        run_id: str | None = None,
+        with_optimizer: bool = True,
+        optimizer: OptimizerSpec | None = None,
+    ) -> RunInfo:
         """A new run whose config, weights, step (and optimizer state) come from a checkpoint."""
         adapter_config, meta, _ = checkpoints.read_checkpoint(Path(path))
         spec = checkpoints.spec_from_adapter_config(adapter_config)
         config = checkpoints.run_config_from_meta(
-            meta, adapter_config.get("base_model_name_or_path") or "", spec)
+            meta, adapter_config.get("base_model_name_or_path") or "", spec
+        )
         if optimizer is not None:
             config = replace(config, optimizer=optimizer)
         info = self.create_run(config, run_id)

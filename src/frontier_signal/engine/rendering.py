@@ -43,12 +43,19 @@ def _assistant_char_spans(tokenizer, messages: list[dict]) -> tuple[str, list[tu
     for turn, message in enumerate(messages):
         if message["role"] != "assistant":
             continue
-        prefix = tokenizer.apply_chat_template(messages[:turn], tokenize=False,
-                                               add_generation_prompt=True) if turn else ""
+        prefix = (
+            tokenizer.apply_chat_template(
+                messages[:turn], tokenize=False, add_generation_prompt=True
+            )
+            if turn
+            else ""
+        )
         through = tokenizer.apply_chat_template(messages[: turn + 1], tokenize=False)
         if not full.startswith(through) or not through.startswith(prefix):
-            raise InvalidInputError("the chat template does not render turns as prefixes; "
-                                    "cannot locate assistant tokens")
+            raise InvalidInputError(
+                "the chat template does not render turns as prefixes; "
+                "cannot locate assistant tokens"
+            )
         spans.append((len(prefix), len(through.rstrip())))
     return full, spans
 
@@ -60,7 +67,9 @@ def render_example(tokenizer, example: dict, max_length: int, index: int = 0) ->
         InvalidInputError: neither text nor messages, or a chat with nothing to train on.
     """
     if not isinstance(example, dict):
-        raise InvalidInputError(f"example {index}: expected an object, got {type(example).__name__}")
+        raise InvalidInputError(
+            f"example {index}: expected an object, got {type(example).__name__}"
+        )
     if "messages" in example:
         messages = _check_messages(example["messages"], index)
         text, spans = _assistant_char_spans(tokenizer, messages)
@@ -78,8 +87,9 @@ def render_example(tokenizer, example: dict, max_length: int, index: int = 0) ->
         tokens = list(tokenizer(example["text"], add_special_tokens=False)["input_ids"])
         trained = [True] * len(tokens)
     else:
-        raise InvalidInputError(f"example {index}: needs 'text' or 'messages', got keys "
-                                f"{sorted(example)}")
+        raise InvalidInputError(
+            f"example {index}: needs 'text' or 'messages', got keys {sorted(example)}"
+        )
     if len(tokens) < 2:
         raise InvalidInputError(f"example {index}: needs at least 2 tokens to predict one")
     num_tokens = len(tokens)
@@ -87,8 +97,9 @@ def render_example(tokenizer, example: dict, max_length: int, index: int = 0) ->
     tokens, trained = tokens[: max_length + 1], trained[: max_length + 1]
     weights = [1.0 if flag else 0.0 for flag in trained[1:]]
     if not any(weights):
-        raise InvalidInputError(f"example {index}: no trainable tokens left after truncation "
-                                f"to {max_length} tokens")
+        raise InvalidInputError(
+            f"example {index}: no trainable tokens left after truncation to {max_length} tokens"
+        )
     datum = Datum(input_tokens=tokens[:-1], target_tokens=tokens[1:], weights=weights)
     return RenderedExample(datum, num_tokens, truncated)
 

@@ -28,8 +28,10 @@ def check_run_config(config: RunConfig) -> None:
     if not 0 <= lora.dropout < 1:
         raise InvalidInputError(f"LoRA dropout must be in [0, 1), got {lora.dropout!r}")
     if not lora.target_modules:
-        raise InvalidInputError("no LoRA target modules: enable train_attn, train_mlp or "
-                                "train_unembed, or list modules explicitly")
+        raise InvalidInputError(
+            "no LoRA target modules: enable train_attn, train_mlp or "
+            "train_unembed, or list modules explicitly"
+        )
     try:
         normalize_target_modules(lora.target_modules)
     except ValueError as exc:
@@ -62,7 +64,9 @@ def _check_floats(name: str, values: list[float], length: int, index: int) -> No
         )
     for position, value in enumerate(values):
         if not math.isfinite(value):
-            raise InvalidInputError(f"datum {index}: {name}[{position}] is {value} (must be finite)")
+            raise InvalidInputError(
+                f"datum {index}: {name}[{position}] is {value} (must be finite)"
+            )
 
 
 def check_datums(datums: list[Datum], loss_fn: str, vocab_size: int, max_length: int) -> None:
@@ -93,8 +97,10 @@ def check_datums(datums: list[Datum], loss_fn: str, vocab_size: int, max_length:
         _check_floats("logprobs", datum.sampler_logprobs, length, index)
         _check_floats("advantages", datum.advantages, length, index)
         if loss_fn in RL_LOSSES:
-            for name, values in (("logprobs", datum.sampler_logprobs),
-                                 ("advantages", datum.advantages)):
+            for name, values in (
+                ("logprobs", datum.sampler_logprobs),
+                ("advantages", datum.advantages),
+            ):
                 if not values:
                     raise InvalidInputError(
                         f"datum {index}: loss_fn {loss_fn!r} needs loss_fn_inputs "
@@ -102,8 +108,9 @@ def check_datums(datums: list[Datum], loss_fn: str, vocab_size: int, max_length:
                     )
 
 
-def check_forward_backward(request: ForwardBackwardRequest, vocab_size: int,
-                           max_length: int) -> None:
+def check_forward_backward(
+    request: ForwardBackwardRequest, vocab_size: int, max_length: int
+) -> None:
     try:
         validate_loss(request.loss_fn, request.loss_fn_config)
     except ValueError as exc:
@@ -111,20 +118,24 @@ def check_forward_backward(request: ForwardBackwardRequest, vocab_size: int,
     if request.reduction not in ("sum", "mean"):
         raise InvalidInputError(f"reduction must be 'sum' or 'mean', got {request.reduction!r}")
     check_datums(request.datums, request.loss_fn, vocab_size, max_length)
-    if request.reduction == "mean" and not request.forward_only and not any(
-        w != 0 for d in request.datums for w in (d.weights or [1.0])
+    if (
+        request.reduction == "mean"
+        and not request.forward_only
+        and not any(w != 0 for d in request.datums for w in (d.weights or [1.0]))
     ):
         raise InvalidInputError("nothing to train on: every token has weight 0")
 
 
-def check_sampling(params: SamplingParams, num_samples: int, prompt: list[int],
-                   vocab_size: int) -> None:
+def check_sampling(
+    params: SamplingParams, num_samples: int, prompt: list[int], vocab_size: int
+) -> None:
     if not prompt:
         raise InvalidInputError("empty prompt: send at least one token")
     bad = [t for t in prompt if not isinstance(t, int) or not 0 <= t < vocab_size]
     if bad:
-        raise InvalidInputError(f"prompt token id {bad[0]!r} is outside the vocabulary "
-                                f"[0, {vocab_size})")
+        raise InvalidInputError(
+            f"prompt token id {bad[0]!r} is outside the vocabulary [0, {vocab_size})"
+        )
     if params.max_tokens < 1:
         raise InvalidInputError(f"max_tokens must be >= 1, got {params.max_tokens}")
     if not (math.isfinite(params.temperature) and params.temperature >= 0):
