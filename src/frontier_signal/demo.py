@@ -21,6 +21,8 @@ def load_demo_dataset() -> list[dict]:
 def run_demo(
     model: str, steps: int, learning_rate: float, rank: int, output: Path | None, echo=print
 ) -> dict:
+    from transformers.utils import logging as transformers_logging
+
     from frontier_signal.engine.engine import Engine
     from frontier_signal.engine.rendering import render_chat_prompt
     from frontier_signal.engine.types import (
@@ -32,6 +34,7 @@ def run_demo(
     )
     from frontier_signal.paths import data_home
 
+    transformers_logging.disable_progress_bar()
     examples = load_demo_dataset()
     started = time.perf_counter()
     engine = Engine()
