@@ -107,3 +107,12 @@ def test_top_k_one_is_greedy(engine, tokenizer):
         SampleRequest(TINY, prompt, SamplingParams(8, temperature=1.5, top_k=1, seed=1))
     )
     assert top1.sequences[0].tokens == greedy.sequences[0].tokens
+
+
+def test_a_text_prompt_is_tokenized_with_the_models_tokenizer(engine, tokenizer):
+    greedy = SamplingParams(6, temperature=0)
+    by_text = engine.sample(
+        SampleRequest(TINY, prompt_text="The capital of Zorbia is", params=greedy)
+    )
+    by_tokens = engine.sample(SampleRequest(TINY, _prompt(tokenizer), greedy))
+    assert by_text.sequences[0].tokens == by_tokens.sequences[0].tokens

@@ -237,12 +237,16 @@ class Engine:
         prepared = []
         for request in requests:
             base, key = self._sampling_target(request)
+            if not request.prompt_tokens and request.prompt_text:
+                encoded = base.tokenizer(request.prompt_text, add_special_tokens=False)
+                request = replace(request, prompt_tokens=list(encoded["input_ids"]))
             validation.check_sampling(
                 request.params, request.num_samples, request.prompt_tokens, base.vocab_size
             )
-            prepared.append((base, key))
+            prepared.append((request, base, key))
+        requests = [request for request, _, _ in prepared]
         rows_by_base: dict[str, list[tuple[int, SampleRow]]] = {}
-        for index, (request, (base, key)) in enumerate(zip(requests, prepared, strict=True)):
+        for index, (request, base, key) in enumerate(prepared):
             seed = request.params.seed
             parent = torch.Generator().manual_seed(
                 seed if seed is not None else int(torch.randint(0, 2**62, ()).item())

@@ -174,15 +174,17 @@ class SampleRequest:
     """Sample continuations of one prompt.
 
     `model` is a run id or a base model name; `checkpoint` (a path) wins over both and samples
-    a saved adapter on that base model.
+    a saved adapter on that base model. The prompt is `prompt_tokens`, or `prompt_text` (raw
+    text to continue, tokenized with the model's tokenizer) when no tokens are given.
     """
 
     model: str
-    prompt_tokens: list[int]
+    prompt_tokens: list[int] = field(default_factory=list)
     params: SamplingParams = field(default_factory=SamplingParams)
     num_samples: int = 1
     prompt_logprobs: bool = False
     checkpoint: str = ""
+    prompt_text: str = ""
 
 
 @dataclass
