@@ -15,9 +15,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -104,18 +101,10 @@ def resolve_model(name: str) -> ModelSource:
 
 
 def _atomic_save(folder: Path, write) -> None:
-    """Write into a temp folder next to `folder`, then rename: readers never see half a model."""
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
-        write(tmp)
-        tmp.chmod(0o755)  # mkdtemp makes it private
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    """Write a folder atomically (temp sibling, fsync, rename): readers never see half a model."""
+    from frontier_signal.backend.checkpoints import atomic_write_folder
+
+    atomic_write_folder(folder, write)
 
 
 def _cache_folder(name: str) -> Path:
