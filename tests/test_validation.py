@@ -134,3 +134,6 @@ def test_unknown_run_and_bad_sampling_settings_are_typed_errors(engine, make_run
             engine.sample(SampleRequest(run, [1, 2, 3], params))
     with pytest.raises(InvalidInputError, match="outside the vocabulary"):
         engine.sample(SampleRequest(run, [1, 10**6], SamplingParams()))
+    with pytest.raises(ModelNotFoundError, match="'run_gone' is neither a loaded run") as error:
+        engine.sample(SampleRequest("run_gone", [1, 2], SamplingParams()))
+    assert TINY in str(error.value)

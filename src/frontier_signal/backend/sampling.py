@@ -73,10 +73,15 @@ def _check_stop(row: SampleRow, tokenizer) -> bool:
         row.stop_reason = "stop"
         return True
     if params.stop_strings:
-        text = tokenizer.decode(row.tokens, skip_special_tokens=False)
-        hits = [text.find(s) for s in params.stop_strings if s and s in text]
-        if hits:
-            row.stop_reason, row.text_end = "stop", min(hits)
+        # A new match ends in the newest token and spans at most len(stop) tokens (each token
+        # decodes to >= 1 character), so decode only that tail each step; the whole text only
+        # once a stop string shows up there.
+        window = max(len(s) for s in params.stop_strings) + 1
+        tail = tokenizer.decode(row.tokens[-window:], skip_special_tokens=False)
+        if any(s and s in tail for s in params.stop_strings):
+            text = tokenizer.decode(row.tokens, skip_special_tokens=False)
+            row.stop_reason = "stop"
+            row.text_end = min(text.find(s) for s in params.stop_strings if s and s in text)
             return True
     if len(row.tokens) >= params.max_tokens:
         row.stop_reason = "length"

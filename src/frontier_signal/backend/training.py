@@ -17,6 +17,7 @@ from frontier_signal.backend.base_model import BaseModel, target_logprobs
 from frontier_signal.backend.lora import Adapter, Segment
 from frontier_signal.backend.losses import per_token_loss
 from frontier_signal.engine.types import (
+    Datum,
     ForwardBackwardRequest,
     ForwardBackwardResult,
     OptimizerSpec,
@@ -92,9 +93,12 @@ def gradient_stats(run: RunState) -> tuple[float, float, int]:
     return float(flat.norm()), float(flat.abs().max()), nonfinite
 
 
-def _as_tensor(values: list[float], length: int, fill: float, device) -> torch.Tensor:
-    if not values:
-        return torch.full((length,), fill, dtype=torch.float32, device=device)
+def _flat_input(datums: list[Datum], field: str, fill: float, device) -> torch.Tensor:
+    """One per-token float input of every datum, concatenated; `fill` where a datum has none."""
+    values = []
+    for datum in datums:
+        given = getattr(datum, field)
+        values.extend(given if given else [fill] * len(datum.target_tokens))
     return torch.tensor(values, dtype=torch.float32, device=device)
 
 
@@ -156,25 +160,9 @@ def run_forward_backward(
             objective = logprobs_N.new_zeros(())
             per_request = []
             for request, (start, end) in zip(requests, token_ranges, strict=True):
-                n = end - start
-                weights = torch.cat(
-                    [
-                        _as_tensor(d.weights, len(d.target_tokens), 1.0, device)
-                        for d in request.datums
-                    ]
-                )
-                sampler = torch.cat(
-                    [
-                        _as_tensor(d.sampler_logprobs, len(d.target_tokens), 0.0, device)
-                        for d in request.datums
-                    ]
-                )
-                advantages = torch.cat(
-                    [
-                        _as_tensor(d.advantages, len(d.target_tokens), 0.0, device)
-                        for d in request.datums
-                    ]
-                )
+                weights = _flat_input(request.datums, "weights", 1.0, device)
+                sampler = _flat_input(request.datums, "sampler_logprobs", 0.0, device)
+                advantages = _flat_input(request.datums, "advantages", 0.0, device)
                 losses_N = per_token_loss(
                     request.loss_fn,
                     logprobs_N[start:end],
@@ -189,7 +177,7 @@ def run_forward_backward(
                 if not request.forward_only:
                     objective = objective + loss_sum * scale
                 per_request.append(
-                    (losses_N.detach(), loss_sum.item(), weights.sum().item(), trained, scale, n)
+                    (losses_N.detach(), loss_sum.item(), weights.sum().item(), trained, scale)
                 )
             if train and objective.requires_grad:
                 objective.backward()
@@ -198,8 +186,7 @@ def run_forward_backward(
 
     logprobs_cpu = logprobs_N.detach().float().cpu()
     results = []
-    row = 0
-    for request, (start, _end), (losses_N, loss_sum, weight_sum, trained, scale, _n) in zip(
+    for request, (start, _end), (losses_N, loss_sum, weight_sum, trained, scale) in zip(
         requests, token_ranges, per_request, strict=True
     ):
         run = runs[request.run_id]

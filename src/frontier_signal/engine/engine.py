@@ -25,7 +25,7 @@ from frontier_signal.backend.lora import Adapter
 from frontier_signal.backend.sampling import SampleRow, generate
 from frontier_signal.backend.training import RunState, run_forward_backward, run_optim_step
 from frontier_signal.engine import validation
-from frontier_signal.engine.errors import InvalidInputError, RunNotFoundError
+from frontier_signal.engine.errors import InvalidInputError, ModelNotFoundError, RunNotFoundError
 from frontier_signal.engine.rendering import RenderedExample, render_example
 from frontier_signal.engine.types import (
     CheckpointInfo,
@@ -284,7 +284,12 @@ class Engine:
         if request.model in self._runs:
             run = self._runs[request.model]
             return run.base, run.adapter.key
-        return self.load_model(request.model), ""  # "" → no adapter: the bare base model
+        try:
+            return self.load_model(request.model), ""  # "" → no adapter: the bare base model
+        except ModelNotFoundError as exc:
+            raise ModelNotFoundError(
+                f"{request.model!r} is neither a loaded run nor a known base model", exc.available
+            ) from None
 
     def _sampler_adapter(self, folder: Path) -> tuple[BaseModel, str]:
         adapter_config, meta, tensors = checkpoints.read_checkpoint(folder)
