@@ -116,3 +116,20 @@ def test_a_text_prompt_is_tokenized_with_the_models_tokenizer(engine, tokenizer)
     )
     by_tokens = engine.sample(SampleRequest(TINY, _prompt(tokenizer), greedy))
     assert by_text.sequences[0].tokens == by_tokens.sequences[0].tokens
+
+
+def test_the_token_callback_sees_every_token_of_every_request_in_order(engine, make_run, tokenizer):
+    run = make_run()
+    requests = [
+        SampleRequest(run, _prompt(tokenizer), SamplingParams(max_tokens=5, seed=1), num_samples=2),
+        SampleRequest(TINY, _prompt(tokenizer, "Hello"), SamplingParams(max_tokens=3, seed=2)),
+    ]
+    seen: dict[tuple[int, int], list[tuple[int, float]]] = {}
+    results = engine.sample_batch(
+        requests, on_token=lambda r, s, tok, lp: seen.setdefault((r, s), []).append((tok, lp))
+    )
+    assert sorted(seen) == [(0, 0), (0, 1), (1, 0)]
+    for (r, s), events in seen.items():
+        sequence = results[r].sequences[s]
+        assert [tok for tok, _ in events] == sequence.tokens
+        assert [lp for _, lp in events] == sequence.logprobs

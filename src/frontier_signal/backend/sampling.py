@@ -15,7 +15,7 @@ from transformers import DynamicCache
 
 from frontier_signal.backend.base_model import BaseModel, target_logprobs
 from frontier_signal.backend.lora import Segment
-from frontier_signal.engine.types import SampledSequence, SamplingParams
+from frontier_signal.engine.types import SampledSequence, SamplingParams, TokenCallback
 
 
 @dataclass
@@ -27,6 +27,7 @@ class SampleRow:
     params: SamplingParams
     generator: torch.Generator
     want_prompt_logprobs: bool = False
+    origin: tuple[int, int] = (0, 0)  # (request index, sample index), for the token callback
     tokens: list[int] = field(default_factory=list)
     logprobs: list[float] = field(default_factory=list)
     stop_reason: str = ""
@@ -101,9 +102,12 @@ def _finish(row: SampleRow, tokenizer) -> SampledSequence:
 
 @torch.no_grad()
 def generate(
-    base: BaseModel, rows: list[SampleRow]
+    base: BaseModel, rows: list[SampleRow], on_token: TokenCallback | None = None
 ) -> tuple[list[SampledSequence], list[list[float | None] | None]]:
-    """Generate every row; returns sequences and (where asked) prompt log-probs, row order."""
+    """Generate every row; returns sequences and (where asked) prompt log-probs, row order.
+
+    `on_token`, when given, is called after each sampled token with the row's `origin`.
+    """
     device = base.device
     batch = len(rows)
     prompt_len = max(len(r.prompt_tokens) for r in rows)
@@ -142,6 +146,8 @@ def generate(
                 token, logprob = _choose(logits_BV[i], row)
                 row.tokens.append(token)
                 row.logprobs.append(logprob)
+                if on_token is not None:
+                    on_token(row.origin[0], row.origin[1], token, logprob)
                 done[i] = _check_stop(row, base.tokenizer)
                 next_tokens.append(token)
             if all(done):

@@ -39,6 +39,7 @@ from frontier_signal.engine.types import (
     RunInfo,
     SampleRequest,
     SampleResult,
+    TokenCallback,
     normalize_target_modules,
 )
 
@@ -232,8 +233,13 @@ class Engine:
     def sample(self, request: SampleRequest) -> SampleResult:
         return self.sample_batch([request])[0]
 
-    def sample_batch(self, requests: list[SampleRequest]) -> list[SampleResult]:
-        """Sample many requests (any runs, checkpoints, base models) in batches per base model."""
+    def sample_batch(
+        self, requests: list[SampleRequest], on_token: TokenCallback | None = None
+    ) -> list[SampleResult]:
+        """Sample many requests (any runs, checkpoints, base models) in batches per base model.
+
+        `on_token(request_index, sample_index, token_id, logprob)` is called as tokens are made.
+        """
         prepared = []
         for request in requests:
             base, key = self._sampling_target(request)
@@ -251,7 +257,7 @@ class Engine:
             parent = torch.Generator().manual_seed(
                 seed if seed is not None else int(torch.randint(0, 2**62, ()).item())
             )
-            for _ in range(request.num_samples):
+            for sample_index in range(request.num_samples):
                 generator = torch.Generator().manual_seed(
                     int(torch.randint(0, 2**62, (), generator=parent))
                 )
@@ -264,13 +270,16 @@ class Engine:
                             request.params,
                             generator,
                             request.prompt_logprobs,
+                            (index, sample_index),
                         ),
                     )
                 )
         results = [SampleResult([]) for _ in requests]
         for base_name, indexed in rows_by_base.items():
             indexed.sort(key=lambda item: item[1].adapter_key)  # contiguous adapter segments
-            sequences, prompt_lps = generate(self._bases[base_name], [r for _, r in indexed])
+            sequences, prompt_lps = generate(
+                self._bases[base_name], [r for _, r in indexed], on_token
+            )
             for (index, _), sequence, prompt_lp in zip(indexed, sequences, prompt_lps, strict=True):
                 results[index].sequences.append(sequence)
                 if requests[index].prompt_logprobs:

@@ -6,6 +6,7 @@ named functions; the engine and backend only ever see these.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -185,6 +186,11 @@ class SampleRequest:
     prompt_logprobs: bool = False
     checkpoint: str = ""
     prompt_text: str = ""
+
+
+# Called by the sampler after each generated token: (request index, sample index, token id,
+# log-prob). The scheduler uses it to stream tokens while a batch is still decoding.
+TokenCallback = Callable[[int, int, int, float], None]
 
 
 @dataclass
