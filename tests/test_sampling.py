@@ -133,3 +133,15 @@ def test_the_token_callback_sees_every_token_of_every_request_in_order(engine, m
         sequence = results[r].sequences[s]
         assert [tok for tok, _ in events] == sequence.tokens
         assert [lp for _, lp in events] == sequence.logprobs
+
+
+def test_embeddings_are_unit_vectors_that_follow_the_run_weights(engine, make_run):
+    run = make_run()
+    texts = ["The capital of Zorbia is Quellmar.", "Hi"]
+    vectors = engine.embed(run, texts)
+    assert len(vectors) == 2 and len(vectors[0]) == engine.load_model(TINY).model.config.hidden_size
+    assert all(abs(sum(x * x for x in v) - 1) < 1e-4 for v in vectors)
+    alone = engine.embed(run, texts[1:])  # padding of a longer neighbour changes nothing
+    assert max(abs(a - b) for a, b in zip(alone[0], vectors[1], strict=True)) < 1e-5
+    with pytest.raises(ValueError, match="non-empty"):
+        engine.embed(run, [])

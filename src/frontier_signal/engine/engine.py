@@ -286,6 +286,29 @@ class Engine:
                     results[index].prompt_logprobs = prompt_lp
         return results
 
+    @torch.no_grad()
+    def embed(self, model: str, texts: list[str], checkpoint: str = "") -> list[list[float]]:
+        """Mean-pooled final hidden states (LoRA applied), L2-normalised, one per text.
+
+        `model` is a run id or a base model name; `checkpoint` (a path) wins, as in sampling.
+        """
+        if not texts or any(not isinstance(t, str) or not t for t in texts):
+            raise InvalidInputError("texts must be a non-empty list of non-empty strings")
+        base, key = self._sampling_target(SampleRequest(model, checkpoint=checkpoint))
+        encoded = [base.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+        longest = max(len(ids) for ids in encoded)
+        input_ids = torch.full((len(texts), longest), base.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(texts), longest), dtype=torch.long)
+        for i, ids in enumerate(encoded):
+            input_ids[i, : len(ids)] = torch.tensor(ids)
+            mask[i, : len(ids)] = 1
+        input_ids, mask = input_ids.to(base.device), mask.to(base.device)
+        with base.routing.use([(key, 0, len(texts))]):
+            hidden = base.hidden_states(input_ids, attention_mask=mask).float()
+        weights = mask[..., None].float()
+        pooled = (hidden * weights).sum(1) / weights.sum(1)
+        return torch.nn.functional.normalize(pooled, dim=-1).cpu().tolist()
+
     def _sampling_target(self, request: SampleRequest) -> tuple[BaseModel, str]:
         """(base model, adapter key) for a run id, a checkpoint path or a base model name."""
         if request.checkpoint:

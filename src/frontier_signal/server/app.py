@@ -1,0 +1,137 @@
+"""The FastAPI app factory: store, engine, scheduler and services wired together.
+
+`create_app(settings)` builds an app whose lifespan opens (and migrates) the store, starts the
+scheduler thread that owns the engine, loads the startup models in the background (`/ready`
+turns 200 when they are in), and on shutdown writes a training checkpoint of every run that
+moved, finishes queued work and closes the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+
+from fastapi import FastAPI
+
+from frontier_signal import __version__
+from frontier_signal.engine.engine import Engine
+from frontier_signal.engine.scheduler import Scheduler
+from frontier_signal.server.auth import LOCAL_TENANT
+from frontier_signal.server.errors import install_error_handlers
+from frontier_signal.server.routes import health, signal
+from frontier_signal.service.requests import RequestLog
+from frontier_signal.service.runs import RunService
+from frontier_signal.service.settings import ServiceSettings
+from frontier_signal.service.store import Store
+
+logger = logging.getLogger("frontier_signal.server")
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+@dataclass
+class AppState:
+    settings: ServiceSettings
+    store: Store
+    scheduler: Scheduler
+    runs: RunService
+    requests: RequestLog
+    ready: bool = False
+    startup_error: str = ""
+    tasks: list = field(default_factory=list)
+
+
+def create_app(settings: ServiceSettings | None = None, engine: Engine | None = None) -> FastAPI:
+    """Build the app. `engine` lets tests share an already-loaded engine (one per process)."""
+    settings = settings or ServiceSettings()
+    if settings.no_auth and settings.host not in LOOPBACK:
+        raise ValueError(f"--no-auth serves anyone who can connect; refusing host {settings.host}")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        store = Store(settings.resolved_database_url())
+        dropped = store.forget_unfinished_requests()
+        if dropped:
+            logger.warning(
+                "%d requests were interrupted by the last stop; retries run afresh", dropped
+            )
+        if settings.no_auth:
+            store.ensure_tenant(LOCAL_TENANT, "local (no-auth)")
+            logger.warning("NO AUTH: every caller on %s is the same tenant", settings.host)
+        scheduler = Scheduler(engine or Engine(settings.device, settings.dtype))
+        scheduler.start()
+        runs = RunService(settings, store, scheduler)
+        state = AppState(
+            settings, store, scheduler, runs, RequestLog(store, settings.max_queued_per_tenant)
+        )
+        app.state.frontier = state
+        state.tasks.append(asyncio.ensure_future(_load_models(state)))
+        try:
+            yield
+        finally:
+            await runs.shutdown()
+            await asyncio.to_thread(scheduler.stop)
+            store.close()
+            logger.info("stopped")
+
+    app = FastAPI(
+        title="Frontier Signal",
+        version=__version__,
+        description="LoRA fine-tuning and serving: the Signal, Tinker and OpenAI API faces.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    install_error_handlers(app)
+
+    app.add_middleware(RequestIdMiddleware)
+    app.include_router(health.router)
+    app.include_router(signal.router)
+    return app
+
+
+class RequestIdMiddleware:
+    """Give every request an id (`request.state.request_id`, the `x-request-id` header) and log
+    one structured line per response. Plain ASGI, so streaming responses pass straight through."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        request_id = f"req_{uuid.uuid4().hex[:20]}"
+        scope.setdefault("state", {})["request_id"] = request_id
+        started = time.perf_counter()
+
+        async def send_with_id(message):
+            if message["type"] == "http.response.start":
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
+                logger.info(
+                    "%s %s %d",
+                    scope["method"],
+                    scope["path"],
+                    message["status"],
+                    extra={
+                        "request_id": request_id,
+                        "duration_ms": round((time.perf_counter() - started) * 1000, 1),
+                    },
+                )
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
+
+
+async def _load_models(state: AppState) -> None:
+    try:
+        for name in state.settings.models:
+            started = time.perf_counter()
+            await asyncio.wrap_future(state.scheduler.call("", lambda e, n=name: e.load_model(n)))
+            logger.info("loaded %s in %.1f s", name, time.perf_counter() - started)
+        state.ready = True
+    except Exception as exc:  # noqa: BLE001 - reported by /ready and the log
+        state.startup_error = f"could not load startup models: {exc}"
+        logger.exception("could not load startup models")

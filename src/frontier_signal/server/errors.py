@@ -1,0 +1,61 @@
+"""Every error leaves the server as `{"error": {"message", "type", "code", "param"}}` with the
+right status code; never a traceback, never a 500 for the caller's mistake."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from frontier_signal.engine.errors import EngineError
+from frontier_signal.engine.scheduler import SchedulerStopped
+from frontier_signal.service.errors import ServiceError, describe
+
+logger = logging.getLogger(__name__)
+
+
+def error_body(message: str, type_: str, code: str | None = None, param: str | None = None):
+    return {"error": {"message": message, "type": type_, "code": code, "param": param}}
+
+
+def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
+    parts, first = [], None
+    for error in exc.errors():
+        location = [str(p) for p in error.get("loc", ()) if p != "body"]
+        where = ".".join(location) or "body"
+        first = first or where
+        if error.get("type") == "json_invalid":
+            parts.append(f"the body is not valid JSON ({error.get('msg')})")
+        elif error.get("type") == "missing":
+            parts.append(f"{where}: this field is required")
+        else:
+            parts.append(f"{where}: {error.get('msg')} (got {json.dumps(error.get('input'))[:80]})")
+    return "; ".join(parts) or "invalid request", first
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError):
+        message, param = _validation_message(exc)
+        return JSONResponse(error_body(message, "invalid_request_error", param=param), 422)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException):
+        type_ = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
+        return JSONResponse(error_body(str(exc.detail), type_), exc.status_code, exc.headers)
+
+    async def known_error(request: Request, exc: Exception):
+        status, type_, message, headers = describe(exc)
+        if status >= 500:
+            request_id = getattr(request.state, "request_id", "?")
+            logger.error("request %s failed", request_id, exc_info=exc)
+        return JSONResponse(error_body(message, type_), status, headers)
+
+    # The error families raised on purpose; anything else is a bug, answered by the last-resort
+    # `Exception` handler (Starlette re-raises it afterwards, so the server log has it too).
+    for family in (ServiceError, EngineError, SchedulerStopped, Exception):
+        app.add_exception_handler(family, known_error)

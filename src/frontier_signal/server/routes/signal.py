@@ -1,0 +1,242 @@
+"""The Signal REST API (docs/signal-api.md): thin handlers over `RunService`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import FileResponse, StreamingResponse
+from starlette.background import BackgroundTask
+
+from frontier_signal.engine.types import SamplingParams
+from frontier_signal.server.auth import tenant_id
+from frontier_signal.server.schemas.signal import (
+    CreateRunBody,
+    EmbeddingsBody,
+    ForwardBackwardBody,
+    OptimStepBody,
+    SampleBody,
+    SaveStateBody,
+    checkpoint_info,
+    metric_row,
+    run_status,
+)
+from frontier_signal.service import files
+from frontier_signal.service.errors import InvalidRequest, describe
+
+router = APIRouter(prefix="/v1", tags=["signal"])
+Tenant = Annotated[str, Depends(tenant_id)]
+
+
+def _state(request: Request):
+    return request.app.state.frontier
+
+
+async def _logged(request: Request, tenant: str, run_id: str | None, kind: str, body, operation):
+    """Record the call and apply it once per `Idempotency-Key`."""
+    key = request.headers.get("idempotency-key")
+    if key is not None and not 0 < len(key) <= 200:
+        raise InvalidRequest("Idempotency-Key must be 1 to 200 characters")
+    payload = body.model_dump() if body is not None else None
+    return await _state(request).requests.run(
+        request.state.request_id, tenant, run_id, kind, [run_id, payload], key, operation
+    )
+
+
+@router.get("/base-models")
+async def list_base_models(request: Request, tenant: Tenant) -> dict:
+    return {"data": _state(request).runs.list_models()}
+
+
+@router.post("/runs")
+async def create_run(request: Request, tenant: Tenant, body: CreateRunBody) -> dict:
+    async def operation():
+        return run_status(await _state(request).runs.create_run(tenant, body.model_dump()))
+
+    return await _logged(request, tenant, None, "create_run", body, operation)
+
+
+@router.get("/runs")
+async def list_runs(request: Request, tenant: Tenant) -> dict:
+    return {"data": [run_status(row) for row in _state(request).store.list_runs(tenant)]}
+
+
+@router.get("/runs/{run_id}")
+async def get_run(request: Request, tenant: Tenant, run_id: str) -> dict:
+    return run_status(_state(request).runs.run_row(tenant, run_id))
+
+
+@router.delete("/runs/{run_id}")
+async def delete_run(request: Request, tenant: Tenant, run_id: str) -> dict:
+    await _state(request).runs.delete_run(tenant, run_id)
+    return {"run_id": run_id, "deleted": True}
+
+
+@router.post("/runs/{run_id}/forward_backward")
+async def forward_backward(
+    request: Request, tenant: Tenant, run_id: str, body: ForwardBackwardBody
+) -> dict:
+    service = _state(request).runs
+    service.run_row(tenant, run_id)
+
+    async def operation():
+        return await service.forward_backward(tenant, run_id, body.batch, body.accumulate)
+
+    return await _logged(request, tenant, run_id, "forward_backward", body, operation)
+
+
+@router.post("/runs/{run_id}/optim_step")
+async def optim_step(request: Request, tenant: Tenant, run_id: str, body: OptimStepBody) -> dict:
+    service = _state(request).runs
+    service.run_row(tenant, run_id)
+
+    async def operation():
+        return await service.optim_step(tenant, run_id, body.learning_rate)
+
+    return await _logged(request, tenant, run_id, "optim_step", body, operation)
+
+
+def _params(body: SampleBody) -> SamplingParams:
+    return SamplingParams(
+        max_tokens=body.max_tokens,
+        temperature=body.temperature,
+        top_p=body.top_p,
+        top_k=body.top_k,
+        stop_strings=tuple(body.stop or ()),
+        seed=body.seed,
+    )
+
+
+def _check_prompts(prompts: list[str]) -> None:
+    if not prompts:
+        raise InvalidRequest("prompts is empty: send at least one prompt")
+    for index, prompt in enumerate(prompts):
+        if not prompt:
+            raise InvalidRequest(f"prompts[{index}] is empty: send text to continue")
+
+
+@router.post("/runs/{run_id}/sample")
+async def sample(request: Request, tenant: Tenant, run_id: str, body: SampleBody) -> dict:
+    prompts = body.prompt_list()
+    _check_prompts(prompts)
+    results, step = await _state(request).runs.sample_requests(
+        tenant, run_id, prompts, _params(body), body.step
+    )
+    sequences = [result.sequences[0] for result in results]
+    return {
+        "outputs": [s.text for s in sequences],
+        "logprobs": [s.logprobs for s in sequences] if body.return_logprobs else None,
+        "finish_reasons": [s.stop_reason for s in sequences],
+        "step": step,
+    }
+
+
+@router.post("/runs/{run_id}/sample/stream")
+async def sample_stream(request: Request, tenant: Tenant, run_id: str, body: SampleBody):
+    prompts = body.prompt_list()
+    _check_prompts(prompts)
+    if len(prompts) != 1:
+        raise InvalidRequest(f"streaming takes exactly one prompt, got {len(prompts)}")
+    service = _state(request).runs
+    row = service.run_row(tenant, run_id)
+    if body.step is not None:
+        service.sampler_path(run_id, body.step)  # a step not kept is a 404 before streaming
+    tokenizer = service.tokenizer(row.base_model)
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue = asyncio.Queue()
+
+    def on_token(_index: int, _sample: int, token: int, logprob: float) -> None:
+        loop.call_soon_threadsafe(queue.put_nowait, (token, logprob))
+
+    task = asyncio.ensure_future(
+        service.sample_requests(tenant, run_id, prompts, _params(body), body.step, on_token)
+    )
+    task.add_done_callback(lambda _: queue.put_nowait(None))
+
+    async def events():
+        tokens: list[int] = []
+        sent = ""
+        special = set(tokenizer.all_special_ids)
+        while (item := await queue.get()) is not None:
+            token, logprob = item
+            tokens.append(token)
+            text = tokenizer.decode([t for t in tokens if t not in special])
+            delta = ""
+            # Hold back an incomplete UTF-8 character until the next token completes it.
+            if text.startswith(sent) and not text.endswith("\ufffd"):
+                delta, sent = text[len(sent) :], text
+            yield _sse({"text": delta, "token_id": token, "logprob": logprob})
+        try:
+            results, _ = task.result()
+        except Exception as exc:  # noqa: BLE001 - reported in the stream
+            status, type_, message, _ = describe(exc)
+            yield _sse({"error": {"message": message, "type": type_, "status": status}})
+        else:
+            sequence = results[0].sequences[0]
+            usage = {
+                "prompt_tokens": len(tokenizer(prompts[0], add_special_tokens=False)["input_ids"]),
+                "completion_tokens": len(sequence.tokens),
+            }
+            yield _sse({"finish_reason": sequence.stop_reason, "usage": usage})
+        yield "data: [DONE]\n\n"
+
+    return StreamingResponse(events(), media_type="text/event-stream")
+
+
+def _sse(payload: dict) -> str:
+    return f"data: {json.dumps(payload)}\n\n"
+
+
+@router.post("/runs/{run_id}/embeddings")
+async def embeddings(request: Request, tenant: Tenant, run_id: str, body: EmbeddingsBody) -> dict:
+    _check_prompts(body.texts)
+    vectors, step = await _state(request).runs.embeddings(tenant, run_id, body.texts, body.step)
+    return {"embeddings": vectors, "dim": len(vectors[0]), "step": step}
+
+
+@router.post("/runs/{run_id}/save_state")
+async def save_state(request: Request, tenant: Tenant, run_id: str, body: SaveStateBody) -> dict:
+    service = _state(request).runs
+    service.run_row(tenant, run_id)
+
+    async def operation():
+        return await service.save_state(
+            tenant, run_id, body.mode, body.push_to_hub, body.hub_model_id
+        )
+
+    return await _logged(request, tenant, run_id, "save_state", body, operation)
+
+
+@router.get("/runs/{run_id}/metrics")
+async def metrics(request: Request, tenant: Tenant, run_id: str) -> dict:
+    state = _state(request)
+    state.runs.run_row(tenant, run_id)
+    return {"data": [metric_row(row) for row in state.store.list_metrics(run_id)]}
+
+
+@router.get("/runs/{run_id}/checkpoints")
+async def checkpoints(request: Request, tenant: Tenant, run_id: str) -> dict:
+    state = _state(request)
+    state.runs.run_row(tenant, run_id)
+    rows = [c for c in state.store.list_checkpoints(run_id) if c.kind != "sampler"]
+    return {"data": [checkpoint_info(row) for row in rows]}
+
+
+@router.get("/runs/{run_id}/checkpoints/{checkpoint_id}/archive")
+async def checkpoint_archive(request: Request, tenant: Tenant, run_id: str, checkpoint_id: str):
+    checkpoint = _state(request).runs.checkpoint(tenant, run_id, checkpoint_id)
+    path = await asyncio.to_thread(files.archive, Path(checkpoint.path), checkpoint_id)
+    return FileResponse(
+        path,
+        media_type="application/gzip",
+        filename=f"{run_id}-{checkpoint_id}.tar.gz",
+        background=BackgroundTask(path.unlink, missing_ok=True),
+    )
+
+
+@router.get("/runs/{run_id}/steps")
+async def steps(request: Request, tenant: Tenant, run_id: str) -> dict:
+    return {"steps": _state(request).runs.kept_steps(tenant, run_id)}

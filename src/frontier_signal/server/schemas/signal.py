@@ -1,0 +1,106 @@
+"""Wire schemas of the Signal REST API (docs/signal-api.md): bodies in, dicts out."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from frontier_signal.service.tables import Checkpoint, Metric, Run
+
+
+class Body(BaseModel):
+    # A misspelt field is an error, not silently ignored.
+    model_config = ConfigDict(extra="forbid")
+
+
+class CreateRunBody(Body):
+    base_model: str = Field(min_length=1)
+    lora_r: int = Field(32, ge=1, le=1024)
+    lora_alpha: float = Field(64, gt=0)
+    lora_dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    lora_target_modules: list[str] | None = None
+    optimizer: Literal["adamw", "adamw_8bit", "sgd"] = "adamw_8bit"
+    learning_rate: float = Field(3e-4, gt=0.0, le=1.0)
+    weight_decay: float = Field(0.01, ge=0.0, le=10.0)
+    max_seq_length: int = Field(2048, ge=2, le=131072)
+    bf16: bool = True
+    gradient_checkpointing: bool = True
+    seed: int | None = Field(None, ge=0, lt=2**63)
+
+
+class ForwardBackwardBody(Body):
+    batch: list[dict[str, Any]]
+    accumulate: bool = False
+
+
+class OptimStepBody(Body):
+    learning_rate: float | None = Field(None, gt=0.0, le=1.0)
+
+
+class SampleBody(Body):
+    prompts: list[str] = Field(default_factory=list, max_length=1024)
+    prompt: str | None = None  # streaming takes one prompt, in either field
+    max_tokens: int = Field(512, ge=1, le=16384)
+    temperature: float = Field(0.7, ge=0.0, le=10.0)
+    top_p: float = Field(0.9, gt=0.0, le=1.0)
+    top_k: int = Field(-1, ge=-1)
+    return_logprobs: bool = False
+    step: int | None = Field(None, ge=0)
+    seed: int | None = Field(None, ge=0, lt=2**63)
+    stop: list[str] | None = Field(None, max_length=16)
+
+    def prompt_list(self) -> list[str]:
+        return self.prompts + ([self.prompt] if self.prompt is not None else [])
+
+
+class EmbeddingsBody(Body):
+    texts: list[str] = Field(min_length=1, max_length=1024)
+    step: int | None = Field(None, ge=0)
+
+
+class SaveStateBody(Body):
+    mode: Literal["adapter", "merged"] = "adapter"
+    push_to_hub: bool = False
+    hub_model_id: str | None = None
+
+
+def iso(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="seconds")
+
+
+def run_status(row: Run) -> dict:
+    return {
+        "run_id": row.id,
+        "base_model": row.base_model,
+        "status": row.status,
+        "step": row.step,
+        "config": row.config,
+        "effective": row.effective,
+        "created_at": iso(row.created_at),
+        "updated_at": iso(row.updated_at),
+    }
+
+
+def checkpoint_info(row: Checkpoint) -> dict:
+    return {
+        "checkpoint_id": row.id,
+        "name": row.name,
+        "kind": row.kind,
+        "step": row.step,
+        "size": row.size,
+        "sha256": row.sha256,
+        "created_at": iso(row.created_at),
+    }
+
+
+def metric_row(row: Metric) -> dict:
+    return {
+        "step": row.step,
+        "loss": row.loss,
+        "grad_norm": row.grad_norm,
+        "learning_rate": row.learning_rate,
+        "tokens": row.tokens,
+        "time": iso(row.time),
+    }

@@ -1,0 +1,481 @@
+"""The run service: the rules of runs, training, sampling and checkpoints, for every API face.
+
+Routes call these coroutines with plain arguments and a tenant id; the service checks ownership
+(another tenant's run is simply "not found"), converts to engine types, enqueues work on the
+scheduler, records what happened in the store, and keeps the files durable:
+- sampler weights after every optimizer step, pruned by the retention policy (step 0, the last
+  `sampler_keep_last` steps and every `sampler_keep_every`-th step are kept);
+- a training checkpoint every `checkpoint_every` steps, at every `save_state`, and at shutdown;
+- runs load lazily after a restart, from their newest training checkpoint.
+It knows nothing about HTTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from frontier_signal.backend import models
+from frontier_signal.engine.engine import Engine
+from frontier_signal.engine.scheduler import Scheduler
+from frontier_signal.engine.types import (
+    ATTENTION_MODULES,
+    MLP_MODULES,
+    ForwardBackwardRequest,
+    LoraSpec,
+    OptimizerSpec,
+    RunConfig,
+    SampleRequest,
+    SamplingParams,
+    normalize_target_modules,
+)
+from frontier_signal.service import files
+from frontier_signal.service.errors import InvalidRequest, NotFound, UpstreamError
+from frontier_signal.service.settings import ServiceSettings
+from frontier_signal.service.store import Store, new_id
+from frontier_signal.service.tables import Checkpoint, Metric, Run
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class PendingLoss:
+    """Loss of the gradient not applied yet, for the metrics row of the next optimizer step."""
+
+    loss_sum: float = 0.0
+    weight_sum: float = 0.0
+    tokens: int = 0
+
+
+def engine_config(config: dict) -> RunConfig:
+    """A Signal wire config (already type-checked) → the engine's RunConfig."""
+    try:
+        targets = normalize_target_modules(
+            config.get("lora_target_modules") or ATTENTION_MODULES + MLP_MODULES
+        )
+    except ValueError as exc:
+        raise InvalidRequest(f"lora_target_modules: {exc}") from None
+    optimizer = "sgd" if config["optimizer"] == "sgd" else "adamw"
+    return RunConfig(
+        base_model=config["base_model"],
+        lora=LoraSpec(
+            rank=config["lora_r"],
+            alpha=float(config["lora_alpha"]),
+            dropout=config["lora_dropout"],
+            seed=config["seed"],
+            target_modules=targets,
+        ),
+        # The Signal face trains like HF/PyTorch users expect: AdamW (0.9, 0.999), eps 1e-8.
+        optimizer=OptimizerSpec(
+            kind=optimizer,
+            learning_rate=config["learning_rate"],
+            beta2=0.999,
+            eps=1e-8,
+            weight_decay=config["weight_decay"],
+        ),
+        max_seq_length=config["max_seq_length"],
+        gradient_checkpointing=config["gradient_checkpointing"],
+    )
+
+
+def effective_settings(config: dict, dtype: str) -> dict:
+    """What really runs, for the run status (the seed's options may not all exist here)."""
+    if config["optimizer"] == "adamw_8bit":
+        optimizer = "adamw (fp32 state: no 8-bit optimizer state is implemented on this engine)"
+    else:
+        optimizer = config["optimizer"]
+    if config["bf16"] and dtype != "bfloat16":
+        dtype = f"{dtype} (this device has no fast bf16)"
+    elif not config["bf16"] and dtype == "bfloat16":
+        dtype = "bfloat16 (the base model is shared; LoRA weights and optimizer state are fp32)"
+    return {
+        "dtype": dtype,
+        "optimizer": optimizer,
+        "gradient_checkpointing": config["gradient_checkpointing"],
+    }
+
+
+class RunService:
+    """Runs, training and sampling on top of the scheduler and the store."""
+
+    def __init__(self, settings: ServiceSettings, store: Store, scheduler: Scheduler):
+        self.settings = settings
+        self.store = store
+        self.scheduler = scheduler
+        self.data_dir = Path(settings.data_dir)
+        self._loading: dict[str, asyncio.Future] = {}
+        self._pending_loss: dict[str, PendingLoss] = {}
+        self._tokenizers: dict[str, object] = {}
+
+    def tokenizer(self, base_model: str):
+        """A tokenizer of our own for this thread (the engine thread keeps its own)."""
+        if base_model not in self._tokenizers:
+            self._tokenizers[base_model] = models.load_tokenizer(base_model)
+        return self._tokenizers[base_model]
+
+    async def _engine(self, key: str, fn):
+        return await asyncio.wrap_future(self.scheduler.call(key, fn))
+
+    # ----- models and runs ---------------------------------------------------------------
+    def list_models(self) -> list[dict]:
+        loaded = set(self.scheduler.engine.loaded_models())  # plain reads, no tensors
+        return [
+            {"id": name, "loaded": name in loaded} for name in self.scheduler.engine.list_models()
+        ]
+
+    def run_row(self, tenant_id: str, run_id: str) -> Run:
+        row = self.store.get_run(run_id)
+        if row is None or row.tenant_id != tenant_id or row.status != "active":
+            raise NotFound(f"no run {run_id!r}: it does not exist or belongs to another key")
+        return row
+
+    async def create_run(self, tenant_id: str, config: dict) -> Run:
+        runs = self.store.list_runs(tenant_id)
+        if len(runs) >= self.settings.max_runs_per_tenant:
+            raise InvalidRequest(
+                f"this key already has {len(runs)} active runs (the limit is "
+                f"{self.settings.max_runs_per_tenant}); delete one first"
+            )
+        config = dict(config, seed=config.get("seed") or random.randrange(2**31))
+        run_config = engine_config(config)
+        run_id = new_id("run")
+
+        def create(engine: Engine) -> str:
+            info = engine.create_run(run_config, run_id)
+            try:
+                engine.save_checkpoint(
+                    run_id, files.step_folder(self.data_dir, run_id, 0), "sampler"
+                )
+            except BaseException:
+                engine.delete_run(run_id)
+                raise
+            return info.dtype
+
+        dtype = await self._engine(run_id, create)
+        now = time.time()
+        row = Run(
+            id=run_id,
+            tenant_id=tenant_id,
+            base_model=config["base_model"],
+            config=config,
+            effective=effective_settings(config, dtype),
+            status="active",
+            step=0,
+            created_at=now,
+            updated_at=now,
+        )
+        self.store.add_run(row)
+        self._loading[run_id] = _done_future()
+        self._record_checkpoint(run_id, "sampler", 0, files.step_folder(self.data_dir, run_id, 0))
+        return row
+
+    async def delete_run(self, tenant_id: str, run_id: str) -> None:
+        self.run_row(tenant_id, run_id)
+        self.store.update_run(run_id, status="deleted")
+        if run_id in self._loading:
+            del self._loading[run_id]
+            await self._engine(run_id, lambda engine: engine.delete_run(run_id))
+
+    async def ensure_loaded(self, row: Run) -> None:
+        """Load a run into the engine once (after a restart: from its newest training
+        checkpoint; a gradient that was never applied is lost)."""
+        future = self._loading.get(row.id)
+        if future is None:
+            future = asyncio.wrap_future(
+                self.scheduler.call(row.id, lambda e: self._restore(e, row))
+            )
+            self._loading[row.id] = future
+            try:
+                step = await future
+            except Exception:
+                del self._loading[row.id]
+                raise
+            self._after_restore(row, step)
+        await future
+
+    def _restore(self, engine: Engine, row: Run) -> int:
+        for checkpoint in reversed(self.store.list_checkpoints(row.id, "training")):
+            if Path(checkpoint.path).is_dir():
+                info = engine.create_run_from_checkpoint(checkpoint.path, row.id)
+                engine_step = info.step
+                # The optimizer hyperparameters stay the run's own (a checkpoint may predate them).
+                return engine_step
+        engine.create_run(engine_config(row.config), row.id)
+        return 0
+
+    def _after_restore(self, row: Run, step: int) -> None:
+        if step != row.step:
+            logger.warning("run %s resumed at step %d (it had reached %d)", row.id, step, row.step)
+            self.store.update_run(row.id, step=step)
+            self.store.delete_metrics_after(row.id, step)
+            for checkpoint in self.store.list_checkpoints(row.id, "sampler"):
+                if checkpoint.step > step:
+                    files.remove(Path(checkpoint.path))
+                    self.store.delete_checkpoint(checkpoint.id)
+
+    # ----- training ----------------------------------------------------------------------
+    async def forward_backward(
+        self, tenant_id: str, run_id: str, batch: list[dict], accumulate: bool
+    ) -> dict:
+        row = self.run_row(tenant_id, run_id)
+        if not batch:
+            raise InvalidRequest("batch is empty: send at least one example")
+        await self.ensure_loaded(row)
+        max_length = row.config["max_seq_length"]
+
+        def prepare(engine: Engine) -> ForwardBackwardRequest:
+            rendered = engine.render(row.base_model, batch, max_length)
+            for index, example in enumerate(rendered):
+                if example.truncated:
+                    raise InvalidRequest(
+                        f"batch[{index}] has {example.num_tokens} tokens, over this run's "
+                        f"max_seq_length of {max_length}; shorten it or create a run with a "
+                        "larger max_seq_length"
+                    )
+            datums = [example.datum for example in rendered]
+            return ForwardBackwardRequest(run_id, datums, reduction="mean", accumulate=accumulate)
+
+        future = self.scheduler.forward_backward(run_id, row.base_model, prepare)
+        result = await asyncio.wrap_future(future)
+        pending = self._pending_loss.get(run_id) if accumulate else None
+        pending = pending or PendingLoss()
+        pending.loss_sum += result.loss_sum
+        pending.weight_sum += result.weight_sum
+        pending.tokens += result.num_tokens
+        self._pending_loss[run_id] = pending
+        return {
+            "loss": result.loss,
+            "step": result.step,
+            "grad_norm": result.grad_norm,
+            "grad_stats": {
+                "max_abs": result.grad_max_abs,
+                "num_params": result.num_params,
+                "nonfinite": result.grad_nonfinite,
+            },
+            "tokens": result.num_tokens,
+        }
+
+    async def optim_step(self, tenant_id: str, run_id: str, learning_rate: float | None) -> dict:
+        row = self.run_row(tenant_id, run_id)
+        await self.ensure_loaded(row)
+        every = self.settings.checkpoint_every
+        checkpoint_id = new_id("ckpt")
+
+        def step(engine: Engine):
+            result = engine.optim_step(run_id, learning_rate=learning_rate)
+            steps_folder = files.step_folder(self.data_dir, run_id, result.step)
+            engine.save_checkpoint(run_id, steps_folder, "sampler")
+            training = None
+            if every > 0 and result.step % every == 0:
+                training = files.checkpoint_folder(self.data_dir, run_id, checkpoint_id)
+                engine.save_checkpoint(run_id, training, "training")
+            return result, steps_folder, training
+
+        result, steps_folder, training = await self._engine(run_id, step)
+        pending = self._pending_loss.pop(run_id, PendingLoss())
+        loss = pending.loss_sum / pending.weight_sum if pending.weight_sum else None
+        self.store.add_metric(
+            Metric(
+                run_id=run_id,
+                step=result.step,
+                loss=loss,
+                grad_norm=result.grad_norm,
+                learning_rate=result.learning_rate,
+                tokens=pending.tokens,
+                time=time.time(),
+            )
+        )
+        self.store.update_run(run_id, step=result.step)
+        self._record_checkpoint(run_id, "sampler", result.step, steps_folder)
+        if training is not None:
+            self._record_checkpoint(
+                run_id, "training", result.step, training, checkpoint_id, f"auto-step-{result.step}"
+            )
+        self._prune_sampler_steps(run_id, result.step)
+        return {
+            "step": result.step,
+            "learning_rate": result.learning_rate,
+            "grad_norm": result.grad_norm,
+            "metrics": {
+                "loss": loss,
+                "tokens": pending.tokens,
+                "clipped": result.clipped,
+                "checkpoint_id": checkpoint_id if training is not None else None,
+            },
+        }
+
+    def _record_checkpoint(
+        self,
+        run_id: str,
+        kind: str,
+        step: int,
+        folder: Path,
+        checkpoint_id: str | None = None,
+        name: str | None = None,
+    ) -> Checkpoint:
+        size, sha256 = files.folder_digest(folder)
+        checkpoint = Checkpoint(
+            id=checkpoint_id or new_id("ckpt"),
+            run_id=run_id,
+            name=name or f"{kind}-step-{step}",
+            kind=kind,
+            step=step,
+            path=str(folder),
+            size=size,
+            sha256=sha256,
+            created_at=time.time(),
+        )
+        return self.store.add_checkpoint(checkpoint)
+
+    def _prune_sampler_steps(self, run_id: str, current: int) -> None:
+        sampler = self.store.list_checkpoints(run_id, "sampler")
+        keep = files.kept_steps(
+            [c.step for c in sampler],
+            current,
+            self.settings.sampler_keep_last,
+            self.settings.sampler_keep_every,
+        )
+        for checkpoint in sampler:
+            if checkpoint.step not in keep:
+                files.remove(Path(checkpoint.path))
+                self.store.delete_checkpoint(checkpoint.id)
+
+    def kept_steps(self, tenant_id: str, run_id: str) -> list[int]:
+        self.run_row(tenant_id, run_id)
+        return sorted({c.step for c in self.store.list_checkpoints(run_id, "sampler")})
+
+    def sampler_path(self, run_id: str, step: int) -> str:
+        for checkpoint in self.store.list_checkpoints(run_id, "sampler"):
+            if checkpoint.step == step and Path(checkpoint.path).is_dir():
+                return checkpoint.path
+        kept = sorted({c.step for c in self.store.list_checkpoints(run_id, "sampler")})
+        raise NotFound(
+            f"step {step} of run {run_id!r} is not kept; kept steps: {kept} (policy: step 0, "
+            f"the last {self.settings.sampler_keep_last} steps and every "
+            f"{self.settings.sampler_keep_every}th step)"
+        )
+
+    # ----- sampling ----------------------------------------------------------------------
+    async def sample_requests(
+        self,
+        tenant_id: str,
+        run_id: str,
+        prompts: list[str],
+        params: SamplingParams,
+        step: int | None,
+        on_token=None,
+    ) -> tuple[list, int]:
+        """Sample raw-text continuations; returns (engine results, the step sampled)."""
+        row = self.run_row(tenant_id, run_id)
+        await self.ensure_loaded(row)
+        checkpoint = "" if step is None else self.sampler_path(run_id, step)
+        sampled_step = row.step if step is None else step
+
+        def prepare(engine: Engine) -> list[SampleRequest]:
+            eos = engine.tokenizer(row.base_model).eos_token_id
+            stops = params.stop_token_ids or ((eos,) if eos is not None else ())
+            final = replace(params, stop_token_ids=stops)
+            return [
+                SampleRequest(run_id, params=final, checkpoint=checkpoint, prompt_text=prompt)
+                for prompt in prompts
+            ]
+
+        future = self.scheduler.sample(run_id, row.base_model, prepare, on_token)
+        return await asyncio.wrap_future(future), sampled_step
+
+    async def embeddings(
+        self, tenant_id: str, run_id: str, texts: list[str], step: int | None
+    ) -> tuple[list[list[float]], int]:
+        row = self.run_row(tenant_id, run_id)
+        await self.ensure_loaded(row)
+        checkpoint = "" if step is None else self.sampler_path(run_id, step)
+        vectors = await self._engine(run_id, lambda e: e.embed(run_id, texts, checkpoint))
+        return vectors, row.step if step is None else step
+
+    # ----- checkpoints -------------------------------------------------------------------
+    async def save_state(
+        self, tenant_id: str, run_id: str, mode: str, push_to_hub: bool, hub_model_id: str | None
+    ) -> dict:
+        row = self.run_row(tenant_id, run_id)
+        if push_to_hub and not hub_model_id:
+            raise InvalidRequest("push_to_hub=True needs hub_model_id ('user/model-name')")
+        await self.ensure_loaded(row)
+        checkpoint_id = new_id("ckpt")
+        folder = files.checkpoint_folder(self.data_dir, run_id, checkpoint_id)
+
+        def save(engine: Engine) -> int:
+            if mode == "merged":
+                engine.export_merged(run_id, folder)
+            else:
+                engine.save_checkpoint(run_id, folder, "training")
+            return engine.get_run(run_id).step
+
+        step = await self._engine(run_id, save)
+        kind = "merged" if mode == "merged" else "training"
+        checkpoint = await asyncio.to_thread(
+            self._record_checkpoint,
+            run_id,
+            kind,
+            step,
+            folder,
+            checkpoint_id,
+            f"{mode}-step-{step}",
+        )
+        pushed = False
+        if push_to_hub:
+            try:
+                await asyncio.to_thread(files.push_to_hub, folder, hub_model_id)
+                pushed = True
+            except Exception as exc:
+                raise UpstreamError(
+                    f"the {mode} checkpoint is saved locally at {folder} (checkpoint_id "
+                    f"{checkpoint.id}), but pushing it to the hub as {hub_model_id!r} failed: "
+                    f"{type(exc).__name__}: {exc}"
+                ) from None
+        return {
+            "checkpoint_id": checkpoint.id,
+            "checkpoint_path": str(folder),
+            "artifact_uri": folder.resolve().as_uri(),
+            "mode": mode,
+            "step": step,
+            "pushed_to_hub": pushed,
+            "hub_model_id": hub_model_id,
+        }
+
+    def checkpoint(self, tenant_id: str, run_id: str, checkpoint_id: str) -> Checkpoint:
+        self.run_row(tenant_id, run_id)
+        checkpoint = self.store.get_checkpoint(checkpoint_id)
+        if checkpoint is None or checkpoint.run_id != run_id or not Path(checkpoint.path).is_dir():
+            raise NotFound(f"run {run_id!r} has no checkpoint {checkpoint_id!r}")
+        return checkpoint
+
+    async def shutdown(self) -> None:
+        """Write a training checkpoint for every loaded run that moved since its last one."""
+        for run_id in list(self._loading):
+            row = self.store.get_run(run_id)
+            if row is None or row.status != "active":
+                continue
+            saved = [c.step for c in self.store.list_checkpoints(run_id, "training")]
+            if row.step == 0 or (saved and max(saved) >= row.step):
+                continue
+            checkpoint_id = new_id("ckpt")
+            folder = files.checkpoint_folder(self.data_dir, run_id, checkpoint_id)
+            try:
+                await self._engine(
+                    run_id, lambda e, r=run_id, f=folder: e.save_checkpoint(r, f, "training")
+                )
+                self._record_checkpoint(
+                    run_id, "training", row.step, folder, checkpoint_id, f"shutdown-step-{row.step}"
+                )
+            except Exception:
+                logger.exception("could not write the shutdown checkpoint of run %s", run_id)
+
+
+def _done_future() -> asyncio.Future:
+    future = asyncio.get_running_loop().create_future()
+    future.set_result(None)
+    return future

@@ -1,0 +1,42 @@
+"""Server settings, typed: from arguments, `FRONTIER_SIGNAL_*` environment variables and `.env`.
+
+`frontier-signal serve --help` is generated from these fields (see cli.py).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from frontier_signal.paths import data_home
+
+
+class ServiceSettings(BaseSettings):
+    """Everything the server reads at start."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="FRONTIER_SIGNAL_", env_file=".env", extra="ignore"
+    )
+
+    host: str = Field("127.0.0.1", description="Interface to listen on.")
+    port: int = Field(8000, description="Port to listen on (0 picks a free one).")
+    data_dir: Path = Field(default_factory=data_home, description="Database and checkpoints.")
+    database_url: str = Field("", description="SQLAlchemy URL; default SQLite in data_dir.")
+    models: list[str] = Field(default_factory=list, description="Base models loaded at start.")
+    no_auth: bool = Field(False, description="No API keys: local development only.")
+    device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
+    dtype: str = Field("auto", description="Base weights: auto | bfloat16 | float32")
+    checkpoint_every: int = Field(10, ge=0, description="Training checkpoint every N steps.")
+    sampler_keep_last: int = Field(5, ge=1, description="Sampler weights kept: the last N steps")
+    sampler_keep_every: int = Field(10, ge=0, description="... and every N-th step (0: none).")
+    max_queued_per_tenant: int = Field(64, ge=1, description="Requests in flight per key.")
+    max_runs_per_tenant: int = Field(32, ge=1, description="Active runs per tenant.")
+    log_level: str = Field("info", description="debug | info | warning | error")
+
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        return f"sqlite:///{self.data_dir / 'frontier-signal.db'}"

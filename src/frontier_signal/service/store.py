@@ -1,0 +1,225 @@
+"""The SQL store: tenants, API keys, runs, checkpoints, metrics and requests.
+
+SQLite in the data folder by default (WAL, so readers never block the writer), PostgreSQL or any
+SQLAlchemy URL otherwise. The schema comes from the Alembic migrations, applied at open. Every
+method is one short transaction; rows come back detached (`expire_on_commit=False`), so callers
+read them freely. Rules (who may see what) live in the services, not here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+import uuid
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import create_engine, delete, event, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from frontier_signal.service.tables import ApiKey, Checkpoint, Metric, Request, Run, Tenant
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+KEY_PREFIX = "sk-fs-"
+
+
+def hash_key(key: str) -> str:
+    # Keys are 32 random bytes, so a plain SHA-256 is enough (no password-style stretching).
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:16]}"
+
+
+class Store:
+    """Open (and migrate) the database at `url`."""
+
+    def __init__(self, url: str):
+        self.url = url
+        self.engine = create_engine(url, future=True)
+        if self.engine.dialect.name == "sqlite":
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self.migrate()
+
+    def migrate(self) -> None:
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS))
+        with self.engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.upgrade(config, "head")
+
+    def ping(self) -> bool:
+        with self.engine.connect() as connection:
+            connection.exec_driver_sql("SELECT 1")
+        return True
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def _session(self) -> Session:
+        return self.sessions()
+
+    # ----- tenants and keys --------------------------------------------------------------
+    def ensure_tenant(self, tenant_id: str, name: str) -> None:
+        with self._session() as session, session.begin():
+            if session.get(Tenant, tenant_id) is None:
+                session.add(Tenant(id=tenant_id, name=name, created_at=time.time()))
+
+    def create_key(self, name: str, tenant_id: str | None = None) -> tuple[str, ApiKey]:
+        """A new key (returned once, stored hashed) for a new tenant or an existing one."""
+        tenant_id = tenant_id or new_id("tenant")
+        self.ensure_tenant(tenant_id, name)
+        key = KEY_PREFIX + secrets.token_urlsafe(32)
+        row = ApiKey(
+            id=new_id("key"),
+            tenant_id=tenant_id,
+            name=name,
+            key_hash=hash_key(key),
+            prefix=key[: len(KEY_PREFIX) + 6],
+            created_at=time.time(),
+        )
+        with self._session() as session, session.begin():
+            session.add(row)
+        return key, row
+
+    def list_keys(self) -> list[ApiKey]:
+        with self._session() as session:
+            return list(session.scalars(select(ApiKey).order_by(ApiKey.created_at)))
+
+    def revoke_key(self, key_id_or_name: str) -> int:
+        """Revoke keys by id, name or prefix; returns how many were revoked."""
+        with self._session() as session, session.begin():
+            result = session.execute(
+                update(ApiKey)
+                .where(
+                    (ApiKey.id == key_id_or_name)
+                    | (ApiKey.name == key_id_or_name)
+                    | (ApiKey.prefix == key_id_or_name)
+                )
+                .where(ApiKey.revoked_at.is_(None))
+                .values(revoked_at=time.time())
+            )
+            return result.rowcount
+
+    def find_key(self, key: str) -> ApiKey | None:
+        with self._session() as session:
+            return session.scalar(select(ApiKey).where(ApiKey.key_hash == hash_key(key)))
+
+    # ----- runs --------------------------------------------------------------------------
+    def add_run(self, run: Run) -> Run:
+        with self._session() as session, session.begin():
+            session.add(run)
+        return run
+
+    def get_run(self, run_id: str) -> Run | None:
+        with self._session() as session:
+            return session.get(Run, run_id)
+
+    def list_runs(self, tenant_id: str | None = None, status: str = "active") -> list[Run]:
+        query = select(Run).where(Run.status == status).order_by(Run.created_at)
+        if tenant_id is not None:
+            query = query.where(Run.tenant_id == tenant_id)
+        with self._session() as session:
+            return list(session.scalars(query))
+
+    def update_run(self, run_id: str, **values) -> None:
+        values.setdefault("updated_at", time.time())
+        with self._session() as session, session.begin():
+            session.execute(update(Run).where(Run.id == run_id).values(**values))
+
+    # ----- checkpoints -------------------------------------------------------------------
+    def add_checkpoint(self, checkpoint: Checkpoint) -> Checkpoint:
+        with self._session() as session, session.begin():
+            session.add(checkpoint)
+        return checkpoint
+
+    def list_checkpoints(self, run_id: str, kind: str | None = None) -> list[Checkpoint]:
+        query = select(Checkpoint).where(Checkpoint.run_id == run_id)
+        if kind is not None:
+            query = query.where(Checkpoint.kind == kind)
+        with self._session() as session:
+            return list(session.scalars(query.order_by(Checkpoint.step, Checkpoint.created_at)))
+
+    def get_checkpoint(self, checkpoint_id: str) -> Checkpoint | None:
+        with self._session() as session:
+            return session.get(Checkpoint, checkpoint_id)
+
+    def delete_checkpoint(self, checkpoint_id: str) -> None:
+        with self._session() as session, session.begin():
+            session.execute(delete(Checkpoint).where(Checkpoint.id == checkpoint_id))
+
+    # ----- metrics -----------------------------------------------------------------------
+    def add_metric(self, metric: Metric) -> None:
+        with self._session() as session, session.begin():
+            session.add(metric)
+
+    def list_metrics(self, run_id: str) -> list[Metric]:
+        query = select(Metric).where(Metric.run_id == run_id).order_by(Metric.step, Metric.id)
+        with self._session() as session:
+            return list(session.scalars(query))
+
+    def delete_metrics_after(self, run_id: str, step: int) -> None:
+        with self._session() as session, session.begin():
+            session.execute(delete(Metric).where(Metric.run_id == run_id, Metric.step > step))
+
+    # ----- requests (the record of every operation, and idempotency) ---------------------
+    def begin_request(self, request: Request) -> tuple[Request, bool]:
+        """Record a request; with an idempotency key already used, return that one instead.
+
+        Returns:
+            (the row, True when it is new).
+        """
+        try:
+            with self._session() as session, session.begin():
+                session.add(request)
+            return request, True
+        except IntegrityError:
+            with self._session() as session:
+                existing = session.scalar(
+                    select(Request).where(
+                        Request.tenant_id == request.tenant_id,
+                        Request.idempotency_key == request.idempotency_key,
+                    )
+                )
+            if existing is None:  # pragma: no cover - a constraint other than the key
+                raise
+            return existing, False
+
+    def finish_request(
+        self, request_id: str, result: dict | None = None, error: dict | None = None
+    ) -> None:
+        with self._session() as session, session.begin():
+            session.execute(
+                update(Request)
+                .where(Request.id == request_id)
+                .values(
+                    status="failed" if error is not None else "done",
+                    result=result,
+                    error=error,
+                    finished_at=time.time(),
+                )
+            )
+
+    def get_request(self, request_id: str) -> Request | None:
+        with self._session() as session:
+            return session.get(Request, request_id)
+
+    def forget_unfinished_requests(self) -> int:
+        """At start: requests left pending by a crash never finish; drop them so a retry with
+        the same idempotency key runs afresh."""
+        with self._session() as session, session.begin():
+            return session.execute(delete(Request).where(Request.status == "pending")).rowcount
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.close()
