@@ -44,6 +44,104 @@ def list_models() -> None:
         typer.echo(f"{name}\t{where}")
 
 
+@app.command()
+def serve(
+    host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
+    port: int = typer.Option(8000, help="Port to listen on."),
+    data_dir: Path | None = typer.Option(
+        None,
+        help="Database and checkpoints (default: $FRONTIER_SIGNAL_HOME or ~/.frontier-signal).",
+    ),
+    models: list[str] = typer.Option(
+        [], "--models", help="Base models to load at start (repeatable)."
+    ),
+    no_auth: bool = typer.Option(
+        False, "--no-auth", help="No API keys. Local development only: binds to loopback."
+    ),
+    database_url: str | None = typer.Option(
+        None, help="SQLAlchemy URL (default: SQLite in the data folder)."
+    ),
+) -> None:
+    """Run the API server (Signal, Tinker, OpenAI faces); more settings: FRONTIER_SIGNAL_* env."""
+    import uvicorn
+
+    from frontier_signal.server import logs
+    from frontier_signal.server.app import create_app
+    from frontier_signal.service.settings import ServiceSettings
+
+    overrides = {"host": host, "port": port, "no_auth": no_auth}
+    if data_dir is not None:
+        overrides["data_dir"] = data_dir
+    if models:
+        overrides["models"] = models
+    if database_url:
+        overrides["database_url"] = database_url
+    settings = ServiceSettings(**overrides)
+    logs.configure(settings.log_level)
+    try:
+        application = create_app(settings)
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    uvicorn.run(
+        application, host=settings.host, port=settings.port, log_config=None, access_log=False
+    )
+
+
+keys = typer.Typer(help="API keys: create, list, revoke.", no_args_is_help=True)
+app.add_typer(keys, name="keys")
+
+
+def _store(data_dir: Path | None, database_url: str | None):
+    from frontier_signal.service.settings import ServiceSettings
+    from frontier_signal.service.store import Store
+
+    overrides = {"data_dir": data_dir} if data_dir is not None else {}
+    if database_url:
+        overrides["database_url"] = database_url
+    return Store(ServiceSettings(**overrides).resolved_database_url())
+
+
+DATA_DIR = typer.Option(None, help="Data folder of the server (default: $FRONTIER_SIGNAL_HOME).")
+DATABASE_URL = typer.Option(None, help="SQLAlchemy URL (default: SQLite in the data folder).")
+
+
+@keys.command("create")
+def keys_create(
+    name: str = typer.Option(..., help="Who the key is for (a new tenant of that name)."),
+    data_dir: Path | None = DATA_DIR,
+    database_url: str | None = DATABASE_URL,
+) -> None:
+    """Create a key for a new tenant and print it once (only its hash is stored)."""
+    key, row = _store(data_dir, database_url).create_key(name)
+    typer.echo(key)
+    typer.echo(
+        f"key id {row.id}, tenant {row.tenant_id}: store it now, it is not shown again", err=True
+    )
+
+
+@keys.command("list")
+def keys_list(data_dir: Path | None = DATA_DIR, database_url: str | None = DATABASE_URL) -> None:
+    """List keys (id, name, tenant, prefix, status); never the keys themselves."""
+    for row in _store(data_dir, database_url).list_keys():
+        status = "revoked" if row.revoked_at is not None else "active"
+        typer.echo(f"{row.id}\t{row.name}\t{row.tenant_id}\t{row.prefix}...\t{status}")
+
+
+@keys.command("revoke")
+def keys_revoke(
+    key: str = typer.Argument(..., help="Key id, name or prefix."),
+    data_dir: Path | None = DATA_DIR,
+    database_url: str | None = DATABASE_URL,
+) -> None:
+    """Revoke a key: requests with it get 403 from then on."""
+    count = _store(data_dir, database_url).revoke_key(key)
+    if not count:
+        typer.echo(f"error: no active key matches {key!r}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"revoked {count} key(s)")
+
+
 def main() -> None:
     app()
 
