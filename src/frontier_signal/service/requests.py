@@ -80,7 +80,8 @@ class RequestLog:
         if row.fingerprint != print_:
             raise Conflict(
                 f"Idempotency-Key {row.idempotency_key!r} was already used for a different "
-                f"{row.kind} request; use a new key for a new request"
+                f"{row.kind} request; use a new key for a new request",
+                headers={"x-should-retry": "false"},
             )
         if row.status == "done":
             return row.result or {}
