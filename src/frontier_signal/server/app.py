@@ -64,6 +64,7 @@ def create_app(settings: ServiceSettings | None = None, engine: Engine | None = 
         scheduler = Scheduler(engine or Engine(settings.device, settings.dtype))
         scheduler.start()
         runs = RunService(settings, store, scheduler)
+        runs.reconcile_after_restart()
         state = AppState(
             settings, store, scheduler, runs, RequestLog(store, settings.max_queued_per_tenant)
         )

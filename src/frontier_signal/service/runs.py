@@ -197,6 +197,17 @@ class RunService:
             self._after_restore(row, step)
         await future
 
+    def reconcile_after_restart(self) -> None:
+        """At start: each run's step becomes that of its newest training checkpoint (what it
+        will resume from), so status, metrics and kept steps never promise lost work."""
+        for row in self.store.list_runs():
+            saved = [
+                c.step
+                for c in self.store.list_checkpoints(row.id, "training")
+                if Path(c.path).is_dir()
+            ]
+            self._after_restore(row, max(saved, default=0))
+
     def _restore(self, engine: Engine, row: Run) -> int:
         for checkpoint in reversed(self.store.list_checkpoints(row.id, "training")):
             if Path(checkpoint.path).is_dir():
