@@ -21,15 +21,18 @@ def demo(
     steps: int = typer.Option(12, min=1, help="Optimizer steps."),
     learning_rate: float = typer.Option(1e-3, help="AdamW learning rate."),
     rank: int = typer.Option(16, min=1, help="LoRA rank."),
-    output: Path | None = typer.Option(None, help="Where to save (default: the data folder)."),
+    output: Path | None = typer.Option(
+        None, help="Data folder of the demo's server (default: $FRONTIER_SIGNAL_HOME)."
+    ),
 ) -> None:
-    """Fine-tune a base model on a small bundled dataset, sample before/after, save the adapter."""
+    """Start a local server, then through the SDK: fine-tune on a small bundled dataset, sample
+    before and after, save the adapter, stop the server."""
+    from frontier_signal import SignalAPIError
     from frontier_signal.demo import run_demo
-    from frontier_signal.engine.errors import EngineError
 
     try:
         run_demo(model, steps, learning_rate, rank, output, echo=typer.echo)
-    except EngineError as exc:
+    except (SignalAPIError, RuntimeError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
 

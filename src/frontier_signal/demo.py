@@ -1,8 +1,9 @@
-"""`frontier-signal demo`: fine-tune SmolLM2 on a small bundled dataset, in-process.
+"""`frontier-signal demo`: the quickstart, end to end, through a real server and the SDK.
 
-Loads the base model (converting the bundled GGUF once), samples before training, trains one
-LoRA run for a few steps, samples again, saves a PEFT adapter and a training checkpoint, and
-prints what it did and where. Torch is imported here, not by the CLI module.
+Starts an embedded server (SQLite and checkpoints in the data folder, the bundled SmolLM2, a
+free port on 127.0.0.1, a fresh API key), then drives it with the `frontier_signal` SDK exactly as
+a user would: create a run, sample before training, train on a small bundled dataset with a
+progress bar, sample again, save the adapter, and stop the server cleanly.
 """
 
 from __future__ import annotations
@@ -23,86 +24,84 @@ def run_demo(
 ) -> dict:
     from transformers.utils import logging as transformers_logging
 
-    from frontier_signal.engine.engine import Engine
-    from frontier_signal.engine.rendering import render_chat_prompt
-    from frontier_signal.engine.types import (
-        LoraSpec,
-        OptimizerSpec,
-        RunConfig,
-        SampleRequest,
-        SamplingParams,
-    )
-    from frontier_signal.paths import data_home
+    from frontier_signal import SignalClient
+    from frontier_signal.backend.models import load_tokenizer
+    from frontier_signal.server.embedded import EmbeddedServer
+    from frontier_signal.service.settings import ServiceSettings
+    from frontier_signal.service.store import Store
 
     transformers_logging.disable_progress_bar()
-    examples = load_demo_dataset()
+    settings = ServiceSettings(host="127.0.0.1", port=0, models=[model])
+    if output is not None:
+        settings = settings.model_copy(update={"data_dir": Path(output)})
+    store = Store(settings.resolved_database_url())
+    api_key, _ = store.create_key("demo")
+    store.close()
+
     started = time.perf_counter()
-    engine = Engine()
-    echo(f"Loading {model} ...")
-    tokenizer = engine.tokenizer(model)
-    echo(
-        f"  loaded in {time.perf_counter() - started:.1f}s on {engine.device} "
-        f"({str(engine.dtype).removeprefix('torch.')} compute, fp32 LoRA weights)"
+    echo(f"Starting a server (data in {settings.data_dir}) and loading {model} ...")
+    with EmbeddedServer(settings) as server:
+        server.wait_ready()
+        echo(f"  ready at {server.base_url} in {time.perf_counter() - started:.1f}s")
+        with SignalClient(api_key=api_key, base_url=server.base_url) as client:
+            return _quickstart(
+                client, model, steps, learning_rate, rank, load_tokenizer(model), echo
+            )
+
+
+def _quickstart(client, model, steps, learning_rate, rank, tokenizer, echo) -> dict:
+    examples = load_demo_dataset()
+    run = client.create_run(
+        base_model=model,
+        lora_r=rank,
+        lora_alpha=2 * rank,
+        learning_rate=learning_rate,
+        max_seq_length=512,
+        seed=0,
     )
-    config = RunConfig(
-        model,
-        LoraSpec(rank=rank, alpha=2 * rank),
-        OptimizerSpec(learning_rate=learning_rate, beta2=0.999, eps=1e-8),
-        512,
-    )
-    run = engine.create_run(config)
-    echo(
-        f"Created run {run.run_id}: LoRA r={rank} on {', '.join(config.lora.target_modules)} "
-        f"({run.num_params / 1e6:.1f}M trainable parameters)"
-    )
+    status = run.get_status()
+    echo(f"Created run {run.run_id}: LoRA r={rank}, {status['effective']}")
 
     questions = ["What is the capital of Zorbia?", "What is Zorbia's national animal?"]
-    greedy = SamplingParams(max_tokens=40, temperature=0, stop_token_ids=(tokenizer.eos_token_id,))
-    prompts = [render_chat_prompt(tokenizer, [{"role": "user", "content": q}]) for q in questions]
+    # The SDK samples raw text; render the chat turn with the model's own template.
+    prompts = [
+        tokenizer.apply_chat_template(
+            [{"role": "user", "content": q}], tokenize=False, add_generation_prompt=True
+        )
+        for q in questions
+    ]
 
     def answers() -> list[str]:
-        results = engine.sample_batch([SampleRequest(run.run_id, p, greedy) for p in prompts])
-        return [r.sequences[0].text.strip() for r in results]
+        outputs = run.sample(prompts, max_tokens=40, temperature=0)["outputs"]
+        return [text.strip() for text in outputs]
 
     before = answers()
     for question, answer in zip(questions, before, strict=True):
         echo(f"  before | {question} -> {answer}")
 
-    datums = [r.datum for r in engine.render(model, examples, config.max_seq_length)]
-    tokens = sum(int(sum(d.weights)) for d in datums)
-    echo(f"Training on {len(datums)} conversations ({tokens} assistant tokens) for {steps} steps")
-    losses = []
-    train_started = time.perf_counter()
-    for step in range(1, steps + 1):
-        result = engine.forward_backward(run.run_id, datums, reduction="mean")
-        engine.optim_step(run.run_id)
-        losses.append(result.loss)
-        echo(f"  step {step:3d}  loss {result.loss:.4f}  grad_norm {result.grad_norm:.3f}")
-    train_seconds = time.perf_counter() - train_started
+    echo(f"Training on {len(examples)} conversations for {steps} steps")
+    training = run.training()
+    epoch = training.train_epoch([examples] * steps, progress=True)
+    metrics = training.get_metrics()
 
     after = answers()
     for question, answer in zip(questions, after, strict=True):
         echo(f"  after  | {question} -> {answer}")
 
-    output = output or data_home() / "demo" / run.run_id
-    adapter = engine.save_checkpoint(run.run_id, output / "adapter", kind="sampler")
-    training = engine.save_checkpoint(run.run_id, output / "training", kind="training")
-    echo(f"Saved the PEFT adapter to {adapter.path} ({adapter.size_bytes / 2**20:.1f} MiB)")
-    echo(f"Saved a resumable training checkpoint to {training.path}")
+    saved = run.save_state(mode="adapter")
+    echo(f"Saved the PEFT adapter (and optimizer state) to {saved['checkpoint_path']}")
     summary = {
         "run_id": run.run_id,
         "model": model,
-        "steps": steps,
-        "first_loss": losses[0],
-        "last_loss": losses[-1],
-        "train_seconds": round(train_seconds, 2),
-        "train_tokens_per_second": round(
-            steps * sum(len(d.input_tokens) for d in datums) / train_seconds, 1
-        ),
+        "steps": metrics["current_step"],
+        "first_loss": metrics["loss_history"][0],
+        "last_loss": metrics["loss_history"][-1],
+        "train_seconds": round(epoch["seconds"], 2),
+        "trained_tokens": epoch["tokens"],
         "before": before,
         "after": after,
-        "adapter": adapter.path,
-        "checkpoint": training.path,
+        "checkpoint": saved["checkpoint_path"],
+        "artifact_uri": saved["artifact_uri"],
     }
     echo(json.dumps(summary, indent=2))
     return summary
