@@ -368,11 +368,6 @@ def test_training_metrics_survive_a_server_restart(one_torch_thread, lone_data_d
         again.stop()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server bug: over max_runs_per_tenant the server answers 400 (InvalidRequest), "
-    "the contract says 429 with Retry-After (src/frontier_signal/service/runs.py create_run)",
-)
 def test_a_tenant_over_its_run_limit_gets_a_rate_limit_error(one_torch_thread, tmp_path):
     key = make_key(tmp_path, "dave")
     live = LiveServer(server_settings(tmp_path, max_runs_per_tenant=1)).start()

@@ -9,12 +9,13 @@ that disconnects mid-call does not cancel it halfway: it finishes and is recorde
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 
 from frontier_signal.service.errors import Conflict, RateLimited, StoredError, describe
 from frontier_signal.service.store import Store
@@ -40,6 +41,24 @@ class RequestLog:
     def in_flight(self, tenant_id: str) -> int:
         return self._in_flight[tenant_id]
 
+    def admit(self, tenant_id: str) -> None:
+        if self._in_flight[tenant_id] >= self.max_in_flight:
+            raise RateLimited(
+                f"this key has {self._in_flight[tenant_id]} requests in flight (the limit is "
+                f"{self.max_in_flight}); retry after the earlier ones finish",
+                retry_after=1,
+            )
+
+    @contextlib.contextmanager
+    def counted(self, tenant_id: str) -> Iterator[None]:
+        """Count a read (sampling, embeddings) against the tenant's limit, without recording it."""
+        self.admit(tenant_id)
+        self._in_flight[tenant_id] += 1
+        try:
+            yield
+        finally:
+            self._in_flight[tenant_id] -= 1
+
     async def run(
         self,
         request_id: str,
@@ -51,12 +70,7 @@ class RequestLog:
         operation: Callable[[], Awaitable[dict]],
     ) -> dict:
         """Execute `operation` once for this (tenant, idempotency key) and record the outcome."""
-        if self._in_flight[tenant_id] >= self.max_in_flight:
-            raise RateLimited(
-                f"this key has {self._in_flight[tenant_id]} requests in flight (the limit is "
-                f"{self.max_in_flight}); retry after the earlier ones finish",
-                retry_after=1,
-            )
+        self.admit(tenant_id)
         row = Request(
             id=request_id,
             tenant_id=tenant_id,
@@ -109,6 +123,9 @@ class RequestLog:
                 )
             elif task.exception() is not None:
                 status, type_, message, _ = describe(task.exception())
+                if status in (429, 503):  # not applied, and worth retrying: forget the key
+                    self.store.delete_request(request_id)
+                    return
                 if status >= 500 and not isinstance(task.exception(), StoredError):
                     logger.error("request %s failed", request_id, exc_info=task.exception())
                 self.store.finish_request(

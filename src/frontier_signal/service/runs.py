@@ -34,7 +34,7 @@ from frontier_signal.engine.types import (
     normalize_target_modules,
 )
 from frontier_signal.service import files
-from frontier_signal.service.errors import InvalidRequest, NotFound, UpstreamError
+from frontier_signal.service.errors import InvalidRequest, NotFound, RateLimited, UpstreamError
 from frontier_signal.service.settings import ServiceSettings
 from frontier_signal.service.store import Store, new_id
 from frontier_signal.service.tables import Checkpoint, Metric, Run
@@ -136,9 +136,10 @@ class RunService:
     async def create_run(self, tenant_id: str, config: dict) -> Run:
         runs = self.store.list_runs(tenant_id)
         if len(runs) >= self.settings.max_runs_per_tenant:
-            raise InvalidRequest(
+            raise RateLimited(
                 f"this key already has {len(runs)} active runs (the limit is "
-                f"{self.settings.max_runs_per_tenant}); delete one first"
+                f"{self.settings.max_runs_per_tenant}); delete one first",
+                retry_after=5,
             )
         config = dict(config, seed=config.get("seed") or random.randrange(2**31))
         run_config = engine_config(config)

@@ -205,6 +205,10 @@ class Store:
                 )
             )
 
+    def delete_request(self, request_id: str) -> None:
+        with self._session() as session, session.begin():
+            session.execute(delete(Request).where(Request.id == request_id))
+
     def get_request(self, request_id: str) -> Request | None:
         with self._session() as session:
             return session.get(Request, request_id)

@@ -122,9 +122,11 @@ def _check_prompts(prompts: list[str]) -> None:
 async def sample(request: Request, tenant: Tenant, run_id: str, body: SampleBody) -> dict:
     prompts = body.prompt_list()
     _check_prompts(prompts)
-    results, step = await _state(request).runs.sample_requests(
-        tenant, run_id, prompts, _params(body), body.step
-    )
+    state = _state(request)
+    with state.requests.counted(tenant):
+        results, step = await state.runs.sample_requests(
+            tenant, run_id, prompts, _params(body), body.step
+        )
     sequences = [result.sequences[0] for result in results]
     return {
         "outputs": [s.text for s in sequences],
@@ -151,9 +153,14 @@ async def sample_stream(request: Request, tenant: Tenant, run_id: str, body: Sam
     def on_token(_index: int, _sample: int, token: int, logprob: float) -> None:
         loop.call_soon_threadsafe(queue.put_nowait, (token, logprob))
 
-    task = asyncio.ensure_future(
-        service.sample_requests(tenant, run_id, prompts, _params(body), body.step, on_token)
-    )
+    async def counted_sample():
+        with _state(request).requests.counted(tenant):
+            return await service.sample_requests(
+                tenant, run_id, prompts, _params(body), body.step, on_token
+            )
+
+    _state(request).requests.admit(tenant)  # over the limit: a 429 before the stream starts
+    task = asyncio.ensure_future(counted_sample())
     task.add_done_callback(lambda _: queue.put_nowait(None))
 
     async def events():
@@ -193,7 +200,9 @@ def _sse(payload: dict) -> str:
 @router.post("/runs/{run_id}/embeddings")
 async def embeddings(request: Request, tenant: Tenant, run_id: str, body: EmbeddingsBody) -> dict:
     _check_prompts(body.texts)
-    vectors, step = await _state(request).runs.embeddings(tenant, run_id, body.texts, body.step)
+    state = _state(request)
+    with state.requests.counted(tenant):
+        vectors, step = await state.runs.embeddings(tenant, run_id, body.texts, body.step)
     return {"embeddings": vectors, "dim": len(vectors[0]), "step": step}
 
 
