@@ -133,3 +133,18 @@ def test_top_logprobs_list_the_most_likely_alternatives(engine, tokenizer):
 def test_bad_penalties_and_top_logprobs_are_rejected(engine, params, message):
     with pytest.raises(InvalidInputError, match=message):
         engine.sample(SampleRequest(TINY, [1, 2, 3], params))
+
+
+def test_int8_decode_weights_stay_close_to_the_exact_model(engine, make_run, tokenizer):
+    run = make_run(seed=7)
+    base = engine.load_model(TINY)
+    prompt = _prompt(tokenizer)
+    request = SampleRequest(run, prompt, SamplingParams(8, temperature=0, top_logprobs=2))
+    base.decode_int8 = True
+    try:
+        quantized = engine.sample(request).sequences[0]
+    finally:
+        base.decode_int8 = False
+    assert base.decode_weights().int8_layers is not None  # the int8 path really ran
+    exact = engine.forward(run, [_datum(prompt, quantized.tokens)]).logprobs[0]
+    assert quantized.logprobs == pytest.approx(exact[-len(quantized.tokens) :], abs=0.05)

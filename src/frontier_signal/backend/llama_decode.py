@@ -54,14 +54,30 @@ def _fuse(linears: list[LoraLinear]) -> tuple[torch.Tensor, torch.Tensor | None]
     return weight, bias
 
 
+# A base matmul: (weight, bias), or int8 weight-only (int8 weight, per-row scales, bias).
+Matmul = tuple[torch.Tensor, ...]
+
+
+def _quantize_int8(weight: torch.Tensor, bias: torch.Tensor | None) -> Matmul:
+    """Symmetric per-output-row int8, the layout `aten._weight_int8pack_mm` takes."""
+    scales = weight.float().abs().amax(1).clamp_min(1e-12) / 127
+    quantized = torch.round(weight.float() / scales[:, None]).clamp(-127, 127).to(torch.int8)
+    return quantized, scales.to(weight.dtype), bias
+
+
+def _matmul(x: torch.Tensor, matmul: Matmul) -> torch.Tensor:
+    if len(matmul) == 2:
+        return F.linear(x, *matmul)
+    quantized, scales, bias = matmul
+    y = torch.ops.aten._weight_int8pack_mm(x, quantized, scales)
+    return y if bias is None else y + bias
+
+
 @dataclass
 class LayerWeights:
     input_norm: torch.Tensor
     post_norm: torch.Tensor
-    qkv: tuple[torch.Tensor, torch.Tensor | None]
-    o: tuple[torch.Tensor, torch.Tensor | None]
-    gate_up: tuple[torch.Tensor, torch.Tensor | None]
-    down: tuple[torch.Tensor, torch.Tensor | None]
+    matmuls: dict[str, Matmul]  # by fused group name (decode_lora.GROUPS)
 
 
 class LlamaWeights:
@@ -92,13 +108,28 @@ class LlamaWeights:
                     LayerWeights(
                         block.input_layernorm.weight,
                         block.post_attention_layernorm.weight,
-                        _fuse(linears["qkv"]),
-                        _fuse(linears["o"]),
-                        _fuse(linears["gate_up"]),
-                        _fuse(linears["down"]),
+                        {group: _fuse(linears[group]) for group in GROUPS},
                     )
                 )
+        self.head: Matmul = (self.lm_head.base.weight, self.lm_head.base.bias)
         self.lora = LoraPlan(self)
+        self.int8_layers: list[dict[str, Matmul]] | None = None
+        self.int8_head: Matmul | None = None
+
+    def quantize_int8(self) -> None:
+        """Add int8 weight-only copies of every decode matmul (CPU; ~half the bf16 bytes).
+
+        Decoding streams every weight once per token and is memory-bound at batch 1, so half the
+        bytes is about twice the speed; outputs then differ slightly from the exact weights.
+        """
+        if self.int8_layers is not None:
+            return
+        with torch.no_grad():
+            self.int8_layers = [
+                {group: _quantize_int8(*matmul) for group, matmul in layer.matmuls.items()}
+                for layer in self.layers
+            ]
+            self.int8_head = _quantize_int8(*self.head)
 
     def rope_tables(self, length: int, device, dtype) -> tuple[torch.Tensor, torch.Tensor]:
         """cos and sign-folded sin [length, head_dim]: rotate_half(x) * sin == roll(x) * sin'."""
@@ -126,6 +157,7 @@ class LlamaDecoder:
         prompt_lengths: list[int],
         max_new_tokens: int,
         segments,
+        int8: bool = False,
     ):
         first = hf_cache.layers[0].keys
         batch, _, padded_len, _ = first.shape
@@ -151,9 +183,14 @@ class LlamaDecoder:
             slots = torch.arange(capacity, device=device)
             self.valid = (slots[None] >= pads[:, None])[:, None, None, :]
         self.lora = weights.lora.for_segments(segments, dtype)
+        self.matmuls = [layer.matmuls for layer in weights.layers]
+        self.head = weights.head
+        if int8:
+            assert weights.int8_layers is not None and weights.int8_head is not None
+            self.matmuls, self.head = weights.int8_layers, weights.int8_head
 
-    def _linear(self, x, weight_bias, plan) -> torch.Tensor:
-        y = F.linear(x, *weight_bias)
+    def _linear(self, x, matmul: Matmul, plan) -> torch.Tensor:
+        y = _matmul(x, matmul)
         for A, B_t, start, end in plan:
             if start == 0 and end == x.shape[0]:
                 y.addmm_(F.linear(x, A), B_t)
@@ -175,9 +212,9 @@ class LlamaDecoder:
         qk_width = (heads + kv_heads) * head_dim
         x = F.embedding(token_ids_B, w.embed)  # [B, D]
         for index, layer in enumerate(w.layers):
-            plan = self.lora[index]
+            plan, matmuls = self.lora[index], self.matmuls[index]
             h = _rms_norm(x, layer.input_norm, w.eps)
-            qkv = self._linear(h, layer.qkv, plan["qkv"])
+            qkv = self._linear(h, matmuls["qkv"], plan["qkv"])
             qk = qkv[:, :qk_width].view(batch, heads + kv_heads, head_dim)
             qk = torch.addcmul(qk * cos, qk.roll(head_dim // 2, -1), sin)
             keys, values = self.keys[index], self.values[index]
@@ -188,12 +225,11 @@ class LlamaDecoder:
             attn = F.scaled_dot_product_attention(
                 query, keys[:, :, : slot + 1], values[:, :, : slot + 1], attn_mask=mask
             )
-            x = x + self._linear(attn.reshape(batch, heads * head_dim), layer.o, plan["o"])
+            x = x + self._linear(attn.reshape(batch, heads * head_dim), matmuls["o"], plan["o"])
             h = _rms_norm(x, layer.post_norm, w.eps)
-            gate_up = self._linear(h, layer.gate_up, plan["gate_up"])
+            gate_up = self._linear(h, matmuls["gate_up"], plan["gate_up"])
             half = gate_up.shape[-1] // 2
             act = F.silu(gate_up[:, :half]) * gate_up[:, half:]
-            x = x + self._linear(act, layer.down, plan["down"])
+            x = x + self._linear(act, matmuls["down"], plan["down"])
         h = _rms_norm(x, w.final_norm, w.eps)
-        head = w.lm_head.base
-        return self._linear(h, (head.weight, head.bias), self.lora[-1]["lm_head"]).float()
+        return self._linear(h, self.head, self.lora[-1]["lm_head"]).float()

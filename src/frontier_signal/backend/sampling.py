@@ -142,7 +142,8 @@ def generate(
         if weights is not None:
             max_new = max(row.params.max_tokens for row in rows)
             lengths = [len(row.prompt_tokens) for row in rows]
-            stepper = LlamaDecoder(weights, cache, lengths, max_new, segments)
+            int8 = base.decode_int8 and weights.int8_layers is not None
+            stepper = LlamaDecoder(weights, cache, lengths, max_new, segments, int8)
             del cache  # its tensors were copied into the static cache
         else:
             stepper = HFStepper(base, cache, mask, positions)
