@@ -22,16 +22,24 @@ def _logits_after(engine, prompt: list[int], tokens: list[int]) -> torch.Tensor:
     return logits[len(prompt) - 1 : len(prompt) - 1 + len(tokens)]
 
 
-def test_the_fast_decode_step_gives_what_the_hf_forward_gives(engine, make_run, datums, tokenizer):
-    trained = make_run(seed=5, target_modules=("q_proj", "v_proj", "up_proj", "lm_head"))
-    for _ in range(2):
-        engine.forward_backward(trained, datums)
-        engine.optim_step(trained, learning_rate=0.05)
+@pytest.mark.parametrize("with_base_row", [True, False])
+def test_the_fast_decode_step_gives_what_the_hf_forward_gives(
+    engine, make_run, datums, tokenizer, with_base_row
+):
+    # Without a bare-base row every row has a run of the same layout: LoRA terms are stacked.
+    targets = ("q_proj", "v_proj", "up_proj", "lm_head")
+    trained, other = make_run(seed=5, target_modules=targets), make_run(seed=8)
+    for run in (trained, other):
+        for _ in range(2):
+            engine.forward_backward(run, datums)
+            engine.optim_step(run, learning_rate=0.05)
     requests = [
         SampleRequest(trained, _prompt(tokenizer), SamplingParams(9, temperature=0)),
-        SampleRequest(TINY, _prompt(tokenizer, "Seven blue whales"), SamplingParams(9, seed=4)),
+        SampleRequest(other, _prompt(tokenizer, "Seven blue whales"), SamplingParams(9, seed=4)),
         SampleRequest(trained, _prompt(tokenizer, "Hi"), SamplingParams(9, seed=2), num_samples=2),
     ]
+    if with_base_row:
+        requests.append(SampleRequest(TINY, _prompt(tokenizer, "Ok"), SamplingParams(9, seed=1)))
     base = engine.load_model(TINY)
     assert base.decode_weights() is not None  # the tiny model is a Llama: the fast path runs
     fast = engine.sample_batch(requests)

@@ -33,9 +33,26 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "down": ("mlp.down_proj",),
 }
 PLAN_CACHE_SIZE = 16
+STACK_MAX_ROWS = 16  # per-row stacked LoRA weights cost rows x an adapter's size in memory
 
 GroupTerm = tuple[torch.Tensor, torch.Tensor]  # (A stacked [R, in], B block-diagonal.T [R, out])
 RowTerm = tuple[torch.Tensor, torch.Tensor, int, int]  # a GroupTerm on rows [start, end)
+
+
+class StackedTerm:
+    """Every row's own term of one group, stacked: two `bmm`s for the whole batch.
+
+    With many runs in a batch, a loop over segments costs two small matmuls per run per group;
+    stacking the batch's terms once per generation turns that into two batched matmuls.
+    """
+
+    def __init__(self, terms_per_row: list[GroupTerm]):
+        self.A_t = torch.stack([A.t() for A, _ in terms_per_row])  # [rows, in, R]
+        self.B_t = torch.stack([B_t for _, B_t in terms_per_row])  # [rows, R, out]
+
+    def add_to(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        hidden = torch.bmm(x[:, None], self.A_t)
+        return torch.baddbmm(y[:, None], hidden, self.B_t)[:, 0]
 
 
 def _group_term(linears: list[LoraLinear], key: str, dtype) -> GroupTerm | None:
@@ -102,8 +119,23 @@ class LoraPlan:
             self._cache.popitem(last=False)
         return terms
 
-    def for_segments(self, segments: list[Segment], dtype) -> list[dict[str, list[RowTerm]]]:
-        """Per layer and group, the LoRA terms to add and the rows each applies to."""
+    def for_segments(self, segments: list[Segment], dtype) -> list[dict]:
+        """Per layer and group, the LoRA terms to add and the rows each applies to: a list of
+        `RowTerm`s, or one `StackedTerm` where several runs share the batch (small batches)."""
+        plan = self._row_terms(segments, dtype)
+        rows = segments[-1][2] if segments else 0
+        if len(segments) < 2 or rows > STACK_MAX_ROWS:
+            return plan
+        for groups in plan:
+            for group, terms in groups.items():
+                covered = sum(end - start for _, _, start, end in terms)
+                shapes = {(A.shape, B_t.shape) for A, B_t, _, _ in terms}
+                if len(terms) >= 2 and covered == rows and len(shapes) == 1:
+                    per_row = [(A, B_t) for A, B_t, start, end in terms for _ in range(end - start)]
+                    groups[group] = StackedTerm(per_row)
+        return plan
+
+    def _row_terms(self, segments: list[Segment], dtype) -> list[dict[str, list[RowTerm]]]:
         layers = len(self.weights.layers)
         plan: list[dict[str, list[RowTerm]]] = [
             {group: [] for group in GROUPS} for _ in range(layers)

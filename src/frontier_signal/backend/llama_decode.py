@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from frontier_signal.backend.decode_lora import GROUPS, LoraPlan
+from frontier_signal.backend.decode_lora import GROUPS, LoraPlan, StackedTerm
 from frontier_signal.backend.lora import LoraLinear
 
 STATIC_ROPE_TYPES = ("default", "linear", "llama3", "yarn")  # cos/sin depend on position only
@@ -191,6 +191,8 @@ class LlamaDecoder:
 
     def _linear(self, x, matmul: Matmul, plan) -> torch.Tensor:
         y = _matmul(x, matmul)
+        if isinstance(plan, StackedTerm):
+            return plan.add_to(y, x)
         for A, B_t, start, end in plan:
             if start == 0 and end == x.shape[0]:
                 y.addmm_(F.linear(x, A), B_t)
