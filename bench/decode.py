@@ -12,7 +12,7 @@ one process so the baselines share the machine's state with what they are compar
 Decode tok/s is (N - 1) / (time for N tokens - time for 1 token); best of `--repeats`, since
 the machine is shared.
 
-    .venv/bin/python bench/decode.py [--tokens 64] [--repeats 2]
+    .venv/bin/python bench/decode.py [--tokens 64] [--repeats 2] [--threads N]
 """
 
 from __future__ import annotations
@@ -95,7 +95,7 @@ def _agreement(ours, theirs, prompts, tokens: int) -> float:
 
 
 def _trained_run(engine, seed: int) -> str:
-    """A LoRA run moved off its zero init by two steps, so the adapter changes outputs."""
+    """A LoRA run moved off its zero init by one step, so the adapter changes outputs."""
     from frontier_signal.engine.types import Datum, LoraSpec, OptimizerSpec, RunConfig
 
     config = RunConfig(
@@ -103,10 +103,14 @@ def _trained_run(engine, seed: int) -> str:
     )
     run = engine.create_run(config).run_id
     text = engine.tokenizer(MODEL)(f"Run {seed} says hello.")["input_ids"]
-    for _ in range(2):
-        engine.forward_backward(run, [Datum(text[:-1], text[1:])])
-        engine.optim_step(run)
+    engine.forward_backward(run, [Datum(text[:-1], text[1:])])
+    engine.optim_step(run)
     return run
+
+
+def _load_average() -> float:
+    with open("/proc/loadavg") as handle:
+        return float(handle.read().split()[0])
 
 
 def batch_one(tokens: int, repeats: int) -> dict:
@@ -225,9 +229,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tokens", type=int, default=64, help="generated tokens per request")
     parser.add_argument("--repeats", type=int, default=2, help="best of this many timings")
+    parser.add_argument(
+        "--threads", type=int, default=0, help="torch threads (0: torch's default, one a core)"
+    )
     args = parser.parse_args()
 
     import torch
+
+    if args.threads:
+        # On a machine other jobs load, one thread avoids OpenMP barrier stalls (see engine.md).
+        torch.set_num_threads(args.threads)
 
     from frontier_signal.backend import models
 
@@ -236,10 +247,12 @@ def main() -> None:
         "model": MODEL,
         "tokens": args.tokens,
         "threads": torch.get_num_threads(),
+        "load_average_at_start": _load_average(),
         "batch_1": batch_one(args.tokens, args.repeats),
         "eight_runs_bf16": eight_runs(args.tokens, args.repeats, int8=False),
         "eight_runs_bf16_int8": eight_runs(args.tokens, args.repeats, int8=True),
     }
+    report["load_average_at_end"] = _load_average()
     bf16 = report["batch_1"]["bf16"]
     report["targets"] = {
         "decode_vs_hf_bf16 (>= 1.5)": bf16["engine"]["decode_speedup_vs_hf"],
