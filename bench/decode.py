@@ -85,13 +85,15 @@ def _engine_runner(engine, model: str):
     return run
 
 
-def _agreement(ours, theirs, prompts, tokens: int) -> float:
-    same = total = 0
+def _agreement(ours, theirs, prompts, tokens: int) -> dict:
+    """Greedy agreement: the share of equal tokens, and the mean length of the common prefix
+    (after a first difference the two continuations follow different texts)."""
+    same = prefix = 0
     for prompt in prompts:
         a, b = ours(prompt, tokens), theirs(prompt, tokens)
         same += sum(x == y for x, y in zip(a, b, strict=True))
-        total += tokens
-    return same / total
+        prefix += next((i for i, (x, y) in enumerate(zip(a, b, strict=True)) if x != y), tokens)
+    return {"equal_tokens": same / (tokens * len(prompts)), "common_prefix": prefix / len(prompts)}
 
 
 def _trained_run(engine, seed: int) -> str:
@@ -124,13 +126,14 @@ def batch_one(tokens: int, repeats: int) -> dict:
     for dtype_name, dtype in (("bf16", torch.bfloat16), ("fp32", torch.float32)):
         engine = Engine(dtype="bfloat16" if dtype_name == "bf16" else "float32")
         base = engine.load_model(MODEL)
-        prompts = [models_prompt(engine.tokenizer(MODEL), question) for question in QUESTIONS[:3]]
+        every = [models_prompt(engine.tokenizer(MODEL), question) for question in QUESTIONS]
+        prompts = every[:3]  # timed; agreement is measured on all 8
         run = _trained_run(engine, seed=1)
         hf = models.load_hf_model(MODEL, dtype=dtype)
         figures = {"hf_generate": _figures(_hf_runner(hf), prompts, tokens, repeats)}
         figures["engine"] = _figures(_engine_runner(engine, MODEL), prompts, tokens, repeats)
         agreement = {
-            "engine": _agreement(_engine_runner(engine, MODEL), _hf_runner(hf), prompts, tokens)
+            "engine": _agreement(_engine_runner(engine, MODEL), _hf_runner(hf), every, tokens)
         }
         if dtype_name == "bf16":
             base.decode_int8 = True
@@ -138,23 +141,27 @@ def batch_one(tokens: int, repeats: int) -> dict:
                 _engine_runner(engine, MODEL), prompts, tokens, repeats
             )
             agreement["engine_int8"] = _agreement(
-                _engine_runner(engine, MODEL), _hf_runner(hf), prompts, tokens
+                _engine_runner(engine, MODEL), _hf_runner(hf), every, tokens
             )
             base.decode_int8 = False
         base.fast_decode = False
         figures["engine_hf_forward"] = _figures(
             _engine_runner(engine, MODEL), prompts, tokens, repeats
         )
+        # The same math through the HF forward: how much bf16 disagreement any re-batching gives.
+        agreement["engine_hf_forward"] = _agreement(
+            _engine_runner(engine, MODEL), _hf_runner(hf), every, tokens
+        )
         base.fast_decode = True
         with tempfile.TemporaryDirectory() as folder:
             engine.save_checkpoint(run, folder, kind="sampler")
             peft_model = PeftModel.from_pretrained(hf, folder).eval()
             figures["hf_generate_peft_lora"] = _figures(
-                _hf_runner(peft_model), prompts, tokens, repeats
+                _hf_runner(peft_model), every, tokens, repeats
             )
             figures["engine_lora"] = _figures(_engine_runner(engine, run), prompts, tokens, repeats)
             agreement["engine_lora_vs_peft"] = _agreement(
-                _engine_runner(engine, run), _hf_runner(peft_model), prompts, tokens
+                _engine_runner(engine, run), _hf_runner(peft_model), every, tokens
             )
         for name in list(figures):
             if name.startswith("engine"):
