@@ -2,8 +2,10 @@
 
 Prompts are left-padded into one batch (attention mask + explicit positions), each row carries
 its own adapter, decoding settings and random generator, so a row's output does not depend on
-what else is in the batch. Returned log-probs are those of the distribution sampled from
-(logits / temperature, before top-k / top-p truncation; raw logits when greedy).
+what else is in the batch. The prompt goes through the HF forward (its hidden states also give
+prompt log-probs); decoding then runs on `llama_decode.LlamaDecoder` (a static cache and a compact
+step, several times less overhead per token) for Llama-family models, and on the HF forward with
+a `DynamicCache` for anything else. How a token is chosen from logits is `token_choice`'s job.
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ import torch
 from transformers import DynamicCache
 
 from frontier_signal.backend.base_model import BaseModel, target_logprobs
+from frontier_signal.backend.llama_decode import LlamaDecoder
 from frontier_signal.backend.lora import Segment
+from frontier_signal.backend.token_choice import TokenCounts, TopLogprobs, choose
 from frontier_signal.engine.types import SampledSequence, SamplingParams, TokenCallback
 
 
@@ -30,6 +34,7 @@ class SampleRow:
     origin: tuple[int, int] = (0, 0)  # (request index, sample index), for the token callback
     tokens: list[int] = field(default_factory=list)
     logprobs: list[float] = field(default_factory=list)
+    top_logprobs: list[TopLogprobs] = field(default_factory=list)
     stop_reason: str = ""
     text_end: int = -1  # where a stop string begins in the decoded text, -1 if none
 
@@ -42,30 +47,6 @@ def _segments(rows: list[SampleRow]) -> list[Segment]:
         else:
             segments.append((row.adapter_key, index, index + 1))
     return segments
-
-
-def _choose(logits_V: torch.Tensor, row: SampleRow) -> tuple[int, float]:
-    params = row.params
-    if params.temperature <= 0:
-        logprobs_V = logits_V.log_softmax(-1)
-        token = int(logprobs_V.argmax())
-        return token, float(logprobs_V[token])
-    logprobs_V = (logits_V / params.temperature).log_softmax(-1)
-    filtered = logprobs_V
-    if 0 < params.top_k < filtered.shape[0]:
-        kth = filtered.topk(params.top_k).values[-1]
-        filtered = filtered.masked_fill(filtered < kth, -torch.inf)
-    if params.top_p < 1.0:
-        sorted_lp, order = filtered.sort(descending=True)
-        cumulative = sorted_lp.exp().cumsum(-1)
-        drop = cumulative - sorted_lp.exp() > params.top_p  # keep the token that crosses top_p
-        filtered = filtered.clone()
-        filtered[order[drop]] = -torch.inf
-    # Gumbel-max with the row's own generator: reproducible per row, independent of the batch.
-    uniform = torch.rand(filtered.shape, generator=row.generator, device="cpu").to(filtered.device)
-    gumbel = -torch.log(-torch.log(uniform.clamp_min(1e-20)))
-    token = int((filtered + gumbel).argmax())
-    return token, float(logprobs_V[token])
 
 
 def _check_stop(row: SampleRow, tokenizer) -> bool:
@@ -97,7 +78,29 @@ def _finish(row: SampleRow, tokenizer) -> SampledSequence:
     text = tokenizer.decode(text_tokens, skip_special_tokens=False)
     if row.text_end >= 0:
         text = text[: row.text_end]
-    return SampledSequence(list(row.tokens), text, list(row.logprobs), row.stop_reason)
+    return SampledSequence(
+        list(row.tokens), text, list(row.logprobs), row.stop_reason, list(row.top_logprobs)
+    )
+
+
+class HFStepper:
+    """Decode steps through the HF forward and its `DynamicCache` (any architecture)."""
+
+    def __init__(self, base: BaseModel, cache, mask: torch.Tensor, positions: torch.Tensor):
+        self.base, self.cache, self.mask = base, cache, mask
+        self.last_positions = positions[:, -1]
+
+    def step(self, token_ids_B: torch.Tensor) -> torch.Tensor:
+        self.mask = torch.cat([self.mask, self.mask.new_ones((self.mask.shape[0], 1))], dim=1)
+        self.last_positions = self.last_positions + 1
+        hidden = self.base.hidden_states(
+            token_ids_B[:, None],
+            attention_mask=self.mask,
+            position_ids=self.last_positions[:, None],
+            cache=self.cache,
+            use_cache=True,
+        )
+        return self.base.lm_head(hidden[:, -1]).float()
 
 
 @torch.no_grad()
@@ -135,32 +138,35 @@ def generate(
                 lp = target_logprobs(base, h, targets, [(row.adapter_key, 0, n - 1)])
                 prompt_logprobs[i] = [None] + lp.tolist()
         logits_BV = base.lm_head(hidden[:, -1]).float()
+        weights = base.decode_weights()
+        if weights is not None:
+            max_new = max(row.params.max_tokens for row in rows)
+            lengths = [len(row.prompt_tokens) for row in rows]
+            int8 = base.decode_int8 and weights.int8_layers is not None
+            stepper = LlamaDecoder(weights, cache, lengths, max_new, segments, int8)
+            del cache  # its tensors were copied into the static cache
+        else:
+            stepper = HFStepper(base, cache, mask, positions)
+        counts = [TokenCounts(r.params, r.prompt_tokens, logits_BV.shape[-1], device) for r in rows]
         done = [False] * batch
-        last_positions = positions[:, -1]
         while True:
             next_tokens = []
             for i, row in enumerate(rows):
                 if done[i]:
                     next_tokens.append(base.pad_token_id)
                     continue
-                token, logprob = _choose(logits_BV[i], row)
+                token, logprob, top = choose(logits_BV[i], row.params, row.generator, counts[i])
                 row.tokens.append(token)
                 row.logprobs.append(logprob)
+                if row.params.top_logprobs:
+                    row.top_logprobs.append(top)
+                if counts[i].active:
+                    counts[i].add(token)
                 if on_token is not None:
                     on_token(row.origin[0], row.origin[1], token, logprob)
                 done[i] = _check_stop(row, base.tokenizer)
                 next_tokens.append(token)
             if all(done):
                 break
-            step_ids = torch.tensor(next_tokens, device=device)[:, None]
-            mask = torch.cat([mask, mask.new_ones((batch, 1))], dim=1)
-            last_positions = last_positions + 1
-            hidden = base.hidden_states(
-                step_ids,
-                attention_mask=mask,
-                position_ids=last_positions[:, None],
-                cache=cache,
-                use_cache=True,
-            )
-            logits_BV = base.lm_head(hidden[:, -1]).float()
+            logits_BV = stepper.step(torch.tensor(next_tokens, device=device))
     return [_finish(row, base.tokenizer) for row in rows], prompt_logprobs

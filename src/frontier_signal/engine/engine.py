@@ -62,12 +62,23 @@ class Engine:
         dtype: compute dtype of the base weights: `auto` (bf16 where fast), `bfloat16`,
             `float32`. LoRA master weights and optimizer state are always fp32.
         logprob_chunk_tokens: tokens per chunk when computing log-probs over the vocabulary.
+        decode_int8: sample with int8 weight-only copies of the base weights (CPU only): about
+            twice the decode speed at batch 1 for ~half the model's size in extra memory, at the
+            cost of outputs that differ slightly from the exact weights. Off by default: the
+            sampler's log-probs then match training's, which RL losses rely on.
     """
 
-    def __init__(self, device: str = "auto", dtype: str = "auto", logprob_chunk_tokens: int = 1024):
+    def __init__(
+        self,
+        device: str = "auto",
+        dtype: str = "auto",
+        logprob_chunk_tokens: int = 1024,
+        decode_int8: bool = False,
+    ):
         self.device = pick_device(device)
         self.dtype = pick_dtype(self.device, dtype)
         self.logprob_chunk_tokens = logprob_chunk_tokens
+        self.decode_int8 = decode_int8
         self._bases: dict[str, BaseModel] = {}
         self._runs: dict[str, RunState] = {}
         self._sampler_adapters: OrderedDict[tuple[str, float], Adapter] = OrderedDict()
@@ -81,6 +92,7 @@ class Engine:
         """Load a base model once; later calls return the same object."""
         if name not in self._bases:
             self._bases[name] = BaseModel.load(name, self.device, self.dtype)
+            self._bases[name].decode_int8 = self.decode_int8
         return self._bases[name]
 
     def loaded_models(self) -> list[str]:

@@ -159,7 +159,13 @@ class OptimStepResult:
 
 @dataclass(frozen=True)
 class SamplingParams:
-    """Decoding settings. `temperature=0` is greedy; `top_k=-1` and `top_p=1` are off."""
+    """Decoding settings. `temperature=0` is greedy; `top_k=-1` and `top_p=1` are off.
+
+    `presence_penalty` / `frequency_penalty` (OpenAI semantics, -2..2, over generated tokens) and
+    `repetition_penalty` (HF semantics, > 0, prompt tokens included; 1.0 is off) reshape the
+    logits before temperature. `top_logprobs` (0..20) asks for that many most likely
+    alternatives, with log-probs, for every generated token.
+    """
 
     max_tokens: int = 128
     temperature: float = 1.0
@@ -168,6 +174,10 @@ class SamplingParams:
     stop_strings: tuple[str, ...] = ()
     stop_token_ids: tuple[int, ...] = ()
     seed: int | None = None
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    repetition_penalty: float = 1.0
+    top_logprobs: int = 0
 
 
 @dataclass
@@ -195,10 +205,14 @@ TokenCallback = Callable[[int, int, int, float], None]
 
 @dataclass
 class SampledSequence:
+    """One generated sequence. `top_logprobs[i]` lists (token id, log-prob) alternatives for
+    token i, most likely first; empty when `SamplingParams.top_logprobs` is 0."""
+
     tokens: list[int]
     text: str
     logprobs: list[float]
     stop_reason: StopReason
+    top_logprobs: list[list[tuple[int, float]]] = field(default_factory=list)
 
 
 @dataclass

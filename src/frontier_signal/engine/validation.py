@@ -18,6 +18,8 @@ from frontier_signal.engine.types import (
     normalize_target_modules,
 )
 
+MAX_TOP_LOGPROBS = 20  # OpenAI's limit
+
 
 def check_run_config(config: RunConfig) -> None:
     lora, opt = config.lora, config.optimizer
@@ -144,5 +146,19 @@ def check_sampling(
         raise InvalidInputError(f"top_p must be in (0, 1], got {params.top_p}")
     if params.top_k == 0 or params.top_k < -1:
         raise InvalidInputError(f"top_k must be -1 (off) or >= 1, got {params.top_k}")
+    for name in ("presence_penalty", "frequency_penalty"):
+        value = getattr(params, name)
+        if not (isinstance(value, int | float) and math.isfinite(value) and -2 <= value <= 2):
+            raise InvalidInputError(f"{name} must be a number in [-2, 2], got {value!r}")
+    penalty = params.repetition_penalty
+    if not (isinstance(penalty, int | float) and math.isfinite(penalty) and penalty > 0):
+        raise InvalidInputError(
+            f"repetition_penalty must be a number > 0 (1.0 is off), got {penalty!r}"
+        )
+    top = params.top_logprobs
+    if not (isinstance(top, int) and not isinstance(top, bool) and 0 <= top <= MAX_TOP_LOGPROBS):
+        raise InvalidInputError(
+            f"top_logprobs must be an integer in [0, {MAX_TOP_LOGPROBS}], got {top!r}"
+        )
     if num_samples < 1:
         raise InvalidInputError(f"num_samples must be >= 1, got {num_samples}")

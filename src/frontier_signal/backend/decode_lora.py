@@ -1,0 +1,151 @@
+"""Each run's LoRA weights laid out for the fused decode matmuls, cached between calls.
+
+The decode step multiplies q|k|v (and gate|up) in one base matmul, so a run's LoRA terms for a
+group are applied together too: the group's A matrices stacked ([sum of ranks, in]) and its B
+matrices placed block-diagonally ([sum of outs, sum of ranks], zeros elsewhere), with the LoRA
+scale folded in and cast to the compute dtype, as `LoraLinear._delta` does. Two small matmuls per
+group instead of two per projection; the zero blocks add exact zeros.
+
+Building that costs a few thousand small ops for a model, so the result is cached per adapter and
+rebuilt only when one of its parameters changed (an optimizer step bumps the tensor's version) or
+was replaced (a checkpoint load). This module does not decide which rows use which run: the
+caller passes the batch's segments.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections import OrderedDict
+from typing import TYPE_CHECKING
+
+import torch
+
+from frontier_signal.backend.lora import LoraLinear, LoraPair, Segment
+
+if TYPE_CHECKING:
+    from frontier_signal.backend.llama_decode import LlamaWeights
+
+# Fused groups of a Llama decoder layer, by module path under `model.layers.<i>.`.
+GROUPS: dict[str, tuple[str, ...]] = {
+    "qkv": ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
+    "o": ("self_attn.o_proj",),
+    "gate_up": ("mlp.gate_proj", "mlp.up_proj"),
+    "down": ("mlp.down_proj",),
+}
+PLAN_CACHE_SIZE = 16
+STACK_MAX_ROWS = 16  # per-row stacked LoRA weights cost rows x an adapter's size in memory
+
+GroupTerm = tuple[torch.Tensor, torch.Tensor]  # (A stacked [R, in], B block-diagonal.T [R, out])
+RowTerm = tuple[torch.Tensor, torch.Tensor, int, int]  # a GroupTerm on rows [start, end)
+
+
+class StackedTerm:
+    """Every row's own term of one group, stacked: two `bmm`s for the whole batch.
+
+    With many runs in a batch, a loop over segments costs two small matmuls per run per group;
+    stacking the batch's terms once per generation turns that into two batched matmuls.
+    """
+
+    def __init__(self, terms_per_row: list[GroupTerm]):
+        self.A_t = torch.stack([A.t() for A, _ in terms_per_row])  # [rows, in, R]
+        self.B_t = torch.stack([B_t for _, B_t in terms_per_row])  # [rows, R, out]
+
+    def add_to(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        hidden = torch.bmm(x[:, None], self.A_t)
+        return torch.baddbmm(y[:, None], hidden, self.B_t)[:, 0]
+
+
+def _group_term(linears: list[LoraLinear], key: str, dtype) -> GroupTerm | None:
+    pairs = [layer.adapters.get(key) for layer in linears]
+    present = [pair for pair in pairs if pair is not None]
+    if not present:
+        return None
+    A = torch.cat([pair.lora_A.detach() for pair in present]).to(dtype)
+    out_total = sum(layer.out_features for layer in linears)
+    B = A.new_zeros(out_total, A.shape[0])
+    row = col = 0
+    for layer, pair in zip(linears, pairs, strict=True):
+        if pair is not None:
+            rank = pair.lora_A.shape[0]
+            B[row : row + layer.out_features, col : col + rank] = (
+                pair.lora_B.detach() * pair.scale
+            ).to(dtype)
+            col += rank
+        row += layer.out_features
+    return A, B.t()
+
+
+def _signature(pairs: list[LoraPair]) -> list[tuple[weakref.ref, int]]:
+    return [(weakref.ref(p), p._version) for pair in pairs for p in (pair.lora_A, pair.lora_B)]
+
+
+def _still_valid(signature, pairs: list[LoraPair]) -> bool:
+    params = [p for pair in pairs for p in (pair.lora_A, pair.lora_B)]
+    return len(signature) == len(params) and all(
+        ref() is p and version == p._version
+        for (ref, version), p in zip(signature, params, strict=True)
+    )
+
+
+class LoraPlan:
+    """Per-adapter fused LoRA terms for one `LlamaWeights`, with an LRU cache."""
+
+    def __init__(self, weights: LlamaWeights):
+        self.weights = weights
+        self._cache: OrderedDict[tuple[str, torch.dtype], tuple[list, list]] = OrderedDict()
+
+    def _pairs(self, key: str) -> list[LoraPair]:
+        linears = [
+            lin for groups in self.weights.group_linears for g in groups.values() for lin in g
+        ]
+        linears.append(self.weights.lm_head)
+        return [lin.adapters[key] for lin in linears if key in lin.adapters]
+
+    def adapter_terms(self, key: str, dtype) -> list[dict[str, GroupTerm | None]]:
+        """Per layer (plus a last entry for `lm_head`) the adapter's term of each group."""
+        pairs = self._pairs(key)
+        cached = self._cache.get((key, dtype))
+        if cached is not None and _still_valid(cached[0], pairs):
+            self._cache.move_to_end((key, dtype))
+            return cached[1]
+        with torch.no_grad():
+            terms = [
+                {group: _group_term(linears, key, dtype) for group, linears in groups.items()}
+                for groups in self.weights.group_linears
+            ]
+            terms.append({"lm_head": _group_term([self.weights.lm_head], key, dtype)})
+        self._cache[(key, dtype)] = (_signature(pairs), terms)
+        while len(self._cache) > PLAN_CACHE_SIZE:
+            self._cache.popitem(last=False)
+        return terms
+
+    def for_segments(self, segments: list[Segment], dtype) -> list[dict]:
+        """Per layer and group, the LoRA terms to add and the rows each applies to: a list of
+        `RowTerm`s, or one `StackedTerm` where several runs share the batch (small batches)."""
+        plan = self._row_terms(segments, dtype)
+        rows = segments[-1][2] if segments else 0
+        if len(segments) < 2 or rows > STACK_MAX_ROWS:
+            return plan
+        for groups in plan:
+            for group, terms in groups.items():
+                covered = sum(end - start for _, _, start, end in terms)
+                shapes = {(A.shape, B_t.shape) for A, B_t, _, _ in terms}
+                if len(terms) >= 2 and covered == rows and len(shapes) == 1:
+                    per_row = [(A, B_t) for A, B_t, start, end in terms for _ in range(end - start)]
+                    groups[group] = StackedTerm(per_row)
+        return plan
+
+    def _row_terms(self, segments: list[Segment], dtype) -> list[dict[str, list[RowTerm]]]:
+        layers = len(self.weights.layers)
+        plan: list[dict[str, list[RowTerm]]] = [
+            {group: [] for group in GROUPS} for _ in range(layers)
+        ]
+        plan.append({"lm_head": []})
+        for key, start, end in segments:
+            if not self._pairs(key):
+                continue  # the bare base model, or a run with no adapter here
+            for index, groups in enumerate(self.adapter_terms(key, dtype)):
+                for group, term in groups.items():
+                    if term is not None:
+                        plan[index][group].append((term[0], term[1], start, end))
+        return plan

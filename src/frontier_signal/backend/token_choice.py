@@ -1,0 +1,93 @@
+"""Choosing one row's next token from its logits: penalties, temperature, top-k/top-p, sampling.
+
+The order is that of HF and vLLM: repetition penalty (HF semantics: prompt and generated tokens,
+a positive logit divided by the penalty, a negative one multiplied), then presence and frequency
+penalties (OpenAI semantics: over generated tokens only, `logit -= count * frequency +
+(count > 0) * presence`), then temperature, then top-k / top-p truncation, then Gumbel-max with
+the row's own generator (reproducible per row, independent of the batch). The reported log-prob
+(and the `top_logprobs` alternatives) are those of the distribution sampled from: penalised
+logits / temperature before truncation; penalised raw logits when greedy.
+
+This module knows nothing about models or batches: one row's logits in, one token out.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from frontier_signal.engine.types import SamplingParams
+
+TopLogprobs = list[tuple[int, float]]
+
+
+class TokenCounts:
+    """What the penalties need to know about a row's tokens, kept on the logits' device."""
+
+    def __init__(self, params: SamplingParams, prompt_tokens: list[int], vocab: int, device):
+        self.params = params
+        self.counts_V: torch.Tensor | None = None
+        self.seen_V: torch.Tensor | None = None
+        if params.presence_penalty or params.frequency_penalty:
+            self.counts_V = torch.zeros(vocab, device=device)
+        if params.repetition_penalty != 1.0:
+            self.seen_V = torch.zeros(vocab, dtype=torch.bool, device=device)
+            self.seen_V[torch.tensor(prompt_tokens, device=device)] = True
+
+    @property
+    def active(self) -> bool:
+        return self.counts_V is not None or self.seen_V is not None
+
+    def add(self, token: int) -> None:
+        if self.counts_V is not None:
+            self.counts_V[token] += 1
+        if self.seen_V is not None:
+            self.seen_V[token] = True
+
+    def apply(self, logits_V: torch.Tensor) -> torch.Tensor:
+        params = self.params
+        if self.seen_V is not None:
+            penalty = params.repetition_penalty
+            scaled = torch.where(logits_V > 0, logits_V / penalty, logits_V * penalty)
+            logits_V = torch.where(self.seen_V, scaled, logits_V)
+        if self.counts_V is not None:
+            logits_V = logits_V - self.counts_V * params.frequency_penalty
+            logits_V = logits_V - (self.counts_V > 0).to(logits_V.dtype) * params.presence_penalty
+        return logits_V
+
+
+def _top(logprobs_V: torch.Tensor, k: int) -> TopLogprobs:
+    if k <= 0:
+        return []
+    values, ids = logprobs_V.topk(min(k, logprobs_V.shape[0]))
+    return list(zip(ids.tolist(), values.tolist(), strict=True))
+
+
+def choose(
+    logits_V: torch.Tensor,
+    params: SamplingParams,
+    generator: torch.Generator,
+    counts: TokenCounts | None = None,
+) -> tuple[int, float, TopLogprobs]:
+    """(token, its log-prob, the `params.top_logprobs` most likely alternatives)."""
+    if counts is not None and counts.active:
+        logits_V = counts.apply(logits_V)
+    if params.temperature <= 0:
+        logprobs_V = logits_V.log_softmax(-1)
+        token = int(logprobs_V.argmax())
+        return token, float(logprobs_V[token]), _top(logprobs_V, params.top_logprobs)
+    logprobs_V = (logits_V / params.temperature).log_softmax(-1)
+    filtered = logprobs_V
+    if 0 < params.top_k < filtered.shape[0]:
+        kth = filtered.topk(params.top_k).values[-1]
+        filtered = filtered.masked_fill(filtered < kth, -torch.inf)
+    if params.top_p < 1.0:
+        sorted_lp, order = filtered.sort(descending=True)
+        cumulative = sorted_lp.exp().cumsum(-1)
+        drop = cumulative - sorted_lp.exp() > params.top_p  # keep the token that crosses top_p
+        filtered = filtered.clone()
+        filtered[order[drop]] = -torch.inf
+    # Drawn on the CPU with the row's generator, so a seed gives the same tokens on any device.
+    uniform = torch.rand(filtered.shape, generator=generator, device="cpu").to(filtered.device)
+    gumbel = -torch.log(-torch.log(uniform.clamp_min(1e-20)))
+    token = int((filtered + gumbel).argmax())
+    return token, float(logprobs_V[token]), _top(logprobs_V, params.top_logprobs)
