@@ -21,7 +21,7 @@ _EXPORTS = {
     "ONNXConverter": "frontier_signal.local.onnx_converter",
     "ChatInterface": "frontier_signal.local.chat_interface",
 }
-__all__ = list(_EXPORTS)
+__all__ = ["ChatInterface", "ConversationDataHandler", "LLMTrainer", "ONNXConverter"]
 
 
 def __getattr__(name: str) -> Any:

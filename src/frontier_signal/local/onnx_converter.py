@@ -28,7 +28,9 @@ META_FILE = "frontier_signal_onnx.json"
 # fp32 export vs the transformers forward in fp32: measured max |Δlogit| is ~1e-4 on SmolLM2
 # (logits up to ~35) and ~3e-7 on the tiny model; 1e-3 leaves a 10x margin.
 LOGITS_ATOL = 1e-3
-VERIFY_PROMPT = "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n"
+VERIFY_PROMPT = (
+    "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n"
+)
 
 
 def resolve_model_folder(model_path: str | Path) -> Path:
@@ -114,7 +116,9 @@ class ONNXConverter:
             self._model = model.eval()
         return self._model
 
-    def convert_to_onnx(self, output_dir: str | Path = "./onnx_model", opset_version: int = 14) -> str:
+    def convert_to_onnx(
+        self, output_dir: str | Path = "./onnx_model", opset_version: int = 14
+    ) -> str:
         """Export to `output_dir` (written atomically); returns the folder path.
 
         Args:
@@ -184,7 +188,9 @@ class ONNXConverter:
         self.onnx_path = str(output_dir)
         return str(output_dir)
 
-    def verify_onnx_model(self, onnx_path: str | Path | None = None, atol: float = LOGITS_ATOL) -> bool:
+    def verify_onnx_model(
+        self, onnx_path: str | Path | None = None, atol: float = LOGITS_ATOL
+    ) -> bool:
         """Check the graph (onnx.checker, input/output names) and logits parity with PyTorch.
 
         Parity: the same prompt through the transformers forward and through onnxruntime,
@@ -241,7 +247,9 @@ class ONNXConverter:
         difference = float(np.abs(onnx_logits - reference).max())
         self.last_max_logit_difference = difference
         if difference > atol:
-            logger.error("ONNX logits differ from PyTorch by %.3g (tolerance %.1g)", difference, atol)
+            logger.error(
+                "ONNX logits differ from PyTorch by %.3g (tolerance %.1g)", difference, atol
+            )
             return False
         logger.info("ONNX parity: max |Δlogit| = %.3g (tolerance %.1g)", difference, atol)
         return True

@@ -131,7 +131,9 @@ class LLMTrainer:
             progress: show a tqdm bar with the running loss.
         """
         if num_epochs <= 0 or batch_size <= 0:
-            raise ValueError(f"num_epochs and batch_size must be > 0, got {num_epochs}, {batch_size}")
+            raise ValueError(
+                f"num_epochs and batch_size must be > 0, got {num_epochs}, {batch_size}"
+            )
         learning_rate = learning_rate or DEFAULT_LEARNING_RATES[self.method]
         datums = self.prepare_dataset(train_texts, max_length or self.max_length)
         order = list(range(len(datums)))
@@ -139,7 +141,10 @@ class LLMTrainer:
         batches_per_epoch = (len(datums) + batch_size - 1) // batch_size
         epoch_losses = []
         with tqdm(
-            total=num_epochs * batches_per_epoch, desc="training", unit="batch", disable=not progress
+            total=num_epochs * batches_per_epoch,
+            desc="training",
+            unit="batch",
+            disable=not progress,
         ) as bar:
             for epoch in range(num_epochs):
                 shuffler.shuffle(order)
@@ -171,7 +176,9 @@ class LLMTrainer:
         model = self.model
         model.train()
         if self._optimizer is None:
-            self._optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.0)
+            self._optimizer = torch.optim.AdamW(
+                model.parameters(), lr=learning_rate, weight_decay=0.0
+            )
         for group in self._optimizer.param_groups:
             group["lr"] = learning_rate
         length = max(len(d.input_tokens) for d in batch)
