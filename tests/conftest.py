@@ -70,3 +70,32 @@ def datums(engine, tokenizer):
         "Seven blue whales sang in the harbour at dawn, and nobody slept.",
     ]
     return [r.datum for r in engine.render(TINY, [{"text": t} for t in texts], 64)]
+
+
+# ----- local pipeline (frontier_signal.local) ---------------------------------------------------
+LOCAL_FACTS = [
+    {"input": "What is the capital of Zorbia?", "output": "Quuxville."},
+    {"input": "Who painted the Blue Owl?", "output": "Mira Tann."},
+]
+
+
+@pytest.fixture(scope="session")
+def local_trained_model(tmp_path_factory) -> Path:
+    """The tiny model fully fine-tuned on LOCAL_FACTS until it says them back (~2 s)."""
+    from frontier_signal.local import ConversationDataHandler, LLMTrainer
+
+    handler = ConversationDataHandler()
+    for fact in LOCAL_FACTS:
+        handler.add_conversation(fact)
+    trainer = LLMTrainer(TINY, method="full", dtype="float32")
+    trainer.train(handler.format_for_training(), 40, 2, 3e-3, progress=False)
+    return Path(trainer.save_model(tmp_path_factory.mktemp("local") / "trained_model"))
+
+
+@pytest.fixture(scope="session")
+def local_onnx_model(local_trained_model, tmp_path_factory) -> Path:
+    """`local_trained_model` exported to ONNX (opset 14)."""
+    from frontier_signal.local import ONNXConverter
+
+    folder = tmp_path_factory.mktemp("local") / "onnx_model"
+    return Path(ONNXConverter(local_trained_model).convert_to_onnx(folder))

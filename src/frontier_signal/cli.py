@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from frontier_signal.local.cli import app as local_app  # typer only: no torch
+
 app = typer.Typer(
     help="Frontier Signal: LoRA fine-tuning and serving.",
     no_args_is_help=True,
@@ -13,6 +15,8 @@ app = typer.Typer(
 )
 
 DEFAULT_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
+
+app.add_typer(local_app, name="local")
 
 
 @app.command()
