@@ -26,6 +26,7 @@ from frontier_signal.engine.types import (
     ATTENTION_MODULES,
     MLP_MODULES,
     ForwardBackwardRequest,
+    ForwardBackwardResult,
     LoraSpec,
     OptimizerSpec,
     RunConfig,
@@ -252,12 +253,7 @@ class RunService:
 
         future = self.scheduler.forward_backward(run_id, row.base_model, prepare)
         result = await asyncio.wrap_future(future)
-        pending = self._pending_loss.get(run_id) if accumulate else None
-        pending = pending or PendingLoss()
-        pending.loss_sum += result.loss_sum
-        pending.weight_sum += result.weight_sum
-        pending.tokens += result.num_tokens
-        self._pending_loss[run_id] = pending
+        self.record_pending_loss(run_id, result, accumulate)
         return {
             "loss": result.loss,
             "step": result.step,
@@ -270,14 +266,38 @@ class RunService:
             "tokens": result.num_tokens,
         }
 
-    async def optim_step(self, tenant_id: str, run_id: str, learning_rate: float | None) -> dict:
+    def record_pending_loss(
+        self, run_id: str, result: ForwardBackwardResult, accumulate: bool = True
+    ) -> None:
+        """Remember the loss of a gradient not applied yet, for the next step's metrics row."""
+        pending = self._pending_loss.get(run_id) if accumulate else None
+        pending = pending or PendingLoss()
+        pending.loss_sum += result.loss_sum
+        pending.weight_sum += result.weight_sum
+        pending.tokens += result.num_tokens
+        self._pending_loss[run_id] = pending
+
+    def forget_pending_loss(self, run_id: str) -> None:
+        self._pending_loss.pop(run_id, None)
+
+    async def optim_step(
+        self,
+        tenant_id: str,
+        run_id: str,
+        learning_rate: float | None,
+        overrides: dict[str, float] | None = None,
+    ) -> dict:
+        """Apply the pending gradient. `overrides` (beta1, beta2, eps, weight_decay,
+        grad_clip_norm, learning_rate) set the optimizer for this step only."""
         row = self.run_row(tenant_id, run_id)
         await self.ensure_loaded(row)
         every = self.settings.checkpoint_every
         checkpoint_id = new_id("ckpt")
 
         def step(engine: Engine):
-            result = engine.optim_step(run_id, learning_rate=learning_rate)
+            result = engine.optim_step(
+                run_id, **({"learning_rate": learning_rate} | (overrides or {}))
+            )
             steps_folder = files.step_folder(self.data_dir, run_id, result.step)
             engine.save_checkpoint(run_id, steps_folder, "sampler")
             training = None
@@ -470,20 +490,34 @@ class RunService:
             row = self.store.get_run(run_id)
             if row is None or row.status != "active":
                 continue
-            saved = [c.step for c in self.store.list_checkpoints(run_id, "training")]
-            if row.step == 0 or (saved and max(saved) >= row.step):
-                continue
-            checkpoint_id = new_id("ckpt")
-            folder = files.checkpoint_folder(self.data_dir, run_id, checkpoint_id)
             try:
-                await self._engine(
-                    run_id, lambda e, r=run_id, f=folder: e.save_checkpoint(r, f, "training")
-                )
-                self._record_checkpoint(
-                    run_id, "training", row.step, folder, checkpoint_id, f"shutdown-step-{row.step}"
-                )
+                await self._checkpoint_if_moved(row, "shutdown")
             except Exception:
                 logger.exception("could not write the shutdown checkpoint of run %s", run_id)
+
+    async def _checkpoint_if_moved(self, row: Run, reason: str) -> None:
+        saved = [c.step for c in self.store.list_checkpoints(row.id, "training")]
+        if row.step == 0 or (saved and max(saved) >= row.step):
+            return
+        checkpoint_id = new_id("ckpt")
+        folder = files.checkpoint_folder(self.data_dir, row.id, checkpoint_id)
+        await self._engine(row.id, lambda e: e.save_checkpoint(row.id, folder, "training"))
+        self._record_checkpoint(
+            row.id, "training", row.step, folder, checkpoint_id, f"{reason}-step-{row.step}"
+        )
+
+    async def unload(self, tenant_id: str, run_id: str) -> None:
+        """Free a run's memory in the engine. A run that moved since its last training
+        checkpoint gets one first, so the next use resumes it exactly (a gradient not yet
+        applied is lost)."""
+        row = self.run_row(tenant_id, run_id)
+        if run_id not in self._loading:
+            return
+        await self.ensure_loaded(row)
+        await self._checkpoint_if_moved(self.store.get_run(run_id) or row, "unload")
+        del self._loading[run_id]
+        self._pending_loss.pop(run_id, None)
+        await self._engine(run_id, lambda engine: engine.delete_run(run_id))
 
 
 def _done_future() -> asyncio.Future:
