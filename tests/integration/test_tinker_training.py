@@ -6,77 +6,34 @@ from __future__ import annotations
 import asyncio
 import math
 
-import httpx
 import pytest
 
 from tests.conftest import TINY
 from tests.integration.conftest import make_key
-
-hpcai = pytest.importorskip("hpcai")
-types = hpcai.types
-
-FACT = "The capital of Zorbia is Quellmar."
-LR = hpcai.AdamParams(learning_rate=2e-2)
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    from frontier_signal.backend import models
-
-    return models.load_tokenizer(TINY)
+from tests.integration.tinker_support import (
+    FACT,
+    LR,
+    fact_datum,
+    hpcai,
+    loss_of,
+    tokens_input,
+    types,
+)
 
 
-@pytest.fixture(scope="module")
-def service(server, alice, monkeypatch_module):
-    monkeypatch_module.delenv("HPCAI_API_KEY", raising=False)
-    monkeypatch_module.delenv("HPCAI_BASE_URL", raising=False)
-    wait_ready(server)
-    return hpcai.ServiceClient(base_url=server.base_url, api_key=alice)
-
-
-@pytest.fixture(scope="module")
-def monkeypatch_module():
-    with pytest.MonkeyPatch.context() as patch:
-        yield patch
-
-
-def wait_ready(server) -> None:
-    with httpx.Client(base_url=server.base_url, timeout=10) as http:
-        for _ in range(600):  # bounded: 60 s
-            if http.get("/ready").status_code == 200:
-                return
-            asyncio.run(asyncio.sleep(0.1))
-    raise AssertionError("server never became ready")
-
-
-def fact_datum(tokenizer, text: str = FACT) -> types.Datum:
-    """Next-token prediction on `text`, all tokens weighted (the client shifts, not us)."""
-    tokens = tokenizer(text, add_special_tokens=False)["input_ids"]
-    return types.Datum(
-        model_input=types.ModelInput.from_ints(tokens[:-1]),
-        loss_fn_inputs={"target_tokens": tokens[1:], "weights": [1.0] * (len(tokens) - 1)},
-    )
-
-
-def tokens_input(tokenizer, text: str) -> types.ModelInput:
-    return types.ModelInput.from_ints(tokenizer(text, add_special_tokens=False)["input_ids"])
-
-
-def loss_of(output) -> float:
-    return output.metrics["loss:sum"]
-
-
-def test_server_capabilities_list_the_loaded_base_model(service):
-    names = [m.model_name for m in service.get_server_capabilities().supported_models]
+def test_server_capabilities_list_the_loaded_base_model(hpcai_client):
+    names = [m.model_name for m in hpcai_client.get_server_capabilities().supported_models]
     assert TINY in names
 
 
-def test_forward_backward_and_optim_step_lower_the_loss_of_a_small_fact(service, tokenizer):
+def test_forward_backward_and_optim_step_lower_the_loss_of_a_small_fact(
+    hpcai_client, tiny_tokenizer
+):
     # Attention-only LoRA learns slowly on the tiny random model: train every layer kind here.
-    training = service.create_lora_training_client(
+    training = hpcai_client.create_lora_training_client(
         base_model=TINY, rank=8, seed=1, train_mlp=True, train_unembed=True
     )
-    datum = fact_datum(tokenizer)
+    datum = fact_datum(tiny_tokenizer)
     losses = []
     for _ in range(5):
         fwd_bwd = training.forward_backward([datum], loss_fn="cross_entropy")
@@ -93,15 +50,17 @@ def test_forward_backward_and_optim_step_lower_the_loss_of_a_small_fact(service,
     assert loss_of(after) < losses[-1]
 
 
-def test_gradients_accumulate_over_forward_backward_calls_until_the_step(service, tokenizer):
+def test_gradients_accumulate_over_forward_backward_calls_until_the_step(
+    hpcai_client, tiny_tokenizer
+):
     """Two forward_backward calls then one step == one call on both datums then one step."""
-    datum = fact_datum(tokenizer)
-    other = fact_datum(tokenizer, "Quellmar lies on the river Ost.")
-    split = service.create_lora_training_client(base_model=TINY, rank=4, seed=7)
+    datum = fact_datum(tiny_tokenizer)
+    other = fact_datum(tiny_tokenizer, "Quellmar lies on the river Ost.")
+    split = hpcai_client.create_lora_training_client(base_model=TINY, rank=4, seed=7)
     split.forward_backward([datum], "cross_entropy")
     split.forward_backward([other], "cross_entropy")
     split.optim_step(LR).result()
-    joined = service.create_lora_training_client(base_model=TINY, rank=4, seed=7)
+    joined = hpcai_client.create_lora_training_client(base_model=TINY, rank=4, seed=7)
     joined.forward_backward([datum, other], "cross_entropy")
     joined.optim_step(LR).result()
     probe = [datum, other]
@@ -119,9 +78,9 @@ def test_gradients_accumulate_over_forward_backward_calls_until_the_step(service
         {"train_attn": True, "train_mlp": True, "train_unembed": True},
     ],
 )
-def test_each_lora_switch_makes_a_run_that_trains(service, tokenizer, switches):
-    training = service.create_lora_training_client(base_model=TINY, rank=4, seed=2, **switches)
-    datum = fact_datum(tokenizer)
+def test_each_lora_switch_makes_a_run_that_trains(hpcai_client, tiny_tokenizer, switches):
+    training = hpcai_client.create_lora_training_client(base_model=TINY, rank=4, seed=2, **switches)
+    datum = fact_datum(tiny_tokenizer)
     first = training.forward_backward([datum], "cross_entropy").result()
     training.optim_step(LR).result()
     second = training.forward([datum], "cross_entropy").result()
@@ -130,13 +89,13 @@ def test_each_lora_switch_makes_a_run_that_trains(service, tokenizer, switches):
     assert info.model_data.model_name == TINY
 
 
-def test_save_weights_for_sampler_then_sample_and_compute_logprobs(service, tokenizer):
-    training = service.create_lora_training_client(base_model=TINY, rank=4, seed=3)
-    training.forward_backward([fact_datum(tokenizer)], "cross_entropy")
+def test_save_weights_for_sampler_then_sample_and_compute_logprobs(hpcai_client, tiny_tokenizer):
+    training = hpcai_client.create_lora_training_client(base_model=TINY, rank=4, seed=3)
+    training.forward_backward([fact_datum(tiny_tokenizer)], "cross_entropy")
     training.optim_step(LR).result()
     sampler = training.save_weights_and_get_sampling_client("first")
     assert sampler.model_path == f"hpcai://{training.model_id}/sampler/first"
-    prompt = tokens_input(tokenizer, "The capital")
+    prompt = tokens_input(tiny_tokenizer, "The capital")
     params = types.SamplingParams(max_tokens=5, temperature=1.0, seed=11)
     result = sampler.sample(prompt=prompt, num_samples=3, sampling_params=params).result()
     assert len(result.sequences) == 3
@@ -153,25 +112,27 @@ def test_save_weights_for_sampler_then_sample_and_compute_logprobs(service, toke
     assert 1 <= len(again.sequences[0].tokens) <= 128
 
 
-def test_a_sampling_client_with_base_model_and_model_path_samples_the_path(service, tokenizer):
-    training = service.create_lora_training_client(
+def test_a_sampling_client_with_base_model_and_model_path_samples_the_path(
+    hpcai_client, tiny_tokenizer
+):
+    training = hpcai_client.create_lora_training_client(
         base_model=TINY, rank=8, seed=4, train_mlp=True, train_unembed=True
     )
     for _ in range(4):
-        training.forward_backward([fact_datum(tokenizer)], "cross_entropy")
+        training.forward_backward([fact_datum(tiny_tokenizer)], "cross_entropy")
         training.optim_step(LR)
     path = training.save_weights_for_sampler("trained").result().path
-    trained = service.create_sampling_client(model_path=path, base_model=TINY)
-    bare = service.create_sampling_client(base_model=TINY)
-    prompt = tokens_input(tokenizer, FACT)
+    trained = hpcai_client.create_sampling_client(model_path=path, base_model=TINY)
+    bare = hpcai_client.create_sampling_client(base_model=TINY)
+    prompt = tokens_input(tiny_tokenizer, FACT)
     trained_lp = trained.compute_logprobs(prompt).result()
     bare_lp = bare.compute_logprobs(prompt).result()
     assert sum(trained_lp[1:]) > sum(bare_lp[1:]) + 1.0
 
 
-def test_stop_strings_and_stop_token_ids_end_sampling(service, tokenizer):
-    sampler = service.create_sampling_client(base_model=TINY)
-    prompt = tokens_input(tokenizer, "Hello")
+def test_stop_strings_and_stop_token_ids_end_sampling(hpcai_client, tiny_tokenizer):
+    sampler = hpcai_client.create_sampling_client(base_model=TINY)
+    prompt = tokens_input(tiny_tokenizer, "Hello")
     free = sampler.sample(
         prompt, 1, types.SamplingParams(max_tokens=6, temperature=0.0, stop=[])
     ).result()
@@ -181,7 +142,7 @@ def test_stop_strings_and_stop_token_ids_end_sampling(service, tokenizer):
     ).result()
     assert stopped.sequences[0].tokens == [first_token]
     assert stopped.sequences[0].stop_reason == "stop"
-    text = tokenizer.decode(free.sequences[0].tokens[:2])
+    text = tiny_tokenizer.decode(free.sequences[0].tokens[:2])
     if text.strip():
         by_text = sampler.sample(
             prompt, 1, types.SamplingParams(max_tokens=6, temperature=0.0, stop=text)
@@ -189,10 +150,10 @@ def test_stop_strings_and_stop_token_ids_end_sampling(service, tokenizer):
         assert len(by_text.sequences[0].tokens) <= 2
 
 
-def test_the_async_variants_work(service, tokenizer):
+def test_the_async_variants_work(hpcai_client, tiny_tokenizer):
     async def flow():
-        training = await service.create_lora_training_client_async(base_model=TINY, rank=4)
-        datum = fact_datum(tokenizer)
+        training = await hpcai_client.create_lora_training_client_async(base_model=TINY, rank=4)
+        datum = fact_datum(tiny_tokenizer)
         fwd_bwd = await training.forward_backward_async([datum], "cross_entropy")
         optim = await training.optim_step_async(LR)
         output = await fwd_bwd.result_async()
@@ -202,7 +163,7 @@ def test_the_async_variants_work(service, tokenizer):
         sampler = await training.save_weights_and_get_sampling_client_async("async-sampler")
         prompt = types.ModelInput.from_ints([1, 2, 3])
         sample = await sampler.sample_async(prompt, 2, types.SamplingParams(max_tokens=3))
-        capabilities = await service.get_server_capabilities_async()
+        capabilities = await hpcai_client.get_server_capabilities_async()
         await (await training.unload_model_async()).result_async()
         return output, forward, saved, sample, capabilities
 
@@ -212,9 +173,9 @@ def test_the_async_variants_work(service, tokenizer):
     assert len(sample.sequences) == 2 and capabilities.supported_models
 
 
-def test_a_nan_free_result_even_for_extreme_weights(service, tokenizer):
-    training = service.create_lora_training_client(base_model=TINY, rank=4)
-    datum = fact_datum(tokenizer)
+def test_a_nan_free_result_even_for_extreme_weights(hpcai_client, tiny_tokenizer):
+    training = hpcai_client.create_lora_training_client(base_model=TINY, rank=4)
+    datum = fact_datum(tiny_tokenizer)
     datum.loss_fn_inputs["weights"] = types.TensorData(
         data=[1e38] * datum.model_input.length, dtype="float32", shape=[datum.model_input.length]
     )
@@ -223,8 +184,8 @@ def test_a_nan_free_result_even_for_extreme_weights(service, tokenizer):
     assert isinstance(value, float) and (math.isfinite(value) or math.isinf(value))
 
 
-def test_bad_input_is_a_clear_error(service, tokenizer):
-    training = service.create_lora_training_client(base_model=TINY, rank=4)
+def test_bad_input_is_a_clear_error(hpcai_client, tiny_tokenizer):
+    training = hpcai_client.create_lora_training_client(base_model=TINY, rank=4)
     datum = types.Datum(
         model_input=types.ModelInput.from_ints([1, 2, 3]),
         loss_fn_inputs={"target_tokens": [1, 2]},
@@ -235,9 +196,9 @@ def test_bad_input_is_a_clear_error(service, tokenizer):
         training.optim_step(LR).result()
 
 
-def test_an_unknown_base_model_is_a_not_found_error_listing_ours(service):
+def test_an_unknown_base_model_is_a_not_found_error_listing_ours(hpcai_client):
     with pytest.raises(hpcai.NotFoundError, match=TINY):
-        service.create_lora_training_client(base_model="meta-llama/Llama-3.2-3B")
+        hpcai_client.create_lora_training_client(base_model="meta-llama/Llama-3.2-3B")
 
 
 def test_a_bad_key_is_an_authentication_error(server):
@@ -246,8 +207,8 @@ def test_a_bad_key_is_an_authentication_error(server):
         wrong.get_server_capabilities()
 
 
-def test_another_tenant_cannot_touch_a_run(server, service, data_dir):
-    training = service.create_lora_training_client(base_model=TINY, rank=4)
+def test_another_tenant_cannot_touch_a_run(server, hpcai_client, data_dir):
+    training = hpcai_client.create_lora_training_client(base_model=TINY, rank=4)
     other = hpcai.ServiceClient(base_url=server.base_url, api_key=make_key(data_dir, "carol"))
     with pytest.raises(hpcai.NotFoundError):
         other.create_rest_client().get_training_run(training.model_id).result()
