@@ -182,13 +182,19 @@ class TinkerService:
 
     # ----- training ------------------------------------------------------------------------
     async def forward_backward(
-        self, tenant_id: str, model_id: str, datums: list[Datum], loss_fn: str, forward_only: bool
+        self,
+        tenant_id: str,
+        model_id: str,
+        datums: list[Datum],
+        loss_fn: str,
+        loss_fn_config: dict[str, float],
+        forward_only: bool,
     ) -> ForwardBackwardResult:
         """Sum-reduced loss; the gradient adds to the pending one (unless `forward_only`)."""
         row = self.model_row(tenant_id, model_id)
         await self.runs.ensure_loaded(row)
         request = ForwardBackwardRequest(
-            model_id, datums, loss_fn, {}, "sum", accumulate=True, forward_only=forward_only
+            model_id, datums, loss_fn, loss_fn_config, "sum", True, forward_only
         )
         future = self.scheduler.forward_backward(model_id, row.base_model, lambda _: request)
         result = await asyncio.wrap_future(future)

@@ -142,11 +142,11 @@ async def forward(request: Request, tenant: Tenant, body: ForwardBody) -> dict:
 def _forward(request: Request, tenant: str, body, batch, forward_only: bool) -> dict:
     service = _state(request).tinker
     service.model_row(tenant, body.model_id)
-    datums, loss_fn = to_datums(batch)
+    datums, loss_fn, loss_fn_config = to_datums(batch)
 
     async def operation() -> dict:
         result = await service.forward_backward(
-            tenant, body.model_id, datums, loss_fn, forward_only
+            tenant, body.model_id, datums, loss_fn, loss_fn_config, forward_only
         )
         return forward_backward_output(result)
 

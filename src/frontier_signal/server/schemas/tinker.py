@@ -180,14 +180,16 @@ def to_datum(datum: WireDatum, index: int) -> Datum:
     return Datum(input_tokens=tokens, **fields)
 
 
-def to_datums(batch: ForwardBackwardInput) -> tuple[list[Datum], str]:
+def to_datums(batch: ForwardBackwardInput) -> tuple[list[Datum], str, dict[str, float]]:
+    """(datums, loss_fn, loss_fn_config); the engine checks the config's keys and values."""
     if not batch.data:
         raise InvalidRequest("data is empty: send at least one Datum")
     if batch.loss_fn not in LOSS_FNS:
         raise InvalidRequest(
             f"unknown loss_fn {batch.loss_fn!r}; this server has {', '.join(LOSS_FNS)}"
         )
-    return [to_datum(datum, i) for i, datum in enumerate(batch.data)], batch.loss_fn
+    datums = [to_datum(datum, i) for i, datum in enumerate(batch.data)]
+    return datums, batch.loss_fn, dict(batch.loss_fn_config or {})
 
 
 def to_sampling_params(wire: WireSamplingParams) -> SamplingParams:
