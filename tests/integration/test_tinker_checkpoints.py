@@ -148,7 +148,7 @@ def test_runs_are_shared_with_the_signal_api(server, alice, hpcai_client, tiny_t
     rest = hpcai_client.create_rest_client()
     listed = rest.list_checkpoints(made).result().checkpoints
     assert [c.checkpoint_type for c in listed] == ["training"]
-    assert saved["checkpoint_id"] in listed[0].checkpoint_path or listed[0].checkpoint_id
+    assert listed[0].checkpoint_path == f"hpcai://{made}/training/adapter-step-{saved['step']}"
     sampler = hpcai_client.create_sampling_client(
         model_path=listed[0].checkpoint_path, base_model=TINY
     )
