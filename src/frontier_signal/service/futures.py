@@ -42,12 +42,25 @@ class FutureService:
         store: where requests and their outcomes are recorded.
         max_in_flight_per_tenant: unfinished futures one tenant may have (429 above it).
         poll_seconds: how long `retrieve` holds a poll open (hpcai times out at 45 s).
+        keep_seconds: how long a finished future's result stays retrievable (and its
+            idempotency key remembered); older ones are pruned as new futures come in.
+        clock: the time source (injectable for tests).
     """
 
-    def __init__(self, store: Store, max_in_flight_per_tenant: int, poll_seconds: float = 30.0):
+    def __init__(
+        self,
+        store: Store,
+        max_in_flight_per_tenant: int,
+        poll_seconds: float = 30.0,
+        keep_seconds: float = 24 * 3600.0,
+        clock: Callable[[], float] = time.time,
+    ):
         self.store = store
         self.max_in_flight = max_in_flight_per_tenant
         self.poll_seconds = poll_seconds
+        self.keep_seconds = keep_seconds
+        self.clock = clock
+        self._last_prune = clock()
         self._done_events: dict[str, asyncio.Event] = {}
         self._tails: dict[str, asyncio.Task] = {}  # model id → its newest operation
         self._in_flight: Counter[str] = Counter()
@@ -70,6 +83,7 @@ class FutureService:
                 f"this key has {self._in_flight[tenant_id]} operations in flight (the limit is "
                 f"{self.max_in_flight}); retry after the earlier ones finish"
             )
+        self._prune()
         print_ = fingerprint(kind, body)
         row = Request(
             id=new_id("fut"),
@@ -79,7 +93,7 @@ class FutureService:
             status="pending",
             idempotency_key=KEY_PREFIX + idempotency_key if idempotency_key else None,
             fingerprint=print_,
-            created_at=time.time(),
+            created_at=self.clock(),
         )
         row, new = self.store.begin_request(row)
         if not new:
@@ -104,6 +118,16 @@ class FutureService:
             self._tails[model_id] = task
         task.add_done_callback(lambda t: self._finished(row.id, tenant_id, model_id, t))
         return row.id
+
+    def _prune(self) -> None:
+        """At most once every tenth of `keep_seconds`: drop results older than that."""
+        now = self.clock()
+        if now - self._last_prune < self.keep_seconds / 10:
+            return
+        self._last_prune = now
+        pruned = self.store.prune_requests("tinker.", now - self.keep_seconds)
+        if pruned:
+            logger.info("pruned %d finished futures older than %.0f s", pruned, self.keep_seconds)
 
     def _finished(
         self, request_id: str, tenant_id: str, model_id: str | None, task: asyncio.Task
