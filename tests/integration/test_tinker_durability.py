@@ -55,3 +55,42 @@ def test_a_restart_keeps_models_checkpoints_and_finished_futures(tmp_path, tiny_
         resumed.optim_step(LR).result()
     finally:
         live.stop()
+
+
+def test_after_load_state_of_an_earlier_step_a_restart_resumes_the_loaded_line(
+    tmp_path, tiny_tokenizer
+):
+    key = make_key(tmp_path, "alice")
+    datum = fact_datum(tiny_tokenizer)
+    live = LiveServer(server_settings(tmp_path, checkpoint_every=0)).start()
+    live.wait_ready()
+    service = hpcai.ServiceClient(base_url=live.base_url, api_key=key)
+    training = service.create_lora_training_client(base_model=TINY, rank=4, seed=4)
+
+    def train(steps: int) -> None:
+        for _ in range(steps):
+            training.forward_backward([datum], "cross_entropy")
+            training.optim_step(LR)
+
+    train(2)
+    early = training.save_state("step-2").result().path
+    train(2)
+    training.save_state("step-4").result()
+    training.load_state(early).result()
+    train(1)  # step 3 of a new line, below the step-4 checkpoint
+    expected = forward_loss(training, datum)
+    live.stop()
+
+    live = LiveServer(server_settings(tmp_path)).start()
+    try:
+        live.wait_ready()
+        service = hpcai.ServiceClient(base_url=live.base_url, api_key=key)
+        resumed = service.create_training_client(model_id=training.model_id)
+        assert forward_loss(resumed, datum) == pytest.approx(expected, rel=1e-5)
+        with httpx.Client(base_url=live.base_url, headers={"X-API-Key": key}, timeout=60) as http:
+            signal = http.get(
+                f"/v1/runs/{training.model_id}", headers={"Authorization": f"Bearer {key}"}
+            )
+            assert signal.json()["step"] == 3
+    finally:
+        live.stop()

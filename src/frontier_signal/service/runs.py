@@ -202,20 +202,22 @@ class RunService:
         """At start: each run's step becomes that of its newest training checkpoint (what it
         will resume from), so status, metrics and kept steps never promise lost work."""
         for row in self.store.list_runs():
-            saved = [
-                c.step
-                for c in self.store.list_checkpoints(row.id, "training")
-                if Path(c.path).is_dir()
-            ]
-            self._after_restore(row, max(saved, default=0))
+            newest = self.newest_training_checkpoint(row.id)
+            self._after_restore(row, newest.step if newest else 0)
+
+    def newest_training_checkpoint(self, run_id: str) -> Checkpoint | None:
+        """The training checkpoint written last (not the highest step: after a Tinker
+        `load_weights` of an earlier state, the newest one holds that state)."""
+        saved = [
+            c for c in self.store.list_checkpoints(run_id, "training") if Path(c.path).is_dir()
+        ]
+        return max(saved, key=lambda c: c.created_at, default=None)
 
     def _restore(self, engine: Engine, row: Run) -> int:
-        for checkpoint in reversed(self.store.list_checkpoints(row.id, "training")):
-            if Path(checkpoint.path).is_dir():
-                info = engine.create_run_from_checkpoint(checkpoint.path, row.id)
-                engine_step = info.step
-                # The optimizer hyperparameters stay the run's own (a checkpoint may predate them).
-                return engine_step
+        newest = self.newest_training_checkpoint(row.id)
+        if newest is not None:
+            # The optimizer hyperparameters stay the run's own (a checkpoint may predate them).
+            return engine.create_run_from_checkpoint(newest.path, row.id).step
         engine.create_run(engine_config(row.config), row.id)
         return 0
 
@@ -276,9 +278,6 @@ class RunService:
         pending.weight_sum += result.weight_sum
         pending.tokens += result.num_tokens
         self._pending_loss[run_id] = pending
-
-    def forget_pending_loss(self, run_id: str) -> None:
-        self._pending_loss.pop(run_id, None)
 
     async def optim_step(
         self,
@@ -496,8 +495,8 @@ class RunService:
                 logger.exception("could not write the shutdown checkpoint of run %s", run_id)
 
     async def _checkpoint_if_moved(self, row: Run, reason: str) -> None:
-        saved = [c.step for c in self.store.list_checkpoints(row.id, "training")]
-        if row.step == 0 or (saved and max(saved) >= row.step):
+        newest = self.newest_training_checkpoint(row.id)
+        if (newest.step if newest else 0) == row.step:
             return
         checkpoint_id = new_id("ckpt")
         folder = files.checkpoint_folder(self.data_dir, row.id, checkpoint_id)
@@ -505,6 +504,19 @@ class RunService:
         self._record_checkpoint(
             row.id, "training", row.step, folder, checkpoint_id, f"{reason}-step-{row.step}"
         )
+
+    def restart_history_at(self, run_id: str, step: int, steps_folder: Path) -> None:
+        """After weights were loaded into a run at `step`: the run's step, metrics and
+        per-step sampler weights restart there (`steps_folder` holds the loaded weights)."""
+        self.store.update_run(run_id, step=step)
+        self.store.delete_metrics_after(run_id, step)
+        for checkpoint in self.store.list_checkpoints(run_id, "sampler"):
+            if checkpoint.step > step:
+                files.remove(Path(checkpoint.path))
+            if checkpoint.step >= step:
+                self.store.delete_checkpoint(checkpoint.id)
+        self._record_checkpoint(run_id, "sampler", step, steps_folder)
+        self._pending_loss.pop(run_id, None)
 
     async def unload(self, tenant_id: str, run_id: str) -> None:
         """Free a run's memory in the engine. A run that moved since its last training

@@ -38,6 +38,8 @@ from frontier_signal.service.tables import Checkpoint, Run
 # LoRA alpha of runs made through this face (Tinker and SkyRL tx use a fixed alpha of 32).
 TINKER_LORA_ALPHA = 32.0
 TINKER_MAX_SEQ_LENGTH = 4096
+# Name of the training checkpoint a run gets of itself right after `load_weights`.
+LOADED_PREFIX = "loaded-step-"
 SCHEMES = ("hpcai://", "tinker://")
 # Wire segment → store kind. `weights` / `sampler_weights` are tinker's spellings.
 SEGMENTS = {
@@ -254,10 +256,19 @@ class TinkerService:
         row = self.model_row(tenant_id, model_id)
         checkpoint = self.resolve(tenant_id, path)
         await self.runs.ensure_loaded(row)
-        folder = checkpoint.path
-        info = await self.runs._engine(
-            model_id, lambda e: e.load_checkpoint(model_id, folder, with_optimizer)
-        )
+        source = checkpoint.path
+        checkpoint_id = new_id("ckpt")
+        training = files.checkpoint_folder(self.runs.data_dir, model_id, checkpoint_id)
+
+        def load(engine: Engine):
+            info = engine.load_checkpoint(model_id, source, with_optimizer)
+            steps = files.step_folder(self.runs.data_dir, model_id, info.step)
+            engine.save_checkpoint(model_id, steps, "sampler")
+            # The run's own copy: restarts resume the loaded state, not an older, later step.
+            engine.save_checkpoint(model_id, training, "training")
+            return info, steps
+
+        info, steps = await self.runs._engine(model_id, load)
         lora = info.config.lora
         config = dict(
             row.config,
@@ -265,8 +276,24 @@ class TinkerService:
             lora_alpha=lora.alpha,
             lora_target_modules=list(lora.target_modules),
         )
-        self.store.update_run(model_id, step=info.step, config=config)
-        self.runs.forget_pending_loss(model_id)
+        self.store.update_run(model_id, config=config)
+        self.runs.restart_history_at(model_id, info.step, steps)
+        previous = [
+            c
+            for c in self.store.list_checkpoints(model_id, "training")
+            if c.name.startswith(LOADED_PREFIX)
+        ]
+        await asyncio.to_thread(
+            self.runs._record_checkpoint,
+            model_id,
+            "training",
+            info.step,
+            training,
+            checkpoint_id,
+            f"{LOADED_PREFIX}{info.step}",
+        )
+        for old in previous:  # only the newest server-made copy is worth keeping
+            self._remove(old)
 
     def resolve(self, tenant_id: str, path: str) -> Checkpoint:
         """The checkpoint a path names, if its run belongs to this tenant."""
