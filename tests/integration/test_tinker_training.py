@@ -212,3 +212,26 @@ def test_another_tenant_cannot_touch_a_run(server, hpcai_client, data_dir):
     other = hpcai.ServiceClient(base_url=server.base_url, api_key=make_key(data_dir, "carol"))
     with pytest.raises(hpcai.NotFoundError):
         other.create_rest_client().get_training_run(training.model_id).result()
+
+
+def test_forward_backward_custom_matches_cross_entropy_for_the_same_loss(
+    hpcai_client, tiny_tokenizer
+):
+    """The SDK's custom loss sends weights = -dC/dlogprobs: with C = -sum(logprobs) that is
+    cross_entropy, so both runs take the same step (the server's loss is a plain sum)."""
+
+    def negative_sum(data, logprobs_list):
+        loss = -sum(logprobs.sum() for logprobs in logprobs_list)
+        return loss, {"custom:sum": float(loss)}
+
+    datum = fact_datum(tiny_tokenizer)
+    custom = hpcai_client.create_lora_training_client(base_model=TINY, rank=4, seed=12)
+    output = custom.forward_backward_custom([datum], negative_sum).result()
+    custom.optim_step(LR).result()
+    plain = hpcai_client.create_lora_training_client(base_model=TINY, rank=4, seed=12)
+    plain.forward_backward([datum], "cross_entropy")
+    plain.optim_step(LR).result()
+    assert output.metrics["custom:sum"] == pytest.approx(loss_of(output), rel=1e-4)
+    custom_after = loss_of(custom.forward([datum], "cross_entropy").result())
+    plain_after = loss_of(plain.forward([datum], "cross_entropy").result())
+    assert custom_after == pytest.approx(plain_after, rel=1e-4)
