@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+
+import httpx
 import pytest
 
 from frontier_signal.service.settings import ServiceSettings
@@ -43,3 +46,26 @@ def alice(data_dir) -> str:
 @pytest.fixture(scope="module")
 def bob(data_dir) -> str:
     return make_key(data_dir, "bob")
+
+
+@pytest.fixture(scope="module")
+def tiny_tokenizer():
+    from frontier_signal.backend import models
+
+    return models.load_tokenizer(TINY)
+
+
+@pytest.fixture(scope="module")
+def hpcai_client(server, alice):
+    """The real hpcai SDK's ServiceClient on the live server, as alice."""
+    hpcai = pytest.importorskip("hpcai")
+    with pytest.MonkeyPatch.context() as patch:
+        # HPCAI_API_KEY would override api_key= (a quirk of hpcai 0.2.0).
+        patch.delenv("HPCAI_API_KEY", raising=False)
+        patch.delenv("HPCAI_BASE_URL", raising=False)
+        with httpx.Client(base_url=server.base_url, timeout=10) as http:
+            for _ in range(600):  # bounded: 60 s
+                if http.get("/ready").status_code == 200:
+                    break
+                time.sleep(0.1)
+        yield hpcai.ServiceClient(base_url=server.base_url, api_key=alice)

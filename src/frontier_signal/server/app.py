@@ -22,11 +22,13 @@ from frontier_signal.engine.engine import Engine
 from frontier_signal.engine.scheduler import Scheduler
 from frontier_signal.server.auth import LOCAL_TENANT
 from frontier_signal.server.errors import install_error_handlers
-from frontier_signal.server.routes import health, signal
+from frontier_signal.server.routes import health, signal, tinker
+from frontier_signal.service.futures import FutureService
 from frontier_signal.service.requests import RequestLog
 from frontier_signal.service.runs import RunService
 from frontier_signal.service.settings import ServiceSettings
 from frontier_signal.service.store import Store
+from frontier_signal.service.tinker import TinkerService
 
 logger = logging.getLogger("frontier_signal.server")
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
@@ -39,6 +41,8 @@ class AppState:
     scheduler: Scheduler
     runs: RunService
     requests: RequestLog
+    futures: FutureService
+    tinker: TinkerService
     ready: bool = False
     startup_error: str = ""
     tasks: list = field(default_factory=list)
@@ -66,7 +70,13 @@ def create_app(settings: ServiceSettings | None = None, engine: Engine | None = 
         runs = RunService(settings, store, scheduler)
         runs.reconcile_after_restart()
         state = AppState(
-            settings, store, scheduler, runs, RequestLog(store, settings.max_queued_per_tenant)
+            settings,
+            store,
+            scheduler,
+            runs,
+            RequestLog(store, settings.max_queued_per_tenant),
+            FutureService(store, settings.max_queued_per_tenant),
+            TinkerService(runs),
         )
         app.state.frontier = state
         state.tasks.append(asyncio.ensure_future(_load_models(state)))
@@ -90,6 +100,7 @@ def create_app(settings: ServiceSettings | None = None, engine: Engine | None = 
     app.add_middleware(RequestIdMiddleware)
     app.include_router(health.router)
     app.include_router(signal.router)
+    app.include_router(tinker.router)
     return app
 
 

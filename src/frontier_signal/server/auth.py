@@ -1,4 +1,5 @@
-"""API keys: `Authorization: Bearer sk-...` → the caller's tenant id.
+"""API keys: `Authorization: Bearer sk-...` (or `X-API-Key: sk-...` on the Tinker face) → the
+caller's tenant id.
 
 Keys are stored hashed; a revoked key gets 403, an unknown one 401. With `--no-auth` every
 caller is the one local tenant (a development mode that only binds to loopback).
@@ -25,7 +26,25 @@ async def tenant_id(request: Request) -> str:
             "missing API key: send 'Authorization: Bearer sk-...' "
             "(create a key with `frontier-signal keys create --name NAME`)"
         )
-    row = state.store.find_key(key.strip())
+    return _tenant_of_key(state, key.strip())
+
+
+async def api_key_tenant_id(request: Request) -> str:
+    """FastAPI dependency of the Tinker face: the tenant of the `X-API-Key` header's key."""
+    state = request.app.state.frontier
+    if state.settings.no_auth:
+        return LOCAL_TENANT
+    key = request.headers.get("x-api-key", "").strip()
+    if not key:
+        raise Unauthorized(
+            "missing API key: send 'X-API-Key: sk-...' (the hpcai SDK sends its api_key= "
+            "argument or HPCAI_API_KEY)"
+        )
+    return _tenant_of_key(state, key)
+
+
+def _tenant_of_key(state, key: str) -> str:
+    row = state.store.find_key(key)
     if row is None:
         raise Unauthorized("invalid API key")
     if row.revoked_at is not None:

@@ -26,6 +26,7 @@ from frontier_signal.engine.types import (
     ATTENTION_MODULES,
     MLP_MODULES,
     ForwardBackwardRequest,
+    ForwardBackwardResult,
     LoraSpec,
     OptimizerSpec,
     RunConfig,
@@ -202,20 +203,22 @@ class RunService:
         """At start: each run's step becomes that of its newest training checkpoint (what it
         will resume from), so status, metrics and kept steps never promise lost work."""
         for row in self.store.list_runs():
-            saved = [
-                c.step
-                for c in self.store.list_checkpoints(row.id, "training")
-                if Path(c.path).is_dir()
-            ]
-            self._after_restore(row, max(saved, default=0))
+            newest = self.newest_training_checkpoint(row.id)
+            self._after_restore(row, newest.step if newest else 0)
+
+    def newest_training_checkpoint(self, run_id: str) -> Checkpoint | None:
+        """The training checkpoint written last (not the highest step: after a Tinker
+        `load_weights` of an earlier state, the newest one holds that state)."""
+        saved = [
+            c for c in self.store.list_checkpoints(run_id, "training") if Path(c.path).is_dir()
+        ]
+        return max(saved, key=lambda c: c.created_at, default=None)
 
     def _restore(self, engine: Engine, row: Run) -> int:
-        for checkpoint in reversed(self.store.list_checkpoints(row.id, "training")):
-            if Path(checkpoint.path).is_dir():
-                info = engine.create_run_from_checkpoint(checkpoint.path, row.id)
-                engine_step = info.step
-                # The optimizer hyperparameters stay the run's own (a checkpoint may predate them).
-                return engine_step
+        newest = self.newest_training_checkpoint(row.id)
+        if newest is not None:
+            # The optimizer hyperparameters stay the run's own (a checkpoint may predate them).
+            return engine.create_run_from_checkpoint(newest.path, row.id).step
         engine.create_run(engine_config(row.config), row.id)
         return 0
 
@@ -253,12 +256,7 @@ class RunService:
 
         future = self.scheduler.forward_backward(run_id, row.base_model, prepare)
         result = await asyncio.wrap_future(future)
-        pending = self._pending_loss.get(run_id) if accumulate else None
-        pending = pending or PendingLoss()
-        pending.loss_sum += result.loss_sum
-        pending.weight_sum += result.weight_sum
-        pending.tokens += result.num_tokens
-        self._pending_loss[run_id] = pending
+        self.record_pending_loss(run_id, result, accumulate)
         return {
             "loss": result.loss,
             "step": result.step,
@@ -271,14 +269,35 @@ class RunService:
             "tokens": result.num_tokens,
         }
 
-    async def optim_step(self, tenant_id: str, run_id: str, learning_rate: float | None) -> dict:
+    def record_pending_loss(
+        self, run_id: str, result: ForwardBackwardResult, accumulate: bool = True
+    ) -> None:
+        """Remember the loss of a gradient not applied yet, for the next step's metrics row."""
+        pending = self._pending_loss.get(run_id) if accumulate else None
+        pending = pending or PendingLoss()
+        pending.loss_sum += result.loss_sum
+        pending.weight_sum += result.weight_sum
+        pending.tokens += result.num_tokens
+        self._pending_loss[run_id] = pending
+
+    async def optim_step(
+        self,
+        tenant_id: str,
+        run_id: str,
+        learning_rate: float | None,
+        overrides: dict[str, float] | None = None,
+    ) -> dict:
+        """Apply the pending gradient. `overrides` (beta1, beta2, eps, weight_decay,
+        grad_clip_norm, learning_rate) set the optimizer for this step only."""
         row = self.run_row(tenant_id, run_id)
         await self.ensure_loaded(row)
         every = self.settings.checkpoint_every
         checkpoint_id = new_id("ckpt")
 
         def step(engine: Engine):
-            result = engine.optim_step(run_id, learning_rate=learning_rate)
+            result = engine.optim_step(
+                run_id, **({"learning_rate": learning_rate} | (overrides or {}))
+            )
             steps_folder = files.step_folder(self.data_dir, run_id, result.step)
             engine.save_checkpoint(run_id, steps_folder, "sampler")
             training = None
@@ -471,20 +490,47 @@ class RunService:
             row = self.store.get_run(run_id)
             if row is None or row.status != "active":
                 continue
-            saved = [c.step for c in self.store.list_checkpoints(run_id, "training")]
-            if row.step == 0 or (saved and max(saved) >= row.step):
-                continue
-            checkpoint_id = new_id("ckpt")
-            folder = files.checkpoint_folder(self.data_dir, run_id, checkpoint_id)
             try:
-                await self._engine(
-                    run_id, lambda e, r=run_id, f=folder: e.save_checkpoint(r, f, "training")
-                )
-                self._record_checkpoint(
-                    run_id, "training", row.step, folder, checkpoint_id, f"shutdown-step-{row.step}"
-                )
+                await self._checkpoint_if_moved(row, "shutdown")
             except Exception:
                 logger.exception("could not write the shutdown checkpoint of run %s", run_id)
+
+    async def _checkpoint_if_moved(self, row: Run, reason: str) -> None:
+        newest = self.newest_training_checkpoint(row.id)
+        if (newest.step if newest else 0) == row.step:
+            return
+        checkpoint_id = new_id("ckpt")
+        folder = files.checkpoint_folder(self.data_dir, row.id, checkpoint_id)
+        await self._engine(row.id, lambda e: e.save_checkpoint(row.id, folder, "training"))
+        self._record_checkpoint(
+            row.id, "training", row.step, folder, checkpoint_id, f"{reason}-step-{row.step}"
+        )
+
+    def restart_history_at(self, run_id: str, step: int, steps_folder: Path) -> None:
+        """After weights were loaded into a run at `step`: the run's step, metrics and
+        per-step sampler weights restart there (`steps_folder` holds the loaded weights)."""
+        self.store.update_run(run_id, step=step)
+        self.store.delete_metrics_after(run_id, step)
+        for checkpoint in self.store.list_checkpoints(run_id, "sampler"):
+            if checkpoint.step > step:
+                files.remove(Path(checkpoint.path))
+            if checkpoint.step >= step:
+                self.store.delete_checkpoint(checkpoint.id)
+        self._record_checkpoint(run_id, "sampler", step, steps_folder)
+        self._pending_loss.pop(run_id, None)
+
+    async def unload(self, tenant_id: str, run_id: str) -> None:
+        """Free a run's memory in the engine. A run that moved since its last training
+        checkpoint gets one first, so the next use resumes it exactly (a gradient not yet
+        applied is lost)."""
+        row = self.run_row(tenant_id, run_id)
+        if run_id not in self._loading:
+            return
+        await self.ensure_loaded(row)
+        await self._checkpoint_if_moved(self.store.get_run(run_id) or row, "unload")
+        del self._loading[run_id]
+        self._pending_loss.pop(run_id, None)
+        await self._engine(run_id, lambda engine: engine.delete_run(run_id))
 
 
 def _done_future() -> asyncio.Future:

@@ -213,6 +213,17 @@ class Store:
         with self._session() as session:
             return session.get(Request, request_id)
 
+    def prune_requests(self, kind_prefix: str, finished_before: float) -> int:
+        """Delete finished requests of kinds starting with `kind_prefix` (with their results)."""
+        with self._session() as session, session.begin():
+            return session.execute(
+                delete(Request).where(
+                    Request.kind.startswith(kind_prefix),
+                    Request.status != "pending",
+                    Request.finished_at < finished_before,
+                )
+            ).rowcount
+
     def forget_unfinished_requests(self) -> int:
         """At start: requests left pending by a crash never finish; drop them so a retry with
         the same idempotency key runs afresh."""

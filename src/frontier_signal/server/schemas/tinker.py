@@ -1,0 +1,243 @@
+"""Wire types of the Tinker-style API (`/api/v1`, docs/tinker-api.md), and their conversions.
+
+Request bodies ignore unknown fields (clients add `type`, `seq_id`, ... freely); the shapes are
+those hpcai 0.2.0 sends (tinker-wire-protocol.md §3, §4). The small `to_*` functions turn them
+into engine types and the `*_output` functions turn engine results into the exact result
+shapes of §2.3. Nothing here touches torch or the store.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from frontier_signal.engine.types import (
+    LOSS_FNS,
+    Datum,
+    ForwardBackwardResult,
+    SampleResult,
+    SamplingParams,
+)
+from frontier_signal.service.errors import InvalidRequest
+
+# What a null `max_tokens` means (the hpcai SDK's default is None).
+DEFAULT_MAX_TOKENS = 128
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class Chunk(Body):
+    type: str = "encoded_text"
+    tokens: list[int] | int = Field(default_factory=list)
+
+
+class ModelInput(Body):
+    chunks: list[Chunk]
+
+
+class TensorData(Body):
+    data: list[int | float]
+    dtype: str = "float32"
+    shape: list[int] | None = None
+
+
+class WireDatum(Body):
+    model_input: ModelInput
+    loss_fn_inputs: dict[str, TensorData] = Field(default_factory=dict)
+
+
+class ForwardBackwardInput(Body):
+    data: list[WireDatum]
+    loss_fn: str = "cross_entropy"
+    loss_fn_config: dict[str, float] | None = None
+
+
+class LoraConfig(Body):
+    rank: int = Field(32, ge=1, le=512)
+    seed: int | None = None
+    train_unembed: bool = False
+    train_mlp: bool = False
+    train_attn: bool = True
+
+
+class CreateModelBody(Body):
+    base_model: str
+    lora_config: LoraConfig = Field(default_factory=LoraConfig)
+
+
+class ModelBody(Body):
+    model_id: str
+
+
+class ForwardBackwardBody(ModelBody):
+    forward_backward_input: ForwardBackwardInput
+
+
+class ForwardBody(ModelBody):
+    forward_input: ForwardBackwardInput
+
+
+class AdamParams(Body):
+    learning_rate: float = 1e-4
+    beta1: float = 0.9
+    beta2: float = 0.95
+    eps: float = 1e-12
+    weight_decay: float = 0.0
+    grad_clip_norm: float = 0.0
+
+
+class OptimStepBody(ModelBody):
+    adam_params: AdamParams = Field(default_factory=AdamParams)
+
+
+class SaveWeightsBody(ModelBody):
+    path: str | None = None
+    overwrite: bool = False
+
+
+class LoadWeightsBody(ModelBody):
+    path: str
+    optimizer: bool = True
+
+
+class WireSamplingParams(Body):
+    max_tokens: int | None = None
+    seed: int | None = None
+    stop: str | list[str] | list[int] | None = None
+    temperature: float = 1.0
+    top_k: int = -1
+    top_p: float = 1.0
+
+
+class SampleBody(Body):
+    prompt: ModelInput
+    num_samples: int = Field(1, ge=1, le=256)
+    sampling_params: WireSamplingParams = Field(default_factory=WireSamplingParams)
+    base_model: str | None = None
+    model_path: str | None = None
+    prompt_logprobs: bool = False
+    topk_prompt_logprobs: int = 0
+
+
+class RetrieveFutureBody(Body):
+    request_id: str
+    model_id: str | None = None
+
+
+class TelemetryBody(Body):
+    events: list[dict] = Field(default_factory=list)
+
+
+# ----- conversions: wire → engine ----------------------------------------------------------
+def input_tokens(model_input: ModelInput, where: str) -> list[int]:
+    """The flat token list of a ModelInput (only text chunks exist on this server)."""
+    tokens: list[int] = []
+    for index, chunk in enumerate(model_input.chunks):
+        if chunk.type != "encoded_text" or not isinstance(chunk.tokens, list):
+            raise InvalidRequest(
+                f"{where}.chunks[{index}] is a {chunk.type!r} chunk; this server takes "
+                "only encoded_text chunks (no images)"
+            )
+        tokens.extend(chunk.tokens)
+    return tokens
+
+
+_LOSS_INPUTS = {
+    "target_tokens": "target_tokens",
+    "weights": "weights",
+    "logprobs": "sampler_logprobs",
+    "advantages": "advantages",
+}
+
+
+def to_datum(datum: WireDatum, index: int) -> Datum:
+    """A wire Datum → the engine's Datum (the client already shifted the targets)."""
+    where = f"data[{index}]"
+    tokens = input_tokens(datum.model_input, f"{where}.model_input")
+    unknown = set(datum.loss_fn_inputs) - set(_LOSS_INPUTS)
+    if unknown:
+        raise InvalidRequest(
+            f"{where}.loss_fn_inputs has unknown keys {sorted(unknown)}; "
+            f"this server reads {sorted(_LOSS_INPUTS)}"
+        )
+    if "target_tokens" not in datum.loss_fn_inputs:
+        raise InvalidRequest(f"{where}.loss_fn_inputs.target_tokens is required")
+    fields: dict[str, list] = {}
+    for wire_name, name in _LOSS_INPUTS.items():
+        tensor = datum.loss_fn_inputs.get(wire_name)
+        if tensor is None:
+            continue
+        if len(tensor.data) != len(tokens):
+            raise InvalidRequest(
+                f"{where}.loss_fn_inputs.{wire_name} has {len(tensor.data)} values; it must "
+                f"have one per model_input token ({len(tokens)})"
+            )
+        if name == "target_tokens":
+            fields[name] = [int(value) for value in tensor.data]
+        else:
+            fields[name] = [float(value) for value in tensor.data]
+    return Datum(input_tokens=tokens, **fields)
+
+
+def to_datums(batch: ForwardBackwardInput) -> tuple[list[Datum], str, dict[str, float]]:
+    """(datums, loss_fn, loss_fn_config); the engine checks the config's keys and values."""
+    if not batch.data:
+        raise InvalidRequest("data is empty: send at least one Datum")
+    if batch.loss_fn not in LOSS_FNS:
+        raise InvalidRequest(
+            f"unknown loss_fn {batch.loss_fn!r}; this server has {', '.join(LOSS_FNS)}"
+        )
+    datums = [to_datum(datum, i) for i, datum in enumerate(batch.data)]
+    return datums, batch.loss_fn, dict(batch.loss_fn_config or {})
+
+
+def to_sampling_params(wire: WireSamplingParams) -> SamplingParams:
+    """Stop strings become stop strings, stop token ids become stop ids (see the service for
+    the end-of-sequence rule); a null max_tokens becomes DEFAULT_MAX_TOKENS."""
+    stop = [wire.stop] if isinstance(wire.stop, str) else list(wire.stop or [])
+    strings = tuple(s for s in stop if isinstance(s, str))
+    token_ids = tuple(s for s in stop if isinstance(s, int))
+    return SamplingParams(
+        max_tokens=DEFAULT_MAX_TOKENS if wire.max_tokens is None else wire.max_tokens,
+        temperature=wire.temperature,
+        top_p=wire.top_p,
+        top_k=wire.top_k,
+        stop_strings=strings,
+        stop_token_ids=token_ids,
+        seed=wire.seed,
+    )
+
+
+def to_optimizer_overrides(adam: AdamParams) -> dict[str, float]:
+    """Every Adam setting, for this step (weight decay and clipping default to 0 here)."""
+    return adam.model_dump()
+
+
+# ----- conversions: engine → result shapes (§2.3) ------------------------------------------
+def tensor(values: list[float]) -> dict:
+    return {"data": list(values), "dtype": "float32", "shape": [len(values)]}
+
+
+def forward_backward_output(result: ForwardBackwardResult) -> dict:
+    outputs = [
+        {"logprobs": tensor(logprobs), "elementwise_loss": tensor(loss)}
+        for logprobs, loss in zip(result.logprobs, result.elementwise_loss, strict=True)
+    ]
+    return {
+        "loss_fn_output_type": "scalar",
+        "loss_fn_outputs": outputs,
+        "metrics": result.metrics,
+    }
+
+
+def sample_output(result: SampleResult, prompt_logprobs: bool) -> dict:
+    sequences = [
+        {"tokens": s.tokens, "logprobs": s.logprobs, "stop_reason": s.stop_reason}
+        for s in result.sequences
+    ]
+    return {
+        "type": "sample",
+        "sequences": sequences,
+        "prompt_logprobs": result.prompt_logprobs if prompt_logprobs else None,
+    }

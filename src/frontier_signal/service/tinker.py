@@ -1,0 +1,401 @@
+"""The Tinker face's rules on top of `RunService`: one run = one Tinker "model".
+
+Tinker semantics differ from the Signal face on purpose (contract notes): losses are summed over
+tokens, gradients accumulate over every forward_backward until `optim_step`, and each step takes
+its full AdamParams (weight decay and clipping 0 unless sent). Runs, checkpoints and tenants are
+the Signal face's own rows, so a run made here is listed there and the reverse.
+
+Checkpoints handed out are `hpcai://{run}/training/{name}` (kind `training` in the store: adapter
++ optimizer + step) and `hpcai://{run}/sampler/{name}` (kind `sampler_weights`: adapter only;
+the Signal face's per-step `sampler` weights are internal and not listed here). It knows
+nothing about HTTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+from frontier_signal.engine.engine import Engine
+from frontier_signal.engine.types import (
+    Datum,
+    ForwardBackwardRequest,
+    ForwardBackwardResult,
+    SampleRequest,
+    SampleResult,
+    SamplingParams,
+    target_modules_from_switches,
+)
+from frontier_signal.service import files
+from frontier_signal.service.errors import InvalidRequest, NotFound
+from frontier_signal.service.runs import RunService
+from frontier_signal.service.store import new_id
+from frontier_signal.service.tables import Checkpoint, Run
+
+# LoRA alpha of runs made through this face (Tinker and SkyRL tx use a fixed alpha of 32).
+TINKER_LORA_ALPHA = 32.0
+TINKER_MAX_SEQ_LENGTH = 4096
+# Name of the training checkpoint a run gets of itself right after `load_weights`.
+LOADED_PREFIX = "loaded-step-"
+SCHEMES = ("hpcai://", "tinker://")
+# Wire segment → store kind. `weights` / `sampler_weights` are tinker's spellings.
+SEGMENTS = {
+    "training": "training",
+    "weights": "training",
+    "sampler": "sampler_weights",
+    "sampler_weights": "sampler_weights",
+}
+WIRE_TYPE = {"training": "training", "sampler_weights": "sampler"}
+TINKER_SEGMENT = {"training": "weights", "sampler_weights": "sampler_weights"}
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*(/[A-Za-z0-9][A-Za-z0-9_.\-]*)*$")
+
+
+@dataclass
+class CheckpointRef:
+    """A parsed checkpoint path: run id, store kind (None: either) and name."""
+
+    run_id: str
+    kind: str | None
+    name: str
+
+
+def parse_path(path: str) -> CheckpointRef:
+    """Parse `hpcai://run/training/name` and its synonyms (`tinker://`, `weights`,
+    `sampler_weights`, SkyRL's two-part `tinker://run/name` for sampler weights).
+
+    Raises:
+        InvalidRequest: a path of neither form.
+    """
+    rest = path
+    for scheme in SCHEMES:
+        if path.startswith(scheme):
+            rest = path[len(scheme) :]
+            break
+    parts = rest.split("/")
+    if len(parts) >= 3 and parts[1] in SEGMENTS and parts[0] and parts[2]:
+        return CheckpointRef(parts[0], SEGMENTS[parts[1]], "/".join(parts[2:]))
+    if len(parts) == 2 and rest != path and all(parts):
+        return CheckpointRef(parts[0], "sampler_weights", parts[1])
+    raise InvalidRequest(
+        f"{path!r} is not a checkpoint path; expected 'hpcai://RUN_ID/training/NAME' or "
+        "'hpcai://RUN_ID/sampler/NAME' (tinker:// and weights / sampler_weights also work)"
+    )
+
+
+def checkpoint_path(row: Checkpoint, scheme: str = "hpcai://") -> str:
+    segment = WIRE_TYPE[row.kind] if scheme == "hpcai://" else TINKER_SEGMENT[row.kind]
+    return f"{scheme}{row.run_id}/{segment}/{row.name}"
+
+
+def iso(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, UTC).isoformat()
+
+
+def checkpoint_info(row: Checkpoint) -> dict:
+    """A Checkpoint as hpcai reads it (plus tinker's `tinker_path` and `size_bytes`)."""
+    return {
+        "checkpoint_id": row.name,
+        "checkpoint_type": WIRE_TYPE[row.kind],
+        "time": iso(row.created_at),
+        "checkpoint_path": checkpoint_path(row),
+        "tinker_path": checkpoint_path(row, "tinker://"),
+        "size_bytes": row.size,
+    }
+
+
+class TinkerService:
+    """Tinker operations over the run service (runs, files) and its scheduler."""
+
+    def __init__(self, runs: RunService):
+        self.runs = runs
+        self.store = runs.store
+        self.scheduler = runs.scheduler
+
+    # ----- models --------------------------------------------------------------------------
+    def check_base_model(self, base_model: str) -> None:
+        available = self.scheduler.engine.list_models()  # plain reads, no tensors
+        if base_model not in available:
+            raise NotFound(
+                f"unknown base model {base_model!r}; this server has: {', '.join(available)}"
+            )
+
+    def supported_models(self) -> list[str]:
+        return self.scheduler.engine.list_models()
+
+    async def create_model(
+        self,
+        tenant_id: str,
+        base_model: str,
+        rank: int,
+        seed: int | None,
+        train_attn: bool,
+        train_mlp: bool,
+        train_unembed: bool,
+    ) -> Run:
+        """A new run with the Tinker LoRA switches, stored in the Signal face's config shape."""
+        self.check_base_model(base_model)
+        targets = target_modules_from_switches(train_attn, train_mlp, train_unembed)
+        if not targets:
+            raise InvalidRequest("train_attn, train_mlp and train_unembed are all false")
+        config = {
+            "base_model": base_model,
+            "lora_r": rank,
+            "lora_alpha": TINKER_LORA_ALPHA,
+            "lora_dropout": 0.0,
+            "lora_target_modules": list(targets),
+            "optimizer": "adamw",
+            "learning_rate": 1e-4,
+            "weight_decay": 0.0,
+            "max_seq_length": TINKER_MAX_SEQ_LENGTH,
+            "bf16": False,
+            "gradient_checkpointing": False,
+            "seed": seed,
+            "api": "tinker",
+            "lora_config": {
+                "rank": rank,
+                "seed": seed,
+                "train_attn": train_attn,
+                "train_mlp": train_mlp,
+                "train_unembed": train_unembed,
+            },
+        }
+        return await self.runs.create_run(tenant_id, config)
+
+    def model_row(self, tenant_id: str, model_id: str) -> Run:
+        return self.runs.run_row(tenant_id, model_id)
+
+    def get_info(self, tenant_id: str, model_id: str) -> dict:
+        row = self.model_row(tenant_id, model_id)
+        rank = int(row.config.get("lora_r", 32))
+        return {
+            "type": "get_info",
+            "model_id": row.id,
+            "model_data": {"model_name": row.base_model, "arch": "llama"},
+            "is_lora": True,
+            "lora_rank": rank,
+            "model_name": row.base_model,
+        }
+
+    async def unload_model(self, tenant_id: str, model_id: str) -> None:
+        await self.runs.unload(tenant_id, model_id)
+
+    # ----- training ------------------------------------------------------------------------
+    async def forward_backward(
+        self,
+        tenant_id: str,
+        model_id: str,
+        datums: list[Datum],
+        loss_fn: str,
+        loss_fn_config: dict[str, float],
+        forward_only: bool,
+    ) -> ForwardBackwardResult:
+        """Sum-reduced loss; the gradient adds to the pending one (unless `forward_only`)."""
+        row = self.model_row(tenant_id, model_id)
+        await self.runs.ensure_loaded(row)
+        request = ForwardBackwardRequest(
+            model_id, datums, loss_fn, loss_fn_config, "sum", True, forward_only
+        )
+        future = self.scheduler.forward_backward(model_id, row.base_model, lambda _: request)
+        result = await asyncio.wrap_future(future)
+        if not forward_only:
+            self.runs.record_pending_loss(model_id, result)
+        return result
+
+    async def optim_step(self, tenant_id: str, model_id: str, adam: dict[str, float]) -> dict:
+        result = await self.runs.optim_step(tenant_id, model_id, None, overrides=adam)
+        return {
+            "step": float(result["step"]),
+            "learning_rate": float(result["learning_rate"]),
+            "grad_norm": float(result["grad_norm"]),
+        }
+
+    # ----- checkpoints ---------------------------------------------------------------------
+    async def save_weights(
+        self, tenant_id: str, model_id: str, name: str | None, wire_type: str, overwrite: bool
+    ) -> str:
+        """Save a `training` or `sampler` checkpoint under `name`; returns its hpcai:// path."""
+        row = self.model_row(tenant_id, model_id)
+        await self.runs.ensure_loaded(row)
+        kind = SEGMENTS[wire_type]
+        name = name or f"step_{self.store.get_run(model_id).step:06d}_{new_id('ckpt')[5:13]}"
+        if not _NAME.match(name) or ".." in name:
+            raise InvalidRequest(
+                f"checkpoint name {name!r}: use letters, digits, '_', '-', '.' (and '/' between "
+                "parts)"
+            )
+        existing = [c for c in self.store.list_checkpoints(model_id, kind) if c.name == name]
+        if existing and not overwrite:
+            raise InvalidRequest(
+                f"run {model_id!r} already has a {wire_type} checkpoint named {name!r}; "
+                "choose another name"
+            )
+        checkpoint_id = new_id("ckpt")
+        folder = files.checkpoint_folder(self.runs.data_dir, model_id, checkpoint_id)
+        engine_kind = "training" if kind == "training" else "sampler"
+
+        def save(engine: Engine) -> int:
+            engine.save_checkpoint(model_id, folder, engine_kind)
+            return engine.get_run(model_id).step
+
+        step = await self.runs._engine(model_id, save)
+        checkpoint = await asyncio.to_thread(
+            self.runs._record_checkpoint, model_id, kind, step, folder, checkpoint_id, name
+        )
+        for old in existing:
+            self._remove(old)
+        return checkpoint_path(checkpoint)
+
+    async def load_weights(
+        self, tenant_id: str, model_id: str, path: str, with_optimizer: bool
+    ) -> None:
+        """Load a checkpoint (of any run of this tenant) into this run; the adapter layout and
+        the step come from the checkpoint. A sampler checkpoint loads weights only."""
+        row = self.model_row(tenant_id, model_id)
+        checkpoint = self.resolve(tenant_id, path)
+        await self.runs.ensure_loaded(row)
+        source = checkpoint.path
+        checkpoint_id = new_id("ckpt")
+        training = files.checkpoint_folder(self.runs.data_dir, model_id, checkpoint_id)
+
+        def load(engine: Engine):
+            info = engine.load_checkpoint(model_id, source, with_optimizer)
+            steps = files.step_folder(self.runs.data_dir, model_id, info.step)
+            engine.save_checkpoint(model_id, steps, "sampler")
+            # The run's own copy: restarts resume the loaded state, not an older, later step.
+            engine.save_checkpoint(model_id, training, "training")
+            return info, steps
+
+        info, steps = await self.runs._engine(model_id, load)
+        lora = info.config.lora
+        config = dict(
+            row.config,
+            lora_r=lora.rank,
+            lora_alpha=lora.alpha,
+            lora_target_modules=list(lora.target_modules),
+        )
+        self.store.update_run(model_id, config=config)
+        self.runs.restart_history_at(model_id, info.step, steps)
+        previous = [
+            c
+            for c in self.store.list_checkpoints(model_id, "training")
+            if c.name.startswith(LOADED_PREFIX)
+        ]
+        await asyncio.to_thread(
+            self.runs._record_checkpoint,
+            model_id,
+            "training",
+            info.step,
+            training,
+            checkpoint_id,
+            f"{LOADED_PREFIX}{info.step}",
+        )
+        for old in previous:  # only the newest server-made copy is worth keeping
+            self._remove(old)
+
+    def resolve(self, tenant_id: str, path: str) -> Checkpoint:
+        """The checkpoint a path names, if its run belongs to this tenant."""
+        ref = parse_path(path)
+        return self.find_checkpoint(tenant_id, ref.run_id, ref.name, ref.kind)
+
+    def find_checkpoint(
+        self, tenant_id: str, run_id: str, name: str, kind: str | None = None
+    ) -> Checkpoint:
+        """By name (or checkpoint id); with no kind, a training checkpoint first."""
+        self.runs.run_row(tenant_id, run_id)
+        for wanted in [kind] if kind else ["training", "sampler_weights"]:
+            matches = [
+                c
+                for c in self.store.list_checkpoints(run_id, wanted)
+                if (c.name == name or c.id == name) and Path(c.path).is_dir()
+            ]
+            if matches:
+                return max(matches, key=lambda c: c.created_at)
+        what = WIRE_TYPE.get(kind or "", "training or sampler")
+        raise NotFound(f"run {run_id!r} has no {what} checkpoint named {name!r}")
+
+    def list_checkpoints(self, tenant_id: str, run_id: str) -> list[dict]:
+        self.runs.run_row(tenant_id, run_id)
+        return [checkpoint_info(c) for c in self._listed(run_id)]
+
+    def _listed(self, run_id: str) -> list[Checkpoint]:
+        rows = [c for c in self.store.list_checkpoints(run_id) if c.kind in WIRE_TYPE]
+        return sorted(rows, key=lambda c: c.created_at)
+
+    def delete_checkpoint(self, tenant_id: str, run_id: str, checkpoint_id: str) -> None:
+        kind = None
+        head, _, rest = checkpoint_id.partition("/")
+        if rest and head in SEGMENTS:
+            kind, checkpoint_id = SEGMENTS[head], rest
+        self._remove(self.find_checkpoint(tenant_id, run_id, checkpoint_id, kind))
+
+    def _remove(self, checkpoint: Checkpoint) -> None:
+        files.remove(Path(checkpoint.path))
+        self.store.delete_checkpoint(checkpoint.id)
+
+    # ----- training runs (REST) ------------------------------------------------------------
+    def training_run(self, row: Run) -> dict:
+        listed = self._listed(row.id)
+        training = [c for c in listed if c.kind == "training"]
+        sampler = [c for c in listed if c.kind == "sampler_weights"]
+        return {
+            "training_run_id": row.id,
+            "base_model": row.base_model,
+            "model_owner": row.tenant_id,
+            "is_lora": True,
+            "corrupted": False,
+            "lora_rank": int(row.config.get("lora_r", 32)),
+            "last_request_time": iso(row.updated_at),
+            "last_checkpoint": checkpoint_info(training[-1]) if training else None,
+            "last_sampler_checkpoint": checkpoint_info(sampler[-1]) if sampler else None,
+            "user_metadata": {},
+        }
+
+    def get_training_run(self, tenant_id: str, run_id: str) -> dict:
+        return self.training_run(self.runs.run_row(tenant_id, run_id))
+
+    def list_training_runs(self, tenant_id: str, limit: int, offset: int) -> dict:
+        rows = list(reversed(self.store.list_runs(tenant_id)))  # newest first
+        page = rows[offset : offset + limit]
+        return {
+            "training_runs": [self.training_run(row) for row in page],
+            "cursor": {"offset": offset, "limit": limit, "total_count": len(rows)},
+        }
+
+    # ----- sampling ------------------------------------------------------------------------
+    async def sample(
+        self,
+        tenant_id: str,
+        model_path: str | None,
+        base_model: str | None,
+        prompt_tokens: list[int],
+        params: SamplingParams,
+        num_samples: int,
+        prompt_logprobs: bool,
+    ) -> SampleResult:
+        """Sample a saved checkpoint (`model_path` wins) or the bare base model.
+
+        With no stop token ids, generation also stops at the model's end-of-sequence token.
+        """
+        if model_path:
+            checkpoint = self.resolve(tenant_id, model_path)
+            folder = checkpoint.path
+            base = self.store.get_run(checkpoint.run_id).base_model
+        elif base_model:
+            self.check_base_model(base_model)
+            folder, base = "", base_model
+        else:
+            raise InvalidRequest("send model_path (a sampler checkpoint) or base_model")
+        if not prompt_tokens:
+            raise InvalidRequest("prompt is empty: send at least one token")
+
+        def prepare(engine: Engine) -> list[SampleRequest]:
+            eos = engine.tokenizer(base).eos_token_id
+            stops = params.stop_token_ids or ((eos,) if eos is not None else ())
+            final = replace(params, stop_token_ids=stops)
+            return [SampleRequest(base, prompt_tokens, final, num_samples, prompt_logprobs, folder)]
+
+        results = await asyncio.wrap_future(self.scheduler.sample("", base, prepare))
+        return results[0]
