@@ -220,7 +220,8 @@ class LlamaDecoder:
             h = _rms_norm(x, layer.input_norm, w.eps)
             qkv = self._linear(h, matmuls["qkv"], plan["qkv"])
             qk = qkv[:, :qk_width].view(batch, heads + kv_heads, head_dim)
-            qk = torch.addcmul(qk * cos, qk.roll(head_dim // 2, -1), sin)
+            # Two products then a sum, each rounded, as HF's apply_rotary_pos_emb (not addcmul).
+            qk = qk * cos + qk.roll(head_dim // 2, -1) * sin
             keys, values = self.keys[index], self.values[index]
             keys[:, :, slot] = qk[:, heads:]
             values[:, :, slot] = qkv[:, qk_width:].view(batch, kv_heads, head_dim)
