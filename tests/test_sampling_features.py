@@ -26,9 +26,10 @@ def _logits_after(engine, prompt: list[int], tokens: list[int]) -> torch.Tensor:
 def test_the_fast_decode_step_gives_what_the_hf_forward_gives(
     engine, make_run, datums, tokenizer, with_base_row
 ):
-    # Without a bare-base row every row has a run of the same layout: LoRA terms are stacked.
+    # Two runs (different ranks and targets) share each group's joint LoRA term; a bare-base
+    # row gets none of it.
     targets = ("q_proj", "v_proj", "up_proj", "lm_head")
-    trained, other = make_run(seed=5, target_modules=targets), make_run(seed=8)
+    trained, other = make_run(seed=5, target_modules=targets), make_run(seed=8, rank=8)
     for run in (trained, other):
         for _ in range(2):
             engine.forward_backward(run, datums)

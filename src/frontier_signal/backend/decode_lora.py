@@ -19,6 +19,7 @@ from collections import OrderedDict
 from typing import TYPE_CHECKING
 
 import torch
+import torch.nn.functional as F
 
 from frontier_signal.backend.lora import LoraLinear, LoraPair, Segment
 
@@ -33,26 +34,34 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "down": ("mlp.down_proj",),
 }
 PLAN_CACHE_SIZE = 16
-STACK_MAX_ROWS = 16  # per-row stacked LoRA weights cost rows x an adapter's size in memory
+JOINT_MAX_RUNS = 16  # the masked cross terms grow as rows x runs
 
 GroupTerm = tuple[torch.Tensor, torch.Tensor]  # (A stacked [R, in], B block-diagonal.T [R, out])
 RowTerm = tuple[torch.Tensor, torch.Tensor, int, int]  # a GroupTerm on rows [start, end)
 
 
-class StackedTerm:
-    """Every row's own term of one group, stacked: two `bmm`s for the whole batch.
+class JointTerm:
+    """The terms of several runs in one group, applied to the whole batch in three ops.
 
-    With many runs in a batch, a loop over segments costs two small matmuls per run per group;
-    stacking the batch's terms once per generation turns that into two batched matmuls.
+    A loop over runs costs two small matmuls per run per group (and batched `bmm` on bf16 is
+    far from bandwidth on CPU here). Instead every run's A is stacked, each row's hidden LoRA
+    activations outside its own run's columns are zeroed by a mask, and the stacked B adds the
+    rest: each adapter's weights are still read once per step, the cross terms cost a few
+    MFLOP. Rows without an adapter have an all-zero mask row.
     """
 
-    def __init__(self, terms_per_row: list[GroupTerm]):
-        self.A_t = torch.stack([A.t() for A, _ in terms_per_row])  # [rows, in, R]
-        self.B_t = torch.stack([B_t for _, B_t in terms_per_row])  # [rows, R, out]
+    def __init__(self, terms: list[RowTerm], rows: int):
+        self.A = torch.cat([A for A, _, _, _ in terms])  # [sum of ranks, in]
+        self.B_t = torch.cat([B_t for _, B_t, _, _ in terms])  # [sum of ranks, out]
+        self.mask = self.A.new_zeros(rows, self.A.shape[0])
+        column = 0
+        for A, _, start, end in terms:
+            self.mask[start:end, column : column + A.shape[0]] = 1
+            column += A.shape[0]
 
     def add_to(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        hidden = torch.bmm(x[:, None], self.A_t)
-        return torch.baddbmm(y[:, None], hidden, self.B_t)[:, 0]
+        hidden = F.linear(x, self.A).mul_(self.mask)
+        return y.addmm_(hidden, self.B_t)
 
 
 def _group_term(linears: list[LoraLinear], key: str, dtype) -> GroupTerm | None:
@@ -121,18 +130,13 @@ class LoraPlan:
 
     def for_segments(self, segments: list[Segment], dtype) -> list[dict]:
         """Per layer and group, the LoRA terms to add and the rows each applies to: a list of
-        `RowTerm`s, or one `StackedTerm` where several runs share the batch (small batches)."""
+        `RowTerm`s, or one `JointTerm` where 2 to `JOINT_MAX_RUNS` runs share the batch."""
         plan = self._row_terms(segments, dtype)
         rows = segments[-1][2] if segments else 0
-        if len(segments) < 2 or rows > STACK_MAX_ROWS:
-            return plan
         for groups in plan:
             for group, terms in groups.items():
-                covered = sum(end - start for _, _, start, end in terms)
-                shapes = {(A.shape, B_t.shape) for A, B_t, _, _ in terms}
-                if len(terms) >= 2 and covered == rows and len(shapes) == 1:
-                    per_row = [(A, B_t) for A, B_t, start, end in terms for _ in range(end - start)]
-                    groups[group] = StackedTerm(per_row)
+                if 2 <= len(terms) <= JOINT_MAX_RUNS:
+                    groups[group] = JointTerm(terms, rows)
         return plan
 
     def _row_terms(self, segments: list[Segment], dtype) -> list[dict[str, list[RowTerm]]]:

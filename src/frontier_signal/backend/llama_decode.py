@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from frontier_signal.backend.decode_lora import GROUPS, LoraPlan, StackedTerm
+from frontier_signal.backend.decode_lora import GROUPS, JointTerm, LoraPlan
 from frontier_signal.backend.lora import LoraLinear
 
 STATIC_ROPE_TYPES = ("default", "linear", "llama3", "yarn")  # cos/sin depend on position only
@@ -193,7 +193,7 @@ class LlamaDecoder:
 
     def _linear(self, x, matmul: Matmul, plan) -> torch.Tensor:
         y = _matmul(x, matmul)
-        if isinstance(plan, StackedTerm):
+        if isinstance(plan, JointTerm):
             return plan.add_to(y, x)
         for A, B_t, start, end in plan:
             if start == 0 and end == x.shape[0]:
@@ -220,7 +220,8 @@ class LlamaDecoder:
             h = _rms_norm(x, layer.input_norm, w.eps)
             qkv = self._linear(h, matmuls["qkv"], plan["qkv"])
             qk = qkv[:, :qk_width].view(batch, heads + kv_heads, head_dim)
-            qk = torch.addcmul(qk * cos, qk.roll(head_dim // 2, -1), sin)
+            # Two products then a sum, each rounded, as HF's apply_rotary_pos_emb (not addcmul).
+            qk = qk * cos + qk.roll(head_dim // 2, -1) * sin
             keys, values = self.keys[index], self.values[index]
             keys[:, :, slot] = qk[:, heads:]
             values[:, :, slot] = qkv[:, qk_width:].view(batch, kv_heads, head_dim)
