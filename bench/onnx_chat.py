@@ -82,8 +82,7 @@ def _onnx_generate(folder: Path, new_tokens: int):
     from frontier_signal.local.onnx_runtime import DecodeSettings, OnnxCausalLM
 
     model = OnnxCausalLM(folder)
-    model.stop_ids = set()  # same work as min_new_tokens on the PyTorch side
-    settings = DecodeSettings(new_tokens, 0.0, 1.0, 1.0)
+    settings = DecodeSettings(new_tokens, 0.0, 1.0, 1.0, min_new_tokens=new_tokens)
     return model, lambda prompt: model.generate([prompt], settings, [None])[0]
 
 

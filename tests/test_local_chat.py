@@ -69,6 +69,12 @@ def test_without_logging_nothing_is_written_until_save_conversation_log(local_on
     assert not log_file.exists()
     assert chat.save_conversation_log() == str(log_file)
     assert [e["input"] for e in json.loads(log_file.read_text())] == ["Hi"]
+    # Saving to a file that has history appends to it, and saving twice adds nothing twice.
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps([{"input": "Old?", "output": "Old."}]))
+    chat.save_conversation_log(other)
+    chat.save_conversation_log(other)
+    assert [e["input"] for e in json.loads(other.read_text())] == ["Old?", "Hi"]
 
 
 def test_a_corrupt_log_file_gives_a_clear_error(local_onnx_model, tmp_path):

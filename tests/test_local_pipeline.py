@@ -188,6 +188,23 @@ def test_greedy_onnx_decode_equals_pytorch_greedy_generate_token_for_token(
         assert ours == generated
 
 
+def test_min_new_tokens_keeps_the_stop_token_out_like_transformers(
+    local_onnx_model, local_trained_model
+):
+    onnx_model, hf_model = OnnxCausalLM(local_onnx_model), _hf_model(local_trained_model)
+    prompt = onnx_model.encode(onnx_model.render_chat([{"role": "user", "content": "Hi"}]))
+    ours = onnx_model.generate([prompt], DecodeSettings(12, 0.0, 1.0, 1.0, 12), [None])[0]
+    theirs = hf_model.generate(
+        torch.tensor([prompt]),
+        attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
+        do_sample=False,
+        max_new_tokens=12,
+        min_new_tokens=12,
+        pad_token_id=2,
+    )[0, len(prompt) :].tolist()
+    assert len(ours) == 12 and ours == theirs
+
+
 def test_batch_generate_rows_equal_their_single_prompt_greedy_outputs(local_onnx_model):
     chat = ChatInterface(local_onnx_model)
     prompts = ["Who painted the Blue Owl?", "Hi", "What is the capital of Zorbia? Answer now."]

@@ -56,11 +56,20 @@ class ChatInterface:
         self.model_path, self.device, self.max_length = str(model_path), device, max_length
         self.log_conversations, self.log_file = log_conversations, str(log_file)
         self.conversation_log: list[dict] = []
-        self._earlier_log: list[dict] = self._read_log() if log_conversations else []
+        # Entries each log file held before this session wrote to it (read once per file), so
+        # writes append to a file's history and saving twice never duplicates a turn.
+        self._earlier_entries: dict[Path, list[dict]] = {}
+        if log_conversations:
+            self._earlier(Path(self.log_file))
 
     # ----- logs ----------------------------------------------------------------------------
-    def _read_log(self) -> list[dict]:
-        path = Path(self.log_file)
+    def _earlier(self, path: Path) -> list[dict]:
+        if path not in self._earlier_entries:
+            self._earlier_entries[path] = self._read_log(path)
+        return self._earlier_entries[path]
+
+    @staticmethod
+    def _read_log(path: Path) -> list[dict]:
         if not path.exists():
             return []
         try:
@@ -74,18 +83,23 @@ class ChatInterface:
     def _log(self, prompt: str, reply: str) -> None:
         self.conversation_log.append({"input": prompt, "output": reply, "timestamp": _now()})
         if self.log_conversations:
-            write_json_atomic(Path(self.log_file), self._earlier_log + self.conversation_log)
+            path = Path(self.log_file)
+            write_json_atomic(path, self._earlier(path) + self.conversation_log)
 
     def get_conversation_log(self) -> list[dict]:
         """This interface's turns so far (`input`, `output`, `timestamp`), oldest first."""
         return [dict(entry) for entry in self.conversation_log]
 
     def save_conversation_log(self, file_path: str | Path | None = None) -> str:
-        """Write the log (earlier entries of `log_file` + this session's) to `file_path`
-        (default `log_file`); returns the path. With logging on the file is already current."""
+        """Append this session's turns to `file_path` (default `log_file`): the entries the file
+        had before this session, then this session's. Returns the path. Saving again rewrites
+        the same array (no duplicates); with logging on, `log_file` is already current.
+
+        Raises:
+            DataFileError: the file exists but is not a JSON array.
+        """
         path = Path(file_path or self.log_file)
-        earlier = self._earlier_log if path == Path(self.log_file) else []
-        write_json_atomic(path, earlier + self.conversation_log)
+        write_json_atomic(path, self._earlier(path) + self.conversation_log)
         return str(path)
 
     # ----- generation ----------------------------------------------------------------------

@@ -268,8 +268,8 @@ class ONNXConverter:
             "num_key_value_heads": config.get("num_key_value_heads"),
             "vocab_size": config.get("vocab_size"),
         }
-        if self._model is not None:
-            info["num_parameters"] = sum(p.numel() for p in self._model.parameters())
+        model = self._load_model()
+        info["num_parameters"] = sum(p.numel() for p in model.parameters())
         folder = onnx_path or self.onnx_path
         if folder and (Path(folder) / ONNX_FILE).is_file():
             info.update(onnx_file_info(Path(folder)))

@@ -21,12 +21,17 @@ ONNX_FILE = "model.onnx"
 
 @dataclass(frozen=True)
 class DecodeSettings:
-    """Token choice. `temperature=0` is greedy; `top_p=1` and `repetition_penalty=1` are off."""
+    """Token choice. `temperature=0` is greedy; `top_p=1` and `repetition_penalty=1` are off.
+
+    `min_new_tokens` keeps the stop tokens out until that many tokens exist (as in
+    transformers); the benchmark uses it so every engine decodes the same number of tokens.
+    """
 
     max_new_tokens: int = 50
     temperature: float = 0.7
     top_p: float = 0.9
     repetition_penalty: float = 1.2
+    min_new_tokens: int = 0
 
     def check(self) -> None:
         if self.max_new_tokens <= 0:
@@ -200,7 +205,11 @@ class OnnxCausalLM:
                 if done[row]:
                     continue
                 seen = prompts[row] + outputs[row]
-                token = choose_token(logits_BV[row], seen, settings, rngs[row])
+                logits_V = logits_BV[row]
+                if len(outputs[row]) < settings.min_new_tokens and self.stop_ids:
+                    logits_V = logits_V.copy()
+                    logits_V[list(self.stop_ids)] = -np.inf
+                token = choose_token(logits_V, seen, settings, rngs[row])
                 if token in self.stop_ids:
                     done[row] = True
                     continue

@@ -134,7 +134,8 @@ class LLMTrainer:
             raise ValueError(
                 f"num_epochs and batch_size must be > 0, got {num_epochs}, {batch_size}"
             )
-        learning_rate = learning_rate or DEFAULT_LEARNING_RATES[self.method]
+        if learning_rate is None:
+            learning_rate = DEFAULT_LEARNING_RATES[self.method]
         datums = self.prepare_dataset(train_texts, max_length or self.max_length)
         order = list(range(len(datums)))
         shuffler = random.Random(self.seed + len(self.history))
