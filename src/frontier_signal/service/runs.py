@@ -321,10 +321,19 @@ class RunService:
             )
         )
         self.store.update_run(run_id, step=result.step)
-        self._record_checkpoint(run_id, "sampler", result.step, steps_folder)
+        # Hashing tens of MiB of weights: off the event loop, so other requests keep flowing.
+        await asyncio.to_thread(
+            self._record_checkpoint, run_id, "sampler", result.step, steps_folder
+        )
         if training is not None:
-            self._record_checkpoint(
-                run_id, "training", result.step, training, checkpoint_id, f"auto-step-{result.step}"
+            await asyncio.to_thread(
+                self._record_checkpoint,
+                run_id,
+                "training",
+                result.step,
+                training,
+                checkpoint_id,
+                f"auto-step-{result.step}",
             )
         self._prune_sampler_steps(run_id, result.step)
         return {
