@@ -7,51 +7,7 @@ and `frontier_signal.backend`, installed with the `server` extra.
 
 __version__ = "0.1.0"
 
-from .client import (  # noqa: E402  (after __version__ so the SDK can read it)
-    APIConnectionError,
-    APITimeoutError,
-    AsyncInferenceClient,
-    AsyncSignalClient,
-    AsyncSignalRun,
-    AsyncTrainingClient,
-    AuthenticationError,
-    ChatMessage,
-    ConflictError,
-    InferenceClient,
-    NotFoundError,
-    PermissionDeniedError,
-    RateLimitError,
-    RunConfig,
-    ServerError,
-    SignalAPIError,
-    SignalClient,
-    SignalRun,
-    TrainingClient,
-    TrainingExample,
-    ValidationError,
-)
+from . import client as _client  # noqa: E402  (after __version__ so the SDK can read it)
+from .client import *  # noqa: E402, F403  (the SDK's public names, listed once in client/__init__)
 
-__all__ = [
-    "APIConnectionError",
-    "APITimeoutError",
-    "AsyncInferenceClient",
-    "AsyncSignalClient",
-    "AsyncSignalRun",
-    "AsyncTrainingClient",
-    "AuthenticationError",
-    "ChatMessage",
-    "ConflictError",
-    "InferenceClient",
-    "NotFoundError",
-    "PermissionDeniedError",
-    "RateLimitError",
-    "RunConfig",
-    "ServerError",
-    "SignalAPIError",
-    "SignalClient",
-    "SignalRun",
-    "TrainingClient",
-    "TrainingExample",
-    "ValidationError",
-    "__version__",
-]
+__all__ = [*_client.__all__, "__version__"]

@@ -218,7 +218,8 @@ class RunService:
         newest = self.newest_training_checkpoint(row.id)
         if newest is not None:
             # The optimizer hyperparameters stay the run's own (a checkpoint may predate them).
-            return engine.create_run_from_checkpoint(newest.path, row.id).step
+            optimizer = engine_config(row.config).optimizer
+            return engine.create_run_from_checkpoint(newest.path, row.id, optimizer=optimizer).step
         engine.create_run(engine_config(row.config), row.id)
         return 0
 
