@@ -10,6 +10,7 @@ import pytest
 from frontier_signal.service.settings import ServiceSettings
 from frontier_signal.service.store import Store
 from tests.conftest import TINY
+from tests.integration.sdk_fixtures import wait_ready
 from tests.live_server import LiveServer
 
 
@@ -69,3 +70,21 @@ def hpcai_client(server, alice):
                     break
                 time.sleep(0.1)
         yield hpcai.ServiceClient(base_url=server.base_url, api_key=alice)
+
+
+@pytest.fixture(scope="module")
+def oai(server, alice):
+    """The official `openai` SDK on the live server's OpenAI-compatible face, as alice."""
+    openai = pytest.importorskip("openai")
+    wait_ready(server.base_url)
+    with openai.OpenAI(base_url=f"{server.base_url}/v1", api_key=alice, max_retries=0) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def oai_http(server, alice):
+    """Raw HTTP as alice, for what the openai SDK hides (the SSE bytes, the Signal routes)."""
+    wait_ready(server.base_url)
+    headers = {"Authorization": f"Bearer {alice}"}
+    with httpx.Client(base_url=server.base_url, headers=headers, timeout=300) as http:
+        yield http

@@ -321,6 +321,10 @@ class Engine:
         pooled = (hidden * weights).sum(1) / weights.sum(1)
         return torch.nn.functional.normalize(pooled, dim=-1).cpu().tolist()
 
+    def prepare_sampling(self, model: str, checkpoint: str = "") -> None:
+        """Load what sampling `model` (or `checkpoint`) needs: base weights, adapter."""
+        self._sampling_target(SampleRequest(model, checkpoint=checkpoint))
+
     def _sampling_target(self, request: SampleRequest) -> tuple[BaseModel, str]:
         """(base model, adapter key) for a run id, a checkpoint path or a base model name."""
         if request.checkpoint:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from frontier_signal.engine.errors import InvalidInputError
+from frontier_signal.engine.tools import check_tools, template_messages
 from frontier_signal.engine.types import Datum
 
 ROLES = ("system", "user", "assistant", "tool")
@@ -60,6 +61,25 @@ def _assistant_char_spans(tokenizer, messages: list[dict]) -> tuple[str, list[tu
     return full, spans
 
 
+def _tool_aware(example: dict, index: int) -> object:
+    """Messages with tool calls, tool results or a `tools` list → plain template messages, in
+    the format serving uses (engine/tools.py); plain messages pass through unchanged."""
+    messages, tools = example["messages"], example.get("tools")
+    plain = isinstance(messages, list) and all(
+        isinstance(m, dict)
+        and isinstance(m.get("content"), str)
+        and not m.get("tool_calls")
+        and m.get("role") != "tool"
+        for m in messages
+    )
+    if plain and tools is None:
+        return messages
+    try:
+        return template_messages(messages, check_tools(tools) if tools is not None else None)
+    except InvalidInputError as exc:
+        raise InvalidInputError(f"example {index}: {exc}") from None
+
+
 def render_example(tokenizer, example: dict, max_length: int, index: int = 0) -> RenderedExample:
     """Tokenize one example into a shifted datum (`target_tokens[t]` = token t+1).
 
@@ -71,7 +91,7 @@ def render_example(tokenizer, example: dict, max_length: int, index: int = 0) ->
             f"example {index}: expected an object, got {type(example).__name__}"
         )
     if "messages" in example:
-        messages = _check_messages(example["messages"], index)
+        messages = _check_messages(_tool_aware(example, index), index)
         text, spans = _assistant_char_spans(tokenizer, messages)
         if not spans:
             raise InvalidInputError(

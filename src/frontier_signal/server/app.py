@@ -22,10 +22,11 @@ from frontier_signal.engine.engine import Engine
 from frontier_signal.engine.scheduler import Scheduler
 from frontier_signal.server.auth import LOCAL_TENANT
 from frontier_signal.server.errors import install_error_handlers
-from frontier_signal.server.routes import health, signal, tinker
+from frontier_signal.server.routes import health, openai, signal, tinker
 from frontier_signal.service.futures import FutureService
 from frontier_signal.service.requests import RequestLog
 from frontier_signal.service.runs import RunService
+from frontier_signal.service.serving import ServingService
 from frontier_signal.service.settings import ServiceSettings
 from frontier_signal.service.store import Store
 from frontier_signal.service.tinker import TinkerService
@@ -43,7 +44,9 @@ class AppState:
     requests: RequestLog
     futures: FutureService
     tinker: TinkerService
+    serving: ServingService
     ready: bool = False
+    started_at: float = field(default_factory=time.time)
     startup_error: str = ""
     tasks: list = field(default_factory=list)
 
@@ -76,7 +79,8 @@ def create_app(settings: ServiceSettings | None = None, engine: Engine | None = 
             runs,
             RequestLog(store, settings.max_queued_per_tenant),
             FutureService(store, settings.max_queued_per_tenant),
-            TinkerService(runs),
+            tinker_service := TinkerService(runs),
+            ServingService(runs, tinker_service),
         )
         app.state.frontier = state
         state.tasks.append(asyncio.ensure_future(_load_models(state)))
@@ -101,6 +105,7 @@ def create_app(settings: ServiceSettings | None = None, engine: Engine | None = 
     app.include_router(health.router)
     app.include_router(signal.router)
     app.include_router(tinker.router)
+    app.include_router(openai.router)
     return app
 
 

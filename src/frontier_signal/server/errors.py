@@ -16,6 +16,7 @@ from frontier_signal.engine.scheduler import SchedulerStopped
 from frontier_signal.service.errors import ServiceError, describe
 
 logger = logging.getLogger(__name__)
+OPENAI_PATHS = ("/v1/chat/", "/v1/completions", "/v1/warmup", "/v1/models")
 
 
 def error_body(message: str, type_: str, code: str | None = None, param: str | None = None):
@@ -41,7 +42,9 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError):
         message, param = _validation_message(exc)
-        return JSONResponse(error_body(message, "invalid_request_error", param=param), 422)
+        # The OpenAI face answers a bad parameter with 400, as OpenAI does.
+        status = 400 if request.url.path.startswith(OPENAI_PATHS) else 422
+        return JSONResponse(error_body(message, "invalid_request_error", param=param), status)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException):

@@ -1,0 +1,475 @@
+"""The OpenAI-compatible API (docs/openai-api.md): `/v1/chat/completions`, `/v1/completions`,
+`/v1/models`, `/v1/warmup`, over `ServingService`.
+
+Streams are server-sent events in OpenAI's chunk format ending with `data: [DONE]`. Text a stop
+string, a tool call or a finished JSON object could still claim is held back until it is
+settled, so the streamed deltas always add up to the non-streamed answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import StreamingResponse
+
+from frontier_signal import __version__
+from frontier_signal.engine.tools import CALL_OPEN, check_tools, parse_tool_calls, render_call
+from frontier_signal.engine.types import SampledSequence
+from frontier_signal.server.auth import tenant_id
+from frontier_signal.server.schemas.openai import (
+    ChatCompletionBody,
+    CompletionBody,
+    WarmupBody,
+    chat_logprobs,
+    model_card,
+    new_id,
+    now,
+    token_text,
+    usage,
+)
+from frontier_signal.service.errors import InvalidRequest, NotFound, describe
+from frontier_signal.service.serving import Target
+
+logger = logging.getLogger(__name__)
+router = APIRouter(prefix="/v1", tags=["openai"])
+Tenant = Annotated[str, Depends(tenant_id)]
+FINGERPRINT = f"fs-{__version__}"
+
+
+def _state(request: Request):
+    return request.app.state.frontier
+
+
+# ----- chat: how one choice's text becomes an answer ---------------------------------------
+@dataclass
+class ChatShape:
+    """What the request asked of the text: tools to parse, a prefilled start, JSON mode."""
+
+    tool_names: set[str] = field(default_factory=set)
+    prefill: str = ""
+    json_mode: bool = False
+
+    def answer(self, text: str, finish: str) -> tuple[str | None, list[dict], str]:
+        """(content, tool calls, finish reason) of a finished choice's full text."""
+        text = self.prefill + text
+        if self.json_mode:
+            end = _json_end(text)
+            if end is not None:
+                return text[:end], [], "stop"
+            return text, [], finish
+        if self.tool_names:
+            content, calls = parse_tool_calls(text, self.tool_names)
+            if calls:
+                return content or None, [c.as_openai() for c in calls], "tool_calls"
+        return text, [], finish
+
+    def visible(self, text: str, stops: tuple[str, ...]) -> str:
+        """The part of a growing text that is settled content (safe to stream)."""
+        text = self.prefill + text
+        if self.json_mode:
+            end = _json_end(text)
+            return text[:end] if end is not None else text
+        watched = stops + ((CALL_OPEN,) if self.tool_names else ())
+        for marker in watched:
+            if marker in text:
+                text = text[: text.index(marker)]
+        for marker in watched:  # hold back a tail that may grow into a marker
+            for size in range(min(len(marker) - 1, len(text)), 0, -1):
+                if text.endswith(marker[:size]):
+                    text = text[:-size]
+                    break
+        return text
+
+
+def _json_end(text: str) -> int | None:
+    """Where the JSON object at the start of `text` ends, or None while it is incomplete."""
+    stripped = text.lstrip()
+    try:
+        _, end = json.JSONDecoder().raw_decode(stripped)
+    except json.JSONDecodeError:
+        return None
+    return end + len(text) - len(stripped)
+
+
+def _chat_shape(body: ChatCompletionBody) -> tuple[ChatShape, list[dict] | None]:
+    """The shape and the functions to render, validated (400 on bad tools or formats)."""
+    shape = ChatShape()
+    functions = None
+    choice = body.tool_choice
+    if body.tools:
+        functions = check_tools(body.tools)
+        names = {f["name"] for f in functions}
+        if choice in (None, "auto"):
+            shape.tool_names = names
+        elif choice == "none":
+            functions = None
+        elif choice == "required":
+            shape.tool_names, shape.prefill = names, CALL_OPEN
+        elif isinstance(choice, dict) and isinstance(choice.get("function"), dict):
+            name = choice["function"].get("name")
+            if name not in names:
+                raise InvalidRequest(
+                    f"tool_choice names function {name!r}, which is not in tools {sorted(names)}"
+                )
+            shape.tool_names = names
+            shape.prefill = render_call(name, {}).split('"arguments": ')[0] + '"arguments": '
+        else:
+            raise InvalidRequest(
+                "tool_choice must be 'auto', 'none', 'required' or "
+                "{'type': 'function', 'function': {'name': ...}}"
+            )
+    elif choice not in (None, "none", "auto"):
+        raise InvalidRequest("tool_choice needs tools")
+    fmt = (body.response_format or {}).get("type", "text")
+    if fmt == "json_object":
+        if not any("json" in json.dumps(m.get("content", "")).lower() for m in body.messages):
+            raise InvalidRequest(
+                "response_format json_object: the messages must ask for JSON (say 'JSON' in "
+                "a system or user message), as with OpenAI"
+            )
+        if shape.prefill:
+            raise InvalidRequest("response_format json_object cannot be combined with tool_choice")
+        shape.json_mode, shape.prefill, shape.tool_names = True, "{", set()
+    elif fmt == "json_schema":
+        raise InvalidRequest(
+            "response_format json_schema is not supported (no schema-constrained decoding); "
+            "use {'type': 'json_object'} and describe the schema in the prompt"
+        )
+    elif fmt != "text":
+        raise InvalidRequest(f"response_format type must be 'text' or 'json_object', got {fmt!r}")
+    return shape, functions
+
+
+def _message(content: str | None, calls: list[dict]) -> dict:
+    message = {"role": "assistant", "content": content, "refusal": None}
+    if calls:
+        message["tool_calls"] = calls
+    return message
+
+
+@router.post("/chat/completions")
+async def chat_completions(request: Request, tenant: Tenant, body: ChatCompletionBody):
+    body.check_supported()
+    state = _state(request)
+    serving = state.serving
+    target = serving.resolve(tenant, body.model)
+    shape, functions = _chat_shape(body)
+    top = body.top()
+    if body.stream and top:
+        raise InvalidRequest("top_logprobs > 0 is not supported with stream; use logprobs alone")
+    prompt_text = serving.chat_prompt(target, body.messages, functions) + shape.prefill
+    prompt = serving.encode(target, prompt_text)
+    params = body.sampling_params(body.limit(), top)
+    if body.stream:
+        return _stream(request, tenant, body, target, prompt, params, shape)
+    with state.requests.counted(tenant):
+        [result] = await serving.generate(target, [prompt], params, body.n)
+    tokenizer = serving.tokenizer(target)
+    choices = []
+    for index, sequence in enumerate(result.sequences):
+        content, calls, finish = shape.answer(sequence.text, sequence.stop_reason)
+        choices.append(
+            {
+                "index": index,
+                "message": _message(content, calls),
+                "logprobs": chat_logprobs(tokenizer, sequence) if body.logprobs else None,
+                "finish_reason": finish,
+            }
+        )
+    return {
+        "id": new_id("chatcmpl"),
+        "object": "chat.completion",
+        "created": now(),
+        "model": body.model,
+        "system_fingerprint": FINGERPRINT,
+        "choices": choices,
+        "usage": usage(len(prompt), sum(len(s.tokens) for s in result.sequences)),
+    }
+
+
+def _stream(request, tenant, body, target: Target, prompt, params, shape: ChatShape):
+    serving = _state(request).serving
+    tokenizer = serving.tokenizer(target)
+    base = {
+        "id": new_id("chatcmpl"),
+        "object": "chat.completion.chunk",
+        "created": now(),
+        "model": body.model,
+        "system_fingerprint": FINGERPRINT,
+    }
+    if body.include_usage():
+        base["usage"] = None
+
+    def chunk(index: int, delta: dict, finish=None, logprobs=None) -> dict:
+        choice = {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish}
+        return base | {"choices": [choice]}
+
+    def entries(tokens_and_logprobs) -> dict:
+        return {
+            "content": [
+                {
+                    "token": (text := token_text(tokenizer, token)),
+                    "logprob": logprob,
+                    "bytes": list(text.encode("utf-8")),
+                    "top_logprobs": [],
+                }
+                for token, logprob in tokens_and_logprobs
+            ],
+            "refusal": None,
+        }
+
+    async def events(tokens: Callable, final) -> AsyncIterator[dict]:
+        for index in range(body.n):
+            yield chunk(index, {"role": "assistant", "content": ""})
+        sent = [""] * body.n
+        pending: list[list] = [[] for _ in range(body.n)]
+        async for sample, token, logprob, text in tokens():
+            pending[sample].append((token, logprob))
+            visible = shape.visible(text, params.stop_strings)
+            if visible.startswith(sent[sample]) and len(visible) > len(sent[sample]):
+                delta, sent[sample] = visible[len(sent[sample]) :], visible
+                logprobs = entries(pending[sample]) if body.logprobs else None
+                pending[sample] = []
+                yield chunk(sample, {"content": delta}, logprobs=logprobs)
+        [result] = await final()
+        for index, sequence in enumerate(result.sequences):
+            content, calls, finish = shape.answer(sequence.text, sequence.stop_reason)
+            rest = (content or "")[len(sent[index]) :] if content else ""
+            if rest:
+                logprobs = entries(pending[index]) if body.logprobs else None
+                yield chunk(index, {"content": rest}, logprobs=logprobs)
+            if calls:
+                delta = {"tool_calls": [call | {"index": i} for i, call in enumerate(calls)]}
+                yield chunk(index, delta)
+            yield chunk(index, {}, finish)
+        if body.include_usage():
+            completion = sum(len(s.tokens) for s in result.sequences)
+            yield base | {"choices": [], "usage": usage(len(prompt), completion)}
+
+    return _sse_response(request, tenant, target, [prompt], params, body.n, tokenizer, events)
+
+
+def _sse_response(request, tenant, target, prompts, params, n, tokenizer, events):
+    """Run the generation in the background and stream what `events` makes of its tokens."""
+    state = _state(request)
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue = asyncio.Queue()
+
+    def on_token(prompt_index: int, sample: int, token: int, logprob: float) -> None:
+        loop.call_soon_threadsafe(queue.put_nowait, (prompt_index * n + sample, token, logprob))
+
+    async def counted():
+        with state.requests.counted(tenant):
+            return await state.serving.generate(target, prompts, params, n, False, on_token)
+
+    state.requests.admit(tenant)  # over the limit: a 429 before the stream starts
+    task = asyncio.ensure_future(counted())
+    task.add_done_callback(lambda _: queue.put_nowait(None))
+    stop_ids = {tokenizer.eos_token_id}
+
+    async def tokens():
+        so_far: dict[int, list[int]] = {}
+        while (item := await queue.get()) is not None:
+            index, token, logprob = item
+            so_far.setdefault(index, []).append(token)
+            shown = [t for t in so_far[index] if t not in stop_ids]
+            yield index, token, logprob, tokenizer.decode(shown, skip_special_tokens=False)
+
+    async def final():
+        return task.result()
+
+    async def body():
+        try:
+            async for payload in events(tokens, final):
+                yield f"data: {json.dumps(payload)}\n\n"
+        except Exception as exc:  # noqa: BLE001 - the status line is gone: report in-stream
+            status, type_, message, _ = describe(exc)
+            if status >= 500:
+                logger.error("stream failed", exc_info=exc)
+            error = {"message": message, "type": type_, "code": status, "param": None}
+            yield f"data: {json.dumps({'error': error})}\n\n"
+        finally:
+            if not task.done():
+                task.cancel()
+        yield "data: [DONE]\n\n"
+
+    return StreamingResponse(body(), media_type="text/event-stream")
+
+
+# ----- completions ---------------------------------------------------------------------------
+def _prompts(serving, target: Target, prompt) -> list[list[int]]:
+    """The prompt field (a string, strings, token ids or lists of them) as token lists."""
+    if isinstance(prompt, str):
+        prompt = [prompt]
+    if not prompt:
+        raise InvalidRequest("prompt is empty: send text or token ids")
+    if all(isinstance(p, int) for p in prompt):
+        prompt = [prompt]
+    out = []
+    for index, item in enumerate(prompt):
+        tokens = serving.encode(target, item) if isinstance(item, str) else list(item)
+        if not tokens:
+            raise InvalidRequest(f"prompt[{index}] is empty: send text to continue")
+        out.append(tokens)
+    if len(out) > 64:
+        raise InvalidRequest(f"prompt takes up to 64 prompts, got {len(out)}")
+    return out
+
+
+def _completion_logprobs(tokenizer, tokens, logprobs, tops, offset: int) -> dict:
+    texts = [token_text(tokenizer, t) for t in tokens]
+    offsets, position = [], offset
+    for text in texts:
+        offsets.append(position)
+        position += len(text)
+    return {
+        "tokens": texts,
+        "token_logprobs": logprobs,
+        "top_logprobs": [
+            {token_text(tokenizer, t): lp for t, lp in top} if top is not None else None
+            for top in tops
+        ],
+        "text_offset": offsets,
+    }
+
+
+def _completion_choice(tokenizer, body, index, prompt, result, sequence: SampledSequence) -> dict:
+    prompt_text = tokenizer.decode(prompt, skip_special_tokens=False) if body.echo else ""
+    logprobs = None
+    if body.logprobs is not None:
+        count = len(sequence.logprobs)
+        tops = sequence.top_logprobs[:count] if sequence.top_logprobs else [[]] * count
+        logprobs = _completion_logprobs(
+            tokenizer, sequence.tokens, sequence.logprobs, tops, len(prompt_text)
+        )
+        if body.echo:
+            echoed = _completion_logprobs(
+                tokenizer,
+                prompt,
+                list(result.prompt_logprobs or [None] * len(prompt)),
+                [None] * len(prompt),
+                0,
+            )
+            logprobs = {key: echoed[key] + logprobs[key] for key in logprobs}
+    return {
+        "index": index,
+        "text": prompt_text + sequence.text,
+        "logprobs": logprobs,
+        "finish_reason": sequence.stop_reason,
+    }
+
+
+@router.post("/completions")
+async def completions(request: Request, tenant: Tenant, body: CompletionBody):
+    body.check_supported()
+    body.best_of_check()
+    state = _state(request)
+    serving = state.serving
+    target = serving.resolve(tenant, body.model)
+    prompts = _prompts(serving, target, body.prompt)
+    tokenizer = serving.tokenizer(target)
+    params = body.sampling_params(body.max_tokens, body.logprobs or 0)
+    if body.stream:
+        if body.echo or body.logprobs is not None:
+            raise InvalidRequest("echo and logprobs are not supported with stream")
+        return _stream_completion(request, tenant, body, target, prompts, params, tokenizer)
+    with state.requests.counted(tenant):
+        results = await serving.generate(target, prompts, params, body.n, body.echo)
+    choices = [
+        _completion_choice(tokenizer, body, p * body.n + s, prompts[p], result, sequence)
+        for p, result in enumerate(results)
+        for s, sequence in enumerate(result.sequences)
+    ]
+    completion = sum(len(s.tokens) for r in results for s in r.sequences)
+    return {
+        "id": new_id("cmpl"),
+        "object": "text_completion",
+        "created": now(),
+        "model": body.model,
+        "system_fingerprint": FINGERPRINT,
+        "choices": choices,
+        "usage": usage(sum(len(p) for p in prompts), completion),
+    }
+
+
+def _stream_completion(request, tenant, body, target, prompts, params, tokenizer):
+    base = {
+        "id": new_id("cmpl"),
+        "object": "text_completion",
+        "created": now(),
+        "model": body.model,
+        "system_fingerprint": FINGERPRINT,
+    }
+    if body.include_usage():
+        base["usage"] = None
+    plain = ChatShape()
+
+    def chunk(index: int, text: str, finish=None) -> dict:
+        choice = {"index": index, "text": text, "logprobs": None, "finish_reason": finish}
+        return base | {"choices": [choice]}
+
+    async def events(tokens, final):
+        sent: dict[int, str] = {}
+        async for index, _token, _logprob, text in tokens():
+            visible = plain.visible(text, params.stop_strings)
+            done = sent.get(index, "")
+            if visible.startswith(done) and len(visible) > len(done):
+                sent[index] = visible
+                yield chunk(index, visible[len(done) :])
+        results = await final()
+        for p, result in enumerate(results):
+            for s, sequence in enumerate(result.sequences):
+                index = p * body.n + s
+                rest = sequence.text[len(sent.get(index, "")) :]
+                if rest:
+                    yield chunk(index, rest)
+                yield chunk(index, "", sequence.stop_reason)
+        if body.include_usage():
+            completion = sum(len(s.tokens) for r in results for s in r.sequences)
+            yield base | {"choices": [], "usage": usage(sum(map(len, prompts)), completion)}
+
+    return _sse_response(request, tenant, target, prompts, params, body.n, tokenizer, events)
+
+
+# ----- models and warmup ---------------------------------------------------------------------
+def _cards(state, tenant: str) -> list[dict]:
+    cards = [
+        model_card(name, state.started_at, "frontier-signal", None)
+        for name in state.serving.base_models()
+    ]
+    for row in state.store.list_runs(tenant):
+        cards.append(model_card(row.id, row.created_at, tenant, row.base_model))
+    return cards
+
+
+@router.get("/models")
+async def list_models(request: Request, tenant: Tenant) -> dict:
+    return {"object": "list", "data": _cards(_state(request), tenant)}
+
+
+@router.get("/models/{model:path}")
+async def get_model(request: Request, tenant: Tenant, model: str) -> dict:
+    state = _state(request)
+    for card in _cards(state, tenant):
+        if card["id"] == model:
+            return card
+    target = state.serving.resolve(tenant, model)  # run@step, run:checkpoint: a 404 if unknown
+    if target.run is None:
+        raise NotFound(f"model {model!r} not found")
+    return model_card(model, target.run.created_at, tenant, target.base_model)
+
+
+@router.post("/warmup")
+async def warmup(request: Request, tenant: Tenant, body: WarmupBody) -> dict:
+    return await _state(request).serving.warmup(tenant, body.model)
+
+
+@router.get("/warmup/{model:path}")
+async def warmup_status(request: Request, tenant: Tenant, model: str) -> dict:
+    return _state(request).serving.warmup_status(tenant, model)

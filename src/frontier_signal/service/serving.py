@@ -1,0 +1,206 @@
+"""The OpenAI-compatible face's rules (docs/openai-api.md): which weights a `model` names, chat
+prompts rendered exactly as training renders them, generation through the scheduler, and warmup.
+
+A `model` is one of:
+- a base model name (`HuggingFaceTB/SmolLM2-135M-Instruct`): the bare base model;
+- a run id (`run_...`): that run's current weights, in order after its queued training steps;
+- `run_...@STEP`: the sampler weights a run kept at that step (see `GET /v1/runs/{id}/steps`);
+- `run_...:CHECKPOINT`: a saved checkpoint by id or name (Signal `save_state` ids, Tinker names);
+- a Tinker path (`tinker://...`, `hpcai://...`).
+
+A tenant only ever resolves its own runs; another tenant's run is "not found", like a typo.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, replace
+
+from frontier_signal.engine.engine import Engine
+from frontier_signal.engine.tools import template_messages
+from frontier_signal.engine.types import SampleRequest, SampleResult, SamplingParams, TokenCallback
+from frontier_signal.service.errors import InvalidRequest, NotFound
+from frontier_signal.service.runs import RunService
+from frontier_signal.service.tables import Run
+from frontier_signal.service.tinker import TinkerService
+
+# Used when a request sets neither max_tokens nor max_completion_tokens.
+DEFAULT_MAX_TOKENS = 512
+
+
+@dataclass(frozen=True)
+class Target:
+    """The weights a `model` name resolved to."""
+
+    name: str  # as the caller wrote it; echoed back in responses
+    base_model: str
+    engine_model: str  # `SampleRequest.model`: a run id or the base model name
+    checkpoint: str = ""  # a checkpoint folder (wins over engine_model), or ""
+    run: Run | None = None
+
+    @property
+    def key(self) -> str:
+        """Scheduler key: a run's own queue (reads see its finished steps), else shared."""
+        return self.run.id if self.run is not None and not self.checkpoint else ""
+
+
+class ServingService:
+    """Chat and completions over base models, runs and checkpoints; warmup state."""
+
+    def __init__(self, runs: RunService, tinker: TinkerService):
+        self.runs = runs
+        self.tinker = tinker
+        self.scheduler = runs.scheduler
+        self._warmups: dict[tuple[str, str], dict] = {}
+
+    # ----- models ---------------------------------------------------------------------------
+    def base_models(self) -> list[str]:
+        return self.scheduler.engine.list_models()
+
+    def resolve(self, tenant_id: str, model: str) -> Target:
+        """The weights `model` names for this tenant.
+
+        Raises:
+            NotFound: no base model, run or checkpoint of this tenant has that name.
+            InvalidRequest: the name points at something that cannot be sampled.
+        """
+        if not isinstance(model, str) or not model.strip():
+            raise InvalidRequest("model is required: a base model name or one of your run ids")
+        if model in self.base_models():
+            return Target(model, model, model)
+        if model.startswith(("tinker://", "hpcai://")):
+            checkpoint = self.tinker.resolve(tenant_id, model)
+            return self._checkpoint_target(model, checkpoint.run_id, checkpoint)
+        run_id, at, step = model.partition("@")
+        if at:
+            row = self._run(tenant_id, run_id, model)
+            if not step.isdigit():
+                raise InvalidRequest(f"model {model!r}: the step after '@' must be an integer")
+            folder = self.runs.sampler_path(row.id, int(step))
+            return Target(model, row.base_model, row.id, folder, row)
+        run_id, colon, name = model.partition(":")
+        if colon:
+            self._run(tenant_id, run_id, model)
+            checkpoint = self.tinker.find_checkpoint(tenant_id, run_id, name)
+            return self._checkpoint_target(model, run_id, checkpoint)
+        row = self._run(tenant_id, model, model)
+        return Target(model, row.base_model, row.id, "", row)
+
+    def _run(self, tenant_id: str, run_id: str, model: str) -> Run:
+        try:
+            return self.runs.run_row(tenant_id, run_id)
+        except NotFound:
+            raise NotFound(
+                f"model {model!r} not found: it is neither a base model of this server "
+                f"({', '.join(self.base_models())}) nor one of your runs "
+                "(run id, run@step or run:checkpoint)"
+            ) from None
+
+    def _checkpoint_target(self, model: str, run_id: str, checkpoint) -> Target:
+        if checkpoint.kind == "merged":
+            raise InvalidRequest(
+                f"model {model!r} is a merged export, which is served by loading it as a base "
+                "model; name the run or one of its adapter checkpoints instead"
+            )
+        row = self.runs.store.get_run(run_id)
+        return Target(model, row.base_model, row.id, checkpoint.path, row)
+
+    # ----- generation -----------------------------------------------------------------------
+    def tokenizer(self, target: Target):
+        return self.runs.tokenizer(target.base_model)
+
+    def chat_prompt(self, target: Target, messages: list, functions: list[dict] | None) -> str:
+        """The prompt text for the assistant's next turn: the chat template over the messages
+        (tools in the format training uses, engine/tools.py)."""
+        plain = template_messages(messages, functions)
+        return self.tokenizer(target).apply_chat_template(
+            plain, tokenize=False, add_generation_prompt=True
+        )
+
+    def encode(self, target: Target, text: str) -> list[int]:
+        return list(self.tokenizer(target)(text, add_special_tokens=False)["input_ids"])
+
+    async def generate(
+        self,
+        target: Target,
+        prompts: list[list[int]],
+        params: SamplingParams,
+        n: int,
+        prompt_logprobs: bool = False,
+        on_token: TokenCallback | None = None,
+    ) -> list[SampleResult]:
+        """`n` samples of every prompt, batched with whatever else the engine is decoding.
+
+        Generation stops at the model's end-of-sequence token as well as the request's stops.
+        """
+        if target.run is not None and not target.checkpoint:
+            await self.runs.ensure_loaded(target.run)
+
+        def prepare(engine: Engine) -> list[SampleRequest]:
+            eos = engine.tokenizer(target.base_model).eos_token_id
+            stops = tuple(params.stop_token_ids) + ((eos,) if eos is not None else ())
+            final = replace(params, stop_token_ids=stops)
+            return [
+                SampleRequest(
+                    target.engine_model, tokens, final, n, prompt_logprobs, target.checkpoint
+                )
+                for tokens in prompts
+            ]
+
+        future = self.scheduler.sample(target.key, target.base_model, prepare, on_token)
+        return await asyncio.wrap_future(future)
+
+    # ----- warmup ---------------------------------------------------------------------------
+    def warmup_status(self, tenant_id: str, model: str) -> dict:
+        """`{"model", "status": "loading" | "ready" | "error", "detail"}`. A model never warmed
+        is resolved (404 if unknown) and reported ready when it is already in memory."""
+        known = self._warmups.get((tenant_id, model))
+        if known is not None:
+            return known
+        target = self.resolve(tenant_id, model)
+        ready = self._in_memory(target)
+        detail = "in memory" if ready else "not loaded: POST /v1/warmup loads it"
+        return {"model": model, "status": "ready" if ready else "not_loaded", "detail": detail}
+
+    def _in_memory(self, target: Target) -> bool:
+        engine = self.scheduler.engine
+        if target.base_model not in engine.loaded_models():
+            return False
+        if target.run is not None and not target.checkpoint:
+            return target.run.id in engine.list_runs()
+        return not target.checkpoint
+
+    async def warmup(self, tenant_id: str, model: str) -> dict:
+        """Start loading `model` (base weights, a run's adapter or a checkpoint) in the
+        background; answers at once with its status."""
+        target = self.resolve(tenant_id, model)
+        key = (tenant_id, model)
+        current = self._warmups.get(key)
+        # Loading, or loaded and still in memory (an adapter checkpoint stays in the cache).
+        if current is not None and (
+            current["status"] == "loading"
+            or (current["status"] == "ready" and (target.checkpoint or self._in_memory(target)))
+        ):
+            return current
+        status = {"model": model, "status": "loading", "detail": "loading"}
+        self._warmups[key] = status
+        asyncio.get_running_loop().create_task(self._load(target, status))
+        return status
+
+    async def _load(self, target: Target, status: dict) -> None:
+        started = time.perf_counter()
+        try:
+            if target.run is not None and not target.checkpoint:
+                await self.runs.ensure_loaded(target.run)
+            else:
+
+                def load(engine: Engine) -> None:
+                    engine.prepare_sampling(target.engine_model, target.checkpoint)
+
+                await asyncio.wrap_future(self.scheduler.call(target.key, load))
+        except Exception as exc:  # noqa: BLE001 - reported through the status
+            status.update(status="error", detail=str(exc) or type(exc).__name__)
+        else:
+            seconds = time.perf_counter() - started
+            status.update(status="ready", detail=f"loaded in {seconds:.2f} s")
