@@ -257,7 +257,7 @@ async def test_unified_client_closes_every_provider_it_opened(lm_env):
 @pytest.mark.anyio
 @pytest.mark.parametrize("which", ["base", "run", "run_at_step"])
 async def test_warmup_reaches_ready_and_the_cache_spares_the_server(lm_env, tool_run, which):
-    model = {"base": TINY, "run": tool_run, "run_at_step": f"{tool_run}@40"}[which]
+    model = {"base": TINY, "run": tool_run, "run_at_step": f"{tool_run}@2"}[which]
     wire, cache = Recording(), WarmupCache()
     async with SignalProvider(warmup_cache=cache, sleep=fast_poll, http_client=wire.client()) as p:
         assert await p.warmup(model, max_attempts=400) is True
