@@ -9,6 +9,7 @@ progress bar, sample again, save the adapter, and stop the server cleanly.
 from __future__ import annotations
 
 import json
+import sys
 import time
 from importlib import resources
 from pathlib import Path
@@ -44,9 +45,40 @@ def run_demo(
         server.wait_ready()
         echo(f"  ready at {server.base_url} in {time.perf_counter() - started:.1f}s")
         with SignalClient(api_key=api_key, base_url=server.base_url) as client:
-            return _quickstart(
+            summary = _quickstart(
                 client, model, steps, learning_rate, rank, load_tokenizer(model), echo
             )
+            summary["openai_chat"] = _chat_through_openai(
+                server.base_url, api_key, summary["run_id"], echo
+            )
+    echo(json.dumps(summary, indent=2))
+    return summary
+
+
+def _chat_through_openai(base_url: str, api_key: str, run_id: str, echo) -> str:
+    """The trained run answers through the OpenAI-compatible API, streamed by the `openai` SDK."""
+    from openai import OpenAI
+
+    question = "Tell me about the capital of Zorbia."
+    echo(f"Asking run {run_id} through /v1/chat/completions (the openai SDK, streaming):")
+    echo(f"  {question}")
+    sys.stdout.write("  -> ")
+    parts = []
+    with OpenAI(base_url=f"{base_url}/v1", api_key=api_key) as client:
+        stream = client.chat.completions.create(
+            model=run_id,
+            messages=[{"role": "user", "content": question}],
+            max_tokens=40,
+            temperature=0,
+            stream=True,
+        )
+        for chunk in stream:
+            delta = chunk.choices[0].delta.content or "" if chunk.choices else ""
+            parts.append(delta)
+            sys.stdout.write(delta)
+            sys.stdout.flush()
+    sys.stdout.write("\n")
+    return "".join(parts)
 
 
 def _quickstart(client, model, steps, learning_rate, rank, tokenizer, echo) -> dict:
@@ -103,5 +135,4 @@ def _quickstart(client, model, steps, learning_rate, rank, tokenizer, echo) -> d
         "checkpoint": saved["checkpoint_path"],
         "artifact_uri": saved["artifact_uri"],
     }
-    echo(json.dumps(summary, indent=2))
     return summary

@@ -129,16 +129,18 @@ class ServingService:
         n: int,
         prompt_logprobs: bool = False,
         on_token: TokenCallback | None = None,
+        ignore_eos: bool = False,
     ) -> list[SampleResult]:
         """`n` samples of every prompt, batched with whatever else the engine is decoding.
 
-        Generation stops at the model's end-of-sequence token as well as the request's stops.
+        Generation stops at the model's end-of-sequence token (unless `ignore_eos`) as well as
+        at the request's stops.
         """
         if target.run is not None and not target.checkpoint:
             await self.runs.ensure_loaded(target.run)
 
         def prepare(engine: Engine) -> list[SampleRequest]:
-            eos = engine.tokenizer(target.base_model).eos_token_id
+            eos = None if ignore_eos else engine.tokenizer(target.base_model).eos_token_id
             stops = tuple(params.stop_token_ids) + ((eos,) if eos is not None else ())
             final = replace(params, stop_token_ids=stops)
             return [

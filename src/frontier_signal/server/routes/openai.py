@@ -169,7 +169,9 @@ async def chat_completions(request: Request, tenant: Tenant, body: ChatCompletio
     if body.stream:
         return _stream(request, tenant, body, target, prompt, params, shape)
     with state.requests.counted(tenant):
-        [result] = await serving.generate(target, [prompt], params, body.n)
+        [result] = await serving.generate(
+            target, [prompt], params, body.n, ignore_eos=body.ignore_eos
+        )
     tokenizer = serving.tokenizer(target)
     choices = []
     for index, sequence in enumerate(result.sequences):
@@ -252,12 +254,13 @@ def _stream(request, tenant, body, target: Target, prompt, params, shape: ChatSh
             completion = sum(len(s.tokens) for s in result.sequences)
             yield base | {"choices": [], "usage": usage(len(prompt), completion)}
 
-    return _sse_response(request, tenant, target, [prompt], params, body.n, tokenizer, events)
+    return _sse_response(request, tenant, target, [prompt], params, body, tokenizer, events)
 
 
-def _sse_response(request, tenant, target, prompts, params, n, tokenizer, events):
+def _sse_response(request, tenant, target, prompts, params, body, tokenizer, events):
     """Run the generation in the background and stream what `events` makes of its tokens."""
     state = _state(request)
+    n, ignore_eos = body.n, body.ignore_eos
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue = asyncio.Queue()
 
@@ -266,7 +269,9 @@ def _sse_response(request, tenant, target, prompts, params, n, tokenizer, events
 
     async def counted():
         with state.requests.counted(tenant):
-            return await state.serving.generate(target, prompts, params, n, False, on_token)
+            return await state.serving.generate(
+                target, prompts, params, n, False, on_token, ignore_eos
+            )
 
     state.requests.admit(tenant)  # over the limit: a 429 before the stream starts
     task = asyncio.ensure_future(counted())
@@ -380,7 +385,9 @@ async def completions(request: Request, tenant: Tenant, body: CompletionBody):
             raise InvalidRequest("echo and logprobs are not supported with stream")
         return _stream_completion(request, tenant, body, target, prompts, params, tokenizer)
     with state.requests.counted(tenant):
-        results = await serving.generate(target, prompts, params, body.n, body.echo)
+        results = await serving.generate(
+            target, prompts, params, body.n, body.echo, ignore_eos=body.ignore_eos
+        )
     choices = [
         _completion_choice(tokenizer, body, p * body.n + s, prompts[p], result, sequence)
         for p, result in enumerate(results)
@@ -434,7 +441,7 @@ def _stream_completion(request, tenant, body, target, prompts, params, tokenizer
             completion = sum(len(s.tokens) for r in results for s in r.sequences)
             yield base | {"choices": [], "usage": usage(sum(map(len, prompts)), completion)}
 
-    return _sse_response(request, tenant, target, prompts, params, body.n, tokenizer, events)
+    return _sse_response(request, tenant, target, prompts, params, body, tokenizer, events)
 
 
 # ----- models and warmup ---------------------------------------------------------------------
