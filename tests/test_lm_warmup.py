@@ -143,6 +143,16 @@ async def test_loading_model_is_polled_once_a_second_until_ready(sleep, cache):
 
 
 @pytest.mark.anyio
+async def test_a_poll_answering_not_loaded_asks_for_the_model_again(sleep, cache):
+    server = WarmupServer("loading", "not_loaded", "loading", "ready")
+    ok = await warmup_model(
+        "m", CONFIG, cache=cache, sleep=sleep, http_client=server.async_client()
+    )
+    assert ok is True
+    assert [method for method, _ in server.calls] == ["POST", "GET", "POST", "GET"]
+
+
+@pytest.mark.anyio
 async def test_model_names_keep_slashes_and_colons_in_the_poll_path(sleep, cache):
     server = WarmupServer("loading", "ready")
     model = "HuggingFaceTB/SmolLM2-135M-Instruct"

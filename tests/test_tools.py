@@ -41,7 +41,9 @@ def test_tools_go_into_the_system_message_and_calls_and_results_into_text():
     ]
     plain = template_messages(messages, check_tools([WEATHER]))
     assert [m["role"] for m in plain] == ["system", "user", "assistant", "tool"]
-    assert plain[0]["content"].startswith("Be brief.\n\n") and '"get_weather"' in plain[0]["content"]
+    assert (
+        plain[0]["content"].startswith("Be brief.\n\n") and '"get_weather"' in plain[0]["content"]
+    )
     assert plain[1]["content"] == "Weather?"
     assert plain[2]["content"] == '<tool_call>{"name": "get_weather", "arguments": {}}</tool_call>'
     assert plain[3]["content"] == "<tool_response>sunny</tool_response>"

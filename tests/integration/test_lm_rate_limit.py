@@ -56,7 +56,7 @@ class Recording(httpx2.AsyncBaseTransport):
 async def hold_the_slot(provider):
     """Start a long streamed answer and wait for its first token: the slot is now taken."""
     stream = await provider.create_chat_completion(
-        TINY, HELLO, stream=True, max_tokens=1000, temperature=1.0, seed=1
+        TINY, HELLO, stream=True, max_tokens=1000, ignore_eos=True, temperature=1.0, seed=1
     )
     async for chunk in stream:
         if chunk["choices"] and chunk["choices"][0]["delta"].get("content"):

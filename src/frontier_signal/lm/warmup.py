@@ -1,7 +1,9 @@
 """Model warmup: ask the server to load a model, poll until it is ready, remember success.
 
-The server contract (`docs/lm.md`): `POST /v1/warmup {"model"}` and `GET /v1/warmup/{model}`
-both answer `{"model", "status": "loading" | "ready" | "error", "detail"}`; the model name may
+The server contract (`docs/openai-api.md`): `POST /v1/warmup {"model"}` and `GET
+/v1/warmup/{model}` answer `{"model", "status": "loading" | "ready" | "error", "detail"}` (a
+poll may also say `not_loaded` when the server no longer knows the request, e.g. after a
+restart: then the model is asked for again with a `POST`); the model name may
 be a base model, a run id, `<run>:<checkpoint>` or `<run>@<step>` (slashes and colons kept in
 the path). Warmup is advisory: every failure becomes `False` plus a log line, never an
 exception. A success is remembered for 10 minutes per (server root, model) in a per-process
@@ -84,7 +86,7 @@ def _status(body: Any) -> tuple[str, str]:
         return "error", f"unexpected warmup answer {body!r}"
     status = body.get("status")
     detail = str(body.get("detail") or "")
-    if status in ("loading", "ready", "error"):
+    if status in ("loading", "ready", "error", "not_loaded"):
         return status, detail
     return "error", f"unexpected warmup status {status!r} {detail}".strip()
 
@@ -137,7 +139,10 @@ async def warmup_with_client(
             if attempt >= max_attempts:
                 break
             await sleep(poll_interval)
-            body = await client.get(warmup_path(model), cast_to=object)
+            if status == "not_loaded":  # the server forgot our request (it restarted): ask again
+                body = await client.post("/warmup", body={"model": model}, cast_to=object)
+            else:
+                body = await client.get(warmup_path(model), cast_to=object)
     except openai.OpenAIError as exc:
         return _give_up(model, f"{type(exc).__name__}: {exc}")
     return _give_up(model, f"still loading after {max_attempts} attempts")
@@ -171,7 +176,10 @@ def warmup_with_sync_client(
             if attempt >= max_attempts:
                 break
             sleep(poll_interval)
-            body = client.get(warmup_path(model), cast_to=object)
+            if status == "not_loaded":
+                body = client.post("/warmup", body={"model": model}, cast_to=object)
+            else:
+                body = client.get(warmup_path(model), cast_to=object)
     except openai.OpenAIError as exc:
         return _give_up(model, f"{type(exc).__name__}: {exc}")
     return _give_up(model, f"still loading after {max_attempts} attempts")
