@@ -111,7 +111,7 @@ def http(base_url, alice):
 @pytest.fixture(scope="module")
 def tool_run(http) -> str:
     """A run with two steps on the tool format (too few for the tiny model to learn it:
-    `test_lm_tools_slow.py` checks parsed calls on SmolLM2)."""
+    `test_openai_tools_slow.py` checks parsed calls on SmolLM2)."""
     run = http.post("/v1/runs", json={"base_model": TINY, "lora_r": 8, "lora_alpha": 16})
     assert run.status_code == 200, run.text
     run_id = run.json()["run_id"]

@@ -1,6 +1,7 @@
 """Tools end to end on SmolLM2 through the official `openai` SDK: a run trained briefly (through
 the Signal API) on the documented tool format calls the tool, reads its result and answers; a
-forced `tool_choice` streams the call. (SmolLM2's chat template has no tools section: tools go
+forced `tool_choice` streams the call; `frontier_signal.lm`'s two providers hand the calls back
+as OpenAI's dicts. (SmolLM2's chat template has no tools section: tools go
 through the fallback format of engine/tools.py, for training and serving alike.)"""
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ import json
 
 import pytest
 
+from frontier_signal.lm import LMConfig, create_provider
 from tests.conftest import SMOLLM2
 from tests.integration.test_openai_server import ANSWER, CALL, QUESTION, RESULT, WEATHER
 
@@ -22,6 +24,13 @@ OTHER_CALL = CALL | {
         | {"function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'}}
     ]
 }
+
+
+@pytest.fixture
+def anyio_backend():
+    return "asyncio"
+
+
 CHAT = [{"role": "user", "content": "Say hello."}, {"role": "assistant", "content": "Hello!"}]
 
 
@@ -90,3 +99,39 @@ def test_a_named_tool_choice_forces_the_call_and_streams_it(oai, smollm2_tool_ru
     assert [json.loads(tc.function.arguments) for tc in calls] == [{"city": "Oslo"}]
     assert chunks[-1].choices[0].finish_reason == "tool_calls"
     assert not "".join(c.choices[0].delta.content or "" for c in chunks)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("name", ["signal", "openai"])
+async def test_a_tool_call_round_trip_through_the_provider(server, alice, smollm2_tool_run, name):
+    root = server.base_url if name == "signal" else f"{server.base_url}/v1"
+    async with create_provider(name, config=LMConfig(root, alice, max_retries=0)) as provider:
+        assert await provider.warmup(smollm2_tool_run) is True
+        first = await provider.create_chat_completion(
+            smollm2_tool_run,
+            [QUESTION],
+            tools=[WEATHER],
+            tool_choice="auto",
+            temperature=0,
+            max_tokens=40,
+        )
+        choice = first["choices"][0]
+        assert choice["finish_reason"] == "tool_calls", choice["message"]["content"]
+        [call] = choice["message"]["tool_calls"]
+        assert call["type"] == "function" and call["id"].startswith("call_")
+        assert call["function"]["name"] == "get_weather"
+        assert isinstance(call["function"]["arguments"], str)
+        assert json.loads(call["function"]["arguments"]) == {"city": "Paris"}
+
+        assistant = {"role": "assistant", "content": None, "tool_calls": [call]}
+        result = RESULT | {"tool_call_id": call["id"]}
+        second = await provider.create_chat_completion(
+            smollm2_tool_run,
+            [QUESTION, assistant, result],
+            tools=[WEATHER],
+            temperature=0,
+            max_tokens=40,
+        )
+    assert second["choices"][0]["finish_reason"] == "stop"
+    assert not second["choices"][0]["message"].get("tool_calls")
+    assert second["choices"][0]["message"]["content"] == ANSWER["content"]
