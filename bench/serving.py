@@ -50,17 +50,22 @@ def _free_port() -> int:
 
 
 def start_server(data_dir: Path) -> tuple[subprocess.Popen, str]:
+    """`frontier-signal serve` in its own process; its log goes to a file in `data_dir` (a
+    pipe nobody reads would block the server once full)."""
     port = _free_port()
     command = [
         sys.executable, "-m", "frontier_signal.cli", "serve", "--no-auth", "--port", str(port),
         "--models", MODEL, "--data-dir", str(data_dir),
     ]  # fmt: skip
     env = os.environ | {"FRONTIER_SIGNAL_LOG_LEVEL": "warning"}
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    log = data_dir / "server.log"
+    with log.open("wb") as sink:
+        process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}"
     for _ in range(1200):  # bounded: 10 minutes (a cold start converts the GGUF)
         if process.poll() is not None:
-            raise RuntimeError(f"server exited: {process.stderr.read().decode()[-2000:]}")
+            raise RuntimeError(f"server exited: {log.read_text()[-2000:]}")
         try:
             if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
                 return process, url

@@ -7,6 +7,12 @@ Ordering and batching rules (DESIGN.md, contract notes "Scheduling"):
   (at most one per run per batch); runnable samples on one base model batch together.
 - Samples go first when they can, so short sampling calls do not wait behind a training queue,
   but a batch of samples is always followed by other waiting work, so training is never starved.
+- A sample that finds the engine idle waits up to `sample_gather_s` (20 ms) for more samples while
+  they keep arriving, capped at `sample_gather_cap_s` (100 ms): a burst of concurrent requests
+  (each parsed, authenticated and tokenized one after another on the event loop) then decodes
+  as one batch instead of one alone and the rest behind it (bench/serving.py: 8 concurrent
+  requests on 8 runs went from 2.4-2.9x to 4.1x faster than one after another; a lone request
+  pays the 20 ms).
 - Anything else (create, optim_step, checkpoints, loads) is a `call`: it runs alone, a barrier for
   its key only.
 
@@ -19,6 +25,7 @@ from __future__ import annotations
 import itertools
 import logging
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -43,6 +50,7 @@ class Work:
     future: Future = field(default_factory=Future)
     on_token: TokenCallback | None = None
     seq: int = 0
+    submitted: float = field(default_factory=time.monotonic)
 
 
 class Scheduler:
@@ -51,11 +59,21 @@ class Scheduler:
     Args:
         engine: the engine; no other thread may touch it once `start` is called.
         max_sample_rows: most sequences decoded together in one batch.
+        sample_gather_s: how long a sample batch waits for the next sample to arrive (0: never).
+        sample_gather_cap_s: the longest a sample batch waits in all.
     """
 
-    def __init__(self, engine: Engine, max_sample_rows: int = 32):
+    def __init__(
+        self,
+        engine: Engine,
+        max_sample_rows: int = 32,
+        sample_gather_s: float = 0.02,
+        sample_gather_cap_s: float = 0.1,
+    ):
         self.engine = engine
         self.max_sample_rows = max_sample_rows
+        self.sample_gather_s = sample_gather_s
+        self.sample_gather_cap_s = sample_gather_cap_s
         self._pending: list[Work] = []
         self._cond = threading.Condition()
         self._stopping = False
@@ -117,9 +135,29 @@ class Scheduler:
                 if not self._pending:
                     return
                 batch = self._next_batch()
+                if batch[0].kind == "sample" and self._gather_samples(batch[0]):
+                    batch = self._next_batch()
                 for work in batch:
                     self._pending.remove(work)
             self._execute(batch)
+
+    def _gather_samples(self, head: Work) -> bool:
+        """With the lock held: wait while samples keep arriving (see the module doc); True
+        when more came. Stopping, or a full batch, ends the wait."""
+        deadline = head.submitted + self.sample_gather_cap_s
+        arrived = False
+        while not self._stopping:
+            samples = [w for w in self._pending if w.kind == "sample"]
+            if len(samples) >= self.max_sample_rows:
+                break
+            now = time.monotonic()
+            until = min(max(w.submitted for w in samples) + self.sample_gather_s, deadline)
+            if now >= until:
+                break
+            before = len(self._pending)
+            self._cond.wait(until - now)
+            arrived = arrived or len(self._pending) > before
+        return arrived
 
     def _runnable(self, index: int) -> bool:
         """No earlier work of the same key, except that reads may pass reads."""

@@ -68,7 +68,11 @@ def create_app(settings: ServiceSettings | None = None, engine: Engine | None = 
         if settings.no_auth:
             store.ensure_tenant(LOCAL_TENANT, "local (no-auth)")
             logger.warning("NO AUTH: every caller on %s is the same tenant", settings.host)
-        scheduler = Scheduler(engine or Engine(settings.device, settings.dtype))
+        scheduler = Scheduler(
+            engine or Engine(settings.device, settings.dtype),
+            sample_gather_s=settings.sample_gather_ms / 1000,
+            sample_gather_cap_s=5 * settings.sample_gather_ms / 1000,
+        )
         scheduler.start()
         runs = RunService(settings, store, scheduler)
         runs.reconcile_after_restart()

@@ -33,6 +33,9 @@ class ServiceSettings(BaseSettings):
     sampler_keep_every: int = Field(10, ge=0, description="... and every N-th step (0: none).")
     max_queued_per_tenant: int = Field(64, ge=1, description="Requests in flight per key.")
     max_runs_per_tenant: int = Field(32, ge=1, description="Active runs per tenant.")
+    sample_gather_ms: float = Field(
+        20.0, ge=0, le=1000, description="A sample waits this long for more to batch with."
+    )
     log_level: str = Field("info", description="debug | info | warning | error")
 
     def resolved_database_url(self) -> str:
