@@ -26,6 +26,7 @@ from frontier_signal.server.routes import health, signal, tinker
 from frontier_signal.service.futures import FutureService
 from frontier_signal.service.requests import RequestLog
 from frontier_signal.service.runs import RunService
+from frontier_signal.service.sessions import SessionService
 from frontier_signal.service.settings import ServiceSettings
 from frontier_signal.service.store import Store
 from frontier_signal.service.tinker import TinkerService
@@ -43,6 +44,7 @@ class AppState:
     requests: RequestLog
     futures: FutureService
     tinker: TinkerService
+    sessions: SessionService
     ready: bool = False
     startup_error: str = ""
     tasks: list = field(default_factory=list)
@@ -77,6 +79,7 @@ def create_app(settings: ServiceSettings | None = None, engine: Engine | None = 
             RequestLog(store, settings.max_queued_per_tenant),
             FutureService(store, settings.max_queued_per_tenant),
             TinkerService(runs),
+            SessionService(store),
         )
         app.state.frontier = state
         state.tasks.append(asyncio.ensure_future(_load_models(state)))

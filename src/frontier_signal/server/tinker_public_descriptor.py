@@ -1,3 +1,4 @@
+# ruff: noqa: E501
 """The message types of tinker's public wire protocol (`tinker_public.proto`), as a serialized
 FileDescriptorProto copied from the tinker 0.38.0 wheel (Apache-2.0, `tinker/proto/tinker_public_pb2.py`).
 
