@@ -95,10 +95,11 @@ def iso(seconds: float) -> str:
     return datetime.fromtimestamp(seconds, UTC).isoformat()
 
 
-def checkpoint_info(row: Checkpoint) -> dict:
-    """A Checkpoint as hpcai reads it (plus tinker's `tinker_path` and `size_bytes`)."""
+def checkpoint_info(row: Checkpoint, tinker_ids: bool = False) -> dict:
+    """A Checkpoint as hpcai reads it (plus tinker's `tinker_path`, `size_bytes`, `public`,
+    `expires_at`); for tinker clients the id carries the type segment (`weights/NAME`)."""
     return {
-        "checkpoint_id": row.name,
+        "checkpoint_id": f"{TINKER_SEGMENT[row.kind]}/{row.name}" if tinker_ids else row.name,
         "checkpoint_type": WIRE_TYPE[row.kind],
         "time": iso(row.created_at),
         "checkpoint_path": checkpoint_path(row),
@@ -394,9 +395,9 @@ class TinkerService:
         what = WIRE_TYPE.get(kind or "", "training or sampler")
         raise NotFound(f"run {run_id!r} has no {what} checkpoint named {name!r}")
 
-    def list_checkpoints(self, tenant_id: str, run_id: str) -> list[dict]:
+    def list_checkpoints(self, tenant_id: str, run_id: str, tinker_ids: bool = False) -> list[dict]:
         self.runs.run_row(tenant_id, run_id)
-        return [checkpoint_info(c) for c in self._listed(run_id)]
+        return [checkpoint_info(c, tinker_ids) for c in self._listed(run_id)]
 
     def _listed(self, run_id: str) -> list[Checkpoint]:
         rows = [

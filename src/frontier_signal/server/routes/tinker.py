@@ -519,7 +519,8 @@ async def get_training_run(request: Request, tenant: Tenant, run_id: str) -> dic
 
 @router.get("/training_runs/{run_id}/checkpoints")
 async def list_checkpoints(request: Request, tenant: Tenant, run_id: str) -> dict:
-    return {"checkpoints": _state(request).tinker.list_checkpoints(tenant, run_id)}
+    tinker_ids = _scheme(request) == "tinker://"
+    return {"checkpoints": _state(request).tinker.list_checkpoints(tenant, run_id, tinker_ids)}
 
 
 @router.get("/models/{run_id}/checkpoints")
