@@ -120,10 +120,15 @@ def keys_create(
     database_url: str | None = DATABASE_URL,
 ) -> None:
     """Create a key for a new tenant and print it once (only its hash is stored)."""
+    from frontier_signal.service.store import tinker_key_form
+
     key, row = _store(data_dir, database_url).create_key(name)
     typer.echo(key)
     typer.echo(
-        f"key id {row.id}, tenant {row.tenant_id}: store it now, it is not shown again", err=True
+        f"key id {row.id}, tenant {row.tenant_id}: store it now, it is not shown again\n"
+        f"the same key for the official tinker SDK (it accepts only tml- keys): "
+        f"{tinker_key_form(key)}",
+        err=True,
     )
 
 

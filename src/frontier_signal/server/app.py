@@ -27,6 +27,7 @@ from frontier_signal.service.futures import FutureService
 from frontier_signal.service.requests import RequestLog
 from frontier_signal.service.runs import RunService
 from frontier_signal.service.serving import ServingService
+from frontier_signal.service.sessions import SessionService
 from frontier_signal.service.settings import ServiceSettings
 from frontier_signal.service.store import Store
 from frontier_signal.service.tinker import TinkerService
@@ -44,6 +45,7 @@ class AppState:
     requests: RequestLog
     futures: FutureService
     tinker: TinkerService
+    sessions: SessionService
     serving: ServingService
     ready: bool = False
     started_at: float = field(default_factory=time.time)
@@ -84,6 +86,7 @@ def create_app(settings: ServiceSettings | None = None, engine: Engine | None = 
             RequestLog(store, settings.max_queued_per_tenant),
             FutureService(store, settings.max_queued_per_tenant),
             tinker_service := TinkerService(runs),
+            SessionService(store),
             ServingService(runs, tinker_service),
         )
         app.state.frontier = state

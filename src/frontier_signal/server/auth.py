@@ -1,5 +1,6 @@
 """API keys: `Authorization: Bearer sk-...` (or `X-API-Key: sk-...` on the Tinker face) → the
-caller's tenant id.
+caller's tenant id. Every key also works spelled `tml-...` (its `sk-fs-` prefix swapped), the only
+form the official tinker SDK accepts (docs/tinker-sdk.md).
 
 Keys are stored hashed; a revoked key gets 403, an unknown one 401. With `--no-auth` every
 caller is the one local tenant (a development mode that only binds to loopback).
@@ -38,7 +39,7 @@ async def api_key_tenant_id(request: Request) -> str:
     if not key:
         raise Unauthorized(
             "missing API key: send 'X-API-Key: sk-...' (the hpcai SDK sends its api_key= "
-            "argument or HPCAI_API_KEY)"
+            "argument or HPCAI_API_KEY; the tinker SDK takes the same key spelled tml-...)"
         )
     return _tenant_of_key(state, key)
 

@@ -39,6 +39,13 @@ class NotFound(ServiceError, LookupError):
     type = "not_found_error"
 
 
+class Gone(ServiceError):
+    """The thing existed but has ended (a finished or expired tinker session)."""
+
+    status = 410
+    type = "gone_error"
+
+
 class Conflict(ServiceError):
     status = 409
     type = "conflict_error"

@@ -1,12 +1,14 @@
 """Futures of the Tinker-style API: every asynchronous operation is a row of the store's
 `requests` table, answered later through `retrieve_future`.
 
-`submit` records the request (replaying the original future when its idempotency key was seen
-before), starts the operation as a task and returns at once. Operations of one model run in
-submission order (the client sends operation k+1 only after the POST of k returned, so the
-order of `submit` calls is the user's order). `retrieve` long-polls: it waits up to
-`poll_seconds` for the outcome, then says "try again". Outcomes live in the store, so a poll
-after a crash gets a clear answer. It knows nothing about HTTP.
+`submit` records the request (replaying the original future when its idempotency key, or for
+the tinker SDK its `(model, seq_id)`, was seen before), starts the operation as a task and
+returns at once. Operations of one model run in order: by `seq_id` when the client sends one
+(tinker posts the chunks of one forward_backward in parallel, so chunk 2 may arrive before
+chunk 1; operation s waits for s-1, or for `seq_wait_seconds` if s-1 never comes), else in
+submission order (hpcai sends operation k+1 only after the POST of k returned). `retrieve`
+long-polls: it waits up to `poll_seconds` for the outcome, then says "try again". Outcomes live
+in the store, so a poll after a crash gets a clear answer. It knows nothing about HTTP.
 """
 
 from __future__ import annotations
@@ -30,9 +32,10 @@ KEY_PREFIX = "tinker:"  # keeps these keys apart from the Signal face's Idempote
 class FutureFailed(Exception):
     """The recorded failure of a future; `message` says what was wrong."""
 
-    def __init__(self, message: str):
+    def __init__(self, message: str, category: str = "unknown"):
         super().__init__(message)
         self.message = message
+        self.category = category  # user | server | unknown (tinker's RequestErrorCategory)
 
 
 class FutureService:
@@ -54,7 +57,11 @@ class FutureService:
         poll_seconds: float = 30.0,
         keep_seconds: float = 24 * 3600.0,
         clock: Callable[[], float] = time.time,
+        seq_wait_seconds: float = 30.0,
     ):
+        self.seq_wait_seconds = seq_wait_seconds
+        self._by_seq: dict[tuple[str, int], asyncio.Task] = {}
+        self._seq_arrived: dict[tuple[str, int], asyncio.Event] = {}
         self.store = store
         self.max_in_flight = max_in_flight_per_tenant
         self.poll_seconds = poll_seconds
@@ -64,6 +71,9 @@ class FutureService:
         self._done_events: dict[str, asyncio.Event] = {}
         self._tails: dict[str, asyncio.Task] = {}  # model id → its newest operation
         self._in_flight: Counter[str] = Counter()
+        self._kinds: dict[str, str] = {}
+        self._cancelled: set[str] = set()
+        self._tasks: dict[str, asyncio.Task] = {}
 
     def submit(
         self,
@@ -73,11 +83,18 @@ class FutureService:
         body: object,
         idempotency_key: str | None,
         operation: Callable[[], Awaitable[dict]],
+        seq_id: int | None = None,
+        seq_scope: str | None = None,
     ) -> str:
         """Start `operation` once per idempotency key; returns the future's request id.
 
         With `model_id`, the operation waits for the model's earlier operations to finish.
+        With `seq_id`, `(seq_scope or model_id, seq_id)` is the idempotency key and, for a
+        model, the order.
         """
+        scope = seq_scope or model_id
+        if seq_id is not None and scope:
+            idempotency_key = f"seq:{scope}:{seq_id}"
         if self._in_flight[tenant_id] >= self.max_in_flight:
             raise RateLimited(
                 f"this key has {self._in_flight[tenant_id]} operations in flight (the limit is "
@@ -103,21 +120,72 @@ class FutureService:
                     f"{row.kind.removeprefix('tinker.')} request; use a new key"
                 )
             return row.id
-        previous = self._tails.get(model_id) if model_id else None
+        ordered_by_seq = seq_id is not None and model_id is not None and seq_scope is None
+        previous = self._tails.get(model_id) if model_id and not ordered_by_seq else None
 
         async def in_order() -> dict:
-            if previous is not None:
+            if ordered_by_seq:
+                await self._after_predecessor(model_id, seq_id)
+            elif previous is not None:
                 with contextlib.suppress(Exception):
                     await previous  # its own failure is recorded on its own future
             return await operation()
 
         self._done_events[row.id] = asyncio.Event()
+        self._kinds[row.id] = row.kind
         self._in_flight[tenant_id] += 1
         task = asyncio.ensure_future(in_order())
+        if ordered_by_seq:
+            self._by_seq[(model_id, seq_id)] = task
+            self._seq_arrived.setdefault((model_id, seq_id), asyncio.Event()).set()
+            task.add_done_callback(lambda _: self._forget_seq(model_id, seq_id))
         if model_id:
             self._tails[model_id] = task
+        self._tasks[row.id] = task
         task.add_done_callback(lambda t: self._finished(row.id, tenant_id, model_id, t))
         return row.id
+
+    def kind_of(self, request_id: str) -> str | None:
+        """The future's kind (`tinker.forward_backward`, `tinker.sample`, ...)."""
+        kind = self._kinds.get(request_id)
+        if kind is None:
+            row = self.store.get_request(request_id)
+            kind = row.kind if row is not None else None
+        return kind
+
+    def cancel(self, tenant_id: str, request_id: str) -> bool:
+        """Cancel a sampling future that has not finished (tinker's `cancel_future`); training
+        operations are never cancelled half-way. Returns whether it was cancelled."""
+        row = self.store.get_request(request_id)
+        if row is None or row.tenant_id != tenant_id or not row.kind.startswith("tinker."):
+            raise NotFound(f"no future {request_id!r}: it does not exist or belongs to another key")
+        task = self._tasks.get(request_id)
+        if row.kind != "tinker.sample" or task is None or task.done():
+            return False
+        self._cancelled.add(request_id)
+        return task.cancel()
+
+    async def _after_predecessor(self, model_id: str, seq_id: int) -> None:
+        """Wait until operation `seq_id - 1` of the model (if it is known or arrives in time)
+        has finished. Seq 1 follows the model's creation (seq 0), which is already done."""
+        key = (model_id, seq_id - 1)
+        if seq_id <= 1 or self._seq_done(model_id, seq_id - 1):
+            return
+        arrived = self._seq_arrived.setdefault(key, asyncio.Event())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(arrived.wait(), self.seq_wait_seconds)
+        predecessor = self._by_seq.get(key)
+        if predecessor is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(predecessor)
+
+    def _seq_done(self, model_id: str, seq_id: int) -> bool:
+        row = self.store.find_request_by_key(KEY_PREFIX + f"seq:{model_id}:{seq_id}")
+        return row is not None and row.status != "pending"
+
+    def _forget_seq(self, model_id: str, seq_id: int) -> None:
+        self._by_seq.pop((model_id, seq_id), None)
+        self._seq_arrived.pop((model_id, seq_id), None)
 
     def _prune(self) -> None:
         """At most once every tenth of `keep_seconds`: drop results older than that."""
@@ -133,11 +201,18 @@ class FutureService:
         self, request_id: str, tenant_id: str, model_id: str | None, task: asyncio.Task
     ) -> None:
         self._in_flight[tenant_id] -= 1
+        self._tasks.pop(request_id, None)
+        self._kinds.pop(request_id, None)
         if model_id and self._tails.get(model_id) is task:
             del self._tails[model_id]
         try:
             if task.cancelled():
-                error = {"status": 503, "type": "cancelled", "message": "cancelled at shutdown"}
+                if request_id in self._cancelled:
+                    message, status = "the future was cancelled (cancel_future)", 400
+                else:
+                    message, status = "cancelled at shutdown", 503
+                self._cancelled.discard(request_id)
+                error = {"status": status, "type": "cancelled", "message": message}
                 self.store.finish_request(request_id, error=error)
             elif task.exception() is not None:
                 exc = task.exception()
@@ -172,7 +247,10 @@ class FutureService:
         if row.status == "done":
             return row.result or {}
         if row.status == "failed":
-            raise FutureFailed((row.error or {}).get("message") or "the operation failed")
+            error = row.error or {}
+            status = int(error.get("status") or 500)
+            category = "user" if 400 <= status < 500 else "server"
+            raise FutureFailed(error.get("message") or "the operation failed", category)
         if event is None and request_id not in self._done_events:
             # Pending in the store but unknown to this process: it was cut off by a restart.
             raise FutureFailed("the operation was interrupted by a server restart; send it again")

@@ -134,7 +134,7 @@ class RunService:
             raise NotFound(f"no run {run_id!r}: it does not exist or belongs to another key")
         return row
 
-    async def create_run(self, tenant_id: str, config: dict) -> Run:
+    async def create_run(self, tenant_id: str, config: dict, run_id: str | None = None) -> Run:
         runs = self.store.list_runs(tenant_id)
         if len(runs) >= self.settings.max_runs_per_tenant:
             raise RateLimited(
@@ -144,7 +144,9 @@ class RunService:
             )
         config = dict(config, seed=config.get("seed") or random.randrange(2**31))
         run_config = engine_config(config)
-        run_id = new_id("run")
+        run_id = run_id or new_id("run")
+        if self.store.get_run(run_id) is not None:
+            raise InvalidRequest(f"a run {run_id!r} already exists")
 
         def create(engine: Engine) -> str:
             info = engine.create_run(run_config, run_id)

@@ -20,15 +20,38 @@ from sqlalchemy import create_engine, delete, event, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from frontier_signal.service.tables import ApiKey, Checkpoint, Metric, Request, Run, Tenant
+from frontier_signal.service.tables import (
+    ApiKey,
+    Checkpoint,
+    Metric,
+    Request,
+    Run,
+    Sampler,
+    Tenant,
+    TinkerSession,
+)
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 KEY_PREFIX = "sk-fs-"
+TINKER_KEY_PREFIX = "tml-"
 
 
 def hash_key(key: str) -> str:
     # Keys are 32 random bytes, so a plain SHA-256 is enough (no password-style stretching).
     return hashlib.sha256(key.encode()).hexdigest()
+
+
+def tinker_key_form(key: str) -> str:
+    """The `tml-` spelling of an `sk-fs-` key: the official tinker SDK refuses keys that do not
+    start with `tml-`, so the server takes `tml-REST` as the same key as `sk-fs-REST`."""
+    return TINKER_KEY_PREFIX + key.removeprefix(KEY_PREFIX)
+
+
+def canonical_key(key: str) -> str:
+    """The stored (`sk-fs-`) spelling of a key given in either form."""
+    if key.startswith(TINKER_KEY_PREFIX):
+        return KEY_PREFIX + key[len(TINKER_KEY_PREFIX) :]
+    return key
 
 
 def new_id(prefix: str) -> str:
@@ -108,7 +131,8 @@ class Store:
 
     def find_key(self, key: str) -> ApiKey | None:
         with self._session() as session:
-            return session.scalar(select(ApiKey).where(ApiKey.key_hash == hash_key(key)))
+            query = select(ApiKey).where(ApiKey.key_hash == hash_key(canonical_key(key)))
+            return session.scalar(query)
 
     # ----- runs --------------------------------------------------------------------------
     def add_run(self, run: Run) -> Run:
@@ -153,6 +177,72 @@ class Store:
         with self._session() as session, session.begin():
             session.execute(delete(Checkpoint).where(Checkpoint.id == checkpoint_id))
 
+    def update_checkpoint(self, checkpoint_id: str, **values) -> None:
+        with self._session() as session, session.begin():
+            session.execute(
+                update(Checkpoint).where(Checkpoint.id == checkpoint_id).values(**values)
+            )
+
+    def expired_checkpoints(self, now: float) -> list[Checkpoint]:
+        query = select(Checkpoint).where(Checkpoint.expires_at.is_not(None))
+        with self._session() as session:
+            return list(session.scalars(query.where(Checkpoint.expires_at <= now)))
+
+    # ----- tinker sessions and samplers --------------------------------------------------
+    def add_tinker_session(self, row: TinkerSession) -> TinkerSession:
+        with self._session() as session, session.begin():
+            session.add(row)
+        return row
+
+    def get_tinker_session(self, session_id: str) -> TinkerSession | None:
+        with self._session() as session:
+            return session.get(TinkerSession, session_id)
+
+    def list_tinker_sessions(self, tenant_id: str) -> list[TinkerSession]:
+        query = select(TinkerSession).where(TinkerSession.tenant_id == tenant_id)
+        with self._session() as session:
+            return list(session.scalars(query.order_by(TinkerSession.created_at.desc())))
+
+    def update_tinker_session(self, session_id: str, **values) -> None:
+        with self._session() as session, session.begin():
+            session.execute(
+                update(TinkerSession).where(TinkerSession.id == session_id).values(**values)
+            )
+
+    def stale_tinker_sessions(self, heartbeat_before: float) -> list[str]:
+        query = (
+            select(TinkerSession.id)
+            .where(TinkerSession.status == "active")
+            .where(TinkerSession.last_heartbeat_at < heartbeat_before)
+        )
+        with self._session() as session:
+            return list(session.scalars(query))
+
+    def expire_tinker_sessions(self, heartbeat_before: float) -> int:
+        """Mark active sessions with no heartbeat since `heartbeat_before` expired."""
+        with self._session() as session, session.begin():
+            result = session.execute(
+                update(TinkerSession)
+                .where(TinkerSession.status == "active")
+                .where(TinkerSession.last_heartbeat_at < heartbeat_before)
+                .values(status="expired")
+            )
+            return result.rowcount
+
+    def add_sampler(self, row: Sampler) -> Sampler:
+        with self._session() as session, session.begin():
+            session.add(row)
+        return row
+
+    def get_sampler(self, sampler_id: str) -> Sampler | None:
+        with self._session() as session:
+            return session.get(Sampler, sampler_id)
+
+    def list_samplers(self, session_id: str) -> list[Sampler]:
+        query = select(Sampler).where(Sampler.session_id == session_id)
+        with self._session() as session:
+            return list(session.scalars(query.order_by(Sampler.created_at)))
+
     # ----- metrics -----------------------------------------------------------------------
     def add_metric(self, metric: Metric) -> None:
         with self._session() as session, session.begin():
@@ -189,6 +279,11 @@ class Store:
             if existing is None:  # pragma: no cover - a constraint other than the key
                 raise
             return existing, False
+
+    def find_request_by_key(self, idempotency_key: str) -> Request | None:
+        with self._session() as session:
+            query = select(Request).where(Request.idempotency_key == idempotency_key)
+            return session.scalar(query.limit(1))
 
     def finish_request(
         self, request_id: str, result: dict | None = None, error: dict | None = None

@@ -6,7 +6,7 @@ The schema itself is created by the Alembic migrations in `migrations/`, not by 
 
 from __future__ import annotations
 
-from sqlalchemy import JSON, Float, ForeignKey, Index, Integer, String, UniqueConstraint
+from sqlalchemy import JSON, Boolean, Float, ForeignKey, Index, Integer, String, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -61,6 +61,9 @@ class Checkpoint(Base):
     size: Mapped[int] = mapped_column(Integer)
     sha256: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[float] = mapped_column(Float)
+    # Tinker face: readable by any key when public; removed by the sweeper after expires_at.
+    public: Mapped[bool] = mapped_column(Boolean, default=False)
+    expires_at: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 class Metric(Base):
@@ -92,3 +95,33 @@ class Request(Base):
     fingerprint: Mapped[str] = mapped_column(String(64))  # sha256 of kind + path + body
     created_at: Mapped[float] = mapped_column(Float)
     finished_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class TinkerSession(Base):
+    """A tinker SDK session (`create_session`): it owns the models and samplers made in it
+    and stays active while heartbeats come (hpcai has no sessions; its runs have none)."""
+
+    __tablename__ = "tinker_sessions"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
+    tags: Mapped[list] = mapped_column(JSON)
+    user_metadata: Mapped[dict] = mapped_column(JSON)
+    sdk_version: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16))  # active | expired | finished
+    created_at: Mapped[float] = mapped_column(Float)
+    last_heartbeat_at: Mapped[float] = mapped_column(Float)
+
+
+class Sampler(Base):
+    """A sampling session: the weights (`model_path`, or the bare base model) a tinker
+    SamplingClient samples from by `sampling_session_id`."""
+
+    __tablename__ = "tinker_samplers"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
+    session_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    base_model: Mapped[str] = mapped_column(String(300))
+    model_path: Mapped[str | None] = mapped_column(String(1000), nullable=True)
+    created_at: Mapped[float] = mapped_column(Float)

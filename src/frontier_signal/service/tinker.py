@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -94,25 +95,57 @@ def iso(seconds: float) -> str:
     return datetime.fromtimestamp(seconds, UTC).isoformat()
 
 
-def checkpoint_info(row: Checkpoint) -> dict:
-    """A Checkpoint as hpcai reads it (plus tinker's `tinker_path` and `size_bytes`)."""
+def checkpoint_info(row: Checkpoint, tinker_ids: bool = False) -> dict:
+    """A Checkpoint as hpcai reads it (plus tinker's `tinker_path`, `size_bytes`, `public`,
+    `expires_at`); for tinker clients the id carries the type segment (`weights/NAME`)."""
     return {
-        "checkpoint_id": row.name,
+        "checkpoint_id": f"{TINKER_SEGMENT[row.kind]}/{row.name}" if tinker_ids else row.name,
         "checkpoint_type": WIRE_TYPE[row.kind],
         "time": iso(row.created_at),
         "checkpoint_path": checkpoint_path(row),
         "tinker_path": checkpoint_path(row, "tinker://"),
         "size_bytes": row.size,
+        "public": bool(row.public),
+        "expires_at": iso(row.expires_at) if row.expires_at is not None else None,
     }
 
 
 class TinkerService:
     """Tinker operations over the run service (runs, files) and its scheduler."""
 
-    def __init__(self, runs: RunService):
+    def __init__(self, runs: RunService, clock=time.time):
         self.runs = runs
+        self.clock = clock
+        # Flags handed to tinker SDKs (tests flip them to drive both code paths).
+        self.compress_fwdbwd = True
+        self.use_pyqwest_transport = True
         self.store = runs.store
         self.scheduler = runs.scheduler
+
+    # ----- the tinker SDK's start-up flags -------------------------------------------------
+    def client_flags(self) -> dict:
+        """`/client/config`: every flag stated, each one this server honours as stated."""
+        return {
+            "pjwt_auth_enabled": False,  # no JWT exchange: X-API-Key on every call
+            "credential_default_source": "api_key",
+            "parallel_fwdbwd_chunks": True,  # ordered by seq_id on arrival
+            "proto_compress_fwdbwd": self.compress_fwdbwd,  # zstd bodies are decompressed
+            "fwdbwd_max_chunk_len": 1024,
+            "fwdbwd_max_chunk_bytes_count": 5_000_000,
+            "use_pyqwest_transport": self.use_pyqwest_transport,
+            "sample_no_retries": False,
+            "sample_use_retrieve_futures": False,  # no /retrieve_futures here
+            "custom_loss_server_side": False,  # custom losses run client-side
+            "sample_join_sampling_session": False,  # no /join_sampling_session here
+        }
+
+    def client_dynamic_flags(self) -> dict:
+        """`/client/dynamic_config`: `/cancel_future` exists, so explicit cancels are on."""
+        return {
+            "refresh_interval_sec": 300,
+            "sample_cancel_enabled": True,
+            "sample_cancel_max_batch_size": 64,
+        }
 
     # ----- models --------------------------------------------------------------------------
     def check_base_model(self, base_model: str) -> None:
@@ -134,8 +167,12 @@ class TinkerService:
         train_attn: bool,
         train_mlp: bool,
         train_unembed: bool,
+        run_id: str | None = None,
+        session_id: str | None = None,
+        user_metadata: dict | None = None,
     ) -> Run:
-        """A new run with the Tinker LoRA switches, stored in the Signal face's config shape."""
+        """A new run with the Tinker LoRA switches, stored in the Signal face's config shape.
+        Models of a tinker session get the id `{session_id}:train:{model_seq_id}` (`run_id`)."""
         self.check_base_model(base_model)
         targets = target_modules_from_switches(train_attn, train_mlp, train_unembed)
         if not targets:
@@ -161,8 +198,10 @@ class TinkerService:
                 "train_mlp": train_mlp,
                 "train_unembed": train_unembed,
             },
+            "session_id": session_id,
+            "user_metadata": {str(k): str(v) for k, v in (user_metadata or {}).items()},
         }
-        return await self.runs.create_run(tenant_id, config)
+        return await self.runs.create_run(tenant_id, config, run_id)
 
     def model_row(self, tenant_id: str, model_id: str) -> Run:
         return self.runs.run_row(tenant_id, model_id)
@@ -173,10 +212,30 @@ class TinkerService:
         return {
             "type": "get_info",
             "model_id": row.id,
-            "model_data": {"model_name": row.base_model, "arch": "llama"},
+            "model_data": {
+                "model_name": row.base_model,
+                "arch": "llama",
+                "tokenizer_id": row.base_model,
+            },
             "is_lora": True,
             "lora_rank": rank,
             "model_name": row.base_model,
+            "optimizer_config": {"type": "adamw"},
+        }
+
+    def weights_info(self, tenant_id: str, path: str) -> dict:
+        """What a checkpoint holds: base model and LoRA layout (tinker's `weights_info`)."""
+        checkpoint = self.resolve(tenant_id, path)
+        row = self.store.get_run(checkpoint.run_id)
+        lora = row.config.get("lora_config") or {}
+        return {
+            "base_model": row.base_model,
+            "optimizer_config": {"type": "adamw"},
+            "is_lora": True,
+            "lora_rank": int(row.config.get("lora_r", 32)),
+            "train_unembed": lora.get("train_unembed"),
+            "train_mlp": lora.get("train_mlp"),
+            "train_attn": lora.get("train_attn"),
         }
 
     async def unload_model(self, tenant_id: str, model_id: str) -> None:
@@ -214,9 +273,19 @@ class TinkerService:
 
     # ----- checkpoints ---------------------------------------------------------------------
     async def save_weights(
-        self, tenant_id: str, model_id: str, name: str | None, wire_type: str, overwrite: bool
+        self,
+        tenant_id: str,
+        model_id: str,
+        name: str | None,
+        wire_type: str,
+        overwrite: bool,
+        ttl_seconds: int | None = None,
+        scheme: str = "hpcai://",
     ) -> str:
-        """Save a `training` or `sampler` checkpoint under `name`; returns its hpcai:// path."""
+        """Save a `training` or `sampler` checkpoint under `name` (expiring after `ttl_seconds`
+        when given); returns its path in `scheme` (hpcai:// or tinker://)."""
+        if ttl_seconds is not None and ttl_seconds <= 0:
+            raise InvalidRequest("ttl_seconds must be a positive number of seconds")
         row = self.model_row(tenant_id, model_id)
         await self.runs.ensure_loaded(row)
         kind = SEGMENTS[wire_type]
@@ -244,9 +313,12 @@ class TinkerService:
         checkpoint = await asyncio.to_thread(
             self.runs._record_checkpoint, model_id, kind, step, folder, checkpoint_id, name
         )
+        if ttl_seconds is not None:
+            expires_at = checkpoint.created_at + ttl_seconds
+            self.store.update_checkpoint(checkpoint.id, expires_at=expires_at)
         for old in existing:
             self._remove(old)
-        return checkpoint_path(checkpoint)
+        return checkpoint_path(checkpoint, scheme)
 
     async def load_weights(
         self, tenant_id: str, model_id: str, path: str, with_optimizer: bool
@@ -296,8 +368,13 @@ class TinkerService:
             self._remove(old)
 
     def resolve(self, tenant_id: str, path: str) -> Checkpoint:
-        """The checkpoint a path names, if its run belongs to this tenant."""
+        """The checkpoint a path names, if its run belongs to this tenant or it is public."""
         ref = parse_path(path)
+        run = self.store.get_run(ref.run_id)
+        if run is not None and run.tenant_id != tenant_id and run.status == "active":
+            checkpoint = self.find_checkpoint(run.tenant_id, ref.run_id, ref.name, ref.kind)
+            if checkpoint.public:
+                return checkpoint
         return self.find_checkpoint(tenant_id, ref.run_id, ref.name, ref.kind)
 
     def find_checkpoint(
@@ -309,27 +386,60 @@ class TinkerService:
             matches = [
                 c
                 for c in self.store.list_checkpoints(run_id, wanted)
-                if (c.name == name or c.id == name) and Path(c.path).is_dir()
+                if (c.name == name or c.id == name)
+                and Path(c.path).is_dir()
+                and not self._expired(c)
             ]
             if matches:
                 return max(matches, key=lambda c: c.created_at)
         what = WIRE_TYPE.get(kind or "", "training or sampler")
         raise NotFound(f"run {run_id!r} has no {what} checkpoint named {name!r}")
 
-    def list_checkpoints(self, tenant_id: str, run_id: str) -> list[dict]:
+    def list_checkpoints(self, tenant_id: str, run_id: str, tinker_ids: bool = False) -> list[dict]:
         self.runs.run_row(tenant_id, run_id)
-        return [checkpoint_info(c) for c in self._listed(run_id)]
+        return [checkpoint_info(c, tinker_ids) for c in self._listed(run_id)]
 
     def _listed(self, run_id: str) -> list[Checkpoint]:
-        rows = [c for c in self.store.list_checkpoints(run_id) if c.kind in WIRE_TYPE]
+        rows = [
+            c
+            for c in self.store.list_checkpoints(run_id)
+            if c.kind in WIRE_TYPE and not self._expired(c)
+        ]
         return sorted(rows, key=lambda c: c.created_at)
 
-    def delete_checkpoint(self, tenant_id: str, run_id: str, checkpoint_id: str) -> None:
+    def _expired(self, checkpoint: Checkpoint) -> bool:
+        return checkpoint.expires_at is not None and checkpoint.expires_at <= self.clock()
+
+    def sweep_expired_checkpoints(self) -> int:
+        """Delete the files and rows of checkpoints past their TTL; returns how many."""
+        expired = self.store.expired_checkpoints(self.clock())
+        for checkpoint in expired:
+            self._remove(checkpoint)
+        return len(expired)
+
+    def checkpoint_by_id(self, tenant_id: str, run_id: str, checkpoint_id: str) -> Checkpoint:
+        """A checkpoint named as in REST paths: `weights/NAME`, `sampler_weights/NAME` (tinker),
+        or a bare name (hpcai; a training checkpoint first)."""
         kind = None
         head, _, rest = checkpoint_id.partition("/")
         if rest and head in SEGMENTS:
             kind, checkpoint_id = SEGMENTS[head], rest
-        self._remove(self.find_checkpoint(tenant_id, run_id, checkpoint_id, kind))
+        return self.find_checkpoint(tenant_id, run_id, checkpoint_id, kind)
+
+    def set_public(self, tenant_id: str, run_id: str, checkpoint_id: str, public: bool) -> None:
+        checkpoint = self.checkpoint_by_id(tenant_id, run_id, checkpoint_id)
+        self.store.update_checkpoint(checkpoint.id, public=public)
+
+    def set_ttl(self, tenant_id: str, run_id: str, checkpoint_id: str, ttl: int | None) -> None:
+        """Expire the checkpoint `ttl` seconds from now (None: keep it for good)."""
+        if ttl is not None and ttl <= 0:
+            raise InvalidRequest("ttl_seconds must be a positive number of seconds, or null")
+        checkpoint = self.checkpoint_by_id(tenant_id, run_id, checkpoint_id)
+        expires_at = None if ttl is None else self.clock() + ttl
+        self.store.update_checkpoint(checkpoint.id, expires_at=expires_at)
+
+    def delete_checkpoint(self, tenant_id: str, run_id: str, checkpoint_id: str) -> None:
+        self._remove(self.checkpoint_by_id(tenant_id, run_id, checkpoint_id))
 
     def _remove(self, checkpoint: Checkpoint) -> None:
         files.remove(Path(checkpoint.path))
@@ -350,7 +460,7 @@ class TinkerService:
             "last_request_time": iso(row.updated_at),
             "last_checkpoint": checkpoint_info(training[-1]) if training else None,
             "last_sampler_checkpoint": checkpoint_info(sampler[-1]) if sampler else None,
-            "user_metadata": {},
+            "user_metadata": row.config.get("user_metadata") or {},
         }
 
     def get_training_run(self, tenant_id: str, run_id: str) -> dict:

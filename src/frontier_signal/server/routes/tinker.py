@@ -1,9 +1,13 @@
-"""The Tinker-style API (`/api/v1`, docs/tinker-api.md): thin handlers over `TinkerService`
-and `FutureService`, spoken by the hpcai SDK (tinker-wire-protocol.md).
+"""The Tinker-style API (`/api/v1`, docs/tinker-api.md, docs/tinker-sdk.md): thin handlers over
+`TinkerService`, `SessionService` and `FutureService`, spoken by the hpcai 0.2.0 SDK and the
+official tinker 0.38 SDK (tinker-wire-protocol.md).
 
-Asynchronous operations answer `{"request_id", "model_id"}` at once and are polled through
-`retrieve_future`; a failed operation answers that poll with 400 `{"detail": message}`. Results
-are JSON with NaN/Infinity allowed (the clients parse them), never a 500 for a bad value.
+One protocol, two encodings: a protobuf forward_backward body is decoded (`tinker_proto`) into
+the same pydantic body as a JSON one and runs the same handler; a finished future's result is
+stored as JSON and encoded as protobuf only when the poll's `Accept` asks for it. Asynchronous
+operations answer `{"request_id", "model_id"}` at once and are polled through
+`retrieve_future`; a failed operation answers that poll with `{"error", "category"}` (tinker) or
+400 `{"detail": message}` (hpcai). JSON keeps NaN/Infinity (the clients parse them).
 """
 
 from __future__ import annotations
@@ -15,20 +19,28 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
+from pydantic import ValidationError
 from starlette.background import BackgroundTask
 
+from frontier_signal.server import tinker_proto
 from frontier_signal.server.auth import api_key_tenant_id
 from frontier_signal.server.schemas.tinker import (
     CreateModelBody,
+    CreateSamplingSessionBody,
+    CreateSessionBody,
     ForwardBackwardBody,
     ForwardBody,
     LoadWeightsBody,
     ModelBody,
     OptimStepBody,
+    RequestIdBody,
     RetrieveFutureBody,
     SampleBody,
     SaveWeightsBody,
+    SessionBody,
     TelemetryBody,
+    TtlBody,
+    WeightsInfoBody,
     forward_backward_output,
     input_tokens,
     sample_output,
@@ -37,8 +49,9 @@ from frontier_signal.server.schemas.tinker import (
     to_sampling_params,
 )
 from frontier_signal.service import files
-from frontier_signal.service.errors import InvalidRequest
+from frontier_signal.service.errors import InvalidRequest, ServiceError
 from frontier_signal.service.futures import FutureFailed
+from frontier_signal.service.sessions import session_model_id
 
 
 class TinkerJSONResponse(JSONResponse):
@@ -58,16 +71,136 @@ def _state(request: Request):
 
 
 def _future(
-    request: Request, tenant: str, model_id: str | None, kind: str, body, operation
+    request: Request,
+    tenant: str,
+    model_id: str | None,
+    kind: str,
+    body,
+    operation,
+    seq_scope: str | None = None,
 ) -> dict:
-    """Record and start an operation; answer its future handle."""
+    """Record and start an operation; answer its future handle. A body's `seq_id` (tinker)
+    orders a model's operations and de-duplicates resends; hpcai's X-Idempotency-Key does the
+    latter where there is none."""
     key = request.headers.get("x-idempotency-key")
     if key is not None and not 0 < len(key) <= 190:
         raise InvalidRequest("X-Idempotency-Key must be 1 to 190 characters")
+    seq_id = getattr(body, "seq_id", None)
     request_id = _state(request).futures.submit(
-        tenant, model_id, kind, body.model_dump(), key, operation
+        tenant, model_id, kind, body.model_dump(), key, operation, seq_id, seq_scope
     )
     return {"request_id": request_id, "model_id": model_id}
+
+
+def _scheme(request: Request) -> str:
+    """Checkpoint paths in the caller's scheme: hpcai accepts only hpcai://, tinker only
+    tinker:// (tinker-wire-protocol.md §13.4); told apart by the SDK's User-Agent."""
+    agent = request.headers.get("user-agent", "")
+    return "tinker://" if "tinker" in agent.lower() else "hpcai://"
+
+
+# ----- tinker start-up handshake and sessions --------------------------------------------------
+@router.post("/client/config")
+async def client_config(request: Request, tenant: Tenant) -> dict:
+    return _state(request).tinker.client_flags()
+
+
+@router.post("/client/dynamic_config")
+async def client_dynamic_config(request: Request, tenant: Tenant) -> dict:
+    return _state(request).tinker.client_dynamic_flags()
+
+
+async def _sweep(request: Request) -> None:
+    """Expire silent sessions (unloading their models) and checkpoints past their TTL."""
+    state = _state(request)
+    for session_id in state.sessions.expire():
+        for row in state.store.list_runs():
+            if (row.config or {}).get("session_id") == session_id:
+                await state.runs.unload(row.tenant_id, row.id)
+    await asyncio.to_thread(state.tinker.sweep_expired_checkpoints)
+
+
+@router.post("/create_session")
+async def create_session(request: Request, tenant: Tenant, body: CreateSessionBody) -> dict:
+    await _sweep(request)
+    row = _state(request).sessions.create(
+        tenant, body.tags, body.user_metadata or {}, body.sdk_version
+    )
+    return {"type": "create_session", "session_id": row.id}
+
+
+@router.post("/session_heartbeat")
+async def session_heartbeat(request: Request, tenant: Tenant, body: SessionBody) -> dict:
+    await _sweep(request)
+    _state(request).sessions.heartbeat(tenant, body.session_id)
+    return {"type": "session_heartbeat"}
+
+
+@router.post("/sessions/{session_id}/finish")
+async def finish_session(request: Request, tenant: Tenant, session_id: str) -> dict:
+    _state(request).sessions.finish(tenant, session_id)
+    return {"session_id": session_id, "status": "finished"}
+
+
+@router.get("/sessions")
+async def list_sessions(
+    request: Request,
+    tenant: Tenant,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 20,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> dict:
+    await _sweep(request)
+    return {"sessions": _state(request).sessions.list(tenant, limit, offset)}
+
+
+@router.get("/sessions/{session_id}")
+async def get_session(request: Request, tenant: Tenant, session_id: str) -> dict:
+    state = _state(request)
+    row = state.sessions.get(tenant, session_id)
+    runs = [
+        run.id
+        for run in state.store.list_runs(tenant)
+        if (run.config or {}).get("session_id") == session_id
+    ]
+    return {
+        "training_run_ids": runs,
+        "sampler_ids": state.sessions.samplers_of(session_id),
+        "user_metadata": {str(k): str(v) for k, v in row.user_metadata.items()},
+        "status": row.status,
+    }
+
+
+@router.post("/create_sampling_session")
+async def create_sampling_session(
+    request: Request, tenant: Tenant, body: CreateSamplingSessionBody
+) -> dict:
+    state = _state(request)
+    state.sessions.active(tenant, body.session_id)
+    sampler = _new_sampler(request, tenant, body.session_id, body.model_path, body.base_model)
+    return {"type": "create_sampling_session", "sampling_session_id": sampler.id}
+
+
+def _new_sampler(request, tenant, session_id, model_path, base_model):
+    state = _state(request)
+    if model_path:
+        checkpoint = state.tinker.resolve(tenant, model_path)
+        base_model = state.store.get_run(checkpoint.run_id).base_model
+    elif base_model:
+        state.tinker.check_base_model(base_model)
+    else:
+        raise InvalidRequest("send model_path (a sampler checkpoint) or base_model")
+    return state.sessions.create_sampler(tenant, session_id, base_model, model_path)
+
+
+@router.get("/samplers/{sampler_id}")
+async def get_sampler(request: Request, tenant: Tenant, sampler_id: str) -> dict:
+    row = _state(request).sessions.sampler(tenant, sampler_id)
+    return {"sampler_id": row.id, "base_model": row.base_model, "model_path": row.model_path}
+
+
+@router.post("/weights_info")
+async def weights_info(request: Request, tenant: Tenant, body: WeightsInfoBody) -> dict:
+    return _state(request).tinker.weights_info(tenant, body.tinker_path)
 
 
 # ----- discovery and stubs ---------------------------------------------------------------------
@@ -93,7 +226,13 @@ async def telemetry(body: TelemetryBody) -> dict:
 async def create_model(request: Request, tenant: Tenant, body: CreateModelBody) -> dict:
     service = _state(request).tinker
     service.check_base_model(body.base_model)  # an unknown model is a 404 at once
+    if body.optimizer_config and body.optimizer_config.get("type", "adamw") != "adamw":
+        raise InvalidRequest("only the adamw optimizer is supported by this server")
     lora = body.lora_config
+    run_id = None
+    if body.session_id is not None:
+        _state(request).sessions.active(tenant, body.session_id)
+        run_id = session_model_id(body.session_id, body.model_seq_id or 0)
 
     async def operation() -> dict:
         row = await service.create_model(
@@ -104,11 +243,14 @@ async def create_model(request: Request, tenant: Tenant, body: CreateModelBody) 
             lora.train_attn,
             lora.train_mlp,
             lora.train_unembed,
+            run_id,
+            body.session_id,
+            body.user_metadata,
         )
         return {"type": "create_model", "model_id": row.id}
 
     handle = _future(request, tenant, None, "create_model", body, operation)
-    return {"request_id": handle["request_id"]}
+    return {"request_id": handle["request_id"], "model_id": run_id}
 
 
 @router.post("/get_info")
@@ -130,8 +272,23 @@ async def unload_model(request: Request, tenant: Tenant, body: ModelBody) -> dic
 
 # ----- training --------------------------------------------------------------------------------
 @router.post("/forward_backward")
-async def forward_backward(request: Request, tenant: Tenant, body: ForwardBackwardBody) -> dict:
-    return _forward(request, tenant, body, body.forward_backward_input, forward_only=False)
+async def forward_backward(request: Request, tenant: Tenant) -> dict:
+    raw = await request.body()
+    if tinker_proto.is_protobuf(request.headers.get("content-type")):
+        raw = tinker_proto.decompress(raw, request.headers.get("content-encoding"))
+        fields = await asyncio.to_thread(tinker_proto.decode_forward_backward, raw)
+    else:
+        try:
+            fields = json.loads(raw)
+        except ValueError as exc:
+            raise InvalidRequest(f"the body is not JSON: {exc}") from exc
+    try:
+        body = ForwardBackwardBody.model_validate(fields)
+    except ValidationError as exc:
+        raise InvalidRequest(f"invalid forward_backward body: {exc}") from exc
+    return _forward(
+        request, tenant, body, body.forward_backward_input, forward_only=body.forward_only
+    )
 
 
 @router.post("/forward")
@@ -158,7 +315,7 @@ def _forward(request: Request, tenant: str, body, batch, forward_only: bool) -> 
 async def optim_step(request: Request, tenant: Tenant, body: OptimStepBody) -> dict:
     service = _state(request).tinker
     service.model_row(tenant, body.model_id)
-    overrides = to_optimizer_overrides(body.adam_params)
+    overrides = to_optimizer_overrides(body)
 
     async def operation() -> dict:
         return {"metrics": await service.optim_step(tenant, body.model_id, overrides)}
@@ -179,13 +336,23 @@ async def save_weights_for_sampler(request: Request, tenant: Tenant, body: SaveW
 
 def _save(request: Request, tenant: str, body: SaveWeightsBody, wire_type: str, kind: str):
     service = _state(request).tinker
-    service.model_row(tenant, body.model_id)
+    row = service.model_row(tenant, body.model_id)
+    scheme = _scheme(request)
+    # tinker's save_weights_and_get_sampling_client: no name; answer a sampling session too.
+    # `inflight` sampling clients get a snapshot as well (documented in docs/tinker-sdk.md).
+    with_sampler = wire_type == "sampler" and body.path is None
+    if body.kind not in ("snapshot", "inflight"):
+        raise InvalidRequest(f"kind {body.kind!r}: use 'snapshot' or 'inflight'")
 
     async def operation() -> dict:
         path = await service.save_weights(
-            tenant, body.model_id, body.path, wire_type, body.overwrite
+            tenant, body.model_id, body.path, wire_type, body.overwrite, body.ttl_seconds, scheme
         )
-        return {"type": kind, "path": path}
+        if not with_sampler:
+            return {"type": kind, "path": path}
+        session_id = (row.config or {}).get("session_id")
+        sampler = _new_sampler(request, tenant, session_id, path, None)
+        return {"type": kind, "path": path, "sampling_session_id": sampler.id}
 
     return _future(request, tenant, body.model_id, kind, body, operation)
 
@@ -193,21 +360,66 @@ def _save(request: Request, tenant: str, body: SaveWeightsBody, wire_type: str, 
 @router.post("/load_weights")
 async def load_weights(request: Request, tenant: Tenant, body: LoadWeightsBody) -> dict:
     service = _state(request).tinker
-    service.model_row(tenant, body.model_id)
-    service.resolve(tenant, body.path)  # a bad path is a 4xx at once
+    checkpoint = service.resolve(tenant, body.path)  # a bad path is a 4xx at once
+    if body.session_id is None:
+        if not body.model_id:
+            raise InvalidRequest("send model_id, or session_id with model_seq_id")
+        model_id = body.model_id
+        service.model_row(tenant, model_id)
+        create = None
+    else:  # tinker: a new model made from the checkpoint, named by session and seq id
+        _state(request).sessions.active(tenant, body.session_id)
+        model_id = session_model_id(body.session_id, body.model_seq_id or 0)
+        source = _state(request).store.get_run(checkpoint.run_id)
+        if body.base_model and body.base_model != source.base_model:
+            raise InvalidRequest(
+                f"the checkpoint is of {source.base_model!r}, not {body.base_model!r}"
+            )
+        lora = source.config.get("lora_config") or {}
+
+        async def create() -> None:
+            await service.create_model(
+                tenant,
+                source.base_model,
+                int(source.config.get("lora_r", 32)),
+                None,
+                lora.get("train_attn", True),
+                lora.get("train_mlp", False),
+                lora.get("train_unembed", False),
+                model_id,
+                body.session_id,
+                body.user_metadata,
+            )
 
     async def operation() -> dict:
-        await service.load_weights(tenant, body.model_id, body.path, body.optimizer)
+        if create is not None:
+            await create()
+        await service.load_weights(tenant, model_id, body.path, body.optimizer)
         return {"type": "load_weights", "path": body.path}
 
-    return _future(request, tenant, body.model_id, "load_weights", body, operation)
+    scope = None if create is None else model_id + ":create"
+    return _future(request, tenant, model_id, "load_weights", body, operation, scope)
 
 
 # ----- sampling --------------------------------------------------------------------------------
 def _sampling(request: Request, tenant: str, body: SampleBody):
-    if body.topk_prompt_logprobs:
-        raise InvalidRequest("topk_prompt_logprobs is not supported by this server; send 0")
+    unsupported = {
+        "topk_prompt_logprobs": body.topk_prompt_logprobs,
+        "topk_sample_logprobs": body.topk_sample_logprobs,
+        "target_prompt_logprobs": body.target_prompt_logprobs,
+        "prompt_alt_tokens_k": body.prompt_alt_tokens_k,
+        "prompt_logprobs_last_n": body.prompt_logprobs_last_n,
+    }
+    for name, value in unsupported.items():
+        if value:
+            raise InvalidRequest(f"{name} is not supported by this server; leave it unset")
     service = _state(request).tinker
+    if body.sampling_session_id:
+        sampler = _state(request).sessions.sampler(tenant, body.sampling_session_id)
+        body = body.model_copy(
+            update={"model_path": sampler.model_path, "base_model": sampler.base_model}
+        )
+    want_prompt_logprobs = bool(body.prompt_logprobs)
     if body.model_path:
         service.resolve(tenant, body.model_path)
     elif body.base_model:
@@ -223,9 +435,9 @@ def _sampling(request: Request, tenant: str, body: SampleBody):
             tokens,
             params,
             body.num_samples,
-            body.prompt_logprobs,
+            want_prompt_logprobs,
         )
-        return sample_output(result, body.prompt_logprobs)
+        return sample_output(result, want_prompt_logprobs)
 
     return operation
 
@@ -233,7 +445,7 @@ def _sampling(request: Request, tenant: str, body: SampleBody):
 @router.post("/asample")
 async def asample(request: Request, tenant: Tenant, body: SampleBody) -> dict:
     operation = _sampling(request, tenant, body)
-    handle = _future(request, tenant, None, "sample", body, operation)
+    handle = _future(request, tenant, None, "sample", body, operation, body.sampling_session_id)
     ids = [f"{handle['request_id']}:{i}" for i in range(body.num_samples)]
     return {"request_id": handle["request_id"], "sample_sequence_ids": ids}
 
@@ -244,12 +456,49 @@ async def sample(request: Request, tenant: Tenant, body: SampleBody) -> dict:
 
 
 # ----- futures ---------------------------------------------------------------------------------
+# Results larger than this go through tinker's metadata-only step first (the client reserves
+# response memory for them); smaller ones come inline at once.
+INLINE_RESULT_BYTES = 1024 * 1024
+_PROTO_RESULTS = {
+    "tinker.forward_backward": tinker_proto.encode_forward_backward_output,
+    "tinker.forward": tinker_proto.encode_forward_backward_output,
+    "tinker.sample": tinker_proto.encode_sample_response,
+}
+
+
 @router.post("/retrieve_future")
 async def retrieve_future(request: Request, tenant: Tenant, body: RetrieveFutureBody):
+    state = _state(request)
+    tinker_client = body.allow_metadata_only is not None
     try:
-        return await _state(request).futures.retrieve(tenant, body.request_id)
+        result = await state.futures.retrieve(tenant, body.request_id)
     except FutureFailed as exc:
+        if tinker_client:
+            return {"error": exc.message, "category": exc.category}
         return TinkerJSONResponse({"detail": exc.message}, status_code=400)
+    except ServiceError as exc:
+        if tinker_client and exc.status == 404:
+            return {"error": exc.message, "category": "user"}
+        raise
+    if result.get("type") == "try_again":
+        return result
+    accept = request.headers.get("accept", "")
+    encode = _PROTO_RESULTS.get(state.futures.kind_of(body.request_id) or "")
+    if encode is not None and tinker_proto.is_protobuf(accept):
+        payload = await asyncio.to_thread(encode, result)
+        content_type = tinker_proto.PROTO_CONTENT_TYPE
+    else:
+        payload = TinkerJSONResponse(result).body
+        content_type = "application/json"
+    if body.allow_metadata_only and len(payload) > INLINE_RESULT_BYTES:
+        return {"status": "complete_metadata", "response_payload_size": len(payload)}
+    return Response(payload, media_type=content_type)
+
+
+@router.post("/cancel_future")
+async def cancel_future(request: Request, tenant: Tenant, body: RequestIdBody) -> dict:
+    cancelled = _state(request).futures.cancel(tenant, body.request_id)
+    return {"request_id": body.request_id, "cancelled": cancelled}
 
 
 # ----- training runs and checkpoints (REST) ----------------------------------------------------
@@ -270,7 +519,8 @@ async def get_training_run(request: Request, tenant: Tenant, run_id: str) -> dic
 
 @router.get("/training_runs/{run_id}/checkpoints")
 async def list_checkpoints(request: Request, tenant: Tenant, run_id: str) -> dict:
-    return {"checkpoints": _state(request).tinker.list_checkpoints(tenant, run_id)}
+    tinker_ids = _scheme(request) == "tinker://"
+    return {"checkpoints": _state(request).tinker.list_checkpoints(tenant, run_id, tinker_ids)}
 
 
 @router.get("/models/{run_id}/checkpoints")
@@ -289,6 +539,26 @@ async def checkpoint_archive(request: Request, tenant: Tenant, run_id: str, chec
         filename=f"{run_id}-{arcname}.tar.gz",
         background=BackgroundTask(path.unlink, missing_ok=True),
     )
+
+
+@router.post("/training_runs/{run_id}/checkpoints/{checkpoint_id:path}/publish")
+async def publish_checkpoint(request: Request, tenant: Tenant, run_id: str, checkpoint_id: str):
+    _state(request).tinker.set_public(tenant, run_id, checkpoint_id, True)
+    return Response(status_code=204)
+
+
+@router.delete("/training_runs/{run_id}/checkpoints/{checkpoint_id:path}/publish")
+async def unpublish_checkpoint(request: Request, tenant: Tenant, run_id: str, checkpoint_id: str):
+    _state(request).tinker.set_public(tenant, run_id, checkpoint_id, False)
+    return Response(status_code=204)
+
+
+@router.put("/training_runs/{run_id}/checkpoints/{checkpoint_id:path}/ttl")
+async def set_checkpoint_ttl(
+    request: Request, tenant: Tenant, run_id: str, checkpoint_id: str, body: TtlBody
+):
+    _state(request).tinker.set_ttl(tenant, run_id, checkpoint_id, body.ttl_seconds)
+    return Response(status_code=204)
 
 
 @router.delete("/training_runs/{run_id}/checkpoints/{checkpoint_id:path}")

@@ -64,6 +64,11 @@ class LoraConfig(Body):
 class CreateModelBody(Body):
     base_model: str
     lora_config: LoraConfig = Field(default_factory=LoraConfig)
+    # tinker: the model is `{session_id}:train:{model_seq_id}`.
+    session_id: str | None = None
+    model_seq_id: int | None = Field(None, ge=0)
+    user_metadata: dict | None = None
+    optimizer_config: dict | None = None
 
 
 class ModelBody(Body):
@@ -72,10 +77,13 @@ class ModelBody(Body):
 
 class ForwardBackwardBody(ModelBody):
     forward_backward_input: ForwardBackwardInput
+    seq_id: int | None = None
+    forward_only: bool = False  # protobuf bodies carry it; JSON ones use /forward
 
 
 class ForwardBody(ModelBody):
     forward_input: ForwardBackwardInput
+    seq_id: int | None = None
 
 
 class AdamParams(Body):
@@ -88,17 +96,61 @@ class AdamParams(Body):
 
 
 class OptimStepBody(ModelBody):
-    adam_params: AdamParams = Field(default_factory=AdamParams)
+    adam_params: AdamParams | None = None
+    optimizer_params: dict | None = None  # tinker: optimizers other than Adam
+    seq_id: int | None = None
 
 
 class SaveWeightsBody(ModelBody):
     path: str | None = None
     overwrite: bool = False
+    seq_id: int | None = None
+    ttl_seconds: int | None = None
+    # tinker's nameless save_weights_for_sampler: the server opens the sampling session.
+    sampling_session_seq_id: int | None = None
+    kind: str = "snapshot"
 
 
-class LoadWeightsBody(ModelBody):
+class LoadWeightsBody(Body):
     path: str
     optimizer: bool = True
+    model_id: str | None = None
+    seq_id: int | None = None
+    # tinker's create_training_client_from_state: no create_model; the server makes
+    # `{session_id}:train:{model_seq_id}` from the checkpoint.
+    session_id: str | None = None
+    model_seq_id: int | None = Field(None, ge=0)
+    base_model: str | None = None
+    user_metadata: dict | None = None
+
+
+class CreateSessionBody(Body):
+    tags: list[str] = Field(default_factory=list)
+    user_metadata: dict | None = None
+    sdk_version: str = ""
+
+
+class SessionBody(Body):
+    session_id: str
+
+
+class CreateSamplingSessionBody(Body):
+    session_id: str
+    sampling_session_seq_id: int = 0
+    base_model: str | None = None
+    model_path: str | None = None
+
+
+class RequestIdBody(Body):
+    request_id: str
+
+
+class TtlBody(Body):
+    ttl_seconds: int | None = None
+
+
+class WeightsInfoBody(Body):
+    tinker_path: str
 
 
 class WireSamplingParams(Body):
@@ -116,13 +168,22 @@ class SampleBody(Body):
     sampling_params: WireSamplingParams = Field(default_factory=WireSamplingParams)
     base_model: str | None = None
     model_path: str | None = None
-    prompt_logprobs: bool = False
+    prompt_logprobs: bool | None = False
     topk_prompt_logprobs: int = 0
+    # tinker: the weights come from the sampling session; seq_id de-duplicates resends.
+    sampling_session_id: str | None = None
+    seq_id: int | None = None
+    topk_sample_logprobs: int = 0
+    target_prompt_logprobs: dict | None = None
+    prompt_alt_tokens_k: int = 0
+    prompt_logprobs_last_n: int | None = None
 
 
 class RetrieveFutureBody(Body):
     request_id: str
     model_id: str | None = None
+    # Sent (always) by tinker ≥ 0.25 only: such clients take `{error, category}` failures.
+    allow_metadata_only: bool | None = None
 
 
 class TelemetryBody(Body):
@@ -209,9 +270,16 @@ def to_sampling_params(wire: WireSamplingParams) -> SamplingParams:
     )
 
 
-def to_optimizer_overrides(adam: AdamParams) -> dict[str, float]:
+def to_optimizer_overrides(body: OptimStepBody) -> dict[str, float]:
     """Every Adam setting, for this step (weight decay and clipping default to 0 here)."""
-    return adam.model_dump()
+    if body.optimizer_params is not None:
+        kind = body.optimizer_params.get("type", "?")
+        if kind != "adamw":
+            raise InvalidRequest(
+                f"optimizer {kind!r} is not supported by this server; send adam_params (AdamW)"
+            )
+        return AdamParams.model_validate(body.optimizer_params).model_dump()
+    return (body.adam_params or AdamParams()).model_dump()
 
 
 # ----- conversions: engine → result shapes (§2.3) ------------------------------------------
