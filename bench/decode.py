@@ -3,8 +3,9 @@
 On SmolLM2-135M-Instruct, greedy, the same chat prompts and token counts for everyone, all in
 one process so the baselines share the machine's state with what they are compared to:
 
-- batch 1: time to first token and decode tok/s of the engine (exact weights, and the opt-in
-  int8 decode weights) vs `model.generate` in bf16 and fp32, without an adapter and with one
+- batch 1: time to first token and decode tok/s of the engine (exact weights, the GGUF's own
+  4-bit codes -- the default in bf16 -- and the opt-in int8 decode weights) vs
+  `model.generate` in bf16 and fp32, without an adapter and with one
   (a trained r=32 LoRA run; HF runs the same adapter through PEFT, unmerged);
 - 8 requests on 8 different runs in one `sample_batch` vs the same 8 one after another;
 - greedy agreement: the share of generated tokens equal to HF's in the same dtype.
@@ -126,15 +127,28 @@ def batch_one(tokens: int, repeats: int) -> dict:
     for dtype_name, dtype in (("bf16", torch.bfloat16), ("fp32", torch.float32)):
         engine = Engine(dtype="bfloat16" if dtype_name == "bf16" else "float32")
         base = engine.load_model(MODEL)
+        base.decode_weights()  # pack the 4-bit codes (bf16 on CPU) outside timing
         every = [models_prompt(engine.tokenizer(MODEL), question) for question in QUESTIONS]
         prompts = every[:3]  # timed; agreement is measured on all 8
         run = _trained_run(engine, seed=1)
         hf = models.load_hf_model(MODEL, dtype=dtype)
         figures = {"hf_generate": _figures(_hf_runner(hf), prompts, tokens, repeats)}
+        agreement = {}
+        if base.decode_mode == "4bit":  # bf16 on CPU: the default decode weights
+            figures["engine_4bit"] = _figures(
+                _engine_runner(engine, MODEL), prompts, tokens, repeats
+            )
+            agreement["engine_4bit"] = _agreement(
+                _engine_runner(engine, MODEL), _hf_runner(hf), every, tokens
+            )
+            figures["engine_4bit_lora"] = _figures(
+                _engine_runner(engine, run), prompts, tokens, repeats
+            )
+        base.decode_4bit = False  # the rest: exact weights unless said otherwise
         figures["engine"] = _figures(_engine_runner(engine, MODEL), prompts, tokens, repeats)
-        agreement = {
-            "engine": _agreement(_engine_runner(engine, MODEL), _hf_runner(hf), every, tokens)
-        }
+        agreement["engine"] = _agreement(
+            _engine_runner(engine, MODEL), _hf_runner(hf), every, tokens
+        )
         if dtype_name == "bf16":
             base.decode_int8 = True
             figures["engine_int8"] = _figures(

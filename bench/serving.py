@@ -1,7 +1,9 @@
 """Serving speed through the OpenAI-compatible API vs HF `generate`, in the same run.
 
 A real `frontier-signal serve` process (SmolLM2-135M-Instruct, the default dtype: bf16 where the
-CPU has it) is driven by the official `openai` SDK over HTTP on 127.0.0.1, streaming:
+CPU has it, and the default decode weights: the GGUF's own 4-bit codes there; `--exact` serves
+the exact bf16 weights instead) is driven by the official `openai` SDK over HTTP on 127.0.0.1,
+streaming:
 
 - batch 1: time to first token (request sent → first content chunk, so HTTP, chat rendering
   and prefill included) and decode tok/s ((N - 1) tokens / time from the first to the last
@@ -49,7 +51,7 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(data_dir: Path) -> tuple[subprocess.Popen, str]:
+def start_server(data_dir: Path, exact: bool = False) -> tuple[subprocess.Popen, str]:
     """`frontier-signal serve` in its own process; its log goes to a file in `data_dir` (a
     pipe nobody reads would block the server once full)."""
     port = _free_port()
@@ -58,6 +60,8 @@ def start_server(data_dir: Path) -> tuple[subprocess.Popen, str]:
         "--models", MODEL, "--data-dir", str(data_dir),
     ]  # fmt: skip
     env = os.environ | {"FRONTIER_SIGNAL_LOG_LEVEL": "warning"}
+    if exact:
+        env["FRONTIER_SIGNAL_DECODE_4BIT"] = "false"
     data_dir.mkdir(parents=True, exist_ok=True)
     log = data_dir / "server.log"
     with log.open("wb") as sink:
@@ -208,6 +212,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tokens", type=int, default=64, help="generated tokens per request")
     parser.add_argument("--repeats", type=int, default=3, help="best of this many timings")
+    parser.add_argument("--exact", action="store_true", help="serve exact bf16 decode weights")
     args = parser.parse_args()
 
     from frontier_signal.backend import models
@@ -219,7 +224,7 @@ def main() -> None:
         render_chat_prompt(tokenizer, [{"role": "user", "content": q}]) for q in QUESTIONS[:3]
     ]
     with tempfile.TemporaryDirectory() as folder:
-        process, url = start_server(Path(folder) / "data")
+        process, url = start_server(Path(folder) / "data", args.exact)
         try:
             with httpx.Client(base_url=url, timeout=600) as http:
                 runs = [trained_run(http, seed) for seed in range(8)]
@@ -240,6 +245,7 @@ def main() -> None:
         "model": MODEL,
         "tokens": args.tokens,
         "repeats": args.repeats,
+        "decode_weights": "exact bf16" if args.exact else "default (GGUF 4-bit codes on CPU bf16)",
         "cpu_count": os.cpu_count(),
         "load_average_at_start": os.getloadavg()[0],
         "server": serving,

@@ -130,3 +130,18 @@ def test_json_mode_ends_the_answer_at_the_end_of_the_object():
     assert shape.answer('"a": 1} and then some', "length") == ('{"a": 1}', [], "stop")
     assert shape.answer('"a": [1, 2', "length") == ('{"a": [1, 2', [], "length")
     assert shape.visible('"a": 1}\n\nmore', ()) == '{"a": 1}'
+
+
+def test_incremental_text_equals_decoding_everything_at_once(tokenizer):
+    from frontier_signal.server.routes.openai import IncrementalText
+
+    text = "Zürich 🦦 naïve — 東京 ok\n  spaced"
+    tokens = tokenizer(text, add_special_tokens=False)["input_ids"]
+    growing = IncrementalText(tokenizer)
+    seen = []
+    for token in tokens:
+        growing.add(token)
+        seen.append(growing.text)
+        assert "\ufffd" not in growing.text
+    assert growing.text == tokenizer.decode(tokens) == text
+    assert all(b.startswith(a) for a, b in zip(seen, seen[1:], strict=False))

@@ -66,6 +66,10 @@ class BaseModel:
     # Opt-in: decode with int8 weight-only copies of the weights (CPU only; ~2x faster at batch
     # 1, outputs differ slightly from the exact weights). Prefill and training stay exact.
     decode_int8: bool = False
+    # Decode with the 4-bit codes of a model that shipped as a Q4_1 GGUF (CPU, bf16): the file's
+    # own values at a quarter of the bf16 bytes (docs/engine.md, "Decode weights").
+    decode_4bit: bool = False
+    decode_4bit_ready: bool | None = None  # None: not tried yet
     _decode_weights: object = None
 
     def decode_weights(self):
@@ -82,7 +86,29 @@ class BaseModel:
             self._decode_weights = llama_decode.LlamaWeights(self.model, self.layers)
         if self.decode_int8 and self.device.type == "cpu":
             self._decode_weights.quantize_int8()
+        if self.decode_4bit_ready is None:
+            self.decode_4bit_ready = self._pack_4bit()
         return self._decode_weights
+
+    def _pack_4bit(self) -> bool:
+        if not self.decode_4bit or self.device.type != "cpu" or self.dtype != torch.bfloat16:
+            return False
+        reader = models.gguf_weights(self.name)
+        if reader is None:
+            return False
+        with reader() as get:
+            packed = self._decode_weights.pack_4bit(get)
+        logger.info("%s: %d weight groups decode from their GGUF 4-bit codes", self.name, packed)
+        return packed > 0
+
+    @property
+    def decode_mode(self) -> str:
+        """Which weights the fast decode step uses: `int8`, `4bit` or `exact`."""
+        if self.decode_int8 and self.device.type == "cpu":
+            return "int8"
+        if self.decode_4bit and self.decode_4bit_ready:
+            return "4bit"
+        return "exact"
 
     @classmethod
     def load(cls, name: str, device: torch.device, dtype: torch.dtype) -> BaseModel:

@@ -11,7 +11,10 @@ weights with about twenty torch ops per layer:
 - GQA attention by `scaled_dot_product_attention` over a static cache, the query heads of one
   KV head folded into the query-length axis so no key/value head is repeated;
 - optionally (`LlamaWeights.quantize_int8`) int8 weight-only copies of the matmuls: at batch 1
-  a step is bound by streaming the weights, so half the bytes is about twice the speed.
+  a step is bound by streaming the weights, so half the bytes is about twice the speed;
+- for a model that shipped as a 4-bit GGUF (the bundled SmolLM2 is Q4_1), the GGUF's own 4-bit
+  codes (`LlamaWeights.pack_4bit`, recovered exactly from the de-quantized weights) through
+  torch's group-wise int4 kernel: the same values as the file, in a quarter of the bf16 bytes.
 
 It covers Llama-family models only (`supports`); anything else uses the HF forward. It does no
 prefill: the prompt goes through the HF forward and its cache is copied in. No gradients.
@@ -19,6 +22,7 @@ prefill: the prompt goes through the HF forward and its cache is copied in. No g
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -56,8 +60,46 @@ def _fuse(linears: list[LoraLinear]) -> tuple[torch.Tensor, torch.Tensor | None]
     return weight, bias
 
 
-# A base matmul: (weight, bias), or int8 weight-only (int8 weight, per-row scales, bias).
+# A base matmul: (weight, bias); int8 weight-only (int8 weight, per-row scales, bias); or 4-bit
+# group-wise (packed codes, scales and zeros [K/32, N, 2], bias).
 Matmul = tuple[torch.Tensor, ...]
+GROUP_4BIT = 32  # GGUF's block size
+# The 4-bit kernel de-quantizes per row: up to about 12 rows it beats the bf16 GEMM on this CPU
+# (measured: 16 µs vs 46 µs at 1 row, equal near 8-12, 1.5x slower at 16), so bigger batches
+# decode with the bf16 weights (as close to the file's values, docs/engine.md).
+MAX_4BIT_ROWS = 12
+
+
+def recover_4bit(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+    """The 4-bit codes of a de-quantized GGUF Q4_1 weight, or None when it is not one.
+
+    Q4_1 stores each block of 32 input weights as `code * d + m` (codes 0..15, fp16 d and m,
+    m the block minimum, so the minimum has code 0 and the maximum code 15). Returns (codes
+    [N, K] int32, d [N, K/32], m [N, K/32]) only when they give back every value bit for bit.
+    """
+    if weight.dim() != 2 or weight.shape[1] % GROUP_4BIT or weight.dtype != torch.float32:
+        return None
+    rows, cols = weight.shape
+    blocks = weight.view(rows, cols // GROUP_4BIT, GROUP_4BIT)
+    low = blocks.amin(-1)
+    step = ((blocks.amax(-1) - low) / 15).half().float()
+    safe = torch.where(step > 0, step, torch.ones_like(step))
+    codes = torch.round((blocks - low[..., None]) / safe[..., None]).clamp(0, 15)
+    codes = torch.where(step[..., None] > 0, codes, torch.zeros_like(codes))
+    if not torch.equal(codes * step[..., None] + low[..., None], blocks):
+        return None
+    return codes.view(rows, cols).to(torch.int32), step, low
+
+
+def _pack_4bit(parts: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], bias) -> Matmul:
+    """Fused rows of recovered 4-bit weights in the layout `_weight_int4pack_mm_for_cpu` takes:
+    w = (code - 8) * scale + zero, with zero = m + 8 d (rounded once, to bf16)."""
+    codes = torch.cat([c for c, _, _ in parts])
+    step = torch.cat([d for _, d, _ in parts])
+    low = torch.cat([m for _, _, m in parts])
+    packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes, 1)
+    scales_zeros = torch.stack([step, low + 8 * step], -1).transpose(0, 1).contiguous()
+    return packed, scales_zeros.to(torch.bfloat16), bias
 
 
 def _quantize_int8(weight: torch.Tensor, bias: torch.Tensor | None) -> Matmul:
@@ -70,6 +112,10 @@ def _quantize_int8(weight: torch.Tensor, bias: torch.Tensor | None) -> Matmul:
 def _matmul(x: torch.Tensor, matmul: Matmul) -> torch.Tensor:
     if len(matmul) == 2:
         return F.linear(x, *matmul)
+    if matmul[0].dtype == torch.uint8:  # 4-bit
+        packed, scales_zeros, bias = matmul
+        y = torch.ops.aten._weight_int4pack_mm_for_cpu(x, packed, GROUP_4BIT, scales_zeros)
+        return y if bias is None else y + bias
     quantized, scales, bias = matmul
     y = torch.ops.aten._weight_int8pack_mm(x, quantized, scales)
     return y if bias is None else y + bias
@@ -117,6 +163,8 @@ class LlamaWeights:
         self.lora = LoraPlan(self)
         self.int8_layers: list[dict[str, Matmul]] | None = None
         self.int8_head: Matmul | None = None
+        self.layers_4bit: list[dict[str, Matmul]] | None = None  # None: not tried yet
+        self.packed_4bit = 0
 
     def quantize_int8(self) -> None:
         """Add int8 weight-only copies of every decode matmul (CPU; ~half the bf16 bytes).
@@ -132,6 +180,35 @@ class LlamaWeights:
                 for layer in self.layers
             ]
             self.int8_head = _quantize_int8(*self.head)
+
+    def pack_4bit(self, source: Callable[[str], torch.Tensor | None]) -> int:
+        """Decode with the 4-bit codes a GGUF stored (bf16 activations on CPU only).
+
+        `source(name)` gives a weight as the de-quantized fp32 file has it (e.g.
+        `model.layers.0.mlp.up_proj.weight`), or None. A fused group whose weights are not all
+        exact Q4_1 keeps its bf16 matmul. Returns how many groups went 4-bit (0: none).
+        """
+        if self.layers_4bit is not None:
+            return self.packed_4bit
+        packed_groups = 0
+        layers_4bit = []
+        with torch.no_grad():
+            for index, layer in enumerate(self.layers):
+                groups = {}
+                for group, matmul in layer.matmuls.items():
+                    parts = []
+                    for path in GROUPS[group]:
+                        weight = source(f"model.layers.{index}.{path}.weight")
+                        parts.append(None if weight is None else recover_4bit(weight))
+                    if all(part is not None for part in parts):
+                        groups[group] = _pack_4bit(parts, matmul[1])
+                        packed_groups += 1
+                    else:
+                        groups[group] = matmul
+                layers_4bit.append(groups)
+        self.layers_4bit = layers_4bit if packed_groups else []
+        self.packed_4bit = packed_groups
+        return packed_groups
 
     def rope_tables(self, length: int, device, dtype) -> tuple[torch.Tensor, torch.Tensor]:
         """cos and sign-folded sin [length, head_dim]: rotate_half(x) * sin == roll(x) * sin'."""
@@ -159,7 +236,7 @@ class LlamaDecoder:
         prompt_lengths: list[int],
         max_new_tokens: int,
         segments,
-        int8: bool = False,
+        mode: str = "exact",
     ):
         first = hf_cache.layers[0].keys
         batch, _, padded_len, _ = first.shape
@@ -187,9 +264,12 @@ class LlamaDecoder:
         self.lora = weights.lora.for_segments(segments, dtype)
         self.matmuls = [layer.matmuls for layer in weights.layers]
         self.head = weights.head
-        if int8:
+        if mode == "int8":
             assert weights.int8_layers is not None and weights.int8_head is not None
             self.matmuls, self.head = weights.int8_layers, weights.int8_head
+        elif mode == "4bit":
+            assert weights.layers_4bit
+            self.matmuls = weights.layers_4bit
 
     def _linear(self, x, matmul: Matmul, plan) -> torch.Tensor:
         y = _matmul(x, matmul)

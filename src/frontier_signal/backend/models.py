@@ -165,6 +165,37 @@ def model_folder(source: ModelSource) -> Path:
     return source.path
 
 
+def gguf_weights(name: str):
+    """For a model converted from a GGUF: `reader(tensor_name) -> fp32 tensor | None` over the
+    cached de-quantized safetensors (a context manager); None for any other model."""
+    source = resolve_model(name)
+    if not source.gguf_file or source.tiny_seed is not None:
+        return None
+    from contextlib import ExitStack, contextmanager
+
+    from safetensors import safe_open
+
+    @contextmanager
+    def reader():
+        with ExitStack() as stack:
+            handles = [
+                stack.enter_context(safe_open(str(path), "pt"))
+                for path in sorted(model_folder(source).glob("*.safetensors"))
+            ]
+
+            names = [set(handle.keys()) for handle in handles]
+
+            def get(tensor: str):
+                for handle, inside in zip(handles, names, strict=True):
+                    if tensor in inside:
+                        return handle.get_tensor(tensor)
+                return None
+
+            yield get
+
+    return reader
+
+
 def tiny_llama_config(vocab_size: int = 49152) -> LlamaConfig:
     """The tiny test model: SmolLM2's architecture and vocabulary, 2 layers, hidden size 64."""
     return LlamaConfig(

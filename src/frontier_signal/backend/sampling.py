@@ -16,7 +16,7 @@ import torch
 from transformers import DynamicCache
 
 from frontier_signal.backend.base_model import BaseModel, target_logprobs
-from frontier_signal.backend.llama_decode import LlamaDecoder
+from frontier_signal.backend.llama_decode import MAX_4BIT_ROWS, LlamaDecoder
 from frontier_signal.backend.lora import Segment
 from frontier_signal.backend.token_choice import TokenCounts, TopLogprobs, choose
 from frontier_signal.engine.types import SampledSequence, SamplingParams, TokenCallback
@@ -142,8 +142,10 @@ def generate(
         if weights is not None:
             max_new = max(row.params.max_tokens for row in rows)
             lengths = [len(row.prompt_tokens) for row in rows]
-            int8 = base.decode_int8 and weights.int8_layers is not None
-            stepper = LlamaDecoder(weights, cache, lengths, max_new, segments, int8)
+            mode = base.decode_mode
+            if mode == "4bit" and batch > MAX_4BIT_ROWS:
+                mode = "exact"
+            stepper = LlamaDecoder(weights, cache, lengths, max_new, segments, mode)
             del cache  # its tensors were copied into the static cache
         else:
             stepper = HFStepper(base, cache, mask, positions)

@@ -71,7 +71,7 @@ def create_app(settings: ServiceSettings | None = None, engine: Engine | None = 
             store.ensure_tenant(LOCAL_TENANT, "local (no-auth)")
             logger.warning("NO AUTH: every caller on %s is the same tenant", settings.host)
         scheduler = Scheduler(
-            engine or Engine(settings.device, settings.dtype),
+            engine or Engine(settings.device, settings.dtype, decode_4bit=settings.decode_4bit),
             sample_gather_s=settings.sample_gather_ms / 1000,
             sample_gather_cap_s=5 * settings.sample_gather_ms / 1000,
         )

@@ -279,12 +279,13 @@ def _sse_response(request, tenant, target, prompts, params, body, tokenizer, eve
     stop_ids = {tokenizer.eos_token_id}
 
     async def tokens():
-        so_far: dict[int, list[int]] = {}
+        texts: dict[int, IncrementalText] = {}
         while (item := await queue.get()) is not None:
             index, token, logprob = item
-            so_far.setdefault(index, []).append(token)
-            shown = [t for t in so_far[index] if t not in stop_ids]
-            yield index, token, logprob, tokenizer.decode(shown, skip_special_tokens=False)
+            text = texts.setdefault(index, IncrementalText(tokenizer))
+            if token not in stop_ids:
+                text.add(token)
+            yield index, token, logprob, text.text
 
     async def final():
         return task.result()
@@ -305,6 +306,28 @@ def _sse_response(request, tenant, target, prompts, params, body, tokenizer, eve
         yield "data: [DONE]\n\n"
 
     return StreamingResponse(body(), media_type="text/event-stream")
+
+
+class IncrementalText:
+    """A growing generation's text, decoding only its last few tokens per new token (a token's
+    text can depend on its neighbours, and a multi-byte character may span tokens: text is only
+    taken once it no longer ends in an incomplete character)."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+        self.tokens: list[int] = []
+        self.text = ""
+        self._prefix = 0  # tokens[_prefix:_read] decode to the tail of `text` already taken
+        self._read = 0
+
+    def add(self, token: int) -> None:
+        self.tokens.append(token)
+        decode = self.tokenizer.decode
+        before = decode(self.tokens[self._prefix : self._read], skip_special_tokens=False)
+        after = decode(self.tokens[self._prefix :], skip_special_tokens=False)
+        if len(after) > len(before) and not after.endswith("\ufffd"):
+            self.text += after[len(before) :]
+            self._prefix, self._read = self._read, len(self.tokens)
 
 
 # ----- completions ---------------------------------------------------------------------------
