@@ -282,3 +282,15 @@ def test_the_async_sdk_streams_and_runs_requests_concurrently(server, alice):
 
     answers, text = asyncio.run(main())
     assert len(answers) == 4 and text == answers[0].choices[0].message.content
+
+
+def test_streaming_n_choices_each_add_up_to_their_plain_answer(oai):
+    common = {"model": TINY, "messages": [QUESTION], "max_tokens": 10, "seed": 9, "n": 3}
+    plain = oai.chat.completions.create(**common)
+    texts, finishes = ["", "", ""], [None, None, None]
+    for chunk in oai.chat.completions.create(**common, stream=True):
+        for choice in chunk.choices:
+            texts[choice.index] += choice.delta.content or ""
+            finishes[choice.index] = choice.finish_reason or finishes[choice.index]
+    assert texts == [c.message.content for c in plain.choices]
+    assert finishes == [c.finish_reason for c in plain.choices]
