@@ -173,6 +173,8 @@ def test_penalties_change_sampling_and_out_of_range_is_a_400(oai):
         ({"tools": [WEATHER], "tool_choice": {"type": "function", "function": {"name": "x"}}}, "x"),
         ({"n": 99}, "n"),
         ({"stop": ["a", "b", "c", "d", "e"]}, "stop"),
+        ({"max_completion_tokens": 8190}, "context is 8192 tokens"),
+        ({"max_completion_tokens": 8190, "stream": True}, "context is 8192 tokens"),
     ],
 )
 def test_bad_chat_requests_get_a_400_saying_what_is_wrong(oai, extra, needle):

@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass, replace
 
 from frontier_signal.engine.engine import Engine
+from frontier_signal.engine.errors import InvalidInputError
 from frontier_signal.engine.tools import template_messages
 from frontier_signal.engine.types import SampleRequest, SampleResult, SamplingParams, TokenCallback
 from frontier_signal.service.errors import InvalidRequest, NotFound
@@ -25,8 +26,14 @@ from frontier_signal.service.runs import RunService
 from frontier_signal.service.tables import Run
 from frontier_signal.service.tinker import TinkerService
 
-# Used when a request sets neither max_tokens nor max_completion_tokens.
+# Used when a request sets neither max_tokens nor max_completion_tokens (less where the context
+# has less room left).
 DEFAULT_MAX_TOKENS = 512
+
+
+def context_length(config) -> int:
+    """The longest sequence (prompt + generated) a model takes."""
+    return int(getattr(config, "max_position_embeddings", 0) or 2048)
 
 
 @dataclass(frozen=True)
@@ -121,6 +128,22 @@ class ServingService:
     def encode(self, target: Target, text: str) -> list[int]:
         return list(self.tokenizer(target)(text, add_special_tokens=False)["input_ids"])
 
+    def check_room(self, target: Target, prompts: list[list[int]], max_tokens: int) -> None:
+        """Refuse up front (400, before a stream starts) what cannot fit the model's context;
+        known once the base model is in memory, and checked again when generating."""
+        engine = self.scheduler.engine
+        if target.base_model not in engine.loaded_models():
+            return
+        context = context_length(engine.load_model(target.base_model).model.config)
+        for tokens in prompts:
+            room = context - len(tokens)
+            if room < 1 or max_tokens > room:
+                raise InvalidRequest(
+                    f"this model's context is {context} tokens: the prompt has {len(tokens)} "
+                    f"and max_tokens asks for {max_tokens or 1}; shorten the prompt or lower "
+                    "max_tokens"
+                )
+
     async def generate(
         self,
         target: Target,
@@ -142,13 +165,24 @@ class ServingService:
         def prepare(engine: Engine) -> list[SampleRequest]:
             eos = None if ignore_eos else engine.tokenizer(target.base_model).eos_token_id
             stops = tuple(params.stop_token_ids) + ((eos,) if eos is not None else ())
-            final = replace(params, stop_token_ids=stops)
-            return [
-                SampleRequest(
-                    target.engine_model, tokens, final, n, prompt_logprobs, target.checkpoint
+            context = context_length(engine.load_model(target.base_model).model.config)
+            requests = []
+            for tokens in prompts:
+                room = context - len(tokens)
+                wanted = params.max_tokens or min(DEFAULT_MAX_TOKENS, room)
+                if room < 1 or wanted > room:
+                    raise InvalidInputError(
+                        f"this model's context is {context} tokens: the prompt has "
+                        f"{len(tokens)} and max_tokens asks for {wanted}; shorten the prompt "
+                        "or lower max_tokens"
+                    )
+                final = replace(params, stop_token_ids=stops, max_tokens=wanted)
+                requests.append(
+                    SampleRequest(
+                        target.engine_model, tokens, final, n, prompt_logprobs, target.checkpoint
+                    )
                 )
-                for tokens in prompts
-            ]
+            return requests
 
         future = self.scheduler.sample(target.key, target.base_model, prepare, on_token)
         return await asyncio.wrap_future(future)

@@ -166,6 +166,7 @@ async def chat_completions(request: Request, tenant: Tenant, body: ChatCompletio
     prompt_text = serving.chat_prompt(target, body.messages, functions) + shape.prefill
     prompt = serving.encode(target, prompt_text)
     params = body.sampling_params(body.limit(), top)
+    serving.check_room(target, [prompt], params.max_tokens)
     if body.stream:
         return _stream(request, tenant, body, target, prompt, params, shape)
     with state.requests.counted(tenant):
@@ -403,6 +404,7 @@ async def completions(request: Request, tenant: Tenant, body: CompletionBody):
     prompts = _prompts(serving, target, body.prompt)
     tokenizer = serving.tokenizer(target)
     params = body.sampling_params(body.max_tokens, body.logprobs or 0)
+    serving.check_room(target, prompts, params.max_tokens)
     if body.stream:
         if body.echo or body.logprobs is not None:
             raise InvalidRequest("echo and logprobs are not supported with stream")

@@ -16,7 +16,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from frontier_signal.engine.types import SampledSequence, SamplingParams
 from frontier_signal.service.errors import InvalidRequest
-from frontier_signal.service.serving import DEFAULT_MAX_TOKENS
 
 MAX_N = 16
 
@@ -63,8 +62,9 @@ class Body(BaseModel):
         return bool((self.stream_options or {}).get("include_usage"))
 
     def sampling_params(self, max_tokens: int | None, top_logprobs: int) -> SamplingParams:
+        """The engine's settings; `max_tokens` 0 means "as many as fit, up to the default"."""
         return SamplingParams(
-            max_tokens=max_tokens or DEFAULT_MAX_TOKENS,
+            max_tokens=max_tokens or 0,
             temperature=1.0 if self.temperature is None else self.temperature,
             top_p=1.0 if self.top_p is None else self.top_p,
             top_k=-1 if self.top_k is None or self.top_k == 0 else self.top_k,
