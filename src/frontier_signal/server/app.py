@@ -83,7 +83,11 @@ def create_app(settings: ServiceSettings | None = None, engine: Engine | None = 
             store,
             scheduler,
             runs,
-            RequestLog(store, settings.max_queued_per_tenant),
+            RequestLog(
+                store,
+                settings.max_queued_per_tenant,
+                keep_seconds=settings.request_retention_hours * 3600,
+            ),
             FutureService(store, settings.max_queued_per_tenant),
             tinker_service := TinkerService(runs),
             SessionService(store),
@@ -96,6 +100,7 @@ def create_app(settings: ServiceSettings | None = None, engine: Engine | None = 
         finally:
             await runs.shutdown()
             await asyncio.to_thread(scheduler.stop)
+            await state.requests.close()
             store.close()
             logger.info("stopped")
 

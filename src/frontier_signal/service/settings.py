@@ -33,6 +33,11 @@ class ServiceSettings(BaseSettings):
     sampler_keep_every: int = Field(10, ge=0, description="... and every N-th step (0: none).")
     max_queued_per_tenant: int = Field(64, ge=1, description="Requests in flight per key.")
     max_runs_per_tenant: int = Field(32, ge=1, description="Active runs per tenant.")
+    request_retention_hours: float = Field(
+        24.0,
+        gt=0,
+        description="Finished Signal requests (results, idempotency keys) kept this long.",
+    )
     decode_4bit: bool = Field(
         True, description="Decode a Q4_1 GGUF model with its own 4-bit codes (CPU, bf16)."
     )

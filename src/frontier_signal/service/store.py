@@ -286,7 +286,11 @@ class Store:
             return session.scalar(query.limit(1))
 
     def finish_request(
-        self, request_id: str, result: dict | None = None, error: dict | None = None
+        self,
+        request_id: str,
+        result: dict | None = None,
+        error: dict | None = None,
+        finished_at: float | None = None,
     ) -> None:
         with self._session() as session, session.begin():
             session.execute(
@@ -296,7 +300,7 @@ class Store:
                     status="failed" if error is not None else "done",
                     result=result,
                     error=error,
-                    finished_at=time.time(),
+                    finished_at=time.time() if finished_at is None else finished_at,
                 )
             )
 
@@ -308,16 +312,20 @@ class Store:
         with self._session() as session:
             return session.get(Request, request_id)
 
-    def prune_requests(self, kind_prefix: str, finished_before: float) -> int:
-        """Delete finished requests of kinds starting with `kind_prefix` (with their results)."""
+    def prune_requests(
+        self, kind_prefix: str, finished_before: float, *, except_prefix: str | None = None
+    ) -> int:
+        """Delete finished requests of kinds starting with `kind_prefix` (with their results),
+        but not those of kinds starting with `except_prefix`; pending ones always stay."""
+        conditions = [
+            Request.kind.startswith(kind_prefix),
+            Request.status != "pending",
+            Request.finished_at < finished_before,
+        ]
+        if except_prefix is not None:
+            conditions.append(~Request.kind.startswith(except_prefix))
         with self._session() as session, session.begin():
-            return session.execute(
-                delete(Request).where(
-                    Request.kind.startswith(kind_prefix),
-                    Request.status != "pending",
-                    Request.finished_at < finished_before,
-                )
-            ).rowcount
+            return session.execute(delete(Request).where(*conditions)).rowcount
 
     def forget_unfinished_requests(self) -> int:
         """At start: requests left pending by a crash never finish; drop them so a retry with
