@@ -13,6 +13,7 @@ from urllib.parse import quote
 
 import httpx
 import pytest
+import torch
 
 from tests.conftest import TINY
 
@@ -372,3 +373,40 @@ def test_cancel_future_stops_a_pending_sample(server, alice, bob, tiny_tokenizer
             "/api/v1/cancel_future", json={"request_id": request_id}, headers=as_alice
         )
         assert again.json()["cancelled"] is False  # already finished: nothing to cancel
+
+
+def test_tinker_cli_downloads_a_training_checkpoint(
+    server, service, tml_key, tiny_tokenizer, tmp_path
+):
+    """`tinker checkpoint download tinker://RUN/weights/NAME`: the SDK's CLI loads the state into
+    a new training client, exports it, signs, downloads and deletes the export."""
+    from safetensors.torch import load_file
+    from tinker.cli.commands.checkpoint import _download_checkpoint
+
+    training = service.create_lora_training_client(base_model=TINY, rank=4).result()
+    step(training, fact_datum(tiny_tokenizer))
+    path = training.save_state("to-download").result().path
+    rest = service.create_rest_client()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TINKER_BASE_URL", server.base_url)
+        patch.setenv("TINKER_API_KEY", tml_key)
+        total = _download_checkpoint(rest, path, tmp_path, show_progress=False, format="json")
+    assert total == sum(p.stat().st_size for p in tmp_path.rglob("*") if p.is_file())
+    assert json.loads((tmp_path / "adapter_config.json").read_text())["r"] == 4
+    downloaded = load_file(tmp_path / "adapter_model.safetensors")
+    run_id = path.removeprefix("tinker://").split("/")[0]
+    (saved,) = [
+        c
+        for c in server.state.store.list_checkpoints(run_id, "training")
+        if c.name == "to-download"
+    ]
+    original = load_file(Path(saved.path) / "adapter_model.safetensors")
+    assert downloaded.keys() == original.keys()
+    assert all(torch.equal(downloaded[k], original[k]) for k in original)
+    exports = [
+        c
+        for r in server.state.store.list_runs()
+        for c in server.state.store.list_checkpoints(r.id, "external")
+        if c.name == "download"
+    ]
+    assert exports == []  # the temporary export is deleted after the download
