@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+import anyio
 import httpx
 import pytest
 
@@ -12,6 +13,11 @@ from frontier_signal.service.store import Store
 from tests.conftest import TINY
 from tests.integration.sdk_fixtures import wait_ready
 from tests.live_server import LiveServer
+
+# anyio imports its file module lazily (FileResponse's first use), in the server's thread. pytest
+# rewrites anyio's modules (it is a plugin) and CPython 3.11's parser is not thread-safe: import
+# it here, in the main thread, before any server starts.
+anyio.open_file  # noqa: B018
 
 
 def server_settings(data_dir, **overrides) -> ServiceSettings:

@@ -7,18 +7,23 @@ the Signal face's own rows, so a run made here is listed there and the reverse.
 
 Checkpoints handed out are `hpcai://{run}/training/{name}` (kind `training` in the store: adapter
 + optimizer + step) and `hpcai://{run}/sampler/{name}` (kind `sampler_weights`: adapter only;
-the Signal face's per-step `sampler` weights are internal and not listed here). It knows
+the Signal face's per-step `sampler` weights are internal and not listed here). tinker's
+`save_weights_external` makes kind `external` (`tinker://{run}/external_weights/{name}`: the PEFT
+adapter, no optimizer), which is downloaded file by file through signed URLs (`signing.py`) and
+left out of listings served to hpcai (its types know only `training` / `sampler`). It knows
 nothing about HTTP.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import time
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import quote
 
 from frontier_signal.engine.engine import Engine
 from frontier_signal.engine.types import (
@@ -33,6 +38,7 @@ from frontier_signal.engine.types import (
 from frontier_signal.service import files
 from frontier_signal.service.errors import InvalidRequest, NotFound
 from frontier_signal.service.runs import RunService
+from frontier_signal.service.signing import DEFAULT_EXPIRY_SECONDS, UrlSigner
 from frontier_signal.service.store import new_id
 from frontier_signal.service.tables import Checkpoint, Run
 
@@ -48,9 +54,15 @@ SEGMENTS = {
     "weights": "training",
     "sampler": "sampler_weights",
     "sampler_weights": "sampler_weights",
+    "external": "external",
+    "external_weights": "external",
 }
-WIRE_TYPE = {"training": "training", "sampler_weights": "sampler"}
-TINKER_SEGMENT = {"training": "weights", "sampler_weights": "sampler_weights"}
+WIRE_TYPE = {"training": "training", "sampler_weights": "sampler", "external": "external"}
+TINKER_SEGMENT = {
+    "training": "weights",
+    "sampler_weights": "sampler_weights",
+    "external": "external_weights",
+}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*(/[A-Za-z0-9][A-Za-z0-9_.\-]*)*$")
 
 
@@ -110,6 +122,14 @@ def checkpoint_info(row: Checkpoint, tinker_ids: bool = False) -> dict:
     }
 
 
+def _split_id(checkpoint_id: str) -> tuple[str, str | None]:
+    """REST checkpoint id → (name, store kind or None for a bare name)."""
+    head, _, rest = checkpoint_id.partition("/")
+    if rest and head in SEGMENTS:
+        return rest, SEGMENTS[head]
+    return checkpoint_id, None
+
+
 class TinkerService:
     """Tinker operations over the run service (runs, files) and its scheduler."""
 
@@ -121,6 +141,7 @@ class TinkerService:
         self.use_pyqwest_transport = True
         self.store = runs.store
         self.scheduler = runs.scheduler
+        self.signer = UrlSigner(Path(runs.data_dir))
 
     # ----- the tinker SDK's start-up flags -------------------------------------------------
     def client_flags(self) -> dict:
@@ -284,6 +305,21 @@ class TinkerService:
     ) -> str:
         """Save a `training` or `sampler` checkpoint under `name` (expiring after `ttl_seconds`
         when given); returns its path in `scheme` (hpcai:// or tinker://)."""
+        checkpoint = await self.save_checkpoint(
+            tenant_id, model_id, name, wire_type, overwrite, ttl_seconds
+        )
+        return checkpoint_path(checkpoint, scheme)
+
+    async def save_checkpoint(
+        self,
+        tenant_id: str,
+        model_id: str,
+        name: str | None,
+        wire_type: str,
+        overwrite: bool,
+        ttl_seconds: int | None = None,
+    ) -> Checkpoint:
+        """Save a `training`, `sampler` or `external` (adapter only) checkpoint; its row."""
         if ttl_seconds is not None and ttl_seconds <= 0:
             raise InvalidRequest("ttl_seconds must be a positive number of seconds")
         row = self.model_row(tenant_id, model_id)
@@ -314,11 +350,11 @@ class TinkerService:
             self.runs._record_checkpoint, model_id, kind, step, folder, checkpoint_id, name
         )
         if ttl_seconds is not None:
-            expires_at = checkpoint.created_at + ttl_seconds
-            self.store.update_checkpoint(checkpoint.id, expires_at=expires_at)
+            checkpoint.expires_at = checkpoint.created_at + ttl_seconds
+            self.store.update_checkpoint(checkpoint.id, expires_at=checkpoint.expires_at)
         for old in existing:
             self._remove(old)
-        return checkpoint_path(checkpoint, scheme)
+        return checkpoint
 
     async def load_weights(
         self, tenant_id: str, model_id: str, path: str, with_optimizer: bool
@@ -370,12 +406,17 @@ class TinkerService:
     def resolve(self, tenant_id: str, path: str) -> Checkpoint:
         """The checkpoint a path names, if its run belongs to this tenant or it is public."""
         ref = parse_path(path)
-        run = self.store.get_run(ref.run_id)
+        return self._readable(tenant_id, ref.run_id, ref.name, ref.kind)
+
+    def _readable(self, tenant_id: str, run_id: str, name: str, kind: str | None) -> Checkpoint:
+        """This tenant's checkpoint, or another tenant's public one (else NotFound)."""
+        run = self.store.get_run(run_id)
         if run is not None and run.tenant_id != tenant_id and run.status == "active":
-            checkpoint = self.find_checkpoint(run.tenant_id, ref.run_id, ref.name, ref.kind)
-            if checkpoint.public:
-                return checkpoint
-        return self.find_checkpoint(tenant_id, ref.run_id, ref.name, ref.kind)
+            with contextlib.suppress(NotFound):
+                checkpoint = self.find_checkpoint(run.tenant_id, run_id, name, kind)
+                if checkpoint.public:
+                    return checkpoint
+        return self.find_checkpoint(tenant_id, run_id, name, kind)
 
     def find_checkpoint(
         self, tenant_id: str, run_id: str, name: str, kind: str | None = None
@@ -396,8 +437,10 @@ class TinkerService:
         raise NotFound(f"run {run_id!r} has no {what} checkpoint named {name!r}")
 
     def list_checkpoints(self, tenant_id: str, run_id: str, tinker_ids: bool = False) -> list[dict]:
+        """Listed for tinker (`tinker_ids`): every kind; for hpcai: no `external` ones."""
         self.runs.run_row(tenant_id, run_id)
-        return [checkpoint_info(c, tinker_ids) for c in self._listed(run_id)]
+        rows = [c for c in self._listed(run_id) if tinker_ids or c.kind != "external"]
+        return [checkpoint_info(c, tinker_ids) for c in rows]
 
     def _listed(self, run_id: str) -> list[Checkpoint]:
         rows = [
@@ -418,13 +461,47 @@ class TinkerService:
         return len(expired)
 
     def checkpoint_by_id(self, tenant_id: str, run_id: str, checkpoint_id: str) -> Checkpoint:
-        """A checkpoint named as in REST paths: `weights/NAME`, `sampler_weights/NAME` (tinker),
-        or a bare name (hpcai; a training checkpoint first)."""
-        kind = None
-        head, _, rest = checkpoint_id.partition("/")
-        if rest and head in SEGMENTS:
-            kind, checkpoint_id = SEGMENTS[head], rest
-        return self.find_checkpoint(tenant_id, run_id, checkpoint_id, kind)
+        """A checkpoint named as in REST paths: `weights/NAME`, `sampler_weights/NAME`,
+        `external_weights/NAME` (tinker), or a bare name (hpcai; a training checkpoint first)."""
+        return self.find_checkpoint(tenant_id, run_id, *_split_id(checkpoint_id))
+
+    # ----- downloads: signed per-file URLs -------------------------------------------------
+    def external_weights_urls(
+        self,
+        tenant_id: str,
+        run_id: str,
+        checkpoint_id: str,
+        base_url: str,
+        seconds: int = DEFAULT_EXPIRY_SECONDS,
+    ) -> dict:
+        """`{urls: {relpath: signed URL}, expires}` for every file of a checkpoint this tenant
+        may read (its own, or a public one). A URL needs no API key and grants one file."""
+        name, kind = _split_id(checkpoint_id)
+        checkpoint = self._readable(tenant_id, run_id, name, kind)
+        folder = Path(checkpoint.path)
+        expires = self.signer.expiry(seconds)
+        urls = {}
+        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+            relpath = path.relative_to(folder).as_posix()
+            signature = self.signer.signature(checkpoint.id, relpath, expires)
+            urls[relpath] = (
+                f"{base_url.rstrip('/')}/api/v1/checkpoint_files/{checkpoint.id}/{quote(relpath)}"
+                f"?expires={expires}&signature={signature}"
+            )
+        return {"urls": urls, "expires": iso(expires)}
+
+    def signed_file(self, checkpoint_id: str, relpath: str, expires: str, signature: str) -> Path:
+        """The file a signed URL names, after its signature and expiry are checked (403), if
+        the checkpoint still exists (404). The path never leaves the checkpoint's folder."""
+        self.signer.check(checkpoint_id, relpath, expires, signature)
+        checkpoint = self.store.get_checkpoint(checkpoint_id)
+        if checkpoint is None or self._expired(checkpoint):
+            raise NotFound(f"checkpoint {checkpoint_id!r} no longer exists")
+        folder = Path(checkpoint.path).resolve()
+        path = (folder / relpath).resolve()
+        if not path.is_relative_to(folder) or not path.is_file():
+            raise NotFound(f"checkpoint {checkpoint_id!r} has no file {relpath!r}")
+        return path
 
     def set_public(self, tenant_id: str, run_id: str, checkpoint_id: str, public: bool) -> None:
         checkpoint = self.checkpoint_by_id(tenant_id, run_id, checkpoint_id)

@@ -37,6 +37,7 @@ from frontier_signal.server.schemas.tinker import (
     RetrieveFutureBody,
     SampleBody,
     SaveWeightsBody,
+    SaveWeightsExternalBody,
     SessionBody,
     TelemetryBody,
     TtlBody,
@@ -52,6 +53,7 @@ from frontier_signal.service import files
 from frontier_signal.service.errors import InvalidRequest, ServiceError
 from frontier_signal.service.futures import FutureFailed
 from frontier_signal.service.sessions import session_model_id
+from frontier_signal.service.tinker import checkpoint_path
 
 
 class TinkerJSONResponse(JSONResponse):
@@ -357,6 +359,33 @@ def _save(request: Request, tenant: str, body: SaveWeightsBody, wire_type: str, 
     return _future(request, tenant, body.model_id, kind, body, operation)
 
 
+@router.post("/save_weights_external")
+async def save_weights_external(
+    request: Request, tenant: Tenant, body: SaveWeightsExternalBody
+) -> dict:
+    """tinker's download path, step 1: the adapter (PEFT files, no optimizer) as an `external`
+    checkpoint, `tinker://{run}/external_weights/{name}`; step 2 is `external_weights_urls`."""
+    service = _state(request).tinker
+    service.model_row(tenant, body.model_id)
+    if body.age_encryption_recipients:
+        raise InvalidRequest(
+            "age_encryption_recipients is not supported by this server: the files are served "
+            "unencrypted over signed URLs; leave it unset"
+        )
+
+    async def operation() -> dict:
+        checkpoint = await service.save_checkpoint(
+            tenant, body.model_id, body.path, "external", body.overwrite, body.ttl_seconds
+        )
+        return {
+            "type": "save_weights_external",
+            "path": checkpoint_path(checkpoint, "tinker://"),
+            "size_bytes": checkpoint.size,
+        }
+
+    return _future(request, tenant, body.model_id, "save_weights_external", body, operation)
+
+
 @router.post("/load_weights")
 async def load_weights(request: Request, tenant: Tenant, body: LoadWeightsBody) -> dict:
     service = _state(request).tinker
@@ -539,6 +568,31 @@ async def checkpoint_archive(request: Request, tenant: Tenant, run_id: str, chec
         filename=f"{run_id}-{arcname}.tar.gz",
         background=BackgroundTask(path.unlink, missing_ok=True),
     )
+
+
+@router.get("/training_runs/{run_id}/checkpoints/{checkpoint_id:path}/external_weights_urls")
+async def external_weights_urls(
+    request: Request, tenant: Tenant, run_id: str, checkpoint_id: str
+) -> dict:
+    """Signed per-file URLs (no API key needed to fetch them) valid for an hour."""
+    base_url = str(request.base_url)
+    return await asyncio.to_thread(
+        _state(request).tinker.external_weights_urls, tenant, run_id, checkpoint_id, base_url
+    )
+
+
+@router.get("/checkpoint_files/{checkpoint_id}/{relpath:path}")
+async def checkpoint_file(
+    request: Request,
+    checkpoint_id: str,
+    relpath: str,
+    expires: Annotated[str, Query()] = "",
+    signature: Annotated[str, Query()] = "",
+):
+    """One file of a checkpoint through a signed URL: no API key, the signature is the grant
+    (403 when it is wrong, for another file, or expired)."""
+    path = _state(request).tinker.signed_file(checkpoint_id, relpath, expires, signature)
+    return FileResponse(path, media_type="application/octet-stream", filename=path.name)
 
 
 @router.post("/training_runs/{run_id}/checkpoints/{checkpoint_id:path}/publish")

@@ -111,6 +111,14 @@ class SaveWeightsBody(ModelBody):
     kind: str = "snapshot"
 
 
+class SaveWeightsExternalBody(ModelBody):
+    path: str  # the name of the external weights (tinker requires one)
+    overwrite: bool = False
+    seq_id: int | None = None
+    ttl_seconds: int | None = None
+    age_encryption_recipients: list[str] | None = None
+
+
 class LoadWeightsBody(Body):
     path: str
     optimizer: bool = True
