@@ -179,6 +179,12 @@ class FutureService:
             with contextlib.suppress(Exception):
                 await asyncio.shield(predecessor)
 
+    def skip_seq(self, model_id: str | None, seq_id: int | None) -> None:
+        """Operation `seq_id` of the model was refused before it became a future: its
+        successor must not wait for it."""
+        if model_id is not None and seq_id is not None:
+            self._seq_arrived.setdefault((model_id, seq_id), asyncio.Event()).set()
+
     def _seq_done(self, model_id: str, seq_id: int) -> bool:
         row = self.store.find_request_by_key(KEY_PREFIX + f"seq:{model_id}:{seq_id}")
         return row is not None and row.status != "pending"

@@ -13,6 +13,7 @@ operations answer `{"request_id", "model_id"}` at once and are polled through
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from pathlib import Path
 from typing import Annotated
@@ -298,10 +299,22 @@ async def forward(request: Request, tenant: Tenant, body: ForwardBody) -> dict:
     return _forward(request, tenant, body, body.forward_input, forward_only=True)
 
 
+@contextlib.contextmanager
+def _settles_seq(request: Request, body):
+    """A request refused before it becomes a future still takes its place in the model's
+    `seq_id` order, so the model's next operation does not wait for it."""
+    try:
+        yield
+    except Exception:
+        _state(request).futures.skip_seq(body.model_id, getattr(body, "seq_id", None))
+        raise
+
+
 def _forward(request: Request, tenant: str, body, batch, forward_only: bool) -> dict:
     service = _state(request).tinker
-    service.model_row(tenant, body.model_id)
-    datums, loss_fn, loss_fn_config = to_datums(batch)
+    with _settles_seq(request, body):
+        service.model_row(tenant, body.model_id)
+        datums, loss_fn, loss_fn_config = to_datums(batch)
 
     async def operation() -> dict:
         result = await service.forward_backward(
@@ -316,8 +329,9 @@ def _forward(request: Request, tenant: str, body, batch, forward_only: bool) -> 
 @router.post("/optim_step")
 async def optim_step(request: Request, tenant: Tenant, body: OptimStepBody) -> dict:
     service = _state(request).tinker
-    service.model_row(tenant, body.model_id)
-    overrides = to_optimizer_overrides(body)
+    with _settles_seq(request, body):
+        service.model_row(tenant, body.model_id)
+        overrides = to_optimizer_overrides(body)
 
     async def operation() -> dict:
         return {"metrics": await service.optim_step(tenant, body.model_id, overrides)}
