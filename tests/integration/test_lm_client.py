@@ -34,38 +34,13 @@ from frontier_signal.lm import (
 )
 from tests.conftest import TINY
 from tests.integration import sdk_fixtures
+from tests.integration.tool_chat import ANSWER, CALL, QUESTION, RESULT, WEATHER
 
 one_torch_thread = sdk_fixtures.one_torch_thread
 base_url = sdk_fixtures.base_url
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "lm"
 
-WEATHER = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "Current weather for a city",
-        "parameters": {
-            "type": "object",
-            "properties": {"city": {"type": "string"}},
-            "required": ["city"],
-        },
-    },
-}
-QUESTION = {"role": "user", "content": "What is the weather in Paris?"}
-CALL = {
-    "role": "assistant",
-    "content": None,
-    "tool_calls": [
-        {
-            "id": "call_1",
-            "type": "function",
-            "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
-        }
-    ],
-}
-RESULT = {"role": "tool", "tool_call_id": "call_1", "content": "18 C and sunny"}
-ANSWER = {"role": "assistant", "content": "It is 18 C and sunny in Paris."}
 HELLO = [{"role": "user", "content": "Hello"}]
 LM_VARIABLES = (
     "FRONTIER_SIGNAL_BASE_URL",

@@ -12,7 +12,7 @@ import pytest
 
 from frontier_signal.lm import LMConfig, create_provider
 from tests.conftest import SMOLLM2
-from tests.integration.test_openai_server import ANSWER, CALL, QUESTION, RESULT, WEATHER
+from tests.integration.tool_chat import ANSWER, CALL, QUESTION, RESULT, WEATHER
 
 openai = pytest.importorskip("openai")
 pytestmark = pytest.mark.slow
