@@ -255,7 +255,7 @@ def test_stream_sample_yields_the_tokens_of_sample_then_a_finish_event(run):
     assert all(set(e) == {"text", "token_id", "logprob"} for e in tokens)
     assert final["finish_reason"] in {"stop", "length"}
     assert final["usage"]["completion_tokens"] == len(tokens)
-    assert "".join(e["text"] for e in tokens) == run.sample(["Hello"], **options)["outputs"][0]
+    assert "".join(e["text"] for e in events) == run.sample(["Hello"], **options)["outputs"][0]
 
 
 def test_embeddings_are_one_unit_vector_per_text(run):

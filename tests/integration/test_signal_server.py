@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import tarfile
 import time
 
@@ -196,14 +197,22 @@ def test_streaming_sends_tokens_then_the_finish_reason(http):
     with http.stream("POST", f"/v1/runs/{run_id}/sample/stream", json=body) as response:
         assert response.headers["content-type"].startswith("text/event-stream")
         lines = [line[6:] for line in response.iter_lines() if line.startswith("data: ")]
-    import json
-
     assert lines[-1] == "[DONE]"
     events = [json.loads(line) for line in lines[:-1]]
     tokens, final = events[:-1], events[-1]
     assert final["usage"]["completion_tokens"] == len(tokens) and final["finish_reason"]
     whole = http.post(f"/v1/runs/{run_id}/sample", json={"prompts": ["Hello"]} | body).json()
-    assert "".join(e["text"] for e in tokens) == whole["outputs"][0]
+    assert "".join(e["text"] for e in events) == whole["outputs"][0]
+    # A stop string is cut from the streamed text as from the output, never sent and taken back.
+    longer = body | {"max_tokens": 16}
+    full = http.post(f"/v1/runs/{run_id}/sample", json={"prompts": ["Hello"]} | longer).json()
+    stop = full["outputs"][0][3:5]
+    cut = longer | {"stop": [stop]}
+    with http.stream("POST", f"/v1/runs/{run_id}/sample/stream", json=cut) as response:
+        streamed = [json.loads(line[6:]) for line in response.iter_lines() if line[6:7] == "{"]
+    expected = full["outputs"][0][: full["outputs"][0].index(stop)]
+    assert "".join(e["text"] for e in streamed) == expected
+    assert all(stop not in e["text"] for e in streamed) and streamed[-1]["finish_reason"] == "stop"
 
 
 def test_checkpoints_are_listed_with_digests_and_download_as_peft_folders(http):

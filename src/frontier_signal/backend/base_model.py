@@ -86,12 +86,12 @@ class BaseModel:
             self._decode_weights = llama_decode.LlamaWeights(self.model, self.layers)
         if self.decode_int8 and self.device.type == "cpu":
             self._decode_weights.quantize_int8()
-        if self.decode_4bit_ready is None:
-            self.decode_4bit_ready = self._pack_4bit()
+        if self.decode_4bit and self.decode_4bit_ready is None:
+            self.decode_4bit_ready = self._pack_4bit()  # tried once, when first wanted
         return self._decode_weights
 
     def _pack_4bit(self) -> bool:
-        if not self.decode_4bit or self.device.type != "cpu" or self.dtype != torch.bfloat16:
+        if self.device.type != "cpu" or self.dtype != torch.bfloat16:
             return False
         reader = models.gguf_weights(self.name)
         if reader is None:

@@ -206,7 +206,9 @@ class InferenceClient(_InferenceBase):
         top_p: float = 0.9,
         **kwargs: Any,
     ) -> Iterator[dict[str, Any]]:
-        """Yield `{"text", "token_id", "logprob"}` per token, then `{"finish_reason", "usage"}`.
+        """Yield `{"text", "token_id", "logprob"}` per token, then `{"text", "finish_reason",
+        "usage"}`; the `text` of all events adds up to `sample`'s output (text a stop string may
+        still claim is held back until it is settled).
 
         Raises:
             SignalAPIError: The subclass matching an error event sent mid-stream.

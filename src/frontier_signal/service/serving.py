@@ -36,6 +36,22 @@ def context_length(config) -> int:
     return int(getattr(config, "max_position_embeddings", 0) or 2048)
 
 
+def tokens_to_generate(context: int, prompt_tokens: int, max_tokens: int) -> int:
+    """`max_tokens`, or with 0 as many as fit up to the default.
+
+    Raises:
+        InvalidInputError: the prompt plus `max_tokens` do not fit the context.
+    """
+    room = context - prompt_tokens
+    wanted = max_tokens or min(DEFAULT_MAX_TOKENS, room)
+    if room < 1 or wanted > room:
+        raise InvalidInputError(
+            f"this model's context is {context} tokens: the prompt has {prompt_tokens} and "
+            f"max_tokens asks for {max(wanted, 1)}; shorten the prompt or lower max_tokens"
+        )
+    return wanted
+
+
 @dataclass(frozen=True)
 class Target:
     """The weights a `model` name resolved to."""
@@ -132,17 +148,10 @@ class ServingService:
         """Refuse up front (400, before a stream starts) what cannot fit the model's context;
         known once the base model is in memory, and checked again when generating."""
         engine = self.scheduler.engine
-        if target.base_model not in engine.loaded_models():
-            return
-        context = context_length(engine.load_model(target.base_model).model.config)
-        for tokens in prompts:
-            room = context - len(tokens)
-            if room < 1 or max_tokens > room:
-                raise InvalidRequest(
-                    f"this model's context is {context} tokens: the prompt has {len(tokens)} "
-                    f"and max_tokens asks for {max_tokens or 1}; shorten the prompt or lower "
-                    "max_tokens"
-                )
+        if target.base_model in engine.loaded_models():
+            context = context_length(engine.load_model(target.base_model).model.config)
+            for tokens in prompts:
+                tokens_to_generate(context, len(tokens), max_tokens)
 
     async def generate(
         self,
@@ -168,14 +177,7 @@ class ServingService:
             context = context_length(engine.load_model(target.base_model).model.config)
             requests = []
             for tokens in prompts:
-                room = context - len(tokens)
-                wanted = params.max_tokens or min(DEFAULT_MAX_TOKENS, room)
-                if room < 1 or wanted > room:
-                    raise InvalidInputError(
-                        f"this model's context is {context} tokens: the prompt has "
-                        f"{len(tokens)} and max_tokens asks for {wanted}; shorten the prompt "
-                        "or lower max_tokens"
-                    )
+                wanted = tokens_to_generate(context, len(tokens), params.max_tokens)
                 final = replace(params, stop_token_ids=stops, max_tokens=wanted)
                 requests.append(
                     SampleRequest(

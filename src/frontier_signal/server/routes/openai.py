@@ -33,6 +33,7 @@ from frontier_signal.server.schemas.openai import (
     token_text,
     usage,
 )
+from frontier_signal.server.streaming import IncrementalText, settled, sse
 from frontier_signal.service.errors import InvalidRequest, NotFound, describe
 from frontier_signal.service.serving import Target
 
@@ -75,16 +76,7 @@ class ChatShape:
         if self.json_mode:
             end = _json_end(text)
             return text[:end] if end is not None else text
-        watched = stops + ((CALL_OPEN,) if self.tool_names else ())
-        for marker in watched:
-            if marker in text:
-                text = text[: text.index(marker)]
-        for marker in watched:  # hold back a tail that may grow into a marker
-            for size in range(min(len(marker) - 1, len(text)), 0, -1):
-                if text.endswith(marker[:size]):
-                    text = text[:-size]
-                    break
-        return text
+        return settled(text, stops + ((CALL_OPEN,) if self.tool_names else ()))
 
 
 def _json_end(text: str) -> int | None:
@@ -294,41 +286,19 @@ def _sse_response(request, tenant, target, prompts, params, body, tokenizer, eve
     async def body():
         try:
             async for payload in events(tokens, final):
-                yield f"data: {json.dumps(payload)}\n\n"
+                yield sse(payload)
         except Exception as exc:  # noqa: BLE001 - the status line is gone: report in-stream
             status, type_, message, _ = describe(exc)
             if status >= 500:
                 logger.error("stream failed", exc_info=exc)
             error = {"message": message, "type": type_, "code": status, "param": None}
-            yield f"data: {json.dumps({'error': error})}\n\n"
+            yield sse({"error": error})
         finally:
             if not task.done():
                 task.cancel()
         yield "data: [DONE]\n\n"
 
     return StreamingResponse(body(), media_type="text/event-stream")
-
-
-class IncrementalText:
-    """A growing generation's text, decoding only its last few tokens per new token (a token's
-    text can depend on its neighbours, and a multi-byte character may span tokens: text is only
-    taken once it no longer ends in an incomplete character)."""
-
-    def __init__(self, tokenizer):
-        self.tokenizer = tokenizer
-        self.tokens: list[int] = []
-        self.text = ""
-        self._prefix = 0  # tokens[_prefix:_read] decode to the tail of `text` already taken
-        self._read = 0
-
-    def add(self, token: int) -> None:
-        self.tokens.append(token)
-        decode = self.tokenizer.decode
-        before = decode(self.tokens[self._prefix : self._read], skip_special_tokens=False)
-        after = decode(self.tokens[self._prefix :], skip_special_tokens=False)
-        if len(after) > len(before) and not after.endswith("\ufffd"):
-            self.text += after[len(before) :]
-            self._prefix, self._read = self._read, len(self.tokens)
 
 
 # ----- completions ---------------------------------------------------------------------------

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -24,6 +23,7 @@ from frontier_signal.server.schemas.signal import (
     metric_row,
     run_status,
 )
+from frontier_signal.server.streaming import IncrementalText, settled, sse
 from frontier_signal.service import files
 from frontier_signal.service.errors import InvalidRequest, describe
 
@@ -164,37 +164,36 @@ async def sample_stream(request: Request, tenant: Tenant, run_id: str, body: Sam
     task.add_done_callback(lambda _: queue.put_nowait(None))
 
     async def events():
-        tokens: list[int] = []
+        grown = IncrementalText(tokenizer)
         sent = ""
         special = set(tokenizer.all_special_ids)
+        stops = tuple(body.stop or ())
         while (item := await queue.get()) is not None:
             token, logprob = item
-            tokens.append(token)
-            text = tokenizer.decode([t for t in tokens if t not in special])
+            if token not in special:
+                grown.add(token)
+            # Text a stop string may still claim is held back (the output cuts it).
+            visible = settled(grown.text, stops)
             delta = ""
-            # Hold back an incomplete UTF-8 character until the next token completes it.
-            if text.startswith(sent) and not text.endswith("\ufffd"):
-                delta, sent = text[len(sent) :], text
-            yield _sse({"text": delta, "token_id": token, "logprob": logprob})
+            if visible.startswith(sent):
+                delta, sent = visible[len(sent) :], visible
+            yield sse({"text": delta, "token_id": token, "logprob": logprob})
         try:
             results, _ = task.result()
         except Exception as exc:  # noqa: BLE001 - reported in the stream
             status, type_, message, _ = describe(exc)
-            yield _sse({"error": {"message": message, "type": type_, "status": status}})
+            yield sse({"error": {"message": message, "type": type_, "status": status}})
         else:
             sequence = results[0].sequences[0]
             usage = {
                 "prompt_tokens": len(tokenizer(prompts[0], add_special_tokens=False)["input_ids"]),
                 "completion_tokens": len(sequence.tokens),
             }
-            yield _sse({"finish_reason": sequence.stop_reason, "usage": usage})
+            rest = sequence.text[len(sent) :] if sequence.text.startswith(sent) else ""
+            yield sse({"text": rest, "finish_reason": sequence.stop_reason, "usage": usage})
         yield "data: [DONE]\n\n"
 
     return StreamingResponse(events(), media_type="text/event-stream")
-
-
-def _sse(payload: dict) -> str:
-    return f"data: {json.dumps(payload)}\n\n"
 
 
 @router.post("/runs/{run_id}/embeddings")
