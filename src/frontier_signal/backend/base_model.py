@@ -141,6 +141,18 @@ class BaseModel:
             self.model.activation_checkpointing_disable()
         self._checkpointing = enabled
 
+    def activation_bytes(self, rows: int, length: int) -> int:
+        """Activations a training forward keeps for backward without checkpointing (an estimate).
+
+        Per token and decoder layer: the LoRA inputs and the attention and MLP tensors that
+        autograd saves, about 8 hidden-size and 4 MLP-size vectors in the compute dtype (the
+        frozen base matmuls save nothing for their own weights). Log-prob chunks are apart.
+        """
+        config = self.model.config
+        per_token_layer = 8 * config.hidden_size + 4 * config.intermediate_size
+        element = torch.tensor([], dtype=self.dtype).element_size()
+        return rows * length * config.num_hidden_layers * per_token_layer * element
+
     def hidden_states(self, input_ids: torch.Tensor, **kwargs) -> torch.Tensor:
         """Final hidden states [B, T, D] (no logits: the unembedding is done in chunks)."""
         return self.model.model(input_ids=input_ids, **kwargs).last_hidden_state

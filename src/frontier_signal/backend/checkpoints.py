@@ -118,9 +118,8 @@ def save_checkpoint(
         for param, state in optimizer.state.items():
             for key, value in state.items():
                 if isinstance(value, torch.Tensor):
-                    optimizer_tensors[f"{names[id(param)]}::{key}"] = (
-                        value.detach().cpu().reshape(value.shape).contiguous()
-                    )
+                    # A copy: optimizer state may be views of shared buffers (adamw_8bit).
+                    optimizer_tensors[f"{names[id(param)]}::{key}"] = value.detach().cpu().clone()
     meta = {
         "format_version": FORMAT_VERSION,
         "kind": kind,

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
+from frontier_signal.backend.adamw_8bit import AdamW8bit
 from frontier_signal.backend.base_model import BaseModel, target_logprobs
 from frontier_signal.backend.lora import Adapter, Segment
 from frontier_signal.backend.losses import per_token_loss
@@ -71,6 +72,14 @@ def make_optimizer(adapter: Adapter, spec: OptimizerSpec) -> torch.optim.Optimiz
     params = adapter.parameters()
     if spec.kind == "sgd":
         return torch.optim.SGD(params, lr=spec.learning_rate, weight_decay=spec.weight_decay)
+    if spec.kind == "adamw_8bit":
+        return AdamW8bit(
+            params,
+            lr=spec.learning_rate,
+            betas=(spec.beta1, spec.beta2),
+            eps=spec.eps,
+            weight_decay=spec.weight_decay,
+        )
     return torch.optim.AdamW(
         params,
         lr=spec.learning_rate,
@@ -107,8 +116,12 @@ def run_forward_backward(
     runs: dict[str, RunState],
     requests: list[ForwardBackwardRequest],
     chunk_tokens: int = 1024,
+    activation_budget_bytes: int | None = None,
 ) -> list[ForwardBackwardResult]:
     """One forward (and backward, unless every request is forward-only) over all requests.
+
+    `activation_budget_bytes`: a batch whose activations (estimated) exceed it recomputes them
+    in backward (gradient checkpointing) even if no run asked; None: only when asked.
 
     Requests must be validated and all on `base`; mixing forward-only and training requests
     in one call is allowed but the caller should keep them apart (dropout is on for all).
@@ -149,8 +162,18 @@ def run_forward_backward(
         row, token = row + n_rows, token + n_tokens
 
     base.model.train(train)
+    # Checkpointing trades time (10-56% per step here) for memory. A run that asks for it gets
+    # it (the contract: "honoured"; in a mixed batch, if any run asks); a batch whose
+    # activations would exceed the budget gets it anyway, so no run can exhaust the memory.
     base.set_gradient_checkpointing(
-        train and any(runs[r.run_id].config.gradient_checkpointing for r in requests)
+        train
+        and (
+            any(runs[r.run_id].config.gradient_checkpointing for r in requests)
+            or (
+                activation_budget_bytes is not None
+                and base.activation_bytes(len(datums), max(lengths)) > activation_budget_bytes
+            )
+        )
     )
     try:
         with base.routing.use(row_segments), torch.set_grad_enabled(train):

@@ -54,6 +54,15 @@ def _return_freed_memory() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
+def _available_memory(device: torch.device) -> int:
+    """Bytes this process could still allocate on `device` (free GPU memory; available RAM)."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    import psutil
+
+    return psutil.virtual_memory().available
+
+
 class Engine:
     """In-process multi-run LoRA engine.
 
@@ -71,6 +80,10 @@ class Engine:
             of the bf16 bytes, about twice the batch-1 decode speed, as close to the file's
             values as bf16 decoding is (docs/engine.md, "Decode weights"). Other models, fp32
             and CUDA decode their exact weights whatever this says.
+        activation_budget_mib: a training batch whose activations (estimated) exceed this uses
+            gradient checkpointing even when none of its runs asked for it, so one large
+            batch cannot exhaust the memory. None: a quarter of the memory available at start
+            (of the GPU's free memory on CUDA).
     """
 
     def __init__(
@@ -80,9 +93,15 @@ class Engine:
         logprob_chunk_tokens: int = 1024,
         decode_int8: bool = False,
         decode_4bit: bool = True,
+        activation_budget_mib: int | None = None,
     ):
         self.device = pick_device(device)
         self.dtype = pick_dtype(self.device, dtype)
+        self.activation_budget_bytes = (
+            activation_budget_mib * 2**20
+            if activation_budget_mib is not None
+            else _available_memory(self.device) // 4
+        )
         self.logprob_chunk_tokens = logprob_chunk_tokens
         self.decode_int8 = decode_int8
         self.decode_4bit = decode_4bit
@@ -214,7 +233,11 @@ class Engine:
         for (base_name, _), indices in groups.items():
             batch = [requests[i] for i in indices]
             outputs = run_forward_backward(
-                self._bases[base_name], self._runs, batch, self.logprob_chunk_tokens
+                self._bases[base_name],
+                self._runs,
+                batch,
+                self.logprob_chunk_tokens,
+                self.activation_budget_bytes,
             )
             results.update(zip(indices, outputs, strict=True))
         return [results[i] for i in range(len(requests))]

@@ -68,9 +68,13 @@ class LoraSpec:
 
 @dataclass(frozen=True)
 class OptimizerSpec:
-    """Optimizer hyperparameters. `grad_clip_norm=0` disables clipping."""
+    """Optimizer hyperparameters. `grad_clip_norm=0` disables clipping.
 
-    kind: Literal["adamw", "sgd"] = "adamw"
+    `adamw_8bit` is AdamW with block-wise 8-bit moments (backend/adamw_8bit.py): a quarter
+    of AdamW's optimizer-state memory, the same update up to the moments' rounding.
+    """
+
+    kind: Literal["adamw", "adamw_8bit", "sgd"] = "adamw"
     learning_rate: float = 1e-4
     beta1: float = 0.9
     beta2: float = 0.95
@@ -87,6 +91,8 @@ class RunConfig:
     lora: LoraSpec = field(default_factory=LoraSpec)
     optimizer: OptimizerSpec = field(default_factory=OptimizerSpec)
     max_seq_length: int = 2048
+    # True: recompute activations in backward (less memory, slower); False: only for batches
+    # whose activations would exceed the engine's activation budget.
     gradient_checkpointing: bool = False
 
 

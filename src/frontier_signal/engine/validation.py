@@ -44,8 +44,10 @@ def check_run_config(config: RunConfig) -> None:
 
 
 def check_optimizer(opt: OptimizerSpec) -> None:
-    if opt.kind not in ("adamw", "sgd"):
-        raise InvalidInputError(f"unknown optimizer {opt.kind!r}; supported: adamw, sgd")
+    if opt.kind not in ("adamw", "adamw_8bit", "sgd"):
+        raise InvalidInputError(
+            f"unknown optimizer {opt.kind!r}; supported: adamw, adamw_8bit, sgd"
+        )
     checks = [
         ("learning_rate", opt.learning_rate, opt.learning_rate >= 0),
         ("beta1", opt.beta1, 0 <= opt.beta1 < 1),

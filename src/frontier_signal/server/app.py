@@ -71,7 +71,13 @@ def create_app(settings: ServiceSettings | None = None, engine: Engine | None = 
             store.ensure_tenant(LOCAL_TENANT, "local (no-auth)")
             logger.warning("NO AUTH: every caller on %s is the same tenant", settings.host)
         scheduler = Scheduler(
-            engine or Engine(settings.device, settings.dtype, decode_4bit=settings.decode_4bit),
+            engine
+            or Engine(
+                settings.device,
+                settings.dtype,
+                decode_4bit=settings.decode_4bit,
+                activation_budget_mib=settings.activation_budget_mib,
+            ),
             sample_gather_s=settings.sample_gather_ms / 1000,
             sample_gather_cap_s=5 * settings.sample_gather_ms / 1000,
         )

@@ -60,7 +60,7 @@ def engine_config(config: dict) -> RunConfig:
         )
     except ValueError as exc:
         raise InvalidRequest(f"lora_target_modules: {exc}") from None
-    optimizer = "sgd" if config["optimizer"] == "sgd" else "adamw"
+    optimizer = config["optimizer"]
     return RunConfig(
         base_model=config["base_model"],
         lora=LoraSpec(
@@ -85,14 +85,15 @@ def engine_config(config: dict) -> RunConfig:
 
 def effective_settings(config: dict, dtype: str) -> dict:
     """What really runs, for the run status (the seed's options may not all exist here)."""
-    if config["optimizer"] == "adamw_8bit":
-        optimizer = "adamw (fp32 state: no 8-bit optimizer state is implemented on this engine)"
-    else:
-        optimizer = config["optimizer"]
+    optimizer = {
+        "adamw_8bit": "adamw_8bit (moments in 8 bits: block-wise float8, fp32 math)",
+        "adamw": "adamw (fp32 moments)",
+    }.get(config["optimizer"], config["optimizer"])
     if config["bf16"] and dtype != "bfloat16":
         dtype = f"{dtype} (this device has no fast bf16)"
     elif not config["bf16"] and dtype == "bfloat16":
         dtype = "bfloat16 (the base model is shared; LoRA weights and optimizer state are fp32)"
+    # A bool, as the run asked (a batch over the activation budget is checkpointed anyway).
     return {
         "dtype": dtype,
         "optimizer": optimizer,

@@ -41,6 +41,12 @@ class ServiceSettings(BaseSettings):
     decode_4bit: bool = Field(
         True, description="Decode a Q4_1 GGUF model with its own 4-bit codes (CPU, bf16)."
     )
+    activation_budget_mib: int | None = Field(
+        None,
+        ge=0,
+        description="Training batches above this much activation memory use gradient "
+        "checkpointing even if no run asked; default a quarter of the memory free at start.",
+    )
     sample_gather_ms: float = Field(
         20.0, ge=0, le=1000, description="A sample waits this long for more to batch with."
     )
