@@ -87,9 +87,28 @@ class LoraLinear(nn.Module):
         if len(active) == 1 and active[0][1] == 0 and active[0][2] == x.shape[0]:
             return y + self._delta(active[0][0], x)
         y = y.clone()
-        for pair, start, end in active:
-            y[start:end] += self._delta(pair, x[start:end])
+        for run in _uniform_runs(active):
+            if len(run) == 1:
+                pair, start, end = run[0]
+                y[start:end] += self._delta(pair, x[start:end])
+            else:
+                start, end = run[0][1], run[-1][2]
+                y[start:end] += self._batched_delta([pair for pair, _, _ in run], x[start:end])
         return y
+
+    def _batched_delta(self, pairs: list[LoraPair], x: torch.Tensor) -> torch.Tensor:
+        """The deltas of G adapters of one rank on G equal, adjacent row blocks of `x`: two
+        batched matmuls instead of 2·G small ones (a mixed batch of many runs' short requests
+        spent as long in LoRA ops as in the base model before)."""
+        groups = len(pairs)
+        x_GNI = x.reshape(groups, -1, x.shape[-1])
+        if pairs[0].dropout > 0 and self.training:
+            x_GNI = F.dropout(x_GNI, p=pairs[0].dropout, training=True)
+        a_GRI = torch.stack([pair.lora_A for pair in pairs]).to(x.dtype)
+        b_GOR = torch.stack([pair.lora_B * pair.scale for pair in pairs]).to(x.dtype)
+        hidden_GNR = torch.bmm(x_GNI, a_GRI.transpose(1, 2))
+        delta_GNO = torch.bmm(hidden_GNR, b_GOR.transpose(1, 2))
+        return delta_GNO.reshape(*x.shape[:-1], delta_GNO.shape[-1])
 
     def _delta(self, pair: LoraPair, x: torch.Tensor) -> torch.Tensor:
         if pair.dropout > 0 and self.training:
@@ -98,6 +117,29 @@ class LoraLinear(nn.Module):
         # The scale goes on B (out x rank), not on the much larger output activation.
         hidden = F.linear(x, pair.lora_A.to(x.dtype))
         return F.linear(hidden, (pair.lora_B * pair.scale).to(x.dtype))
+
+
+def _uniform_runs(
+    active: list[tuple[LoraPair, int, int]],
+) -> list[list[tuple[LoraPair, int, int]]]:
+    """Split segments into maximal runs of adjacent, equally long segments whose adapters
+    share rank and dropout: each such run can be computed as one batched matmul."""
+    runs: list[list[tuple[LoraPair, int, int]]] = []
+    for item in active:
+        pair, start, end = item
+        if runs:
+            last_pair, last_start, last_end = runs[-1][-1]
+            if (
+                start == last_end
+                and end - start == last_end - last_start
+                and pair.lora_A.shape == last_pair.lora_A.shape
+                and pair.lora_B.shape == last_pair.lora_B.shape
+                and pair.dropout == last_pair.dropout
+            ):
+                runs[-1].append(item)
+                continue
+        runs.append([item])
+    return runs
 
 
 def install_lora_layers(model: nn.Module, routing: Routing) -> dict[str, LoraLinear]:
