@@ -128,7 +128,10 @@ class Scheduler:
                 "waited_s": round(now - work.submitted, 3),
             }
 
-        return {"running": [describe(w) for w in running], "pending": [describe(w) for w in pending]}
+        return {
+            "running": [describe(w) for w in running],
+            "pending": [describe(w) for w in pending],
+        }
 
     def _submit(self, work: Work) -> Future:
         with self._cond:

@@ -153,8 +153,8 @@ class RunService:
         def create(engine: Engine) -> str:
             info = engine.create_run(run_config, run_id)
             try:
-                engine.save_checkpoint(
-                    run_id, files.step_folder(self.data_dir, run_id, 0), "sampler"
+                self.timed_save(
+                    engine, run_id, files.step_folder(self.data_dir, run_id, 0), "sampler"
                 )
             except BaseException:
                 engine.delete_run(run_id)

@@ -18,6 +18,7 @@ import time
 from typing import Any
 
 import psutil
+from prometheus_client import CONTENT_TYPE_LATEST as CONTENT_TYPE
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -25,7 +26,6 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from prometheus_client import CONTENT_TYPE_LATEST as CONTENT_TYPE
 
 __all__ = ["CONTENT_TYPE", "Telemetry"]
 
