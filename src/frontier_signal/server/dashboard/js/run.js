@@ -114,6 +114,7 @@ export function runPage(main, [runId]) {
     for (const c of charts) {
       c.plot.setData([steps, points.map((p) => p[c.key])]);
       c.box.dataset.points = String(points.length);
+      c.box.dataset.steps = steps.join(",");
     }
   }, 1000, status);
 
