@@ -9,10 +9,11 @@ from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from frontier_signal.server.auth import tenant_id
+from frontier_signal.service.errors import Forbidden, Unauthorized
 
 STATIC = Path(__file__).resolve().parent.parent / "dashboard"
 router = APIRouter(tags=["dashboard"])
@@ -35,10 +36,22 @@ async def page() -> FileResponse:
     return FileResponse(STATIC / "index.html", media_type="text/html")
 
 
+@router.get("/favicon.ico", include_in_schema=False)
+async def favicon() -> Response:
+    """No icon (the page sets an empty one); a 204 keeps browsers' consoles clean."""
+    return Response(status_code=204)
+
+
 @router.get("/v1/dashboard/session")
-async def session(request: Request, tenant: Tenant) -> dict:
-    """Checks a key (401 when wrong) and says whether this server asks for one at all."""
-    return {"tenant_id": tenant, "no_auth": request.app.state.frontier.settings.no_auth}
+async def session(request: Request) -> dict:
+    """Whether the request's key is accepted (always 200, so the sign-in page's probe is not a
+    console error) and whether this server asks for a key at all."""
+    no_auth = request.app.state.frontier.settings.no_auth
+    try:
+        tenant = await tenant_id(request)
+    except (Unauthorized, Forbidden) as exc:
+        return {"signed_in": False, "no_auth": no_auth, "message": str(exc)}
+    return {"signed_in": True, "no_auth": no_auth, "tenant_id": tenant}
 
 
 @router.get("/v1/dashboard/runs")

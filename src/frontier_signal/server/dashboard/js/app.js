@@ -1,6 +1,6 @@
 // The dashboard's shell: sign-in with an API key, the hash router and the navigation.
 // Pages are functions (main, params) → cleanup, so a page's polling stops when it is left.
-import { api, ApiError, clearKey, getKey, setKey } from "./api.js";
+import { api, clearKey, getKey, setKey } from "./api.js";
 import { playgroundPage } from "./playground.js";
 import { queuePage } from "./queue.js";
 import { runPage } from "./run.js";
@@ -37,18 +37,22 @@ function signInPage(message) {
 }
 
 async function start() {
+  const tried = getKey() !== "";
+  let answer;
   try {
-    session = await api("/v1/dashboard/session");
+    answer = await api("/v1/dashboard/session");
   } catch (error) {
-    const tried = getKey() !== "";
-    clearKey();
-    if (error instanceof ApiError && (error.status === 401 || error.status === 403)) {
-      signInPage(tried ? `That key was refused: ${error.message}` : "");
-    } else {
-      signInPage(`The server did not answer: ${error.message}`);
-    }
+    session = null;
+    signInPage(`The server did not answer: ${error.message}`);
     return;
   }
+  if (!answer.signed_in) {
+    session = null;
+    clearKey();
+    signInPage(tried ? `That key was refused: ${answer.message}` : "");
+    return;
+  }
+  session = answer;
   nav.hidden = false;
   document.getElementById("sign-out").hidden = session.no_auth;
   route();
@@ -63,6 +67,7 @@ const ROUTES = [
 
 function route() {
   if (!session) return;
+  if (location.hash && !location.hash.startsWith("#/")) return; // an in-page anchor (#main)
   if (cleanup) cleanup();
   cleanup = null;
   const hash = location.hash || "#/runs";
