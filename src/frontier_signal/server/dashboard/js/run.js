@@ -8,6 +8,9 @@ const CURVES = [
   ["learning_rate", "Learning rate", "#1f7a3a"], ["tokens_per_s", "Tokens/s", "#8a3fc7"],
 ];
 
+// Whole steps only on the x axis.
+const STEP_TICKS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000, 50000];
+
 function chart(key, label, color) {
   const box = el("div", { class: "chart card", id: `chart-${key}`, "data-points": "0",
     role: "img", "aria-label": `${label} per step` }, el("h3", {}, label));
@@ -15,7 +18,7 @@ function chart(key, label, color) {
     width: 300, height: 180, scales: { x: { time: false } }, legend: { show: false },
     series: [{ label: "step" }, { label, stroke: color, width: 2, spanGaps: true,
       points: { size: 4 } }],
-    axes: [{ stroke: "currentColor" }, { stroke: "currentColor", size: 60 }],
+    axes: [{ stroke: "currentColor", incrs: STEP_TICKS }, { stroke: "currentColor", size: 60 }],
   }, [[], []], box);
   return { key, box, plot };
 }
