@@ -228,3 +228,34 @@ def test_another_tenants_key_sees_none_of_it(chrome, base_url, bob, trained):
     wait_for(lambda: "does not exist or belongs to another key" in by_css(chrome, "main").text)
     screenshot(chrome, "other-tenant")
     check_console(chrome, "404")  # the refused run itself
+
+
+def test_deleting_a_run_asks_first(chrome, base_url, alice, sdk, trained):
+    doomed = sdk.create_run(base_model=TINY, lora_r=4, seed=9).run_id
+    sign_in(chrome, base_url, alice)
+    button = wait_for(lambda: by_css(chrome, f'button[data-delete="{doomed}"]'))
+    button.click()
+    chrome.switch_to.alert.dismiss()  # "no": nothing happens
+    assert doomed in [run["run_id"] for run in sdk.list_runs()]
+    button.click()
+    assert doomed in chrome.switch_to.alert.text
+    chrome.switch_to.alert.accept()
+    wait_for(lambda: not chrome.find_elements("css selector", f'tr[data-run="{doomed}"]'))
+    assert doomed not in [run["run_id"] for run in sdk.list_runs()]
+    assert by_css(chrome, f'tr[data-run="{trained}"]')
+    screenshot(chrome, "deleted")
+    check_console(chrome)
+
+
+def test_a_no_auth_server_needs_no_sign_in(chrome, tmp_path_factory):
+    from tests.integration.conftest import server_settings
+    from tests.live_server import LiveServer
+
+    settings = server_settings(tmp_path_factory.mktemp("open-server"), no_auth=True)
+    with LiveServer(settings) as open_server:
+        chrome.get(open_server.base_url + "/dashboard")
+        wait_for(lambda: "No runs yet" in by_css(chrome, "#runs-table").text, what="the runs")
+        assert not chrome.find_elements("css selector", "#api-key")
+        assert not by_css(chrome, "#sign-out").is_displayed()
+        screenshot(chrome, "no-auth")
+        check_console(chrome)

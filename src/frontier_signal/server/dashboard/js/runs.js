@@ -79,8 +79,13 @@ export function runsPage(main) {
     }
   }
 
+  let last = "";
   async function load() {
-    runs = (await api("/v1/dashboard/runs")).data;
+    const data = (await api("/v1/dashboard/runs")).data;
+    const text = JSON.stringify(data);
+    if (text === last) return; // unchanged: keep the rows (and the keyboard focus) as they are
+    last = text;
+    runs = data;
     render();
   }
 
