@@ -230,10 +230,20 @@ def test_another_tenants_key_sees_none_of_it(chrome, base_url, bob, trained):
     check_console(chrome, "404")  # the refused run itself
 
 
-def test_deleting_a_run_asks_first(chrome, base_url, alice, sdk, trained):
+def test_runs_sort_by_a_column_and_deleting_one_asks_first(chrome, base_url, alice, sdk, trained):
     doomed = sdk.create_run(base_model=TINY, lora_r=4, seed=9).run_id
     sign_in(chrome, base_url, alice)
     button = wait_for(lambda: by_css(chrome, f'button[data-delete="{doomed}"]'))
+
+    def first_run():
+        return by_css(chrome, "#runs-table tbody tr").get_attribute("data-run")
+
+    by_css(chrome, 'button[data-sort="step"]').click()  # numbers sort high to low first
+    assert first_run() == trained
+    by_css(chrome, 'button[data-sort="step"]').click()
+    assert first_run() == doomed  # step 0
+    assert by_css(chrome, 'th[aria-sort="ascending"]').text.startswith("Step")
+    button = by_css(chrome, f'button[data-delete="{doomed}"]')
     button.click()
     chrome.switch_to.alert.dismiss()  # "no": nothing happens
     assert doomed in [run["run_id"] for run in sdk.list_runs()]
