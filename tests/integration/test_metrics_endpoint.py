@@ -127,3 +127,28 @@ def test_metrics_needs_no_key_and_counts_unrouted_paths_under_one_label(base_url
         >= 1
     )
     assert not any("/no/such/path" in str(labels) for _, labels in samples)
+
+
+def test_the_docs_list_every_metric_and_the_grafana_dashboard_uses_only_real_ones(http):
+    import re
+    from pathlib import Path
+
+    docs = Path(__file__).resolve().parents[2] / "docs"
+    scraped = text_string_to_metric_families(http.get("/metrics").text)
+    families = {f.name for f in scraped if not f.name.endswith("_created")}  # creation times
+
+    def family(name: str) -> str:
+        return re.sub(r"_(total|bucket|sum|count)$", "", name)
+
+    table = re.findall(
+        r"^\| `(frontier_[a-z_]+)` \|", (docs / "observability.md").read_text(), re.M
+    )
+    assert {family(name) for name in table} == families
+    grafana = json.loads((docs / "grafana-dashboard.json").read_text())
+    used = {
+        family(name)
+        for panel in grafana["panels"]
+        for target in panel["targets"]
+        for name in re.findall(r"frontier_[a-z_]+", target["expr"])
+    }
+    assert used and used <= families
