@@ -128,3 +128,20 @@ def test_the_queue_shows_own_work_in_detail_and_others_only_as_counts(
         release.set()
         blocker.result(60)
         worker.join(60)
+
+
+def test_a_run_trained_through_the_tinker_face_shows_as_tinker_with_its_curve(
+    hpcai_client, tiny_tokenizer, as_alice
+):
+    from tests.integration.tinker_support import LR, fact_datum
+
+    training = hpcai_client.create_lora_training_client(base_model=TINY, rank=8, seed=4)
+    for _ in range(2):
+        training.forward_backward([fact_datum(tiny_tokenizer)], "cross_entropy")
+        training.optim_step(LR).result()
+    rows = as_alice.get("/v1/dashboard/runs").json()["data"]
+    row = next(r for r in rows if r["run_id"] == training.model_id)
+    assert (row["face"], row["lora_rank"], row["step"]) == ("tinker", 8, 2)
+    points = as_alice.get(f"/v1/dashboard/runs/{training.model_id}/metrics").json()["data"]
+    assert [p["step"] for p in points] == [1, 2]
+    assert all(p["loss"] > 0 and p["tokens_per_s"] > 0 for p in points)
