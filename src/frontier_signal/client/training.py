@@ -8,8 +8,9 @@ connection pool; closing it leaves the pool open. The HTTP and retry machinery i
 
 from __future__ import annotations
 
+import inspect
 import time
-from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 import httpx
@@ -18,6 +19,7 @@ from tqdm import tqdm
 from . import _calls
 from ._core import RetryPolicy, resolve_api_key, resolve_base_url
 from ._http import AsyncTransport, SyncTransport
+from .loggers import TrainingLogger
 
 TRAINING_TIMEOUT = 3600
 
@@ -48,20 +50,55 @@ def merge_train_batch(forward: dict[str, Any], step: dict[str, Any]) -> dict[str
     return {**forward, "step": step["step"], "learning_rate": step.get("learning_rate")}
 
 
-class _EpochTally:
-    """Running totals of `train_epoch`."""
+def step_metrics(result: dict[str, Any], seconds: float) -> dict[str, Any]:
+    """What the loggers and `on_step` get for one `train_batch`: loss, grad norm (of the
+    applied step), learning rate, tokens, and tokens/s over the batch's wall time."""
+    tokens = int(result.get("tokens") or 0)
+    return {
+        "loss": result["loss"],
+        "grad_norm": result.get("grad_norm"),
+        "learning_rate": result.get("learning_rate"),
+        "tokens": tokens,
+        "seconds": seconds,
+        "tokens_per_s": tokens / seconds if seconds > 0 else None,
+    }
 
-    def __init__(self, clock: Callable[[], float]) -> None:
+
+StepHook = Callable[[int, dict[str, Any]], Any]
+
+
+class _EpochTally:
+    """Running totals of `train_epoch`, and each step handed to the loggers and `on_step`."""
+
+    def __init__(
+        self,
+        clock: Callable[[], float],
+        loggers: Sequence[TrainingLogger] = (),
+        on_step: StepHook | None = None,
+    ) -> None:
         self.clock = clock
-        self.started = clock()
+        self.started = self.last = clock()
         self.losses: list[float] = []
         self.tokens = 0
+        self.loggers = list(loggers)
+        self.on_step = on_step
 
-    def add(self, result: dict[str, Any], bar: Any) -> None:
+    def add(self, result: dict[str, Any], bar: Any) -> Any:
+        """Count a step; returns what `on_step` returned (an awaitable in async loops)."""
+        now = self.clock()
         self.losses.append(result["loss"])
         self.tokens += int(result.get("tokens") or 0)
         bar.update(1)
         bar.set_postfix(loss=f"{result['loss']:.4f}", step=result["step"], refresh=False)
+        metrics = step_metrics(result, now - self.last)
+        self.last = now
+        for logger in self.loggers:
+            logger.log(result["step"], metrics)
+        return self.on_step(result["step"], metrics) if self.on_step is not None else None
+
+    def flush(self) -> None:
+        for logger in self.loggers:
+            logger.flush()
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -149,20 +186,32 @@ class TrainingClient:
         forward = self.forward_backward(batch_data)
         return merge_train_batch(forward, self.optim_step(learning_rate))
 
-    def train_epoch(self, dataloader: Iterable[Any], progress: bool = True) -> dict[str, Any]:
+    def train_epoch(
+        self,
+        dataloader: Iterable[Any],
+        progress: bool = True,
+        *,
+        loggers: Sequence[TrainingLogger] = (),
+        on_step: StepHook | None = None,
+    ) -> dict[str, Any]:
         """`train_batch` on every batch of `dataloader` (any iterable of batches).
 
         Args:
             dataloader: Batches; its `len()` sizes the progress bar when it has one.
             progress: Show a tqdm progress bar.
+            loggers: Each gets `log(step, metrics)` after every step (`client.loggers`:
+                JSONL, TensorBoard, W&B) and `flush()` at the end; they stay open.
+            on_step: Called as `on_step(step, metrics)` after every step; `metrics` has
+                `loss`, `grad_norm`, `learning_rate`, `tokens`, `seconds`, `tokens_per_s`.
 
         Returns:
             `{"avg_loss", "steps", "tokens", "seconds"}` (`avg_loss`: mean of the batch losses).
         """
-        tally = _EpochTally(self._clock)
+        tally = _EpochTally(self._clock, loggers, on_step)
         with _progress_bar(dataloader, progress, self.run_id) as bar:
             for batch in dataloader:
                 tally.add(self.train_batch(batch), bar)
+        tally.flush()
         return tally.summary()
 
     def save_checkpoint(
@@ -246,17 +295,30 @@ class AsyncTrainingClient:
         return merge_train_batch(forward, await self.optim_step(learning_rate))
 
     async def train_epoch(
-        self, dataloader: Iterable[Any] | AsyncIterable[Any], progress: bool = True
+        self,
+        dataloader: Iterable[Any] | AsyncIterable[Any],
+        progress: bool = True,
+        *,
+        loggers: Sequence[TrainingLogger] = (),
+        on_step: StepHook | None = None,
     ) -> dict[str, Any]:
-        """See `TrainingClient.train_epoch`; `dataloader` may also be an async iterable."""
-        tally = _EpochTally(self._clock)
+        """See `TrainingClient.train_epoch`; `dataloader` may also be an async iterable, and
+        `on_step` a coroutine function (it is awaited)."""
+        tally = _EpochTally(self._clock, loggers, on_step)
+
+        async def step(batch: Any) -> None:
+            hooked = tally.add(await self.train_batch(batch), bar)
+            if inspect.isawaitable(hooked):
+                await hooked
+
         with _progress_bar(dataloader, progress, self.run_id) as bar:
             if isinstance(dataloader, AsyncIterable):
                 async for batch in dataloader:
-                    tally.add(await self.train_batch(batch), bar)
+                    await step(batch)
             else:
                 for batch in dataloader:
-                    tally.add(await self.train_batch(batch), bar)
+                    await step(batch)
+        tally.flush()
         return tally.summary()
 
     async def save_checkpoint(

@@ -22,6 +22,7 @@ The scheduler knows nothing about HTTP, tenants or the store.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import threading
@@ -79,6 +80,9 @@ class Scheduler:
         self._stopping = False
         self._counter = itertools.count()
         self._last_was_sample = False
+        self._running: list[Work] = []  # the batch the engine runs now (for `snapshot`)
+        # Metrics hook (service/telemetry.py): batch_started / batch_done / first_token.
+        self.observer: Any = None
         self._thread = threading.Thread(target=self._loop, name="engine-scheduler", daemon=True)
 
     # ----- submitting --------------------------------------------------------------------
@@ -108,6 +112,26 @@ class Scheduler:
     def pending_count(self) -> int:
         with self._cond:
             return len(self._pending)
+
+    def snapshot(self) -> dict[str, list[dict]]:
+        """A read-only copy of what runs now and what waits (kind, key, base model, seconds
+        waited), for the dashboard's queue page; it never touches the engine."""
+        now = time.monotonic()
+        with self._cond:
+            running, pending = list(self._running), list(self._pending)
+
+        def describe(work: Work) -> dict:
+            return {
+                "kind": work.kind,
+                "key": work.key,
+                "base_model": work.base_model,
+                "waited_s": round(now - work.submitted, 3),
+            }
+
+        return {
+            "running": [describe(w) for w in running],
+            "pending": [describe(w) for w in pending],
+        }
 
     def _submit(self, work: Work) -> Future:
         with self._cond:
@@ -139,7 +163,27 @@ class Scheduler:
                     batch = self._next_batch()
                 for work in batch:
                     self._pending.remove(work)
-            self._execute(batch)
+                self._running = batch
+            try:
+                self._execute_observed(batch)
+            finally:
+                with self._cond:
+                    self._running = []
+
+    def _execute_observed(self, batch: list[Work]) -> None:
+        """`_execute`, telling the observer (if any) when the batch starts and what it did;
+        an observer that fails is logged, never the batch's failure."""
+        observer = self.observer
+        started = time.monotonic()
+        if observer is not None:
+            with _logged_failure():
+                observer.batch_started(batch[0].kind, [w.submitted for w in batch], started)
+        self._execute(batch)
+        if observer is not None:
+            with _logged_failure():
+                done = [w.future for w in batch if w.future.done() and not w.future.cancelled()]
+                outcomes = [f.exception() or f.result() for f in done]
+                observer.batch_done(batch[0].kind, outcomes, time.monotonic() - started)
 
     def _gather_samples(self, head: Work) -> bool:
         """With the lock held: wait while samples keep arriving (see the module doc); True
@@ -241,8 +285,14 @@ class Scheduler:
                 flat.append(request)
                 owners.append((work, index))
 
+        first: set[int] = set()
+
         def on_token(flat_index: int, sample_index: int, token: int, logprob: float) -> None:
             work, index = owners[flat_index]
+            if self.observer is not None and id(work) not in first:
+                first.add(id(work))
+                with _logged_failure():
+                    self.observer.first_token(work.submitted)
             if work.on_token is not None:
                 work.on_token(index, sample_index, token, logprob)
 
@@ -252,6 +302,14 @@ class Scheduler:
         for (work, _), result in zip(owners, results, strict=True):
             grouped[id(work)].append(result)
         return [grouped[id(work)] for work, _ in prepared]
+
+
+@contextlib.contextmanager
+def _logged_failure():
+    try:
+        yield
+    except Exception:  # noqa: BLE001 - metrics must never fail the work
+        logger.exception("the scheduler's observer failed")
 
 
 def _succeed(work: Work, outcome: Any) -> None:

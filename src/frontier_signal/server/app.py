@@ -22,7 +22,9 @@ from frontier_signal.engine.engine import Engine
 from frontier_signal.engine.scheduler import Scheduler
 from frontier_signal.server.auth import LOCAL_TENANT
 from frontier_signal.server.errors import install_error_handlers
-from frontier_signal.server.routes import health, openai, signal, tinker
+from frontier_signal.server.routes import dashboard, health, metrics, openai, signal, tinker
+from frontier_signal.server.telemetry import TelemetryMiddleware
+from frontier_signal.service.dashboard import DashboardService
 from frontier_signal.service.futures import FutureService
 from frontier_signal.service.requests import RequestLog
 from frontier_signal.service.runs import RunService
@@ -30,6 +32,7 @@ from frontier_signal.service.serving import ServingService
 from frontier_signal.service.sessions import SessionService
 from frontier_signal.service.settings import ServiceSettings
 from frontier_signal.service.store import Store
+from frontier_signal.service.telemetry import Telemetry
 from frontier_signal.service.tinker import TinkerService
 
 logger = logging.getLogger("frontier_signal.server")
@@ -51,6 +54,7 @@ class AppState:
     started_at: float = field(default_factory=time.time)
     startup_error: str = ""
     tasks: list = field(default_factory=list)
+    dashboard: DashboardService | None = None
 
 
 def create_app(settings: ServiceSettings | None = None, engine: Engine | None = None) -> FastAPI:
@@ -99,6 +103,9 @@ def create_app(settings: ServiceSettings | None = None, engine: Engine | None = 
             SessionService(store),
             ServingService(runs, tinker_service),
         )
+        state.dashboard = DashboardService(runs)
+        telemetry.bind(scheduler)
+        runs.telemetry = telemetry
         app.state.frontier = state
         state.tasks.append(asyncio.ensure_future(_load_models(state)))
         try:
@@ -117,13 +124,17 @@ def create_app(settings: ServiceSettings | None = None, engine: Engine | None = 
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.telemetry = telemetry = Telemetry()
     install_error_handlers(app)
 
+    app.add_middleware(TelemetryMiddleware, telemetry=telemetry)
     app.add_middleware(RequestIdMiddleware)
     app.include_router(health.router)
     app.include_router(signal.router)
     app.include_router(tinker.router)
     app.include_router(openai.router)
+    app.include_router(metrics.router)
+    dashboard.install(app)
     return app
 
 

@@ -50,6 +50,7 @@ class PendingLoss:
     loss_sum: float = 0.0
     weight_sum: float = 0.0
     tokens: int = 0
+    seconds: float = 0.0  # forward_backward time (submit to result) of this step so far
 
 
 def engine_config(config: dict) -> RunConfig:
@@ -112,6 +113,7 @@ class RunService:
         self._loading: dict[str, asyncio.Future] = {}
         self._pending_loss: dict[str, PendingLoss] = {}
         self._tokenizers: dict[str, object] = {}
+        self.telemetry = None  # service/telemetry.Telemetry, set by the app: checkpoint writes
 
     def tokenizer(self, base_model: str):
         """A tokenizer of our own for this thread (the engine thread keeps its own)."""
@@ -152,8 +154,8 @@ class RunService:
         def create(engine: Engine) -> str:
             info = engine.create_run(run_config, run_id)
             try:
-                engine.save_checkpoint(
-                    run_id, files.step_folder(self.data_dir, run_id, 0), "sampler"
+                self.timed_save(
+                    engine, run_id, files.step_folder(self.data_dir, run_id, 0), "sampler"
                 )
             except BaseException:
                 engine.delete_run(run_id)
@@ -258,9 +260,10 @@ class RunService:
             datums = [example.datum for example in rendered]
             return ForwardBackwardRequest(run_id, datums, reduction="mean", accumulate=accumulate)
 
+        started = time.monotonic()
         future = self.scheduler.forward_backward(run_id, row.base_model, prepare)
         result = await asyncio.wrap_future(future)
-        self.record_pending_loss(run_id, result, accumulate)
+        self.record_pending_loss(run_id, result, accumulate, time.monotonic() - started)
         return {
             "loss": result.loss,
             "step": result.step,
@@ -274,14 +277,20 @@ class RunService:
         }
 
     def record_pending_loss(
-        self, run_id: str, result: ForwardBackwardResult, accumulate: bool = True
+        self,
+        run_id: str,
+        result: ForwardBackwardResult,
+        accumulate: bool = True,
+        seconds: float = 0.0,
     ) -> None:
-        """Remember the loss of a gradient not applied yet, for the next step's metrics row."""
+        """Remember the loss of a gradient not applied yet, for the next step's metrics row
+        (`seconds`: how long that forward_backward took, for the step's tokens/s)."""
         pending = self._pending_loss.get(run_id) if accumulate else None
         pending = pending or PendingLoss()
         pending.loss_sum += result.loss_sum
         pending.weight_sum += result.weight_sum
         pending.tokens += result.num_tokens
+        pending.seconds += seconds
         self._pending_loss[run_id] = pending
 
     async def optim_step(
@@ -299,18 +308,20 @@ class RunService:
         checkpoint_id = new_id("ckpt")
 
         def step(engine: Engine):
+            started = time.monotonic()
             result = engine.optim_step(
                 run_id, **({"learning_rate": learning_rate} | (overrides or {}))
             )
+            seconds = time.monotonic() - started
             steps_folder = files.step_folder(self.data_dir, run_id, result.step)
-            engine.save_checkpoint(run_id, steps_folder, "sampler")
+            self.timed_save(engine, run_id, steps_folder, "sampler")
             training = None
             if every > 0 and result.step % every == 0:
                 training = files.checkpoint_folder(self.data_dir, run_id, checkpoint_id)
-                engine.save_checkpoint(run_id, training, "training")
-            return result, steps_folder, training
+                self.timed_save(engine, run_id, training, "training")
+            return result, steps_folder, training, seconds
 
-        result, steps_folder, training = await self._engine(run_id, step)
+        result, steps_folder, training, optim_seconds = await self._engine(run_id, step)
         pending = self._pending_loss.pop(run_id, PendingLoss())
         loss = pending.loss_sum / pending.weight_sum if pending.weight_sum else None
         self.store.add_metric(
@@ -322,6 +333,7 @@ class RunService:
                 learning_rate=result.learning_rate,
                 tokens=pending.tokens,
                 time=time.time(),
+                seconds=pending.seconds + optim_seconds,
             )
         )
         self.store.update_run(run_id, step=result.step)
@@ -351,6 +363,14 @@ class RunService:
                 "checkpoint_id": checkpoint_id if training is not None else None,
             },
         }
+
+    def timed_save(self, engine: Engine, run_id: str, folder: Path, kind: str) -> None:
+        """`engine.save_checkpoint`, timed for the metrics (in the engine thread)."""
+        started = time.monotonic()
+        engine.save_checkpoint(run_id, folder, kind)
+        if self.telemetry is not None:
+            size = sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file())
+            self.telemetry.checkpoint_written(kind, time.monotonic() - started, size)
 
     def _record_checkpoint(
         self,
@@ -455,7 +475,7 @@ class RunService:
             if mode == "merged":
                 engine.export_merged(run_id, folder)
             else:
-                engine.save_checkpoint(run_id, folder, "training")
+                self.timed_save(engine, run_id, folder, "training")
             return engine.get_run(run_id).step
 
         step = await self._engine(run_id, save)
@@ -514,7 +534,7 @@ class RunService:
             return
         checkpoint_id = new_id("ckpt")
         folder = files.checkpoint_folder(self.data_dir, row.id, checkpoint_id)
-        await self._engine(row.id, lambda e: e.save_checkpoint(row.id, folder, "training"))
+        await self._engine(row.id, lambda e: self.timed_save(e, row.id, folder, "training"))
         self._record_checkpoint(
             row.id, "training", row.step, folder, checkpoint_id, f"{reason}-step-{row.step}"
         )

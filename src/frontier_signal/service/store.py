@@ -253,6 +253,33 @@ class Store:
         with self._session() as session:
             return list(session.scalars(query))
 
+    def metrics_after(self, run_id: str, after: int, limit: int = 5000) -> list[Metric]:
+        """Metric rows of steps after `after` (the dashboard's polling cursor), oldest first."""
+        query = (
+            select(Metric)
+            .where(Metric.run_id == run_id, Metric.step > after)
+            .order_by(Metric.step, Metric.id)
+            .limit(limit)
+        )
+        with self._session() as session:
+            return list(session.scalars(query))
+
+    def latest_metric(self, run_id: str) -> Metric | None:
+        query = select(Metric).where(Metric.run_id == run_id).order_by(Metric.id.desc()).limit(1)
+        with self._session() as session:
+            return session.scalar(query)
+
+    def recent_requests(self, run_id: str, limit: int = 20) -> list[Request]:
+        """A run's latest recorded requests, newest first."""
+        query = (
+            select(Request)
+            .where(Request.run_id == run_id)
+            .order_by(Request.created_at.desc())
+            .limit(limit)
+        )
+        with self._session() as session:
+            return list(session.scalars(query))
+
     def delete_metrics_after(self, run_id: str, step: int) -> None:
         with self._session() as session, session.begin():
             session.execute(delete(Metric).where(Metric.run_id == run_id, Metric.step > step))

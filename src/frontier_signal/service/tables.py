@@ -78,6 +78,8 @@ class Metric(Base):
     learning_rate: Mapped[float] = mapped_column(Float)
     tokens: Mapped[int] = mapped_column(Integer)
     time: Mapped[float] = mapped_column(Float)
+    # Seconds of the step's forward_backward calls and optimizer update (tokens/s); migration 0003.
+    seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 class Request(Base):

@@ -278,10 +278,11 @@ class TinkerService:
         request = ForwardBackwardRequest(
             model_id, datums, loss_fn, loss_fn_config, "sum", True, forward_only
         )
+        started = time.monotonic()
         future = self.scheduler.forward_backward(model_id, row.base_model, lambda _: request)
         result = await asyncio.wrap_future(future)
         if not forward_only:
-            self.runs.record_pending_loss(model_id, result)
+            self.runs.record_pending_loss(model_id, result, seconds=time.monotonic() - started)
         return result
 
     async def optim_step(self, tenant_id: str, model_id: str, adam: dict[str, float]) -> dict:
@@ -342,7 +343,7 @@ class TinkerService:
         engine_kind = "training" if kind == "training" else "sampler"
 
         def save(engine: Engine) -> int:
-            engine.save_checkpoint(model_id, folder, engine_kind)
+            self.runs.timed_save(engine, model_id, folder, engine_kind)
             return engine.get_run(model_id).step
 
         step = await self.runs._engine(model_id, save)
