@@ -6,7 +6,11 @@ loop is what a user would write by hand: fp32 model, `get_peft_model`, `model(in
 labels=...)`, `loss.backward()`, `AdamW.step()`. Prints one JSON object with both figures
 and the ratios; also the memory one extra run costs in the engine.
 
-    .venv/bin/python bench/train_throughput.py [--steps 3] [--shapes 1x128,4x128,8x256]
+    .venv/bin/python bench/train_throughput.py [--steps 3] [--shapes 1x128,8x256] [--many 4,16]
+
+It also measures the machine's bf16/fp32 matmul peak first (the % of the bf16 training limit,
+4·N FLOPs a token, is printed for every shape), N runs × 1×128 in one mixed batch against the
+same steps one after another, and the memory one more run costs with adamw and adamw_8bit.
 """
 
 from __future__ import annotations
@@ -69,7 +73,7 @@ def run_peft(batch: int, length: int, steps: int) -> dict:
     return {"seconds_per_step": sum(times) / len(times), "first_loss": losses[0]}
 
 
-def run_extra_runs(dtype: str, extra_runs: int) -> dict:
+def run_extra_runs(dtype: str, extra_runs: int, optimizer: str = "adamw") -> dict:
     """RSS one more run in use costs: measured in a fresh process on tiny batches, so the
     allocator has no freed activation memory to hide the new tensors in."""
     from frontier_signal.engine.engine import Engine
@@ -79,7 +83,7 @@ def run_extra_runs(dtype: str, extra_runs: int) -> dict:
     config = RunConfig(
         MODEL,
         LoraSpec(rank=32, alpha=64, target_modules=tuple(TARGETS)),
-        OptimizerSpec(learning_rate=1e-4),
+        OptimizerSpec(kind=optimizer, learning_rate=1e-4),  # type: ignore[arg-type]
     )
     small = [Datum(list(range(1, 17)), list(range(2, 18)))]
 
@@ -99,6 +103,7 @@ def run_extra_runs(dtype: str, extra_runs: int) -> dict:
 
     gc.collect()
     return {
+        "optimizer": optimizer,
         "extra_runs": extra_runs,
         "rss_per_extra_run_mib": grown,
         "accounted_per_run_mib": engine.get_run(engine.list_runs()[0]).memory_bytes / 2**20,
@@ -134,12 +139,79 @@ def run_engine(batch: int, length: int, steps: int, dtype: str) -> dict:
     }
 
 
+def run_many(runs: int, length: int, steps: int, dtype: str) -> dict:
+    """`runs` runs each sending one 1×`length` step: one mixed batch vs one after another."""
+    from frontier_signal.engine.engine import Engine
+    from frontier_signal.engine.types import (
+        Datum,
+        ForwardBackwardRequest,
+        LoraSpec,
+        OptimizerSpec,
+        RunConfig,
+    )
+
+    engine = Engine(dtype=dtype)
+    config = RunConfig(
+        MODEL,
+        LoraSpec(rank=32, alpha=64, target_modules=tuple(TARGETS)),
+        OptimizerSpec(learning_rate=1e-4),
+    )
+    ids = [engine.create_run(config).run_id for _ in range(runs)]
+    batches = _batches(runs, length, steps)
+    mixed, alone = [], []
+    for index, tokens in enumerate(batches):
+        datums = [[Datum(row[:-1].tolist(), row[1:].tolist())] for row in tokens]
+        start = time.perf_counter()
+        engine.forward_backward_batch(
+            [ForwardBackwardRequest(r, d) for r, d in zip(ids, datums, strict=True)]
+        )
+        for run_id in ids:
+            engine.optim_step(run_id)
+        middle = time.perf_counter()
+        for run_id, datum in zip(ids, datums, strict=True):
+            engine.forward_backward(run_id, datum)
+            engine.optim_step(run_id)
+        if index:  # alternate in one process, first round warms up
+            mixed.append(middle - start)
+            alone.append(time.perf_counter() - middle)
+    tokens = runs * length
+    return {
+        "runs": runs,
+        "mixed_tokens_per_second": tokens * len(mixed) / sum(mixed),
+        "one_after_another_tokens_per_second": tokens * len(alone) / sum(alone),
+        "mixed_vs_one_after_another": sum(alone) / sum(mixed),
+    }
+
+
+def bf16_peak_gflops(size: int = 2048, repeats: int = 5) -> dict:
+    """The machine's matmul peak now (bf16 and fp32), to read every training figure against."""
+    import torch
+
+    out = {}
+    for dtype in (torch.bfloat16, torch.float32):
+        a = torch.randn(size, size, dtype=dtype)
+        b = torch.randn(size, size, dtype=dtype)
+        a @ b
+        start = time.perf_counter()
+        for _ in range(repeats):
+            a @ b
+        seconds = (time.perf_counter() - start) / repeats
+        out[str(dtype).removeprefix("torch.")] = 2 * size**3 / seconds / 1e9
+    return out
+
+
 def child(args: argparse.Namespace) -> None:
     import torch
 
     torch.manual_seed(0)
     if args.impl == "extra":
-        print(json.dumps(run_extra_runs(args.dtype, args.extra_runs)))
+        print(json.dumps(run_extra_runs(args.dtype, args.extra_runs, args.optimizer)))
+        return
+    if args.impl == "many":
+        print(json.dumps(run_many(args.runs, args.length, args.steps, args.dtype)))
+        return
+    if args.impl == "peak":
+        print(json.dumps(bf16_peak_gflops()))
         return
     if args.impl == "peft":
         result = run_peft(args.batch, args.length, args.steps)
@@ -157,6 +229,8 @@ def measure(
     steps: int = 1,
     dtype: str = "auto",
     extra_runs: int = 0,
+    optimizer: str = "adamw",
+    runs: int = 1,
 ) -> dict:
     command = [
         sys.executable,
@@ -173,6 +247,10 @@ def measure(
         dtype,
         "--extra-runs",
         str(extra_runs),
+        "--optimizer",
+        optimizer,
+        "--runs",
+        str(runs),
     ]
     output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
     return json.loads(output.strip().splitlines()[-1])
@@ -183,7 +261,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3, help="timed steps per shape (+1 warmup)")
     parser.add_argument("--shapes", default="1x128,4x128,8x256")
     parser.add_argument("--dtype", default="auto", help="engine compute dtype")
-    parser.add_argument("--child", choices=["peft", "engine", "extra"])
+    parser.add_argument("--child", choices=["peft", "engine", "extra", "many", "peak"])
+    parser.add_argument("--optimizer", default="adamw")
+    parser.add_argument("--runs", type=int, default=1)
+    parser.add_argument(
+        "--many", default="4,16", help="mixed-batch mode: run counts, each run 1x128 (empty: skip)"
+    )
     parser.add_argument("--batch", type=int)
     parser.add_argument("--length", type=int)
     parser.add_argument("--extra-runs", type=int, default=0)
@@ -196,17 +279,25 @@ def main() -> None:
     from frontier_signal.backend import models
 
     models.model_folder(models.resolve_model(MODEL))  # convert the GGUF once, outside timing
+    peak = measure("peak")
+    # A LoRA step on a frozen base costs about 4·N FLOPs a token (forward 2N, backward through
+    # the activations 2N; the adapter's own weight gradients are small).
+    n_params = 134_515_008
+    limit = peak["bfloat16"] * 1e9 / (4 * n_params)
     report: dict = {
         "model": MODEL,
         "lora": "r=32 attention+MLP",
         "steps": args.steps,
         "cpu_threads": os.cpu_count(),
+        "matmul_peak_gflops": peak,
+        "bf16_training_limit_tokens_per_second": limit,
         "shapes": {},
     }
-    for shape in args.shapes.split(","):
+    for shape in filter(None, args.shapes.split(",")):
         batch, length = (int(x) for x in shape.split("x"))
         peft = measure("peft", batch, length, args.steps)
         engine = measure("engine", batch, length, args.steps, args.dtype)
+        engine["percent_of_bf16_limit"] = 100 * engine["tokens_per_second"] / limit
         report["shapes"][shape] = {
             "peft_fp32": peft,
             "engine": engine,
@@ -214,13 +305,30 @@ def main() -> None:
             "peak_rss_ratio": engine["peak_rss_mib"] / peft["peak_rss_mib"],
         }
         print(json.dumps({shape: report["shapes"][shape]}), file=sys.stderr)
-    report["memory_per_extra_run"] = measure("extra", dtype=args.dtype, extra_runs=4)
+    report["many_runs"] = [
+        measure("many", 1, 128, args.steps, args.dtype, runs=int(n))
+        for n in filter(None, args.many.split(","))
+    ]
+    report["memory_per_extra_run"] = {
+        kind: measure("extra", dtype=args.dtype, extra_runs=4, optimizer=kind)
+        for kind in ("adamw", "adamw_8bit")
+    }
     shapes = report["shapes"]
     report["targets"] = {
         "tokens_per_second_ratio_4x128 (>= 2)": shapes.get("4x128", {}).get(
             "tokens_per_second_ratio"
         ),
+        "percent_of_bf16_limit_8x256 (>= 60)": shapes.get("8x256", {})
+        .get("engine", {})
+        .get("percent_of_bf16_limit"),
         "peak_rss_ratio_8x256 (<= 0.5)": shapes.get("8x256", {}).get("peak_rss_ratio"),
+        "mixed_vs_one_after_another_16_runs (>= 1.5)": next(
+            (m["mixed_vs_one_after_another"] for m in report["many_runs"] if m["runs"] == 16),
+            None,
+        ),
+        "rss_per_extra_run_mib_adamw_8bit (<= 60)": report["memory_per_extra_run"]["adamw_8bit"][
+            "rss_per_extra_run_mib"
+        ],
     }
     print(json.dumps(report, indent=2))
 
