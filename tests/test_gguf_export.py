@@ -155,3 +155,29 @@ def test_the_llama_cpp_requirement_is_enforced_in_ci(monkeypatch):
     monkeypatch.delenv("FRONTIER_SIGNAL_REQUIRE_LLAMA_CPP")
     with pytest.raises(pytest.skip.Exception):
         require_llama_cpp()
+
+
+def test_the_export_command_writes_gguf_or_merged_folders_from_a_checkpoint(
+    engine, trained, tmp_path
+):
+    from typer.testing import CliRunner
+
+    from frontier_signal.cli import app
+
+    engine.save_checkpoint(trained, tmp_path / "ckpt", kind="sampler")
+    runner = CliRunner()
+    result = runner.invoke(app, ["export", str(tmp_path / "ckpt"), "-o", str(tmp_path / "g")])
+    assert result.exit_code == 0, result.output
+    assert "model-f16.gguf" in result.output and "adapter-lora.gguf" in result.output
+    merged = runner.invoke(
+        app, ["export", str(tmp_path / "ckpt"), "-o", str(tmp_path / "m"), "--format", "merged"]
+    )
+    assert merged.exit_code == 0 and (tmp_path / "m" / "config.json").exists()
+    again = runner.invoke(app, ["export", str(tmp_path / "ckpt"), "-o", str(tmp_path / "g")])
+    assert again.exit_code == 2 and "not an empty folder" in again.output
+    bad = runner.invoke(
+        app, ["export", str(tmp_path / "ckpt"), "-o", str(tmp_path / "x"), "--format", "onnx"]
+    )
+    assert bad.exit_code == 2 and "gguf or merged" in bad.output
+    missing = runner.invoke(app, ["export", str(tmp_path / "nope"), "-o", str(tmp_path / "y")])
+    assert missing.exit_code == 2 and "no adapter checkpoint" in missing.output
