@@ -41,7 +41,8 @@ def exported(request, engine, trained, tmp_path_factory):
 
 
 def _tokens(engine, text: str) -> list[int]:
-    return engine.render(TINY, [{"text": text}], 64)[0].datum.input_tokens
+    datum = engine.render(TINY, [{"text": text}], 64)[0].datum
+    return datum.input_tokens + datum.target_tokens[-1:]
 
 
 def _engine_logprobs(engine, run, text: str) -> list[float]:
