@@ -3,14 +3,16 @@ log-probs / greedy tokens read from it."""
 
 from __future__ import annotations
 
+import atexit
 import os
 
 import numpy as np
 import pytest
 
-# Measured (tests/test_gguf_export.py, bench/gguf_parity.py): llama.cpp on our GGUF vs our fp32
-# engine, max |Δ log-prob| over every position of the test sequences.
-TOLERANCE = {"f16": 0.05, "q8_0": 0.15, "lora": 0.05}
+# llama.cpp on our GGUFs vs our fp32 engine, max |Δ log-prob| over every position of the test
+# texts. Measured on the tiny model after 30 steps (docs/gguf.md): merged f16 0.011, f16 base +
+# LoRA GGUF 0.0075, merged q8_0 0.131; the bounds leave ~3-5x room (other CPUs, other builds).
+TOLERANCE = {"f16": 0.05, "q8_0": 0.4, "lora": 0.05}
 
 
 def require_llama_cpp():
@@ -25,12 +27,27 @@ def require_llama_cpp():
     return llama_cpp
 
 
+_OPEN: list = []
+
+
+def _close_all() -> None:
+    # llama_cpp frees models in __del__; at interpreter exit its globals may already be gone
+    # ("TypeError: 'NoneType' object is not callable"), so close them while they still exist.
+    while _OPEN:
+        _OPEN.pop().close()
+
+
 def load(path, lora_path=None, n_ctx: int = 256):
+    """A llama.cpp model with logits for every position (closed at exit, or by the caller)."""
     llama_cpp = require_llama_cpp()
     extra = {"lora_path": str(lora_path)} if lora_path else {}
-    return llama_cpp.Llama(
+    llm = llama_cpp.Llama(
         str(path), logits_all=True, n_ctx=n_ctx, n_threads=2, seed=0, verbose=False, **extra
     )
+    if not _OPEN:
+        atexit.register(_close_all)
+    _OPEN.append(llm)
+    return llm
 
 
 def _log_softmax(scores: np.ndarray) -> np.ndarray:

@@ -120,8 +120,7 @@ def test_the_merged_gguf_in_llama_cpp_gives_our_logprobs_and_greedy_tokens(
     params = SamplingParams(max_tokens=16, temperature=0.0)
     ours = engine.sample(SampleRequest(model=trained, prompt_tokens=prompt, params=params))
     theirs, _ = greedy(llm, prompt, 16, {tokenizer.eos_token_id})
-    assert theirs == ours.sequences[0].tokens
-    assert tokenizer.decode(prompt + theirs).startswith("The capital of Zorbia is Quuxville")
+    assert len(theirs) == 16 and theirs == ours.sequences[0].tokens
 
 
 def test_base_gguf_plus_lora_gguf_in_llama_cpp_gives_our_logprobs(exported, engine, trained):
