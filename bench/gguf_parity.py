@@ -4,7 +4,8 @@ Trains a rank-16 LoRA on every linear (lm_head too) for `--steps` steps on a sho
 it with `Engine.export_gguf` as f16 and q8_0, loads the merged model (and, for f16, the base model
 plus the LoRA GGUF) in llama-cpp-python, and compares on a few texts:
   - max and mean |Δ log-prob| of every next token (teacher-forced, whole text);
-  - argmax agreement: the share of positions where both pick the same next token;
+  - argmax agreement: the share of positions where llama.cpp's next token is the argmax of our
+    merged fp32 weights run in transformers (the same weights the engine serves);
   - greedy agreement: how many of `--greedy` greedily decoded tokens match from a chat prompt.
 Prints JSON, plus export seconds and file sizes. Needs llama-cpp-python (scripts/setup).
 
@@ -42,7 +43,9 @@ def _llama_rows(llm, tokens: list[int]) -> np.ndarray:
     return _log_softmax(np.array(llm.scores[: len(tokens)]))
 
 
-def _compare(engine, run, llm, tokenizer, greedy: int) -> dict:
+def _compare(engine, run, merged, llm, tokenizer, greedy: int) -> dict:
+    import torch
+
     from frontier_signal.engine.types import SampleRequest, SamplingParams
 
     diffs, agree, total = [], 0, 0
@@ -53,15 +56,10 @@ def _compare(engine, run, llm, tokenizer, greedy: int) -> dict:
         rows = _llama_rows(llm, tokens)
         theirs = rows[np.arange(len(tokens) - 1), tokens[1:]]
         diffs.append(np.abs(ours - theirs))
-        params = SamplingParams(max_tokens=1, temperature=0.0)
-        for end in range(1, len(tokens)):
-            pick = (
-                engine.sample(SampleRequest(model=run, prompt_tokens=tokens[:end], params=params))
-                .sequences[0]
-                .tokens
-            )
-            agree += bool(pick) and pick[0] == int(rows[end - 1].argmax())
-            total += 1
+        with torch.no_grad():  # the merged fp32 weights in transformers: our next-token choices
+            logits = merged(input_ids=torch.tensor([tokens])).logits[0]
+        agree += int((logits.argmax(-1).numpy() == rows.argmax(-1)).sum())
+        total += len(tokens)
     prompt = tokenizer.apply_chat_template(
         [{"role": "user", "content": "What is the capital of Zorbia?"}],
         tokenize=False,
@@ -109,6 +107,9 @@ def main() -> None:
     for _ in range(args.steps):
         engine.forward_backward(run, [datum])
         engine.optim_step(run)
+    from frontier_signal.backend.checkpoints import merged_model
+
+    merged = merged_model(MODEL, engine._run(run).adapter)
     report: dict = {"model": MODEL, "train_steps": args.steps, "lora_rank": 16}
     with tempfile.TemporaryDirectory() as tmp:
         for qtype in ("f16", "q8_0"):
@@ -122,7 +123,7 @@ def main() -> None:
             report[f"merged_{qtype}"] = {
                 "export_seconds": round(seconds, 1),
                 "file_bytes": files,
-                **_compare(engine, run, llm, tokenizer, args.greedy),
+                **_compare(engine, run, merged, llm, tokenizer, args.greedy),
             }
             if qtype == "f16":
                 llm = llama_cpp.Llama(
@@ -132,7 +133,9 @@ def main() -> None:
                     n_ctx=512,
                     verbose=False,
                 )
-                report["base_f16_plus_lora"] = _compare(engine, run, llm, tokenizer, args.greedy)
+                report["base_f16_plus_lora"] = _compare(
+                    engine, run, merged, llm, tokenizer, args.greedy
+                )
     print(json.dumps(report, indent=2))
 
 
