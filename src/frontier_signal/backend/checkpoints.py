@@ -6,6 +6,9 @@ Layout of a checkpoint folder:
     frontier_signal.json         kind ("training" | "sampler"), step, run config
     optimizer.safetensors        training checkpoints only: per-parameter optimizer state
 
+Merged exports are a transformers folder (`export_merged`) or a folder of GGUFs for llama.cpp /
+Ollama (`export_gguf`, file layout in backend/gguf_export.py).
+
 Every write goes to a temporary sibling folder, each file is fsynced, and the folder is renamed
 into place, so a crash leaves either the old checkpoint or the new one, never half of one.
 """
