@@ -121,12 +121,18 @@ def test_max_length_bounds_prompt_plus_reply_and_a_too_long_prompt_is_an_error(l
 def test_interactive_chat_keeps_history_logs_turns_and_ends_on_quit(local_onnx_model, tmp_path):
     chat = ChatInterface(local_onnx_model, log_conversations=True, log_file=tmp_path / "l.json")
     prompts = []
-    original = chat.model.generate
-    chat.model.generate = lambda p, s, seeds: prompts.append(p[0]) or original(p, s, seeds)
+    original = chat.model.stream
+    chat.model.stream = lambda p, s, seed: prompts.append(p) or original(p, s, seed)
     lines = iter([QUESTION, "", "And again?", "quit", "never read"])
-    printed = []
-    chat.chat(temperature=0, input_fn=lambda _: next(lines), output_fn=printed.append)
-    assert f"Assistant: {ANSWER}" in printed and printed[-1] == "Goodbye."
+    printed, written = [], []
+    chat.chat(
+        temperature=0,
+        input_fn=lambda _: next(lines),
+        output_fn=printed.append,
+        write_fn=written.append,
+    )
+    assert "".join(written).startswith(f"Assistant: {ANSWER}\n") and printed[-1] == "Goodbye."
+    assert len(written) > 3  # "Assistant: " + first piece, more pieces, newline: streamed
     second = chat.model.decode(prompts[1])
     assert QUESTION in second and ANSWER in second and "And again?" in second
     assert [e["input"] for e in chat.get_conversation_log()] == [QUESTION, "And again?"]
@@ -198,3 +204,49 @@ def test_a_missing_onnx_folder_fails_at_construction_and_only_cpu_is_supported(
 def test_the_tiny_model_name_is_not_an_onnx_folder():
     with pytest.raises(FileNotFoundError):
         ChatInterface(TINY)
+
+
+# ----- streams -----------------------------------------------------------------------------------
+def test_the_stream_joins_to_the_greedy_reply_and_is_logged_once_exhausted(local_onnx_model):
+    chat = ChatInterface(local_onnx_model)
+    for prompt in (QUESTION, LOCAL_FACTS[1]["input"], "Tell me something else entirely"):
+        expected = chat.generate_response(prompt, max_new_tokens=30, temperature=0)
+        pieces = list(chat.generate_response_stream(prompt, max_new_tokens=30, temperature=0))
+        assert "".join(pieces) == expected and all(pieces)
+    assert len(list(chat.generate_response_stream(QUESTION, temperature=0))) > 1
+    sampled = chat.generate_response("Hi", temperature=1.2, top_p=1.0, seed=3)
+    assert "".join(chat.generate_response_stream("Hi", temperature=1.2, top_p=1.0, seed=3)) == (
+        sampled
+    )
+    assert chat.get_conversation_log()[-1] == {**chat.get_conversation_log()[-1], "output": sampled}
+    with pytest.raises(ValueError, match="top_p"):
+        next(chat.generate_response_stream("Hi", top_p=0))
+
+
+def test_the_first_piece_arrives_before_generation_ends(local_onnx_model):
+    """Counted in model calls, not time: at the first piece only prefill and the first decode
+    steps have run; the rest run while the caller holds the stream."""
+    chat = ChatInterface(local_onnx_model)
+    calls = []
+    original = chat.model._run
+    chat.model._run = lambda *args: calls.append(1) or original(*args)
+    stream = chat.generate_response_stream(QUESTION, temperature=0)
+    first = next(stream)
+    at_first = len(calls)
+    rest = list(stream)
+    assert first and rest and at_first < len(calls)
+    assert "".join([first, *rest]) == ANSWER
+
+
+def test_a_piece_never_splits_a_multi_byte_character(local_onnx_model):
+    from frontier_signal.local.onnx_runtime import OnnxCausalLM, TextStream
+
+    model = OnnxCausalLM(local_onnx_model)
+    text = "  Grüße, 世界! 🌍🚀 naïve café \n"
+    tokens = model.encode(text)
+    assert len(tokens) > len(text.split())  # byte-level BPE: some characters span tokens
+    stream = TextStream(model.decode)
+    pieces = [stream.push(token) for token in tokens] + [stream.finish()]
+    assert "".join(pieces) == model.decode(tokens).strip() == text.strip()
+    assert not any("\ufffd" in piece for piece in pieces)
+    assert sum(1 for piece in pieces if piece) > 5

@@ -95,6 +95,44 @@ def serve(
     )
 
 
+@app.command()
+def export(
+    checkpoint: Path = typer.Argument(
+        ..., help="An adapter checkpoint folder (adapter_config.json + adapter_model.safetensors)."
+    ),
+    output: Path = typer.Option(
+        ..., "-o", "--output", help="New folder to write (must not exist)."
+    ),
+    fmt: str = typer.Option(
+        "gguf", "--format", help="gguf (llama.cpp / Ollama files) or merged (transformers folder)."
+    ),
+    gguf_type: str = typer.Option("f16", "--type", help="GGUF weight type: f16 or q8_0."),
+) -> None:
+    """Export a checkpoint: GGUFs (merged model, base model, LoRA adapter, Ollama Modelfile) or a
+    merged transformers folder. Runs on this machine's CPU; no server needed."""
+    if fmt not in ("gguf", "merged"):
+        typer.echo(f"error: --format must be gguf or merged, got {fmt!r}", err=True)
+        raise typer.Exit(2)
+    if output.exists() and (not output.is_dir() or any(output.iterdir())):
+        typer.echo(f"error: {output} exists and is not an empty folder: name a new one", err=True)
+        raise typer.Exit(2)
+    from frontier_signal.engine.engine import Engine
+    from frontier_signal.engine.errors import EngineError
+
+    engine = Engine(device="cpu", dtype="float32")
+    try:
+        run_id = engine.create_run_from_checkpoint(checkpoint, with_optimizer=False).run_id
+        if fmt == "gguf":
+            engine.export_gguf(run_id, output, gguf_type)
+        else:
+            engine.export_merged(run_id, output)
+    except EngineError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    for path in sorted(output.iterdir()):
+        typer.echo(f"{path}\t{path.stat().st_size} bytes")
+
+
 keys = typer.Typer(help="API keys: create, list, revoke.", no_args_is_help=True)
 app.add_typer(keys, name="keys")
 

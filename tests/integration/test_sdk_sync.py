@@ -149,8 +149,10 @@ def test_save_state_answers_the_documented_shape_and_records_a_checkpoint(client
         "step",
         "pushed_to_hub",
         "hub_model_id",
+        "files",
     }
     assert (saved["mode"], saved["step"], saved["pushed_to_hub"]) == ("adapter", 1, False)
+    assert saved["files"]["adapter_model.safetensors"] > 0
     assert saved["artifact_uri"].startswith("file://")
     assert (Path(saved["checkpoint_path"]) / "adapter_config.json").exists()
     listed = client.list_checkpoints(run.run_id)

@@ -6,6 +6,9 @@ Layout of a checkpoint folder:
     frontier_signal.json         kind ("training" | "sampler"), step, run config
     optimizer.safetensors        training checkpoints only: per-parameter optimizer state
 
+Merged exports are a transformers folder (`export_merged`) or a folder of GGUFs for llama.cpp /
+Ollama (`export_gguf`, file layout in backend/gguf_export.py).
+
 Every write goes to a temporary sibling folder, each file is fsynced, and the folder is renamed
 into place, so a crash leaves either the old checkpoint or the new one, never half of one.
 """
@@ -236,13 +239,12 @@ def checkpoint_kind(meta: dict) -> CheckpointKind:
 
 
 @torch.no_grad()
-def export_merged(folder: Path, base_model: str, adapter: Adapter) -> int:
-    """A plain transformers folder with the LoRA folded into fp32 base weights, plus tokenizer."""
+def merged_model(base_model: str, adapter: Adapter, untie_lm_head: bool = True):
+    """The base model in fp32 with the LoRA folded into its weights (a fresh copy)."""
     from frontier_signal.backend import models
 
     model = models.load_hf_model(base_model, dtype=torch.float32)
-    tokenizer = models.load_tokenizer(base_model)
-    if "lm_head" in adapter.pairs and model.config.tie_word_embeddings:
+    if untie_lm_head and "lm_head" in adapter.pairs and model.config.tie_word_embeddings:
         # Folding LoRA into a tied unembedding would also change the input embeddings: untie.
         model.lm_head.weight = torch.nn.Parameter(model.lm_head.weight.detach().clone())
         model.config.tie_word_embeddings = False
@@ -250,9 +252,64 @@ def export_merged(folder: Path, base_model: str, adapter: Adapter) -> int:
         linear = model.get_submodule(name)
         delta = pair.lora_B.detach().float().cpu() @ pair.lora_A.detach().float().cpu()
         linear.weight.add_(delta * pair.scale)
+    return model
+
+
+def export_merged(folder: Path, base_model: str, adapter: Adapter) -> int:
+    """A plain transformers folder with the LoRA folded into fp32 base weights, plus tokenizer."""
+    from frontier_signal.backend import models
+
+    model = merged_model(base_model, adapter)
+    tokenizer = models.load_tokenizer(base_model)
 
     def write(tmp: Path) -> None:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
 
     return atomic_write_folder(folder, write)
+
+
+@torch.no_grad()
+def export_gguf(folder: Path, config: RunConfig, adapter: Adapter, step: int, qtype: str) -> dict:
+    """A folder of GGUFs (see backend/gguf_export.py): merged model, base model, LoRA adapter,
+    an Ollama Modelfile and frontier_signal.json. Returns {file name: size in bytes}."""
+    from frontier_signal.backend import gguf_export, models
+
+    base_model = config.base_model
+    base = models.load_hf_model(base_model, dtype=torch.float32)
+    gguf_export.check_supported(base.config)
+    tokenizer = models.load_tokenizer(base_model)
+    pre = gguf_export.tokenizer_pre(models.source_gguf(base_model))
+    name = Path(base_model).name or base_model
+    merged = merged_model(base_model, adapter)
+    chatml = "<|im_start|>" in (tokenizer.chat_template or "")
+    meta = {"format_version": FORMAT_VERSION, "kind": "gguf", "step": step, "gguf_type": qtype}
+    meta["run_config"] = asdict(config)
+
+    def write(tmp: Path) -> None:
+        gguf_export.write_model(
+            tmp / gguf_export.model_file(qtype),
+            merged,
+            tokenizer,
+            qtype,
+            pre,
+            f"{name} (fine-tuned, step {step})",
+            write_output=False,
+        )
+        gguf_export.write_model(
+            tmp / gguf_export.base_file(qtype),
+            base,
+            tokenizer,
+            qtype,
+            pre,
+            name,
+            write_output="lm_head" in adapter.pairs,
+        )
+        gguf_export.write_adapter(
+            tmp / gguf_export.ADAPTER_FILE, adapter, base.config, f"{name} LoRA, step {step}"
+        )
+        (tmp / "Modelfile").write_text(gguf_export.modelfile(gguf_export.model_file(qtype), chatml))
+        (tmp / META).write_text(json.dumps(meta, indent=2))
+
+    atomic_write_folder(folder, write)
+    return {p.name: p.stat().st_size for p in sorted(folder.iterdir()) if p.is_file()}

@@ -196,6 +196,16 @@ def gguf_weights(name: str):
     return reader
 
 
+def source_gguf(name: str) -> Path | None:
+    """The GGUF file a model (or, for the tiny model, its tokenizer) comes from; None if none."""
+    source = resolve_model(name)
+    if source.tiny_seed is not None:
+        return source_gguf(DEFAULT_MODEL) if DEFAULT_MODEL in registered_models() else None
+    if not source.gguf_file or source.path is None:
+        return None
+    return source.path / source.gguf_file
+
+
 def tiny_llama_config(vocab_size: int = 49152) -> LlamaConfig:
     """The tiny test model: SmolLM2's architecture and vocabulary, 2 layers, hidden size 64."""
     return LlamaConfig(

@@ -16,7 +16,7 @@ from urllib.parse import quote
 import pydantic
 
 from .errors import ServerError, ValidationError
-from .types import RunConfig, TrainingExample
+from .types import SAVE_MODES, RunConfig, TrainingExample
 
 SAMPLE_OPTIONS = frozenset({"seed", "stop", "return_logprobs"})
 
@@ -151,8 +151,8 @@ def optim_step(run_id: str, learning_rate: float | None = None) -> Call:
 def save_state(
     run_id: str, mode: str = "adapter", push_to_hub: bool = False, hub_model_id: str | None = None
 ) -> Call:
-    if mode not in ("adapter", "merged"):
-        raise ValidationError(f"mode must be 'adapter' or 'merged', got {mode!r}")
+    if mode not in SAVE_MODES:
+        raise ValidationError(f"mode must be one of {', '.join(SAVE_MODES)}, got {mode!r}")
     if push_to_hub and not hub_model_id:
         raise ValidationError("push_to_hub=True needs hub_model_id ('user/model-name')")
     body = {"mode": mode, "push_to_hub": bool(push_to_hub), "hub_model_id": hub_model_id}

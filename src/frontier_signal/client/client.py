@@ -305,11 +305,13 @@ class SignalRun:
     def save_state(
         self, mode: str = "adapter", push_to_hub: bool = False, hub_model_id: str | None = None
     ) -> dict[str, Any]:
-        """Save a checkpoint (`"adapter"` or `"merged"`), optionally pushed to the HF Hub.
+        """Save a checkpoint, optionally pushed to the HF Hub. Modes: `"adapter"` (PEFT adapter
+        + optimizer state), `"merged"` (a transformers folder), `"gguf"` / `"gguf-q8_0"` (for
+        llama.cpp and Ollama: merged model, base model and LoRA adapter as f16 / q8_0 GGUFs).
 
         Returns:
             `{"checkpoint_id", "checkpoint_path", "artifact_uri", "mode", "step",
-            "pushed_to_hub", "hub_model_id"}`.
+            "pushed_to_hub", "hub_model_id", "files"}` (`files`: name → size in bytes).
         """
         return self.client.save_state(self.run_id, mode, push_to_hub, hub_model_id)
 

@@ -217,7 +217,8 @@ class TrainingClient:
     def save_checkpoint(
         self, mode: str = "adapter", push_to_hub: bool = False, hub_model_id: str | None = None
     ) -> dict[str, Any]:
-        """Save the run (`"adapter"` or `"merged"`); the same answer as `SignalRun.save_state`."""
+        """Save the run (`"adapter"`, `"merged"`, `"gguf"`, `"gguf-q8_0"`); the same answer as
+        `SignalRun.save_state`."""
         return self._transport.request(
             _calls.save_state(self.run_id, mode, push_to_hub, hub_model_id)
         )

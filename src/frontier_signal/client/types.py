@@ -12,7 +12,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Optimizer = Literal["adamw", "adamw_8bit", "sgd"]
-SaveMode = Literal["adapter", "merged"]
+SaveMode = Literal["adapter", "merged", "gguf", "gguf-q8_0"]
+SAVE_MODES = ("adapter", "merged", "gguf", "gguf-q8_0")
 
 
 class RunConfig(BaseModel):

@@ -469,3 +469,22 @@ class Engine:
         """Write a transformers folder with the run's LoRA folded in; returns its size in bytes."""
         run = self._run(run_id)
         return checkpoints.export_merged(Path(path), run.config.base_model, run.adapter)
+
+    def export_gguf(self, run_id: str, path: str | Path, gguf_type: str = "f16") -> dict[str, int]:
+        """Write GGUFs for llama.cpp / Ollama (merged model, base model, LoRA adapter; see
+        backend/gguf_export.py); returns {file name: size in bytes}.
+
+        Raises:
+            InvalidInputError: an unknown type, or a base model GGUF cannot hold.
+        """
+        from frontier_signal.backend.gguf_export import QUANT_TYPES
+
+        if gguf_type not in QUANT_TYPES:
+            raise InvalidInputError(
+                f"GGUF type must be one of {', '.join(QUANT_TYPES)}, got {gguf_type!r}"
+            )
+        run = self._run(run_id)
+        try:
+            return checkpoints.export_gguf(Path(path), run.config, run.adapter, run.step, gguf_type)
+        except ValueError as exc:
+            raise InvalidInputError(str(exc)) from None

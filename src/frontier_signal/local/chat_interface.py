@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 
 from frontier_signal.local.data_handler import DataFileError, write_json_atomic
-from frontier_signal.local.onnx_runtime import DecodeSettings, OnnxCausalLM
+from frontier_signal.local.onnx_runtime import DecodeSettings, OnnxCausalLM, TextStream
 
 EXIT_WORDS = ("exit", "quit")
 
@@ -116,6 +116,14 @@ class ChatInterface:
                 )
             messages = messages[2:]  # one user + assistant exchange
 
+    def _fit(self, prompts: list[list[int]], settings: DecodeSettings) -> DecodeSettings:
+        room = self.max_length - max(len(p) for p in prompts)
+        if room < settings.max_new_tokens:
+            settings = DecodeSettings(
+                room, settings.temperature, settings.top_p, settings.repetition_penalty
+            )
+        return settings
+
     def _generate(
         self,
         conversations: list[list[dict]],
@@ -123,11 +131,7 @@ class ChatInterface:
         seed: int | None,
     ) -> list[str]:
         prompts = [self._prompt_tokens(messages) for messages in conversations]
-        room = self.max_length - max(len(p) for p in prompts)
-        if room < settings.max_new_tokens:
-            settings = DecodeSettings(
-                room, settings.temperature, settings.top_p, settings.repetition_penalty
-            )
+        settings = self._fit(prompts, settings)
         seeds = [None if seed is None else seed + row for row in range(len(prompts))]
         outputs = self.model.generate(prompts, settings, seeds)
         return [self.model.decode(tokens).strip() for tokens in outputs]
@@ -152,6 +156,42 @@ class ChatInterface:
         reply = self._generate([[{"role": "user", "content": prompt}]], settings, seed)[0]
         self._log(prompt, reply)
         return reply
+
+    def _stream(
+        self, messages: list[dict], settings: DecodeSettings, seed: int | None
+    ) -> Iterator[str]:
+        """Text pieces of the reply, each as soon as its tokens decode to whole characters."""
+        prompt = self._prompt_tokens(messages)
+        text = TextStream(self.model.decode)
+        for token in self.model.stream(prompt, self._fit([prompt], settings), seed):
+            piece = text.push(token)
+            if piece:
+                yield piece
+        rest = text.finish()
+        if rest:
+            yield rest
+
+    def generate_response_stream(
+        self,
+        prompt: str,
+        max_new_tokens: int = 50,
+        temperature: float = 0.7,
+        top_p: float = 0.9,
+        repetition_penalty: float = 1.2,
+        seed: int | None = None,
+    ) -> Iterator[str]:
+        """`generate_response`, yielding the reply in pieces as onnxruntime produces them.
+
+        The pieces join to what `generate_response` returns with the same arguments (a piece
+        never splits a multi-byte character). The turn is logged once the stream is exhausted.
+        Settings are checked at the first `next()`, like any generator's code.
+        """
+        settings = DecodeSettings(max_new_tokens, temperature, top_p, repetition_penalty)
+        pieces: list[str] = []
+        for piece in self._stream([{"role": "user", "content": prompt}], settings, seed):
+            pieces.append(piece)
+            yield piece
+        self._log(prompt, "".join(pieces))
 
     def batch_generate(
         self,
@@ -180,11 +220,15 @@ class ChatInterface:
         repetition_penalty: float = 1.2,
         input_fn: Callable[[str], str] = input,
         output_fn: Callable[[str], None] = print,
+        write_fn: Callable[[str], None] | None = None,
     ) -> None:
         """An interactive session that keeps the conversation's history.
 
+        Replies are streamed: `write_fn` (default: stdout, flushed) gets "Assistant: ", each
+        piece as it is generated, then a newline; `output_fn` gets the other lines.
         `exit`, `quit`, end of input (Ctrl-D) or Ctrl-C end it; `reset` clears the history.
         """
+        write = write_fn or _write_stdout
         settings = DecodeSettings(max_new_tokens, temperature, top_p, repetition_penalty)
         history: list[dict] = []
         output_fn("Chat with the model. Type 'exit' or 'quit' to leave, 'reset' to start over.")
@@ -205,7 +249,7 @@ class ChatInterface:
                 continue
             messages = [*history, {"role": "user", "content": text}]
             try:
-                reply = self._generate([messages], settings, None)[0]
+                reply = self._chat_turn(messages, settings, write)
             except KeyboardInterrupt:
                 output_fn("")
                 break
@@ -214,6 +258,22 @@ class ChatInterface:
                 continue
             history = [*messages, {"role": "assistant", "content": reply}]
             self._log(text, reply)
-            output_fn(f"Assistant: {reply}")
-            sys.stdout.flush()
         output_fn("Goodbye.")
+
+    def _chat_turn(self, messages: list[dict], settings: DecodeSettings, write) -> str:
+        stream = self._stream(messages, settings, None)
+        first = next(stream, "")  # a too-long prompt raises here, before "Assistant: "
+        pieces = [first]
+        write(f"Assistant: {first}")
+        try:
+            for piece in stream:
+                pieces.append(piece)
+                write(piece)
+        finally:
+            write("\n")
+        return "".join(pieces)
+
+
+def _write_stdout(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()

@@ -183,6 +183,22 @@ class OnnxCausalLM:
         self, prompts: list[list[int]], settings: DecodeSettings, seeds: list[int | None]
     ) -> list[list[int]]:
         """New tokens for each prompt (stop token excluded), all prompts decoded as one batch."""
+        outputs: list[list[int]] = [[] for _ in prompts]
+        for step in self.steps(prompts, settings, seeds):
+            for row, token in enumerate(step):
+                if token is not None:
+                    outputs[row].append(token)
+        return outputs
+
+    def stream(self, prompt: list[int], settings: DecodeSettings, seed: int | None = None):
+        """The new tokens of one prompt, each yielded as soon as it is chosen (stop excluded)."""
+        for (token,) in self.steps([prompt], settings, [seed]):
+            if token is not None:
+                yield token
+
+    def steps(self, prompts: list[list[int]], settings: DecodeSettings, seeds: list[int | None]):
+        """Decode all prompts as one batch; yield each step's new token per row (None for a row
+        that has stopped). `generate` and `stream` both consume this, so they agree."""
         settings.check()
         batch, length = len(prompts), max(len(p) for p in prompts)
         input_ids = np.full((batch, length), self.pad_id, dtype=np.int64)
@@ -201,6 +217,7 @@ class OnnxCausalLM:
         last_positions = positions[:, -1:]
         for step in range(settings.max_new_tokens):
             next_ids = np.full((batch, 1), self.pad_id, dtype=np.int64)
+            chosen: list[int | None] = [None] * batch
             for row in range(batch):
                 if done[row]:
                     continue
@@ -214,10 +231,48 @@ class OnnxCausalLM:
                     done[row] = True
                     continue
                 outputs[row].append(token)
-                next_ids[row, 0] = token
+                next_ids[row, 0] = chosen[row] = token
+            if any(token is not None for token in chosen):
+                yield chosen
             if all(done) or step == settings.max_new_tokens - 1:
                 break
             mask = np.concatenate([mask, np.ones((batch, 1), dtype=np.int64)], axis=1)
             last_positions = last_positions + 1
             logits_BV, past = self._run(next_ids, mask, last_positions, past)
-        return outputs
+
+
+class TextStream:
+    """Incremental detokenization: feed token ids, get the new text. A piece never ends inside a
+    multi-byte character (byte-level BPE splits one across tokens; the decoder shows the partial
+    bytes as U+FFFD, so such text is held until the character completes). Leading and trailing
+    whitespace is dropped, so the pieces join to `decode(tokens).strip()`."""
+
+    def __init__(self, decode):
+        self._decode = decode
+        self.tokens: list[int] = []
+        self._sent = 0  # characters of the decoded text already handed out (or skipped)
+        self._started = False
+
+    def push(self, token: int) -> str:
+        self.tokens.append(token)
+        text = self._decode(self.tokens)
+        if text.endswith("\ufffd"):
+            return ""
+        return self._take(text)
+
+    def finish(self) -> str:
+        """The rest once decoding ended (text held for an unfinished character, if any)."""
+        return self._take(self._decode(self.tokens))
+
+    def _take(self, text: str) -> str:
+        if not self._started:
+            stripped = text.lstrip()
+            self._sent = len(text) - len(stripped)
+            if not stripped:
+                return ""
+            self._started = True
+        # Trailing whitespace is held back (shown once more text follows it; dropped at the end).
+        end = len(text.rstrip())
+        piece = text[self._sent : end]
+        self._sent = max(self._sent, end)
+        return piece

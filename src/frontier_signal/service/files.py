@@ -40,6 +40,11 @@ def folder_digest(folder: Path) -> tuple[int, str]:
     return size, digest.hexdigest()
 
 
+def file_sizes(folder: Path) -> dict[str, int]:
+    """{file name: size in bytes} of the files directly in a folder."""
+    return {p.name: p.stat().st_size for p in sorted(folder.iterdir()) if p.is_file()}
+
+
 def archive(folder: Path, name: str) -> Path:
     """The folder as a temporary `.tar.gz` (the caller deletes it)."""
     descriptor, path = tempfile.mkstemp(prefix="frontier-signal-", suffix=".tar.gz")

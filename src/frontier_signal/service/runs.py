@@ -40,6 +40,9 @@ from frontier_signal.service.settings import ServiceSettings
 from frontier_signal.service.store import Store, new_id
 from frontier_signal.service.tables import Checkpoint, Metric, Run
 
+# save_state modes that write GGUFs for llama.cpp / Ollama → the weights' type.
+GGUF_MODES = {"gguf": "f16", "gguf-q8_0": "q8_0"}
+
 logger = logging.getLogger(__name__)
 
 
@@ -471,15 +474,19 @@ class RunService:
         checkpoint_id = new_id("ckpt")
         folder = files.checkpoint_folder(self.data_dir, run_id, checkpoint_id)
 
+        written: dict[str, int] = {}
+
         def save(engine: Engine) -> int:
             if mode == "merged":
                 engine.export_merged(run_id, folder)
+            elif mode in GGUF_MODES:
+                written.update(engine.export_gguf(run_id, folder, GGUF_MODES[mode]))
             else:
                 self.timed_save(engine, run_id, folder, "training")
             return engine.get_run(run_id).step
 
         step = await self._engine(run_id, save)
-        kind = "merged" if mode == "merged" else "training"
+        kind = "gguf" if mode in GGUF_MODES else "merged" if mode == "merged" else "training"
         checkpoint = await asyncio.to_thread(
             self._record_checkpoint,
             run_id,
@@ -508,6 +515,7 @@ class RunService:
             "step": step,
             "pushed_to_hub": pushed,
             "hub_model_id": hub_model_id,
+            "files": written or files.file_sizes(folder),
         }
 
     def checkpoint(self, tenant_id: str, run_id: str, checkpoint_id: str) -> Checkpoint:

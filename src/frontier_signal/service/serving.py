@@ -121,10 +121,10 @@ class ServingService:
             ) from None
 
     def _checkpoint_target(self, model: str, run_id: str, checkpoint) -> Target:
-        if checkpoint.kind == "merged":
+        if checkpoint.kind in ("merged", "gguf"):
             raise InvalidRequest(
-                f"model {model!r} is a merged export, which is served by loading it as a base "
-                "model; name the run or one of its adapter checkpoints instead"
+                f"model {model!r} is a {checkpoint.kind} export, which is served by loading it as "
+                "a base model; name the run or one of its adapter checkpoints instead"
             )
         row = self.runs.store.get_run(run_id)
         return Target(model, row.base_model, row.id, checkpoint.path, row)

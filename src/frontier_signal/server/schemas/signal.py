@@ -61,7 +61,7 @@ class EmbeddingsBody(Body):
 
 
 class SaveStateBody(Body):
-    mode: Literal["adapter", "merged"] = "adapter"
+    mode: Literal["adapter", "merged", "gguf", "gguf-q8_0"] = "adapter"
     push_to_hub: bool = False
     hub_model_id: str | None = None
 
