@@ -51,9 +51,7 @@ def _same(a, b, tol=1e-4):
         assert a.prompt_logprobs[1:] == pytest.approx(b.prompt_logprobs[1:], abs=tol)
 
 
-def test_cache_on_and_off_give_the_same_tokens_and_logprobs(
-    engine, make_run, datums, prefix
-):
+def test_cache_on_and_off_give_the_same_tokens_and_logprobs(engine, make_run, datums, prefix):
     run = _trained(engine, make_run, datums, seed=1)
     shared = _tokens(0, 3 * BLOCK + 5)
     prompts = [shared + _tokens(seed, 7) for seed in (1, 2)]
@@ -76,9 +74,7 @@ def test_cache_on_and_off_give_the_same_tokens_and_logprobs(
         assert [s.tokens for s in result.sequences] == [s.tokens for s in reference.sequences]
 
 
-def test_no_reuse_across_adapters_and_invalidated_by_training(
-    engine, make_run, datums, prefix
-):
+def test_no_reuse_across_adapters_and_invalidated_by_training(engine, make_run, datums, prefix):
     first = _trained(engine, make_run, datums, seed=2)
     second = _trained(engine, make_run, datums, seed=3)
     prompt = _tokens(5, 4 * BLOCK + 3)

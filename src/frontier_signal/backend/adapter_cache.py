@@ -1,4 +1,4 @@
-"""The bounded set of frozen adapters sampling loads on demand: checkpoints, kept steps, PEFT folders.
+"""The bounded set of frozen adapters loaded on demand: kept steps, checkpoints, PEFT folders.
 
 A live run's own adapter belongs to the run (`RunState`) and is never here, so it is never
 evicted. Everything sampled by path (a run's kept step, a saved checkpoint, a PEFT folder

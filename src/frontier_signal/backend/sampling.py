@@ -2,10 +2,11 @@
 
 Prompts are left-padded into one batch (attention mask + explicit positions), each row carries
 its own adapter, decoding settings and random generator, so a row's output does not depend on
-what else is in the batch. The prompt goes through the HF forward (`prefill`: shared between equal
-prompts, cached prefixes reused; its hidden states also give prompt log-probs); decoding then runs on `llama_decode.LlamaDecoder` (a static cache and a compact
-step, several times less overhead per token) for Llama-family models, and on the HF forward with
-a `DynamicCache` for anything else. How a token is chosen from logits is `token_choice`'s job.
+what else is in the batch. The prompt goes through the HF forward (`prefill`: once per distinct
+prompt, cached prefixes reused; its hidden states also give prompt log-probs); decoding then runs
+on `llama_decode.LlamaDecoder` (a static cache and a compact step, several times less overhead
+per token) for Llama-family models, and on the HF forward with a `DynamicCache` for anything
+else. How a token is chosen from logits is `token_choice`'s job.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
+
 from frontier_signal.backend.base_model import BaseModel
 from frontier_signal.backend.llama_decode import MAX_4BIT_ROWS, LlamaDecoder
 from frontier_signal.backend.lora import Segment
