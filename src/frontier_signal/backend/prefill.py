@@ -1,6 +1,7 @@
 """The prompt pass of sampling: one batched forward that fills the KV cache, reusing what it can.
 
-Two kinds of reuse, both exact up to floating-point summation order:
+Two kinds of reuse, both exact up to floating-point summation order, both on while the base
+model's prefix cache has a budget:
 - rows with the same adapter and the same prompt (`num_samples=n`, or equal concurrent requests)
   are computed once and their KV cache, last logits and prompt log-probs copied to each row;
 - with a `PrefixCache`, each distinct prompt's longest cached prefix (whole blocks, never the
@@ -172,11 +173,19 @@ def prefill(
 ) -> Prefilled:
     """The prompt pass for `rows` (`sampling.SampleRow`s, sorted by adapter key).
 
-    `identities` maps adapter keys to `Adapter.identity()`; the prefix cache is used only when
-    given and enabled.
+    `identities` maps adapter keys to `Adapter.identity()`. Without a prefix cache (or with a
+    zero budget) nothing is reused, equal prompts included: every row computes its own prompt,
+    as before the cache existed (the baseline of bench/prefix_cache.py).
     """
     device = base.device
-    prompts, owners = _distinct(rows, identities or {})
+    if prefix is None or not prefix.enabled:  # no reuse at all: every row computes its prompt
+        prompts = [
+            _Prompt(r.adapter_key, list(r.prompt_tokens), want_logprobs=r.want_prompt_logprobs)
+            for r in rows
+        ]
+        owners = list(range(len(rows)))
+    else:
+        prompts, owners = _distinct(rows, identities or {})
     _plan_reuse(base, prompts, prefix)
     longest = max(len(p.tokens) for p in prompts)
     width = max(len(p.tokens) - p.reuse for p in prompts)  # slots computed this pass

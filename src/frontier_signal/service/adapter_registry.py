@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 from frontier_signal.paths import data_home
@@ -68,10 +69,15 @@ def registered_adapters(options: list[str] | tuple[str, ...] = ()) -> dict[str, 
                 f"adapter registry {path}: {exc}; expected "
                 '{"name": {"path": "/peft/folder", "base_model": "optional base model"}}'
             ) from exc
-    for option in options:
-        source = parse_adapter_option(option)
-        sources[source.name] = source
+    sources.update(_parsed_options(tuple(options)))
     return sources
+
+
+@lru_cache(maxsize=8)
+def _parsed_options(options: tuple[str, ...]) -> dict[str, AdapterSource]:
+    """The serve options never change while the server runs: parsed once."""
+    parsed = (parse_adapter_option(option) for option in options)
+    return {source.name: source for source in parsed}
 
 
 def adapter_base_model(source: AdapterSource) -> str:
