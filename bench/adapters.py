@@ -8,10 +8,11 @@ into a temporary folder at bench time and registered with `--adapter NAME=PATH`;
 loaded before the first request names it. For each count N (1, 10, 100, 1000 by default)
 `--clients` concurrent streaming clients (official `openai` SDK, the streaming helper of
 bench/serving.py) send `--requests` chat requests naming the adapters round-robin (request i →
-adapter i mod N), each generating exactly `--tokens` tokens (greedy, `ignore_eos`). Reported per
-N: generated tokens/s over the wall time, p50/p99 time to first token, and both as ratios to
-N = 1. Round-robin over more adapters than the LRU holds is its worst case: every request then
-reads its adapter from disk. Prints one JSON object.
+adapter i mod N, i counting on across levels), each generating exactly `--tokens` tokens
+(greedy, `ignore_eos`). Reported per N: generated tokens/s over the wall time, p50/p99 time to
+first token, and both as ratios to N = 1. Round-robin over more adapters than the LRU holds is
+its worst case: every request then reads its adapter from disk (N = 100 and 1000 with the
+default 64). Prints one JSON object.
 
     .venv/bin/python bench/adapters.py [--counts 1 10 100 1000] [--requests 64] [--clients 8]
 """
@@ -77,9 +78,13 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-async def sweep_level(client, count: int, requests: int, clients: int, tokens: int) -> dict:
-    """`requests` round-robin over `count` adapters from `clients` concurrent streams."""
-    queue = list(range(requests))
+async def sweep_level(
+    client, count: int, first: int, requests: int, clients: int, tokens: int
+) -> dict:
+    """`requests` round-robin over `count` adapters from `clients` concurrent streams; the
+    round-robin goes on from request number `first` (the requests of the levels before), so a
+    level never starts on the adapters the previous one left in memory."""
+    queue = list(range(first, first + requests))
     ttfts: list[float] = []
 
     async def worker() -> None:
@@ -109,7 +114,10 @@ async def sweep(url: str, counts: list[int], requests: int, clients: int, tokens
         base_url=f"{url}/v1", api_key="local", max_retries=0, timeout=600
     ) as client:
         await stream_once(client, "lora-0000", QUESTIONS[0], 4)  # warm-up (load, compile)
-        return [await sweep_level(client, n, requests, clients, tokens) for n in counts]
+        return [
+            await sweep_level(client, n, level * requests, requests, clients, tokens)
+            for level, n in enumerate(counts)
+        ]
 
 
 def main() -> None:
