@@ -128,7 +128,9 @@ class Adapter:
     leaves the base model's outputs unchanged.
     """
 
-    def __init__(self, key: str, spec: LoraSpec, layers: dict[str, LoraLinear], device):
+    def __init__(
+        self, key: str, spec: LoraSpec, layers: dict[str, LoraLinear], device, init: bool = True
+    ):
         self.key = key
         self.spec = spec
         self.uid = next(_uids)  # process-unique: a replaced adapter never looks like the old one
@@ -140,9 +142,11 @@ class Adapter:
             if name.rsplit(".", 1)[-1] not in spec.target_modules:
                 continue
             lora_A = torch.empty(spec.rank, layer.in_features)
-            bound = 1.0 / math.sqrt(layer.in_features)  # kaiming_uniform_(a=sqrt(5)) bound
-            lora_A.uniform_(-bound, bound, generator=generator)
-            lora_B = torch.zeros(layer.out_features, spec.rank)
+            lora_B = torch.empty(layer.out_features, spec.rank)
+            if init:  # else the caller loads the weights (a frozen checkpoint)
+                bound = 1.0 / math.sqrt(layer.in_features)  # kaiming_uniform_(a=sqrt(5)) bound
+                lora_A.uniform_(-bound, bound, generator=generator)
+                lora_B.zero_()
             self.pairs[name] = LoraPair(
                 nn.Parameter(lora_A.to(device)),
                 nn.Parameter(lora_B.to(device)),

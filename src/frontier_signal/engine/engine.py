@@ -401,7 +401,7 @@ class Engine:
             fallback = hint or adapter_config.get("base_model_name_or_path") or ""
             base_name = checkpoints.run_config_from_meta(meta, fallback, spec).base_model
             base = self.load_model(base_name)
-            adapter = Adapter(key, spec, base.layers, base.device)
+            adapter = Adapter(key, spec, base.layers, base.device, init=False)
             checkpoints.load_adapter_weights(adapter, tensors)
             adapter.frozen, adapter.base_name = True, base.name
             adapter.attach()
