@@ -116,6 +116,9 @@ def test_steps_and_checkpoints_serve_without_warmup_and_survive_eviction(
     assert engine.adapters.stats.loads >= loads + 2
     assert first[f"{trained}@2"] == first[f"{trained}:auto-step-2"]  # the same weights
     assert trained in engine.list_runs()  # the live run stays loaded
+    caches = httpx.get(f"{adapter_server[0].base_url}/ready").json()["caches"]
+    assert caches["adapters"]["adapters"] == 2 and caches["adapters"]["evictions"] >= 2
+    assert caches["prefix"][TINY]["lookups"] >= 1
 
 
 def test_models_page_through_everything_a_key_serves(clients, trained):

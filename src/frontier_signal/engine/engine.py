@@ -128,7 +128,7 @@ class Engine:
     def cache_stats(self) -> dict:
         return {
             "adapters": self.adapters.describe(),
-            "prefix": {name: cache.describe() for name, cache in self._prefix.items()},
+            "prefix": {name: cache.describe() for name, cache in list(self._prefix.items())},
         }
 
     def tokenizer(self, name: str):
