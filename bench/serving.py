@@ -51,15 +51,21 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(data_dir: Path, exact: bool = False) -> tuple[subprocess.Popen, str]:
+def start_server(
+    data_dir: Path,
+    exact: bool = False,
+    extra_args: list[str] | tuple[str, ...] = (),
+    extra_env: dict[str, str] | None = None,
+) -> tuple[subprocess.Popen, str]:
     """`frontier-signal serve` in its own process; its log goes to a file in `data_dir` (a
-    pipe nobody reads would block the server once full)."""
+    pipe nobody reads would block the server once full). bench/adapters.py and
+    bench/prefix_cache.py start theirs here too, with their options and settings."""
     port = _free_port()
     command = [
         sys.executable, "-m", "frontier_signal.cli", "serve", "--no-auth", "--port", str(port),
-        "--models", MODEL, "--data-dir", str(data_dir),
+        "--models", MODEL, "--data-dir", str(data_dir), *extra_args,
     ]  # fmt: skip
-    env = os.environ | {"FRONTIER_SIGNAL_LOG_LEVEL": "warning"}
+    env = os.environ | {"FRONTIER_SIGNAL_LOG_LEVEL": "warning"} | (extra_env or {})
     if exact:
         env["FRONTIER_SIGNAL_DECODE_4BIT"] = "false"
     data_dir.mkdir(parents=True, exist_ok=True)

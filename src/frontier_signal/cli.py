@@ -68,6 +68,9 @@ def serve(
     database_url: str | None = typer.Option(
         None, help="SQLAlchemy URL (default: SQLite in the data folder)."
     ),
+    adapter: list[str] = typer.Option(
+        [], "--adapter", help="Serve a PEFT LoRA folder by name: NAME=PATH (repeatable)."
+    ),
 ) -> None:
     """Run the API server (Signal, Tinker, OpenAI faces); more settings: FRONTIER_SIGNAL_* env."""
     import uvicorn
@@ -83,7 +86,13 @@ def serve(
         overrides["models"] = models
     if database_url:
         overrides["database_url"] = database_url
-    settings = ServiceSettings(**overrides)
+    if adapter:
+        overrides["adapters"] = adapter
+    try:
+        settings = ServiceSettings(**overrides)
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
     logs.configure(settings.log_level)
     try:
         application = create_app(settings)

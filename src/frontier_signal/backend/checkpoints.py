@@ -171,6 +171,18 @@ def read_checkpoint(folder: Path) -> tuple[dict, dict, dict[str, torch.Tensor]]:
 
 def spec_from_adapter_config(adapter_config: dict, seed: int = 0) -> LoraSpec:
     """The adapter layout recorded in a checkpoint (wins over the loading run's own layout)."""
+    unsupported = [
+        option
+        for option in ("use_rslora", "use_dora", "fan_in_fan_out", "rank_pattern", "alpha_pattern")
+        if adapter_config.get(option)
+    ]
+    if adapter_config.get("bias", "none") != "none" or adapter_config.get("modules_to_save"):
+        unsupported.append("bias/modules_to_save")
+    if unsupported:
+        raise CheckpointNotFoundError(
+            f"adapter uses {', '.join(unsupported)}, which this server does not serve; save a "
+            "plain LoRA (LoraConfig without those options)"
+        )
     targets = adapter_config["target_modules"]
     if isinstance(targets, str):  # PEFT allows a regex; we only write lists
         raise CheckpointNotFoundError(f"target_modules regex {targets!r} is not supported")

@@ -9,6 +9,7 @@ optimizer, gradient and checkpoint stay isolated and ranks may differ between ru
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,6 +22,7 @@ from torch import nn
 from frontier_signal.engine.types import LoraSpec
 
 Segment = tuple[str, int, int]  # (adapter key, start row, end row)
+_uids = itertools.count(1)
 
 
 @dataclass
@@ -168,18 +170,25 @@ class Adapter:
     leaves the base model's outputs unchanged.
     """
 
-    def __init__(self, key: str, spec: LoraSpec, layers: dict[str, LoraLinear], device):
+    def __init__(
+        self, key: str, spec: LoraSpec, layers: dict[str, LoraLinear], device, init: bool = True
+    ):
         self.key = key
         self.spec = spec
+        self.uid = next(_uids)  # process-unique: a replaced adapter never looks like the old one
+        self.frozen = False  # loaded for sampling only: its weights never change
+        self.base_name = ""  # the base model it is attached to, where the owner records it
         self.pairs: dict[str, LoraPair] = {}
         generator = torch.Generator(device="cpu").manual_seed(spec.seed)
         for name, layer in layers.items():
             if name.rsplit(".", 1)[-1] not in spec.target_modules:
                 continue
             lora_A = torch.empty(spec.rank, layer.in_features)
-            bound = 1.0 / math.sqrt(layer.in_features)  # kaiming_uniform_(a=sqrt(5)) bound
-            lora_A.uniform_(-bound, bound, generator=generator)
-            lora_B = torch.zeros(layer.out_features, spec.rank)
+            lora_B = torch.empty(layer.out_features, spec.rank)
+            if init:  # else the caller loads the weights (a frozen checkpoint)
+                bound = 1.0 / math.sqrt(layer.in_features)  # kaiming_uniform_(a=sqrt(5)) bound
+                lora_A.uniform_(-bound, bound, generator=generator)
+                lora_B.zero_()
             self.pairs[name] = LoraPair(
                 nn.Parameter(lora_A.to(device)),
                 nn.Parameter(lora_B.to(device)),
@@ -204,6 +213,16 @@ class Adapter:
         for name, pair in self.pairs.items():
             yield f"base_model.model.{name}.lora_A.weight", pair.lora_A
             yield f"base_model.model.{name}.lora_B.weight", pair.lora_B
+
+    def identity(self) -> str:
+        """A string that changes whenever the weights may have: a frozen adapter is its key
+        (folder + file stamp, stable across eviction and reload); a run's adapter adds its
+        object and the parameters' in-place version counters, which every optimizer step and
+        weight load bump. The prefix cache keys KV blocks by it."""
+        if self.frozen:
+            return self.key
+        versions = sum(p._version for p in self.parameters())
+        return f"{self.key}#{self.uid}.{versions}"
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())

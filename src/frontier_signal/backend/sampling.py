@@ -2,10 +2,11 @@
 
 Prompts are left-padded into one batch (attention mask + explicit positions), each row carries
 its own adapter, decoding settings and random generator, so a row's output does not depend on
-what else is in the batch. The prompt goes through the HF forward (its hidden states also give
-prompt log-probs); decoding then runs on `llama_decode.LlamaDecoder` (a static cache and a compact
-step, several times less overhead per token) for Llama-family models, and on the HF forward with
-a `DynamicCache` for anything else. How a token is chosen from logits is `token_choice`'s job.
+what else is in the batch. The prompt goes through the HF forward (`prefill`: once per distinct
+prompt, cached prefixes reused; its hidden states also give prompt log-probs); decoding then runs
+on `llama_decode.LlamaDecoder` (a static cache and a compact step, several times less overhead
+per token) for Llama-family models, and on the HF forward with a `DynamicCache` for anything
+else. How a token is chosen from logits is `token_choice`'s job.
 """
 
 from __future__ import annotations
@@ -13,11 +14,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
-from transformers import DynamicCache
 
-from frontier_signal.backend.base_model import BaseModel, target_logprobs
+from frontier_signal.backend.base_model import BaseModel
 from frontier_signal.backend.llama_decode import MAX_4BIT_ROWS, LlamaDecoder
 from frontier_signal.backend.lora import Segment
+from frontier_signal.backend.prefill import prefill
+from frontier_signal.backend.prefix_cache import PrefixCache
 from frontier_signal.backend.token_choice import TokenCounts, TopLogprobs, choose
 from frontier_signal.engine.types import SampledSequence, SamplingParams, TokenCallback
 
@@ -105,39 +107,24 @@ class HFStepper:
 
 @torch.no_grad()
 def generate(
-    base: BaseModel, rows: list[SampleRow], on_token: TokenCallback | None = None
+    base: BaseModel,
+    rows: list[SampleRow],
+    on_token: TokenCallback | None = None,
+    prefix_cache: PrefixCache | None = None,
+    identities: dict[str, str] | None = None,
 ) -> tuple[list[SampledSequence], list[list[float | None] | None]]:
     """Generate every row; returns sequences and (where asked) prompt log-probs, row order.
 
-    `on_token`, when given, is called after each sampled token with the row's `origin`.
+    `on_token`, when given, is called after each sampled token with the row's `origin`. The
+    prompt pass (`prefill`) shares identical prompts and, given a `prefix_cache` and the
+    adapters' `identities`, reuses cached prefixes.
     """
     device = base.device
     batch = len(rows)
-    prompt_len = max(len(r.prompt_tokens) for r in rows)
-    input_ids = torch.full((batch, prompt_len), base.pad_token_id, dtype=torch.long)
-    mask = torch.zeros((batch, prompt_len), dtype=torch.long)
-    for i, row in enumerate(rows):
-        n = len(row.prompt_tokens)
-        input_ids[i, prompt_len - n :] = torch.tensor(row.prompt_tokens)
-        mask[i, prompt_len - n :] = 1
-    input_ids, mask = input_ids.to(device), mask.to(device)
-    positions = (mask.cumsum(-1) - 1).clamp_min(0)
-    cache = DynamicCache(config=base.model.config)
+    pre = prefill(base, rows, prefix_cache, identities)
+    logits_BV, prompt_logprobs = pre.logits, pre.prompt_logprobs
     segments = _segments(rows)
-    prompt_logprobs: list[list[float | None] | None] = [None] * batch
-
     with base.routing.use(segments):
-        hidden = base.hidden_states(
-            input_ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True
-        )
-        for i, row in enumerate(rows):
-            if row.want_prompt_logprobs:
-                n = len(row.prompt_tokens)
-                h = hidden[i, prompt_len - n : prompt_len - 1]
-                targets = torch.tensor(row.prompt_tokens[1:], device=device)
-                lp = target_logprobs(base, h, targets, [(row.adapter_key, 0, n - 1)])
-                prompt_logprobs[i] = [None] + lp.tolist()
-        logits_BV = base.lm_head(hidden[:, -1]).float()
         weights = base.decode_weights()
         if weights is not None:
             max_new = max(row.params.max_tokens for row in rows)
@@ -145,10 +132,10 @@ def generate(
             mode = base.decode_mode
             if mode == "4bit" and batch > MAX_4BIT_ROWS:
                 mode = "exact"
-            stepper = LlamaDecoder(weights, cache, lengths, max_new, segments, mode)
-            del cache  # its tensors were copied into the static cache
+            stepper = LlamaDecoder(weights, pre.cache, lengths, max_new, segments, mode)
+            del pre  # its tensors were copied into the static cache
         else:
-            stepper = HFStepper(base, cache, mask, positions)
+            stepper = HFStepper(base, pre.cache, pre.mask, pre.positions)
         counts = [TokenCounts(r.params, r.prompt_tokens, logits_BV.shape[-1], device) for r in rows]
         done = [False] * batch
         while True:

@@ -13,15 +13,16 @@ import ctypes
 import gc
 import logging
 import uuid
-from collections import OrderedDict
 from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 from frontier_signal.backend import checkpoints, models
+from frontier_signal.backend.adapter_cache import MIB, AdapterCache
 from frontier_signal.backend.base_model import BaseModel, pick_device, pick_dtype
 from frontier_signal.backend.lora import Adapter
+from frontier_signal.backend.prefix_cache import PrefixCache
 from frontier_signal.backend.sampling import SampleRow, generate
 from frontier_signal.backend.training import RunState, run_forward_backward, run_optim_step
 from frontier_signal.engine import validation
@@ -44,7 +45,6 @@ from frontier_signal.engine.types import (
 )
 
 logger = logging.getLogger(__name__)
-SAMPLER_CACHE_SIZE = 8
 
 
 def _return_freed_memory() -> None:
@@ -107,7 +107,10 @@ class Engine:
         self.decode_4bit = decode_4bit
         self._bases: dict[str, BaseModel] = {}
         self._runs: dict[str, RunState] = {}
-        self._sampler_adapters: OrderedDict[tuple[str, float], Adapter] = OrderedDict()
+        # Frozen adapters sampled by folder (kept steps, checkpoints, PEFT folders), LRU.
+        self.adapters = AdapterCache()
+        self.prefix_cache_bytes = 256 * MIB
+        self._prefix: dict[str, PrefixCache] = {}  # by base model
 
     # ----- base models -------------------------------------------------------------------
     def list_models(self) -> list[str]:
@@ -124,6 +127,28 @@ class Engine:
 
     def loaded_models(self) -> list[str]:
         return list(self._bases)
+
+    def configure_caches(
+        self, adapter_mib: float, adapter_count: int, prefix_mib: float | None = None
+    ) -> None:
+        """Budgets: frozen sampling adapters (MiB and count, LRU) and the prefix KV cache
+        (MiB per base model; 0 turns it off)."""
+        self.adapters.configure(adapter_count, int(adapter_mib * MIB))
+        if prefix_mib is not None:
+            self.prefix_cache_bytes = int(prefix_mib * MIB)
+            for cache in self._prefix.values():
+                cache.configure(self.prefix_cache_bytes)
+
+    def prefix_cache(self, base_model: str) -> PrefixCache:
+        if base_model not in self._prefix:
+            self._prefix[base_model] = PrefixCache(self.prefix_cache_bytes)
+        return self._prefix[base_model]
+
+    def cache_stats(self) -> dict:
+        return {
+            "adapters": self.adapters.describe(),
+            "prefix": {name: cache.describe() for name, cache in list(self._prefix.items())},
+        }
 
     def tokenizer(self, name: str):
         return self.load_model(name).tokenizer
@@ -283,9 +308,18 @@ class Engine:
 
         `on_token(request_index, sample_index, token_id, logprob)` is called as tokens are made.
         """
+        with self.adapters.batch():  # adapters of this batch stay loaded until it ends
+            return self._sample_batch(requests, on_token)
+
+    def _sample_batch(
+        self, requests: list[SampleRequest], on_token: TokenCallback | None
+    ) -> list[SampleResult]:
         prepared = []
+        identities: dict[str, str] = {}
         for request in requests:
-            base, key = self._sampling_target(request)
+            base, adapter = self._sampling_target(request)
+            key = adapter.key if adapter is not None else ""
+            identities[key] = adapter.identity() if adapter is not None else ""
             if not request.prompt_tokens and request.prompt_text:
                 encoded = base.tokenizer(request.prompt_text, add_special_tokens=False)
                 request = replace(request, prompt_tokens=list(encoded["input_ids"]))
@@ -321,7 +355,11 @@ class Engine:
         for base_name, indexed in rows_by_base.items():
             indexed.sort(key=lambda item: item[1].adapter_key)  # contiguous adapter segments
             sequences, prompt_lps = generate(
-                self._bases[base_name], [r for _, r in indexed], on_token
+                self._bases[base_name],
+                [r for _, r in indexed],
+                on_token,
+                self.prefix_cache(base_name),
+                identities,
             )
             for (index, _), sequence, prompt_lp in zip(indexed, sequences, prompt_lps, strict=True):
                 results[index].sequences.append(sequence)
@@ -337,7 +375,8 @@ class Engine:
         """
         if not texts or any(not isinstance(t, str) or not t for t in texts):
             raise InvalidInputError("texts must be a non-empty list of non-empty strings")
-        base, key = self._sampling_target(SampleRequest(model, checkpoint=checkpoint))
+        base, adapter = self._sampling_target(SampleRequest(model, checkpoint=checkpoint))
+        key = adapter.key if adapter is not None else ""
         encoded = [base.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
         longest = max(len(ids) for ids in encoded)
         input_ids = torch.full((len(texts), longest), base.pad_token_id, dtype=torch.long)
@@ -356,37 +395,43 @@ class Engine:
         """Load what sampling `model` (or `checkpoint`) needs: base weights, adapter."""
         self._sampling_target(SampleRequest(model, checkpoint=checkpoint))
 
-    def _sampling_target(self, request: SampleRequest) -> tuple[BaseModel, str]:
-        """(base model, adapter key) for a run id, a checkpoint path or a base model name."""
+    def _sampling_target(self, request: SampleRequest) -> tuple[BaseModel, Adapter | None]:
+        """(base model, adapter or None for the bare base) for a run id, a checkpoint path or a
+        base model name."""
         if request.checkpoint:
-            return self._sampler_adapter(Path(request.checkpoint))
+            return self._sampler_adapter(Path(request.checkpoint), request.model)
         if request.model in self._runs:
             run = self._runs[request.model]
-            return run.base, run.adapter.key
+            return run.base, run.adapter
         try:
-            return self.load_model(request.model), ""  # "" → no adapter: the bare base model
+            return self.load_model(request.model), None
         except ModelNotFoundError as exc:
             raise ModelNotFoundError(
                 f"{request.model!r} is neither a loaded run nor a known base model", exc.available
             ) from None
 
-    def _sampler_adapter(self, folder: Path) -> tuple[BaseModel, str]:
-        adapter_config, meta, tensors = checkpoints.read_checkpoint(folder)
-        cache_key = (str(folder.resolve()), (folder / checkpoints.ADAPTER_WEIGHTS).stat().st_mtime)
-        spec = checkpoints.spec_from_adapter_config(adapter_config)
-        config = checkpoints.run_config_from_meta(
-            meta, adapter_config.get("base_model_name_or_path") or "", spec
-        )
-        base = self.load_model(config.base_model)
-        if cache_key not in self._sampler_adapters:
-            adapter = Adapter(f"ckpt:{cache_key[0]}:{cache_key[1]}", spec, base.layers, base.device)
+    def _sampler_adapter(self, folder: Path, model: str) -> tuple[BaseModel, Adapter]:
+        """A frozen adapter from its folder, through the LRU (`adapter_cache`). A folder with
+        no frontier_signal.json (a PEFT folder) is for `model` when that names a base model."""
+        weights = folder / checkpoints.ADAPTER_WEIGHTS
+        if not weights.is_file():
+            checkpoints.read_checkpoint(folder)  # raises the message that says what is missing
+        hint = "" if model in self._runs else model
+
+        def load(key: str) -> Adapter:
+            adapter_config, meta, tensors = checkpoints.read_checkpoint(folder)
+            spec = checkpoints.spec_from_adapter_config(adapter_config)
+            fallback = hint or adapter_config.get("base_model_name_or_path") or ""
+            base_name = checkpoints.run_config_from_meta(meta, fallback, spec).base_model
+            base = self.load_model(base_name)
+            adapter = Adapter(key, spec, base.layers, base.device, init=False)
             checkpoints.load_adapter_weights(adapter, tensors)
+            adapter.frozen, adapter.base_name = True, base.name
             adapter.attach()
-            self._sampler_adapters[cache_key] = adapter
-            while len(self._sampler_adapters) > SAMPLER_CACHE_SIZE:
-                self._sampler_adapters.popitem(last=False)[1].detach()
-        self._sampler_adapters.move_to_end(cache_key)
-        return base, self._sampler_adapters[cache_key].key
+            return adapter
+
+        adapter = self.adapters.get(AdapterCache.key_for(folder, weights), load)
+        return self._bases[adapter.base_name], adapter
 
     # ----- checkpoints -------------------------------------------------------------------
     def save_checkpoint(

@@ -6,9 +6,12 @@ A `model` is one of:
 - a run id (`run_...`): that run's current weights, in order after its queued training steps;
 - `run_...@STEP`: the sampler weights a run kept at that step (see `GET /v1/runs/{id}/steps`);
 - `run_...:CHECKPOINT`: a saved checkpoint by id or name (Signal `save_state` ids, Tinker names);
-- a Tinker path (`tinker://...`, `hpcai://...`).
+- a Tinker path (`tinker://...`, `hpcai://...`);
+- the name of an adapter the operator registered (service/adapter_registry.py), for every key.
 
-A tenant only ever resolves its own runs; another tenant's run is "not found", like a typo.
+Nothing needs loading first: a run loads on first use, and every frozen adapter (step,
+checkpoint, registered folder) goes through the engine's LRU (backend/adapter_cache.py). A tenant
+only ever resolves its own runs; another tenant's run is "not found", like a typo.
 """
 
 from __future__ import annotations
@@ -16,11 +19,15 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, replace
+from pathlib import Path
 
+from frontier_signal.backend.adapter_cache import AdapterCache
+from frontier_signal.backend.checkpoints import ADAPTER_WEIGHTS
 from frontier_signal.engine.engine import Engine
 from frontier_signal.engine.errors import InvalidInputError
 from frontier_signal.engine.tools import template_messages
 from frontier_signal.engine.types import SampleRequest, SampleResult, SamplingParams, TokenCallback
+from frontier_signal.service.adapter_registry import adapter_base_model, registered_adapters
 from frontier_signal.service.errors import InvalidRequest, NotFound
 from frontier_signal.service.runs import RunService
 from frontier_signal.service.tables import Run
@@ -76,6 +83,7 @@ class ServingService:
         self.tinker = tinker
         self.scheduler = runs.scheduler
         self._warmups: dict[tuple[str, str], dict] = {}
+        self.started_at = time.time()
 
     # ----- models ---------------------------------------------------------------------------
     def base_models(self) -> list[str]:
@@ -92,6 +100,9 @@ class ServingService:
             raise InvalidRequest("model is required: a base model name or one of your run ids")
         if model in self.base_models():
             return Target(model, model, model)
+        registered = self.registered_adapters().get(model)
+        if registered is not None:
+            return self._registered_target(model, registered)
         if model.startswith(("tinker://", "hpcai://")):
             checkpoint = self.tinker.resolve(tenant_id, model)
             return self._checkpoint_target(model, checkpoint.run_id, checkpoint)
@@ -109,6 +120,70 @@ class ServingService:
             return self._checkpoint_target(model, run_id, checkpoint)
         row = self._run(tenant_id, model, model)
         return Target(model, row.base_model, row.id, "", row)
+
+    def registered_adapters(self) -> dict:
+        try:
+            return registered_adapters(self.runs.settings.adapters)
+        except ValueError as exc:
+            raise InvalidRequest(f"the server's adapter registry is broken: {exc}") from None
+
+    def _registered_target(self, model: str, source) -> Target:
+        base = adapter_base_model(source)
+        if base not in self.base_models():
+            raise InvalidRequest(
+                f"adapter {model!r} ({source.path}) is for base model {base or '(unknown)'!r}, "
+                f"which this server does not have ({', '.join(self.base_models())}); set its "
+                '"base_model" in adapters.json'
+            )
+        if not (source.path / ADAPTER_WEIGHTS).is_file():
+            raise NotFound(f"adapter {model!r}: no {ADAPTER_WEIGHTS} in {source.path}")
+        return Target(model, base, base, str(source.path))
+
+    def servable(self, tenant_id: str) -> list[tuple[str, float, str, str | None]]:
+        """(id, created, owned_by, parent) of every name this tenant can serve, in a stable
+        order: base models, registered adapters, then each run followed by its named
+        checkpoints (`run:name`) and kept steps (`run@step`)."""
+        started = self.started_at
+        items: list[tuple[str, float, str, str | None]] = [
+            (name, started, "frontier-signal", None) for name in self.base_models()
+        ]
+        for name, source in sorted(self.registered_adapters().items()):
+            items.append((name, started, "frontier-signal", adapter_base_model(source) or None))
+        for row in self.runs.store.list_runs(tenant_id):
+            items.append((row.id, row.created_at, tenant_id, row.base_model))
+            names, steps = {}, {}
+            for checkpoint in self.runs.store.list_checkpoints(row.id):
+                if checkpoint.kind == "sampler":
+                    steps.setdefault(checkpoint.step, checkpoint.created_at)
+                elif checkpoint.kind in ("training", "sampler_weights") and checkpoint.name:
+                    names.setdefault(checkpoint.name, checkpoint.created_at)
+            for name, created in sorted(names.items()):
+                items.append((f"{row.id}:{name}", created, tenant_id, row.base_model))
+            for step, created in sorted(steps.items()):
+                items.append((f"{row.id}@{step}", created, tenant_id, row.base_model))
+        return items
+
+    def models_page(
+        self, tenant_id: str, after: str | None, limit: int | None
+    ) -> tuple[list[tuple[str, float, str, str | None]], bool]:
+        """(items, has_more): all of `servable` when neither is given (what clients that do not
+        page expect), else up to `limit` (default 100) after the id `after`.
+
+        Raises:
+            InvalidRequest: `after` is not an id of the list.
+        """
+        items = self.servable(tenant_id)
+        start = 0
+        if after is not None:
+            ids = [item[0] for item in items]
+            if after not in ids:
+                raise InvalidRequest(
+                    f"after={after!r} is not a model id of this list; pass the last_id of the "
+                    "previous page"
+                )
+            start = ids.index(after) + 1
+        end = len(items) if after is None and limit is None else start + (limit or 100)
+        return items[start:end], end < len(items)
 
     def _run(self, tenant_id: str, run_id: str, model: str) -> Run:
         try:
@@ -207,7 +282,12 @@ class ServingService:
             return False
         if target.run is not None and not target.checkpoint:
             return target.run.id in engine.list_runs()
-        return not target.checkpoint
+        if not target.checkpoint:
+            return True
+        weights = Path(target.checkpoint) / ADAPTER_WEIGHTS
+        return weights.is_file() and AdapterCache.key_for(Path(target.checkpoint), weights) in (
+            engine.adapters
+        )
 
     async def warmup(self, tenant_id: str, model: str) -> dict:
         """Start loading `model` (base weights, a run's adapter or a checkpoint) in the
@@ -215,10 +295,10 @@ class ServingService:
         target = self.resolve(tenant_id, model)
         key = (tenant_id, model)
         current = self._warmups.get(key)
-        # Loading, or loaded and still in memory (an adapter checkpoint stays in the cache).
+        # Loading, or loaded and still in memory (an adapter may have left the LRU since).
         if current is not None and (
             current["status"] == "loading"
-            or (current["status"] == "ready" and (target.checkpoint or self._in_memory(target)))
+            or (current["status"] == "ready" and self._in_memory(target))
         ):
             return current
         status = {"model": model, "status": "loading", "detail": "loading"}

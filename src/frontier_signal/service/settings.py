@@ -7,10 +7,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from frontier_signal.paths import data_home
+from frontier_signal.service.adapter_registry import parse_adapter_option
 
 
 class ServiceSettings(BaseSettings):
@@ -50,7 +51,25 @@ class ServiceSettings(BaseSettings):
     sample_gather_ms: float = Field(
         20.0, ge=0, le=1000, description="A sample waits this long for more to batch with."
     )
+    adapters: list[str] = Field(
+        default_factory=list,
+        description="Named PEFT LoRA folders served by name: NAME=PATH (repeatable).",
+    )
+    adapter_cache_mib: float = Field(
+        1024.0, gt=0, description="Frozen adapters kept in memory (LRU): at most this many MiB..."
+    )
+    adapter_cache_count: int = Field(64, ge=1, description="... and at most this many.")
+    prefix_cache_mib: float = Field(
+        256.0, ge=0, description="Prompt-prefix KV cache per base model, MiB (0: off)."
+    )
     log_level: str = Field("info", description="debug | info | warning | error")
+
+    @field_validator("adapters")
+    @classmethod
+    def _check_adapters(cls, options: list[str]) -> list[str]:
+        for option in options:
+            parse_adapter_option(option)  # ValueError → a validation error naming the option
+        return options
 
     def resolved_database_url(self) -> str:
         if self.database_url:

@@ -24,4 +24,6 @@ async def ready(request: Request):
         return JSONResponse({"status": "not_ready", "detail": state.startup_error}, 503)
     if not state.ready:
         return JSONResponse({"status": "loading", "models": state.settings.models}, 503)
-    return {"status": "ready", "models": state.scheduler.engine.loaded_models()}
+    engine = state.scheduler.engine
+    # The adapter LRU and prefix caches: sizes, budgets, hits and loads (plain reads).
+    return {"status": "ready", "models": engine.loaded_models(), "caches": engine.cache_stats()}

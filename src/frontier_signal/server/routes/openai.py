@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 
 from frontier_signal import __version__
@@ -34,7 +34,7 @@ from frontier_signal.server.schemas.openai import (
     usage,
 )
 from frontier_signal.server.streaming import IncrementalText, settled, sse
-from frontier_signal.service.errors import InvalidRequest, NotFound, describe
+from frontier_signal.service.errors import InvalidRequest, describe
 from frontier_signal.service.serving import Target
 
 logger = logging.getLogger(__name__)
@@ -441,30 +441,39 @@ def _stream_completion(request, tenant, body, target, prompts, params, tokenizer
 
 # ----- models and warmup ---------------------------------------------------------------------
 def _cards(state, tenant: str) -> list[dict]:
-    cards = [
-        model_card(name, state.started_at, "frontier-signal", None)
-        for name in state.serving.base_models()
-    ]
-    for row in state.store.list_runs(tenant):
-        cards.append(model_card(row.id, row.created_at, tenant, row.base_model))
-    return cards
+    return [model_card(*item) for item in state.serving.servable(tenant)]
 
 
 @router.get("/models")
-async def list_models(request: Request, tenant: Tenant) -> dict:
-    return {"object": "list", "data": _cards(_state(request), tenant)}
+async def list_models(
+    request: Request,
+    tenant: Tenant,
+    after: str | None = Query(None, description="List the models after this id."),
+    limit: int | None = Query(None, ge=1, le=1000, description="At most this many (1-1000)."),
+) -> dict:
+    """Every name this key can serve; with `after` / `limit`, one page of them."""
+    serving = _state(request).serving
+    items, has_more = await asyncio.to_thread(serving.models_page, tenant, after, limit)
+    page = [model_card(*item) for item in items]
+    return {
+        "object": "list",
+        "data": page,
+        "first_id": page[0]["id"] if page else None,
+        "last_id": page[-1]["id"] if page else None,
+        "has_more": has_more,
+    }
 
 
 @router.get("/models/{model:path}")
 async def get_model(request: Request, tenant: Tenant, model: str) -> dict:
     state = _state(request)
-    for card in _cards(state, tenant):
+    target = state.serving.resolve(tenant, model)  # a 404 if this key cannot serve it
+    for card in await asyncio.to_thread(_cards, state, tenant):
         if card["id"] == model:
             return card
-    target = state.serving.resolve(tenant, model)  # run@step, run:checkpoint: a 404 if unknown
-    if target.run is None:
-        raise NotFound(f"model {model!r} not found")
-    return model_card(model, target.run.created_at, tenant, target.base_model)
+    owner = tenant if target.run is not None else "frontier-signal"
+    created = target.run.created_at if target.run is not None else state.started_at
+    return model_card(model, created, owner, target.base_model)
 
 
 @router.post("/warmup")
