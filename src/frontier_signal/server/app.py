@@ -1,7 +1,8 @@
 """The FastAPI app factory: store, engine, scheduler and services wired together.
 
 `create_app(settings)` builds an app whose lifespan opens (and migrates) the store, starts the
-scheduler thread that owns the engine, loads the startup models in the background (`/ready`
+scheduler thread that owns the engine, reconciles runs with their checkpoints and repairs
+what a crash left (service/cleanup.py), loads the startup models in the background (`/ready`
 turns 200 when they are in), and on shutdown writes a training checkpoint of every run that
 moved, finishes queued work and closes the store.
 """
@@ -23,6 +24,7 @@ from frontier_signal.engine.scheduler import Scheduler
 from frontier_signal.server.auth import LOCAL_TENANT
 from frontier_signal.server.errors import install_error_handlers
 from frontier_signal.server.routes import health, openai, signal, tinker
+from frontier_signal.service.cleanup import repair_at_start
 from frontier_signal.service.futures import FutureService
 from frontier_signal.service.requests import RequestLog
 from frontier_signal.service.runs import RunService
@@ -78,6 +80,7 @@ def create_app(settings: ServiceSettings | None = None, engine: Engine | None = 
         scheduler.start()
         runs = RunService(settings, store, scheduler)
         runs.reconcile_after_restart()
+        await asyncio.to_thread(repair_at_start, runs)
         state = AppState(
             settings,
             store,

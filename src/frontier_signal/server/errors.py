@@ -10,32 +10,74 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
 
 from frontier_signal.engine.errors import EngineError
 from frontier_signal.engine.scheduler import SchedulerStopped
+from frontier_signal.server.schemas.rules import RULE_ERRORS
 from frontier_signal.service.errors import ServiceError, describe
 
 logger = logging.getLogger(__name__)
 OPENAI_PATHS = ("/v1/chat/", "/v1/completions", "/v1/warmup", "/v1/models")
 
 
+def printable(text: str) -> str:
+    """Text any JSON encoder takes: unpaired surrogates (from the caller's input) escaped."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def error_body(message: str, type_: str, code: str | None = None, param: str | None = None):
-    return {"error": {"message": message, "type": type_, "code": code, "param": param}}
+    param = printable(param) if param is not None else None
+    return {"error": {"message": printable(message), "type": type_, "code": code, "param": param}}
+
+
+def _shown(value) -> str:
+    """A short rendering of the caller's input for a message; never fails, whatever it is."""
+    if isinstance(value, bytes | bytearray):
+        return f"{len(value)} bytes that are not JSON"
+    try:
+        text = json.dumps(value, ensure_ascii=True, default=repr)
+    except (TypeError, ValueError, RecursionError):
+        text = repr(value)
+    return text[:80]
 
 
 def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
     parts, first = [], None
     for error in exc.errors():
         location = [str(p) for p in error.get("loc", ()) if p != "body"]
+        kind = error.get("type")
+        if kind in RULE_ERRORS:  # the message names the field already
+            where = ".".join([*location, str(error["ctx"]["field"])]).strip(".") or "body"
+            first = first or where
+            parts.append(f"{'.'.join(location) + '.' if location else ''}{error.get('msg')}")
+            continue
         where = ".".join(location) or "body"
         first = first or where
-        if error.get("type") == "json_invalid":
+        if kind == "json_invalid":
             parts.append(f"the body is not valid JSON ({error.get('msg')})")
-        elif error.get("type") == "missing":
+        elif kind == "missing":
             parts.append(f"{where}: this field is required")
+        elif isinstance(error.get("input"), bytes | bytearray):
+            parts.append(
+                f"{where}: the body must be a JSON object sent with "
+                "'Content-Type: application/json'"
+            )
         else:
-            parts.append(f"{where}: {error.get('msg')} (got {json.dumps(error.get('input'))[:80]})")
+            parts.append(f"{where}: {error.get('msg')} (got {_shown(error.get('input'))})")
     return "; ".join(parts) or "invalid request", first
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route takes at this path. Starlette's own 405 names only the first
+    route whose path matches, which is wrong where several routes share a path (a `{name:path}`
+    parameter overlaps the paths of its siblings)."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        match, _ = route.matches(request.scope)
+        if match != Match.NONE and getattr(route, "methods", None):
+            methods |= set(route.methods)
+    return sorted(methods)
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -49,7 +91,13 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException):
         type_ = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
-        return JSONResponse(error_body(str(exc.detail), type_), exc.status_code, exc.headers)
+        headers = dict(exc.headers or {})
+        message = str(exc.detail)
+        if exc.status_code == 405:
+            allowed = allowed_methods(request)
+            headers["Allow"] = ", ".join(allowed)
+            message = f"{request.method} is not allowed here; use {' or '.join(allowed)}"
+        return JSONResponse(error_body(message, type_), exc.status_code, headers)
 
     async def known_error(request: Request, exc: Exception):
         status, type_, message, headers = describe(exc)

@@ -211,9 +211,12 @@ async def save_state(request: Request, tenant: Tenant, run_id: str, body: SaveSt
     service.run_row(tenant, run_id)
 
     async def operation():
-        return await service.save_state(
+        saved = await service.save_state(
             tenant, run_id, body.mode, body.push_to_hub, body.hub_model_id
         )
+        if saved["artifact_uri"].startswith("/"):  # the archive's download URL
+            saved["artifact_uri"] = str(request.base_url).rstrip("/") + saved["artifact_uri"]
+        return saved
 
     return await _logged(request, tenant, run_id, "save_state", body, operation)
 

@@ -12,15 +12,16 @@ import time
 import uuid
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from frontier_signal.engine.types import SampledSequence, SamplingParams
+from frontier_signal.server.schemas.rules import WireBody
 from frontier_signal.service.errors import InvalidRequest
 
 MAX_N = 16
 
 
-class Body(BaseModel):
+class Body(WireBody):
     model_config = ConfigDict(extra="allow")
 
     model: str = Field(min_length=1)
@@ -117,7 +118,7 @@ class CompletionBody(Body):
             raise InvalidRequest("best_of is not supported by this server; use n")
 
 
-class WarmupBody(BaseModel):
+class WarmupBody(WireBody):
     model_config = ConfigDict(extra="forbid")
     model: str = Field(min_length=1)
 

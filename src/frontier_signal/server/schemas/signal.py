@@ -5,12 +5,13 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
+from frontier_signal.server.schemas.rules import WireBody
 from frontier_signal.service.tables import Checkpoint, Metric, Run
 
 
-class Body(BaseModel):
+class Body(WireBody):
     # A misspelt field is an error, not silently ignored.
     model_config = ConfigDict(extra="forbid")
 
