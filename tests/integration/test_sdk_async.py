@@ -92,7 +92,7 @@ async def test_async_run_trains_accumulates_samples_and_saves(client):
     assert len(sampled["outputs"]) == len(sampled["logprobs"]) == 2
     saved = await run.save_state(mode="adapter")
     assert (saved["step"], saved["mode"]) == (1, "adapter")
-    assert saved["artifact_uri"].startswith("file://")
+    assert saved["artifact_uri"].startswith("http://127.0.0.1")  # the archive's URL
     assert [row["step"] for row in await run.get_metrics()] == [1]
     assert (await run.get_status())["step"] == 1
     assert TINY in await client.list_models()

@@ -220,7 +220,10 @@ def test_checkpoints_are_listed_with_digests_and_download_as_peft_folders(http):
     http.post(f"/v1/runs/{run_id}/forward_backward", json={"batch": [TEXT]})
     http.post(f"/v1/runs/{run_id}/optim_step", json={})
     saved = http.post(f"/v1/runs/{run_id}/save_state", json={"mode": "adapter"}).json()
-    assert saved["artifact_uri"].startswith("file://") and saved["step"] == 1
+    # A remote caller gets the archive's download URL, not a server path (issue 18).
+    archive = f"/v1/runs/{run_id}/checkpoints/{saved['checkpoint_id']}/archive"
+    assert saved["artifact_uri"].endswith(archive)
+    assert saved["step"] == 1
     listed = http.get(f"/v1/runs/{run_id}/checkpoints").json()["data"]
     assert [c["checkpoint_id"] for c in listed] == [saved["checkpoint_id"]]
     assert listed[0]["size"] > 0 and len(listed[0]["sha256"]) == 64

@@ -21,9 +21,12 @@ from fastapi import FastAPI
 from frontier_signal import __version__
 from frontier_signal.engine.engine import Engine
 from frontier_signal.engine.scheduler import Scheduler
+from frontier_signal.server import tinker_proto
 from frontier_signal.server.auth import LOCAL_TENANT
 from frontier_signal.server.errors import install_error_handlers
+from frontier_signal.server.openapi import describe_raw_bodies
 from frontier_signal.server.routes import health, openai, signal, tinker
+from frontier_signal.server.schemas.tinker import ForwardBackwardBody as TinkerForwardBackwardBody
 from frontier_signal.service.cleanup import repair_at_start
 from frontier_signal.service.futures import FutureService
 from frontier_signal.service.requests import RequestLog
@@ -121,6 +124,16 @@ def create_app(settings: ServiceSettings | None = None, engine: Engine | None = 
     app.include_router(signal.router)
     app.include_router(tinker.router)
     app.include_router(openai.router)
+    describe_raw_bodies(
+        app,
+        {
+            ("post", "/api/v1/forward_backward"): (
+                TinkerForwardBackwardBody,
+                "TinkerForwardBackwardBody",
+                ["application/json", tinker_proto.PROTO_CONTENT_TYPE],
+            )
+        },
+    )
     return app
 
 

@@ -137,7 +137,7 @@ class RunService:
         available = self.base_models()
         if base_model not in available:
             raise NotFound(
-                f"unknown base model {base_model!r}; this server has: {', '.join(available)} "
+                f"unknown base model {base_model!r}. Available models: {', '.join(available)} "
                 "(an operator registers more in models.json or with --model-dir)"
             )
 
@@ -581,6 +581,7 @@ class RunService:
         self._record_checkpoint(
             row.id, "training", row.step, folder, checkpoint_id, f"{reason}-step-{row.step}"
         )
+        self.prune_automatic_checkpoints(row.id)
 
     def restart_history_at(self, run_id: str, step: int, steps_folder: Path) -> None:
         """After weights were loaded into a run at `step`: the run's step, metrics and

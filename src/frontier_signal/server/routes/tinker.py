@@ -25,6 +25,14 @@ from starlette.background import BackgroundTask
 
 from frontier_signal.server import tinker_proto
 from frontier_signal.server.auth import api_key_tenant_id
+from frontier_signal.server.openapi import (
+    BINARY,
+    GZIP,
+    NO_CONTENT,
+    TINKER_ERRORS,
+    DetailBody,
+    ErrorBody,
+)
 from frontier_signal.server.schemas.tinker import (
     CreateModelBody,
     CreateSamplingSessionBody,
@@ -56,6 +64,8 @@ from frontier_signal.service.futures import FutureFailed
 from frontier_signal.service.sessions import session_model_id
 from frontier_signal.service.tinker import checkpoint_path
 
+PROTO_MEDIA_TYPE = tinker_proto.PROTO_CONTENT_TYPE
+
 
 class TinkerJSONResponse(JSONResponse):
     """JSON that keeps NaN / Infinity as the literals Python's json reads back (Starlette's
@@ -65,7 +75,12 @@ class TinkerJSONResponse(JSONResponse):
         return json.dumps(content, allow_nan=True, separators=(",", ":")).encode()
 
 
-router = APIRouter(prefix="/api/v1", tags=["tinker"], default_response_class=TinkerJSONResponse)
+router = APIRouter(
+    prefix="/api/v1",
+    tags=["tinker"],
+    default_response_class=TinkerJSONResponse,
+    responses=TINKER_ERRORS,
+)
 Tenant = Annotated[str, Depends(api_key_tenant_id)]
 
 
@@ -509,7 +524,19 @@ _PROTO_RESULTS = {
 }
 
 
-@router.post("/retrieve_future")
+@router.post(
+    "/retrieve_future",
+    responses={
+        200: {
+            "description": "The result (JSON, or protobuf when `Accept` asks for it).",
+            "content": {
+                "application/json": {"schema": {"type": "object"}},
+                PROTO_MEDIA_TYPE: {"schema": {"type": "string", "format": "binary"}},
+            },
+        },
+        400: {"model": ErrorBody | DetailBody, "description": "A failed operation (hpcai)."},
+    },
+)
 async def retrieve_future(request: Request, tenant: Tenant, body: RetrieveFutureBody):
     state = _state(request)
     tinker_client = body.allow_metadata_only is not None
@@ -571,7 +598,11 @@ async def list_model_checkpoints(request: Request, tenant: Tenant, run_id: str) 
     return {"checkpoints": _state(request).tinker.list_checkpoints(tenant, run_id)}
 
 
-@router.get("/training_runs/{run_id}/checkpoints/{checkpoint_id:path}/archive")
+@router.get(
+    "/training_runs/{run_id}/checkpoints/{checkpoint_id:path}/archive",
+    response_class=FileResponse,
+    responses=GZIP,
+)
 async def checkpoint_archive(request: Request, tenant: Tenant, run_id: str, checkpoint_id: str):
     checkpoint = _state(request).tinker.find_checkpoint(tenant, run_id, checkpoint_id)
     arcname = checkpoint.name.replace("/", "_")
@@ -595,7 +626,11 @@ async def external_weights_urls(
     )
 
 
-@router.get("/checkpoint_files/{checkpoint_id}/{relpath:path}")
+@router.get(
+    "/checkpoint_files/{checkpoint_id}/{relpath:path}",
+    response_class=FileResponse,
+    responses=BINARY,
+)
 async def checkpoint_file(
     request: Request,
     checkpoint_id: str,
@@ -609,19 +644,34 @@ async def checkpoint_file(
     return FileResponse(path, media_type="application/octet-stream", filename=path.name)
 
 
-@router.post("/training_runs/{run_id}/checkpoints/{checkpoint_id:path}/publish")
+@router.post(
+    "/training_runs/{run_id}/checkpoints/{checkpoint_id:path}/publish",
+    status_code=204,
+    response_class=Response,
+    responses=NO_CONTENT,
+)
 async def publish_checkpoint(request: Request, tenant: Tenant, run_id: str, checkpoint_id: str):
     _state(request).tinker.set_public(tenant, run_id, checkpoint_id, True)
     return Response(status_code=204)
 
 
-@router.delete("/training_runs/{run_id}/checkpoints/{checkpoint_id:path}/publish")
+@router.delete(
+    "/training_runs/{run_id}/checkpoints/{checkpoint_id:path}/publish",
+    status_code=204,
+    response_class=Response,
+    responses=NO_CONTENT,
+)
 async def unpublish_checkpoint(request: Request, tenant: Tenant, run_id: str, checkpoint_id: str):
     _state(request).tinker.set_public(tenant, run_id, checkpoint_id, False)
     return Response(status_code=204)
 
 
-@router.put("/training_runs/{run_id}/checkpoints/{checkpoint_id:path}/ttl")
+@router.put(
+    "/training_runs/{run_id}/checkpoints/{checkpoint_id:path}/ttl",
+    status_code=204,
+    response_class=Response,
+    responses=NO_CONTENT,
+)
 async def set_checkpoint_ttl(
     request: Request, tenant: Tenant, run_id: str, checkpoint_id: str, body: TtlBody
 ):
@@ -629,7 +679,12 @@ async def set_checkpoint_ttl(
     return Response(status_code=204)
 
 
-@router.delete("/training_runs/{run_id}/checkpoints/{checkpoint_id:path}")
+@router.delete(
+    "/training_runs/{run_id}/checkpoints/{checkpoint_id:path}",
+    status_code=204,
+    response_class=Response,
+    responses=NO_CONTENT,
+)
 async def delete_checkpoint(request: Request, tenant: Tenant, run_id: str, checkpoint_id: str):
     _state(request).tinker.delete_checkpoint(tenant, run_id, checkpoint_id)
     return Response(status_code=204)
