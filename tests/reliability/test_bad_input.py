@@ -71,14 +71,14 @@ def test_integers_beyond_64_bits_are_refused(alice_http, model_id):
     answer = post_raw(
         alice_http, "/api/v1/create_model", {"base_model": TINY, "lora_config": {"seed": 2**70}}
     )
-    assert_refused(answer, "lora_config.seed", "64 bits")
+    assert_refused(answer, "lora_config.seed")
     sample = {
         "base_model": TINY,
         "prompt": {"chunks": [{"tokens": [1, 2, 3]}]},
         "sampling_params": {"max_tokens": 2, "seed": 2**64},
     }
     assert_refused(post_raw(alice_http, "/api/v1/asample", sample), "sampling_params.seed")
-    # Under 2^64 but over the signed range is refused by the field's own bound.
+    # Under 2^64 but over the I-JSON range.
     sample["sampling_params"]["seed"] = 2**63 + 1
     assert_refused(post_raw(alice_http, "/api/v1/asample", sample), "seed")
 

@@ -24,7 +24,7 @@ from frontier_signal.engine.scheduler import Scheduler
 from frontier_signal.server import tinker_proto
 from frontier_signal.server.auth import LOCAL_TENANT
 from frontier_signal.server.errors import install_error_handlers
-from frontier_signal.server.openapi import describe_raw_bodies
+from frontier_signal.server.openapi import install_openapi
 from frontier_signal.server.routes import health, openai, signal, tinker
 from frontier_signal.server.schemas.tinker import ForwardBackwardBody as TinkerForwardBackwardBody
 from frontier_signal.service.cleanup import repair_at_start
@@ -124,7 +124,7 @@ def create_app(settings: ServiceSettings | None = None, engine: Engine | None = 
     app.include_router(signal.router)
     app.include_router(tinker.router)
     app.include_router(openai.router)
-    describe_raw_bodies(
+    install_openapi(
         app,
         {
             ("post", "/api/v1/forward_backward"): (

@@ -42,30 +42,49 @@ def _shown(value) -> str:
     return text[:80]
 
 
+_TYPE_TAGS = {"int", "float", "str", "bool", "none", "dict", "list", "tuple"}
+
+
+def _where(location, field: str = "") -> str:
+    """`("body", "data", 0, "tokens")` → `data[0].tokens`: the field as the caller wrote it
+    (pydantic's union-member tags such as `int` or `list[str]` left out)."""
+    where = ""
+    for part in location:
+        if isinstance(part, int):
+            where += f"[{part}]"
+        elif part != "body" and part not in _TYPE_TAGS and "[" not in part and part.islower():
+            where += f".{part}" if where else part
+    if field:
+        where += field if field.startswith("[") or not where else f".{field}"
+    return where or "body"
+
+
 def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
     parts, first = [], None
     for error in exc.errors():
-        location = [str(p) for p in error.get("loc", ()) if p != "body"]
-        kind = error.get("type")
-        if kind in RULE_ERRORS:  # the message names the field already
-            where = ".".join([*location, str(error["ctx"]["field"])]).strip(".") or "body"
-            first = first or where
-            parts.append(f"{'.'.join(location) + '.' if location else ''}{error.get('msg')}")
-            continue
-        where = ".".join(location) or "body"
-        first = first or where
-        if kind == "json_invalid":
-            parts.append(f"the body is not valid JSON ({error.get('msg')})")
+        location, kind = error.get("loc", ()), error.get("type")
+        if kind in RULE_ERRORS:  # the message starts with the field's own path
+            where = _where(location, str(error["ctx"]["field"]))
+            message = error.get("msg", "").split(": ", 1)[-1]
+            part = f"{where}: {message}"
+        elif kind == "json_invalid":
+            where, part = "body", f"the body is not valid JSON ({error.get('msg')})"
         elif kind == "missing":
-            parts.append(f"{where}: this field is required")
+            where = _where(location)
+            part = f"{where}: this field is required"
         elif isinstance(error.get("input"), bytes | bytearray):
-            parts.append(
+            where = _where(location)
+            part = (
                 f"{where}: the body must be a JSON object sent with "
                 "'Content-Type: application/json'"
             )
         else:
-            parts.append(f"{where}: {error.get('msg')} (got {_shown(error.get('input'))})")
-    return "; ".join(parts) or "invalid request", first
+            where = _where(location)
+            part = f"{where}: {error.get('msg')} (got {_shown(error.get('input'))})"
+        first = first or where
+        if part not in parts:
+            parts.append(part)
+    return "; ".join(parts[:4]) or "invalid request", first
 
 
 def allowed_methods(request: Request) -> list[str]:

@@ -6,8 +6,8 @@
   sends.
 - `EVENT_STREAM`, `GZIP`, `BINARY`: 200 answers that are not JSON (server-sent events, a
   `.tar.gz` archive, a raw file), declared as what they are.
-- `describe_raw_bodies(app)`: request bodies a route reads itself (the Tinker forward_backward
-  takes JSON or protobuf) documented from their pydantic schema.
+- `install_openapi(app, bodies)`: error answers always JSON; request bodies a route reads
+  itself (the Tinker forward_backward takes JSON or protobuf) documented from their schema.
 Nothing here changes what a route does.
 """
 
@@ -99,25 +99,38 @@ def json_or_events(description: str) -> dict:
     }
 
 
-def describe_raw_bodies(
+def _errors_are_json(schema: dict) -> None:
+    """An error answer is always the JSON envelope, also on routes whose success is a stream
+    or a file (FastAPI would give it the route's media type)."""
+    for operations in schema["paths"].values():
+        for operation in operations.values():
+            for status, response in operation.get("responses", {}).items():
+                content = response.get("content", {})
+                if status.isdigit() and int(status) >= 400 and "application/json" not in content:
+                    response["content"] = {"application/json": next(iter(content.values()))}
+
+
+def install_openapi(
     app: FastAPI, bodies: dict[tuple[str, str], tuple[type, str, list[str]]]
 ) -> None:
-    """Document `{(method, path): (pydantic model, component name, [content types])}` as
-    request bodies of routes that read the raw body themselves (FastAPI cannot see them)."""
+    """Error answers as JSON everywhere, and `{(method, path): (pydantic model, component
+    name, [content types])}` documented as the request bodies of routes that read the raw
+    body themselves (FastAPI cannot see them)."""
     build = app.openapi
 
     def openapi() -> dict:
         if app.openapi_schema is not None:
             return app.openapi_schema
         schema = build()
+        _errors_are_json(schema)
         components = schema.setdefault("components", {}).setdefault("schemas", {})
         for (method, path), (model, name, content_types) in bodies.items():
             operation = schema["paths"].get(path, {}).get(method)
             if operation is None:
                 continue
             model_schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
-            for name, definition in model_schema.pop("$defs", {}).items():
-                components.setdefault(name, definition)
+            for inner, definition in model_schema.pop("$defs", {}).items():
+                components.setdefault(inner, definition)
             components[name] = model_schema
             reference = {"$ref": f"#/components/schemas/{name}"}
             operation["requestBody"] = {

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from pydantic import ValidationError
 from starlette.background import BackgroundTask
@@ -302,8 +303,8 @@ async def forward_backward(request: Request, tenant: Tenant) -> dict:
             raise InvalidRequest(f"the body is not JSON: {exc}") from exc
     try:
         body = ForwardBackwardBody.model_validate(fields)
-    except ValidationError as exc:
-        raise InvalidRequest(f"invalid forward_backward body: {exc}") from exc
+    except ValidationError as exc:  # reported like every other body (422, the field named)
+        raise RequestValidationError(exc.errors(include_url=False)) from None
     return _forward(
         request, tenant, body, body.forward_backward_input, forward_only=body.forward_only
     )

@@ -8,7 +8,7 @@ shapes of §2.3. Nothing here touches torch or the store.
 
 from __future__ import annotations
 
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, StrictStr
 
 from frontier_signal.engine.types import (
     LOSS_FNS,
@@ -17,14 +17,14 @@ from frontier_signal.engine.types import (
     SampleResult,
     SamplingParams,
 )
-from frontier_signal.server.schemas.rules import WireBody
+from frontier_signal.server.schemas.rules import TokenId, WireBody
 from frontier_signal.service.errors import InvalidRequest
 from frontier_signal.service.files import MAX_TTL_SECONDS
 
 # What a null `max_tokens` means (the hpcai SDK's default is None).
 DEFAULT_MAX_TOKENS = 128
 TtlSeconds = Field(None, gt=0, le=MAX_TTL_SECONDS)
-Seed = Field(None, ge=0, lt=2**63)
+Seed = Field(None, ge=0, le=2**53 - 1)
 
 
 class Body(WireBody):
@@ -33,7 +33,7 @@ class Body(WireBody):
 
 class Chunk(Body):
     type: str = "encoded_text"
-    tokens: list[int] | int = Field(default_factory=list)
+    tokens: list[TokenId] | TokenId = Field(default_factory=list)
 
 
 class ModelInput(Body):
@@ -168,7 +168,8 @@ class WeightsInfoBody(Body):
 class WireSamplingParams(Body):
     max_tokens: int | None = None
     seed: int | None = Seed
-    stop: str | list[str] | list[int] | None = None
+    # `["1"]` is not a list of token ids, `[true]` not a list of strings.
+    stop: str | list[StrictStr] | list[TokenId] | None = None
     temperature: float = 1.0
     top_k: int = -1
     top_p: float = 1.0
