@@ -101,10 +101,15 @@ def json_or_events(description: str) -> dict:
 
 def _errors_are_json(schema: dict) -> None:
     """An error answer is always the JSON envelope, also on routes whose success is a stream
-    or a file (FastAPI would give it the route's media type)."""
+    or a file (FastAPI would give it the route's media type); FastAPI's default 422 shape
+    (`{"detail": [...]}`), which no handler here sends, is left out (a face that answers 422
+    declares it with the envelope)."""
     for operations in schema["paths"].values():
         for operation in operations.values():
-            for status, response in operation.get("responses", {}).items():
+            responses = operation.get("responses", {})
+            if "HTTPValidationError" in str(responses.get("422", "")):
+                del responses["422"]
+            for status, response in responses.items():
                 content = response.get("content", {})
                 if status.isdigit() and int(status) >= 400 and "application/json" not in content:
                     response["content"] = {"application/json": next(iter(content.values()))}
@@ -124,6 +129,8 @@ def install_openapi(
         schema = build()
         _errors_are_json(schema)
         components = schema.setdefault("components", {}).setdefault("schemas", {})
+        for unused in ("HTTPValidationError", "ValidationError"):
+            components.pop(unused, None)
         for (method, path), (model, name, content_types) in bodies.items():
             operation = schema["paths"].get(path, {}).get(method)
             if operation is None:
