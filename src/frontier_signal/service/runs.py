@@ -34,7 +34,7 @@ from frontier_signal.engine.types import (
     SamplingParams,
     normalize_target_modules,
 )
-from frontier_signal.service import files
+from frontier_signal.service import cleanup, files
 from frontier_signal.service.errors import InvalidRequest, NotFound, RateLimited, UpstreamError
 from frontier_signal.service.settings import ServiceSettings
 from frontier_signal.service.store import Store, new_id
@@ -418,23 +418,9 @@ class RunService:
                 self.store.delete_checkpoint(checkpoint.id)
 
     def prune_automatic_checkpoints(self, run_id: str) -> int:
-        """Keep the newest `keep_auto_checkpoints` automatic training checkpoints of a run
-        (`auto-step-N`, `shutdown-step-N`, `unload-step-N`); checkpoints a caller saved
-        (save_state, save_weights) are never pruned here."""
-        automatic = sorted(
-            (
-                c
-                for c in self.store.list_checkpoints(run_id, "training")
-                if c.name.startswith(files.AUTOMATIC_CHECKPOINTS)
-            ),
-            key=lambda c: c.created_at,
-            reverse=True,
+        return cleanup.prune_automatic_checkpoints(
+            self.store, run_id, self.settings.keep_auto_checkpoints
         )
-        doomed = automatic[self.settings.keep_auto_checkpoints :]
-        for checkpoint in doomed:
-            self.store.delete_checkpoint(checkpoint.id)
-            files.remove(Path(checkpoint.path))
-        return len(doomed)
 
     def kept_steps(self, tenant_id: str, run_id: str) -> list[int]:
         self.run_row(tenant_id, run_id)
