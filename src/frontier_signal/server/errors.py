@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
-from starlette.routing import Match
 
 from frontier_signal.engine.errors import EngineError
 from frontier_signal.engine.scheduler import SchedulerStopped
@@ -87,21 +87,19 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
     return "; ".join(parts[:4]) or "invalid request", first
 
 
-METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
-
-
 def allowed_methods(request: Request) -> list[str]:
-    """Every method some route takes at this path. Starlette's own 405 names only the first
-    route whose path matches, which is wrong where several routes share a path (a `{name:path}`
-    parameter overlaps the paths of its siblings)."""
-    routes = request.app.router.routes
-    return [
-        method
-        for method in METHODS
-        if any(
-            route.matches(dict(request.scope, method=method))[0] == Match.FULL for route in routes
-        )
-    ]
+    """The methods of the documented path (/openapi.json) this URL matches most specifically:
+    the one with the most literal characters. Starlette's own 405 names the methods of the first
+    route whose pattern matches, which is wrong where patterns overlap (a `{name:path}`
+    parameter also matches `.../NAME/archive`, the path of a sibling)."""
+    best, methods = -1, []
+    for path, operations in request.app.openapi()["paths"].items():
+        literals = re.split(r"{[^}]+}", path)
+        if re.fullmatch(".+".join(map(re.escape, literals)), request.url.path):
+            literal = sum(map(len, literals))
+            if literal > best:
+                best, methods = literal, sorted(m.upper() for m in operations)
+    return methods
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -118,7 +116,7 @@ def install_error_handlers(app: FastAPI) -> None:
         headers = dict(exc.headers or {})
         message = str(exc.detail)
         if exc.status_code == 405:
-            allowed = allowed_methods(request)
+            allowed = allowed_methods(request) or headers.get("Allow", "").split(", ")
             headers["Allow"] = ", ".join(allowed)
             message = f"{request.method} is not allowed here; use {' or '.join(allowed)}"
         return JSONResponse(error_body(message, type_), exc.status_code, headers)
