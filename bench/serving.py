@@ -223,6 +223,7 @@ def main() -> None:
 
     from frontier_signal.backend import models
     from frontier_signal.engine.rendering import render_chat_prompt
+    from frontier_signal.service import files
 
     models.model_folder(models.resolve_model(MODEL))  # convert the GGUF once, outside timing
     tokenizer = models.load_tokenizer(MODEL)
@@ -239,7 +240,8 @@ def main() -> None:
         finally:
             process.terminate()
             process.wait(timeout=120)
-        adapter = Path(saved["checkpoint_path"])
+        # The saved adapter's folder in the server's data folder.
+        adapter = files.checkpoint_folder(Path(folder) / "data", runs[0], saved["checkpoint_id"])
         hf_base = hf_figures(prompts, args.tokens, args.repeats, None)
         hf_lora = hf_figures(prompts, args.tokens, args.repeats, adapter)
 

@@ -62,6 +62,11 @@ def serve(
     models: list[str] = typer.Option(
         [], "--models", help="Base models to load at start (repeatable)."
     ),
+    model_dir: list[Path] = typer.Option(
+        [],
+        "--model-dir",
+        help="A base-model folder callers may use by its path (repeatable); no other is.",
+    ),
     no_auth: bool = typer.Option(
         False, "--no-auth", help="No API keys. Local development only: binds to loopback."
     ),
@@ -84,6 +89,8 @@ def serve(
         overrides["data_dir"] = data_dir
     if models:
         overrides["models"] = models
+    if model_dir:
+        overrides["model_dirs"] = model_dir
     if database_url:
         overrides["database_url"] = database_url
     if adapter:

@@ -18,6 +18,7 @@ from transformers import PreTrainedTokenizerBase
 
 from frontier_signal.backend import models
 from frontier_signal.backend.lora import LoraLinear, Routing, Segment, install_lora_layers
+from frontier_signal.engine.errors import EngineError, InvalidInputError
 
 logger = logging.getLogger(__name__)
 
@@ -112,12 +113,33 @@ class BaseModel:
 
     @classmethod
     def load(cls, name: str, device: torch.device, dtype: torch.dtype) -> BaseModel:
-        model = models.load_hf_model(name, dtype=dtype).to(device)
+        """Load a registered model.
+
+        Raises:
+            ModelNotFoundError: unknown name or missing files.
+            InvalidInputError: the files are not a causal LM this engine loads (a folder whose
+                config.json is something else): the name cannot be used, say so as a 4xx.
+        """
+        try:
+            model = models.load_hf_model(name, dtype=dtype).to(device)
+            tokenizer = models.load_tokenizer(name)
+        except EngineError:
+            raise
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise InvalidInputError(
+                f"base model {name!r} cannot be loaded: its files are not a causal language "
+                f"model this server runs ({type(exc).__name__}: {str(exc)[:200]}); choose "
+                "another base model, or ask the operator to fix its folder"
+            ) from None
         routing = Routing()
         layers = install_lora_layers(model, routing)
-        tokenizer = models.load_tokenizer(name)
         logger.info("loaded base model %s on %s in %s", name, device, dtype)
         return cls(name, model, tokenizer, layers, routing, device, dtype)
+
+    @property
+    def context_length(self) -> int:
+        """The longest sequence (prompt + generated) the model takes."""
+        return int(getattr(self.model.config, "max_position_embeddings", 0) or 2048)
 
     @property
     def vocab_size(self) -> int:

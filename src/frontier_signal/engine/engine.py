@@ -170,6 +170,11 @@ class Engine:
         if run_id in self._runs:
             raise InvalidInputError(f"run {run_id!r} already exists")
         base = self.load_model(config.base_model)
+        if config.max_seq_length > base.context_length:
+            raise InvalidInputError(
+                f"max_seq_length {config.max_seq_length} is over the context of "
+                f"{config.base_model!r} ({base.context_length} tokens); use at most that"
+            )
         self._runs[run_id] = RunState.create(run_id, config, base)
         return self.get_run(run_id)
 
@@ -326,6 +331,9 @@ class Engine:
             validation.check_sampling(
                 request.params, request.num_samples, request.prompt_tokens, base.vocab_size
             )
+            validation.check_fits_context(
+                f"prompt {len(prepared)}", len(request.prompt_tokens), base.context_length, 1
+            )
             prepared.append((request, base, key))
         requests = [request for request, _, _ in prepared]
         rows_by_base: dict[str, list[tuple[int, SampleRow]]] = {}
@@ -378,6 +386,8 @@ class Engine:
         base, adapter = self._sampling_target(SampleRequest(model, checkpoint=checkpoint))
         key = adapter.key if adapter is not None else ""
         encoded = [base.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+        for index, ids in enumerate(encoded):
+            validation.check_fits_context(f"texts[{index}]", len(ids), base.context_length, 0)
         longest = max(len(ids) for ids in encoded)
         input_ids = torch.full((len(texts), longest), base.pad_token_id, dtype=torch.long)
         mask = torch.zeros((len(texts), longest), dtype=torch.long)

@@ -43,6 +43,16 @@ def check_run_config(config: RunConfig) -> None:
     check_optimizer(opt)
 
 
+def check_fits_context(what: str, tokens: int, context: int, room: int) -> None:
+    """`what` (a prompt of `tokens` tokens) must leave `room` tokens of the model's context."""
+    if tokens + room > context:
+        extra = " and generating needs room for at least one more" if room else ""
+        raise InvalidInputError(
+            f"{what} has {tokens} tokens; this model's context is {context} tokens{extra}: "
+            "shorten it"
+        )
+
+
 def check_optimizer(opt: OptimizerSpec) -> None:
     if opt.kind not in ("adamw", "adamw_8bit", "sgd"):
         raise InvalidInputError(

@@ -1,7 +1,8 @@
 """The FastAPI app factory: store, engine, scheduler and services wired together.
 
 `create_app(settings)` builds an app whose lifespan opens (and migrates) the store, starts the
-scheduler thread that owns the engine, loads the startup models in the background (`/ready`
+scheduler thread that owns the engine, reconciles runs with their checkpoints and repairs
+what a crash left (service/cleanup.py), loads the startup models in the background (`/ready`
 turns 200 when they are in), and on shutdown writes a training checkpoint of every run that
 moved, finishes queued work and closes the store.
 """
@@ -20,10 +21,14 @@ from fastapi import FastAPI
 from frontier_signal import __version__
 from frontier_signal.engine.engine import Engine
 from frontier_signal.engine.scheduler import Scheduler
+from frontier_signal.server import tinker_proto
 from frontier_signal.server.auth import LOCAL_TENANT
 from frontier_signal.server.errors import install_error_handlers
+from frontier_signal.server.openapi import install_openapi
 from frontier_signal.server.routes import dashboard, health, metrics, openai, signal, tinker
+from frontier_signal.server.schemas.tinker import ForwardBackwardBody as TinkerForwardBackwardBody
 from frontier_signal.server.telemetry import TelemetryMiddleware
+from frontier_signal.service.cleanup import repair_at_start
 from frontier_signal.service.dashboard import DashboardService
 from frontier_signal.service.futures import FutureService
 from frontier_signal.service.requests import RequestLog
@@ -91,6 +96,7 @@ def create_app(settings: ServiceSettings | None = None, engine: Engine | None = 
         scheduler.start()
         runs = RunService(settings, store, scheduler)
         runs.reconcile_after_restart()
+        await asyncio.to_thread(repair_at_start, runs)
         state = AppState(
             settings,
             store,
@@ -138,6 +144,16 @@ def create_app(settings: ServiceSettings | None = None, engine: Engine | None = 
     app.include_router(openai.router)
     app.include_router(metrics.router)
     dashboard.install(app)
+    install_openapi(
+        app,
+        {
+            ("post", "/api/v1/forward_backward"): (
+                TinkerForwardBackwardBody,
+                "TinkerForwardBackwardBody",
+                ["application/json", tinker_proto.PROTO_CONTENT_TYPE],
+            )
+        },
+    )
     return app
 
 

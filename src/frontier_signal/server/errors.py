@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -13,29 +14,92 @@ from starlette.exceptions import HTTPException
 
 from frontier_signal.engine.errors import EngineError
 from frontier_signal.engine.scheduler import SchedulerStopped
+from frontier_signal.server.schemas.rules import RULE_ERRORS
 from frontier_signal.service.errors import ServiceError, describe
 
 logger = logging.getLogger(__name__)
 OPENAI_PATHS = ("/v1/chat/", "/v1/completions", "/v1/warmup", "/v1/models")
 
 
+def printable(text: str) -> str:
+    """Text any JSON encoder takes: unpaired surrogates (from the caller's input) escaped."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def error_body(message: str, type_: str, code: str | None = None, param: str | None = None):
-    return {"error": {"message": message, "type": type_, "code": code, "param": param}}
+    param = printable(param) if param is not None else None
+    return {"error": {"message": printable(message), "type": type_, "code": code, "param": param}}
+
+
+def _shown(value) -> str:
+    """A short rendering of the caller's input for a message; never fails, whatever it is."""
+    if isinstance(value, bytes | bytearray):
+        return f"{len(value)} bytes that are not JSON"
+    try:
+        text = json.dumps(value, ensure_ascii=True, default=repr)
+    except (TypeError, ValueError, RecursionError):
+        text = repr(value)
+    return text[:80]
+
+
+_TYPE_TAGS = {"int", "float", "str", "bool", "none", "dict", "list", "tuple"}
+
+
+def _where(location, field: str = "") -> str:
+    """`("body", "data", 0, "tokens")` → `data[0].tokens`: the field as the caller wrote it
+    (pydantic's union-member tags such as `int` or `list[str]` left out)."""
+    where = ""
+    for part in location:
+        if isinstance(part, int):
+            where += f"[{part}]"
+        elif part != "body" and part not in _TYPE_TAGS and "[" not in part and part.islower():
+            where += f".{part}" if where else part
+    if field:
+        where += field if field.startswith("[") or not where else f".{field}"
+    return where or "body"
 
 
 def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
     parts, first = [], None
     for error in exc.errors():
-        location = [str(p) for p in error.get("loc", ()) if p != "body"]
-        where = ".".join(location) or "body"
-        first = first or where
-        if error.get("type") == "json_invalid":
-            parts.append(f"the body is not valid JSON ({error.get('msg')})")
-        elif error.get("type") == "missing":
-            parts.append(f"{where}: this field is required")
+        location, kind = error.get("loc", ()), error.get("type")
+        if kind in RULE_ERRORS:  # the message starts with the field's own path
+            where = _where(location, str(error["ctx"]["field"]))
+            message = error.get("msg", "").split(": ", 1)[-1]
+            part = f"{where}: {message}"
+        elif kind == "json_invalid":
+            where, part = "body", f"the body is not valid JSON ({error.get('msg')})"
+        elif kind == "missing":
+            where = _where(location)
+            part = f"{where}: this field is required"
+        elif isinstance(error.get("input"), bytes | bytearray):
+            where = _where(location)
+            part = (
+                f"{where}: the body must be a JSON object sent with "
+                "'Content-Type: application/json'"
+            )
         else:
-            parts.append(f"{where}: {error.get('msg')} (got {json.dumps(error.get('input'))[:80]})")
-    return "; ".join(parts) or "invalid request", first
+            where = _where(location)
+            part = f"{where}: {error.get('msg')} (got {_shown(error.get('input'))})"
+        first = first or where
+        if part not in parts:
+            parts.append(part)
+    return "; ".join(parts[:4]) or "invalid request", first
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """The methods of the documented path (/openapi.json) this URL matches most specifically:
+    the one with the most literal characters. Starlette's own 405 names the methods of the first
+    route whose pattern matches, which is wrong where patterns overlap (a `{name:path}`
+    parameter also matches `.../NAME/archive`, the path of a sibling)."""
+    best, methods = -1, []
+    for path, operations in request.app.openapi()["paths"].items():
+        literals = re.split(r"{[^}]+}", path)
+        if re.fullmatch(".+".join(map(re.escape, literals)), request.url.path):
+            literal = sum(map(len, literals))
+            if literal > best:
+                best, methods = literal, sorted(m.upper() for m in operations)
+    return methods
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -49,7 +113,13 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException):
         type_ = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
-        return JSONResponse(error_body(str(exc.detail), type_), exc.status_code, exc.headers)
+        headers = dict(exc.headers or {})
+        message = str(exc.detail)
+        if exc.status_code == 405:
+            allowed = allowed_methods(request) or headers.get("Allow", "").split(", ")
+            headers["Allow"] = ", ".join(allowed)
+            message = f"{request.method} is not allowed here; use {' or '.join(allowed)}"
+        return JSONResponse(error_body(message, type_), exc.status_code, headers)
 
     async def known_error(request: Request, exc: Exception):
         status, type_, message, headers = describe(exc)

@@ -34,7 +34,7 @@ from frontier_signal.engine.types import (
     SamplingParams,
     normalize_target_modules,
 )
-from frontier_signal.service import files
+from frontier_signal.service import cleanup, files
 from frontier_signal.service.errors import InvalidRequest, NotFound, RateLimited, UpstreamError
 from frontier_signal.service.settings import ServiceSettings
 from frontier_signal.service.store import Store, new_id
@@ -128,11 +128,28 @@ class RunService:
         return await asyncio.wrap_future(self.scheduler.call(key, fn))
 
     # ----- models and runs ---------------------------------------------------------------
+    def base_models(self) -> list[str]:
+        """The registered base models, the only ones a caller may name: the built-ins and
+        models.json (the engine's registry), the startup models and the operator's
+        `model_dirs` folders. No other local folder is a base model: a checkpoint folder of
+        another tenant must not become one by its path."""
+        names = list(self.scheduler.engine.list_models())  # plain reads, no tensors
+        for name in [*self.settings.models, *map(str, self.settings.model_dirs)]:
+            if name not in names:
+                names.append(name)
+        return names
+
+    def check_base_model(self, base_model: str) -> None:
+        available = self.base_models()
+        if base_model not in available:
+            raise NotFound(
+                f"unknown base model {base_model!r}. Available models: {', '.join(available)} "
+                "(an operator registers more in models.json or with --model-dir)"
+            )
+
     def list_models(self) -> list[dict]:
         loaded = set(self.scheduler.engine.loaded_models())  # plain reads, no tensors
-        return [
-            {"id": name, "loaded": name in loaded} for name in self.scheduler.engine.list_models()
-        ]
+        return [{"id": name, "loaded": name in loaded} for name in self.base_models()]
 
     def run_row(self, tenant_id: str, run_id: str) -> Run:
         row = self.store.get_run(run_id)
@@ -148,6 +165,7 @@ class RunService:
                 f"{self.settings.max_runs_per_tenant}); delete one first",
                 retry_after=5,
             )
+        self.check_base_model(config["base_model"])
         config = dict(config, seed=config.get("seed") or random.randrange(2**31))
         run_config = engine_config(config)
         run_id = run_id or new_id("run")
@@ -209,10 +227,20 @@ class RunService:
 
     def reconcile_after_restart(self) -> None:
         """At start: each run's step becomes that of its newest training checkpoint (what it
-        will resume from), so status, metrics and kept steps never promise lost work."""
+        will resume from), so status, metrics and kept steps never promise lost work; and the
+        stored results of operations begun after that checkpoint are dropped, so a retry with
+        the same idempotency key runs again instead of replaying an undone step."""
         for row in self.store.list_runs():
             newest = self.newest_training_checkpoint(row.id)
             self._after_restore(row, newest.step if newest else 0)
+            since = newest.created_at if newest else row.created_at
+            dropped = self.store.forget_results_since(row.id, since)
+            if dropped:
+                logger.warning(
+                    "run %s: %d stored results were undone by the restart; retries run afresh",
+                    row.id,
+                    dropped,
+                )
 
     def newest_training_checkpoint(self, run_id: str) -> Checkpoint | None:
         """The training checkpoint written last (not the highest step: after a Tinker
@@ -355,6 +383,8 @@ class RunService:
                 f"auto-step-{result.step}",
             )
         self._prune_sampler_steps(run_id, result.step)
+        if training is not None:
+            self.prune_automatic_checkpoints(run_id)
         return {
             "step": result.step,
             "learning_rate": result.learning_rate,
@@ -410,6 +440,11 @@ class RunService:
             if checkpoint.step not in keep:
                 files.remove(Path(checkpoint.path))
                 self.store.delete_checkpoint(checkpoint.id)
+
+    def prune_automatic_checkpoints(self, run_id: str) -> int:
+        return cleanup.prune_automatic_checkpoints(
+            self.store, run_id, self.settings.keep_auto_checkpoints
+        )
 
     def kept_steps(self, tenant_id: str, run_id: str) -> list[int]:
         self.run_row(tenant_id, run_id)
@@ -470,6 +505,8 @@ class RunService:
         row = self.run_row(tenant_id, run_id)
         if push_to_hub and not hub_model_id:
             raise InvalidRequest("push_to_hub=True needs hub_model_id ('user/model-name')")
+        if push_to_hub:
+            files.check_repo_id(hub_model_id)
         await self.ensure_loaded(row)
         checkpoint_id = new_id("ckpt")
         folder = files.checkpoint_folder(self.data_dir, run_id, checkpoint_id)
@@ -496,6 +533,7 @@ class RunService:
             checkpoint_id,
             f"{mode}-step-{step}",
         )
+        path, uri = self.checkpoint_location(run_id, checkpoint.id, folder)
         pushed = False
         if push_to_hub:
             try:
@@ -503,20 +541,27 @@ class RunService:
                 pushed = True
             except Exception as exc:
                 raise UpstreamError(
-                    f"the {mode} checkpoint is saved locally at {folder} (checkpoint_id "
+                    f"the {mode} checkpoint is saved locally at {path} (checkpoint_id "
                     f"{checkpoint.id}), but pushing it to the hub as {hub_model_id!r} failed: "
                     f"{type(exc).__name__}: {exc}"
                 ) from None
         return {
             "checkpoint_id": checkpoint.id,
-            "checkpoint_path": str(folder),
-            "artifact_uri": folder.resolve().as_uri(),
+            "checkpoint_path": path,
+            "artifact_uri": uri,
             "mode": mode,
             "step": step,
             "pushed_to_hub": pushed,
             "hub_model_id": hub_model_id,
             "files": written or files.file_sizes(folder),
         }
+
+    def checkpoint_location(self, run_id: str, checkpoint_id: str, folder: Path) -> tuple[str, str]:
+        """(checkpoint_path, artifact_uri) as callers see them: the folder and its `file://`
+        URI, as the contract (contract-notes, "Shapes") says. A path names weights for its
+        owner only: base models are registered names, never any folder, and every checkpoint
+        reference is checked against the caller's runs, so another tenant cannot use it."""
+        return str(folder), folder.resolve().as_uri()
 
     def checkpoint(self, tenant_id: str, run_id: str, checkpoint_id: str) -> Checkpoint:
         self.run_row(tenant_id, run_id)
@@ -546,6 +591,7 @@ class RunService:
         self._record_checkpoint(
             row.id, "training", row.step, folder, checkpoint_id, f"{reason}-step-{row.step}"
         )
+        self.prune_automatic_checkpoints(row.id)
 
     def restart_history_at(self, run_id: str, step: int, steps_folder: Path) -> None:
         """After weights were loaded into a run at `step`: the run's step, metrics and

@@ -87,7 +87,7 @@ class ServingService:
 
     # ----- models ---------------------------------------------------------------------------
     def base_models(self) -> list[str]:
-        return self.scheduler.engine.list_models()
+        return self.runs.base_models()
 
     def resolve(self, tenant_id: str, model: str) -> Target:
         """The weights `model` names for this tenant.

@@ -26,6 +26,11 @@ class ServiceSettings(BaseSettings):
     data_dir: Path = Field(default_factory=data_home, description="Database and checkpoints.")
     database_url: str = Field("", description="SQLAlchemy URL; default SQLite in data_dir.")
     models: list[str] = Field(default_factory=list, description="Base models loaded at start.")
+    model_dirs: list[Path] = Field(
+        default_factory=list,
+        description="Extra base-model folders (transformers format) callers may name by path; "
+        "no other folder is a base model (see docs/server.md, registered models).",
+    )
     no_auth: bool = Field(False, description="No API keys: local development only.")
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
     dtype: str = Field("auto", description="Base weights: auto | bfloat16 | float32")
@@ -61,6 +66,12 @@ class ServiceSettings(BaseSettings):
     adapter_cache_count: int = Field(64, ge=1, description="... and at most this many.")
     prefix_cache_mib: float = Field(
         256.0, ge=0, description="Prompt-prefix KV cache per base model, MiB (0: off)."
+    )
+    keep_auto_checkpoints: int = Field(
+        3,
+        ge=1,
+        description="Automatic training checkpoints (auto-step-N) kept per run: the newest N; "
+        "checkpoints a caller saved are never pruned.",
     )
     log_level: str = Field("info", description="debug | info | warning | error")
 

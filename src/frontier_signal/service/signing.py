@@ -80,7 +80,8 @@ class UrlSigner:
                 "the signed URL is malformed: 'expires' is not a number (bad signature)"
             ) from None
         expected = self.signature(checkpoint_id, relpath, expires_at)
-        if not hmac.compare_digest(expected, signature.lower()):
+        # compare_digest takes only ASCII str: anything else cannot be our hex signature.
+        if not signature.isascii() or not hmac.compare_digest(expected, signature.lower()):
             raise Forbidden(
                 "the URL's signature is not valid for this file; ask for new URLs "
                 "(external_weights_urls)"

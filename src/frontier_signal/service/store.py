@@ -183,6 +183,27 @@ class Store:
                 update(Checkpoint).where(Checkpoint.id == checkpoint_id).values(**values)
             )
 
+    def checkpoint_paths(self) -> set[str]:
+        """The folder of every recorded checkpoint (all runs, all kinds)."""
+        with self._session() as session:
+            return set(session.scalars(select(Checkpoint.path)))
+
+    def run_ids(self) -> set[str]:
+        """Every run id, whatever its status."""
+        with self._session() as session:
+            return set(session.scalars(select(Run.id)))
+
+    def clamp_expiry(self, latest_ttl: float) -> int:
+        """Repair rows stored before TTLs were bounded: an expiry more than `latest_ttl`
+        seconds after creation becomes exactly that (such dates broke every listing)."""
+        with self._session() as session, session.begin():
+            too_late = Checkpoint.expires_at > Checkpoint.created_at + latest_ttl
+            return session.execute(
+                update(Checkpoint)
+                .where(Checkpoint.expires_at.is_not(None), too_late)
+                .values(expires_at=Checkpoint.created_at + latest_ttl)
+            ).rowcount
+
     def expired_checkpoints(self, now: float) -> list[Checkpoint]:
         query = select(Checkpoint).where(Checkpoint.expires_at.is_not(None))
         with self._session() as session:
@@ -353,6 +374,15 @@ class Store:
             conditions.append(~Request.kind.startswith(except_prefix))
         with self._session() as session, session.begin():
             return session.execute(delete(Request).where(*conditions)).rowcount
+
+    def forget_results_since(self, run_id: str, since: float) -> int:
+        """Drop the stored results of a run's operations begun after `since` (the state the
+        run resumed from after a crash): a retry with their key runs afresh instead of
+        replaying an effect that the rollback undid."""
+        with self._session() as session, session.begin():
+            return session.execute(
+                delete(Request).where(Request.run_id == run_id, Request.created_at > since)
+            ).rowcount
 
     def forget_unfinished_requests(self) -> int:
         """At start: requests left pending by a crash never finish; drop them so a retry with

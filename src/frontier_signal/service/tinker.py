@@ -45,6 +45,7 @@ from frontier_signal.service.tables import Checkpoint, Run
 # LoRA alpha of runs made through this face (Tinker and SkyRL tx use a fixed alpha of 32).
 TINKER_LORA_ALPHA = 32.0
 TINKER_MAX_SEQ_LENGTH = 4096
+LATEST_DATE = datetime(9999, 12, 31, tzinfo=UTC).timestamp()
 # Name of the training checkpoint a run gets of itself right after `load_weights`.
 LOADED_PREFIX = "loaded-step-"
 SCHEMES = ("hpcai://", "tinker://")
@@ -104,7 +105,9 @@ def checkpoint_path(row: Checkpoint, scheme: str = "hpcai://") -> str:
 
 
 def iso(seconds: float) -> str:
-    return datetime.fromtimestamp(seconds, UTC).isoformat()
+    # Clamped: a date past year 9999 (an unbounded TTL stored by an older version) must not
+    # break every listing that shows it.
+    return datetime.fromtimestamp(min(seconds, LATEST_DATE), UTC).isoformat()
 
 
 def checkpoint_info(row: Checkpoint, tinker_ids: bool = False) -> dict:
@@ -170,14 +173,10 @@ class TinkerService:
 
     # ----- models --------------------------------------------------------------------------
     def check_base_model(self, base_model: str) -> None:
-        available = self.scheduler.engine.list_models()  # plain reads, no tensors
-        if base_model not in available:
-            raise NotFound(
-                f"unknown base model {base_model!r}; this server has: {', '.join(available)}"
-            )
+        self.runs.check_base_model(base_model)
 
     def supported_models(self) -> list[str]:
-        return self.scheduler.engine.list_models()
+        return self.runs.base_models()
 
     async def create_model(
         self,
@@ -321,8 +320,10 @@ class TinkerService:
         ttl_seconds: int | None = None,
     ) -> Checkpoint:
         """Save a `training`, `sampler` or `external` (adapter only) checkpoint; its row."""
-        if ttl_seconds is not None and ttl_seconds <= 0:
-            raise InvalidRequest("ttl_seconds must be a positive number of seconds")
+        if ttl_seconds is not None and not 0 < ttl_seconds <= files.MAX_TTL_SECONDS:
+            raise InvalidRequest(
+                f"ttl_seconds must be a number of seconds in [1, {files.MAX_TTL_SECONDS}]"
+            )
         row = self.model_row(tenant_id, model_id)
         await self.runs.ensure_loaded(row)
         kind = SEGMENTS[wire_type]
@@ -510,8 +511,10 @@ class TinkerService:
 
     def set_ttl(self, tenant_id: str, run_id: str, checkpoint_id: str, ttl: int | None) -> None:
         """Expire the checkpoint `ttl` seconds from now (None: keep it for good)."""
-        if ttl is not None and ttl <= 0:
-            raise InvalidRequest("ttl_seconds must be a positive number of seconds, or null")
+        if ttl is not None and not 0 < ttl <= files.MAX_TTL_SECONDS:
+            raise InvalidRequest(
+                f"ttl_seconds must be a number of seconds in [1, {files.MAX_TTL_SECONDS}], or null"
+            )
         checkpoint = self.checkpoint_by_id(tenant_id, run_id, checkpoint_id)
         expires_at = None if ttl is None else self.clock() + ttl
         self.store.update_checkpoint(checkpoint.id, expires_at=expires_at)

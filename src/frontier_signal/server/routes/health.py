@@ -5,6 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
+from frontier_signal.server.openapi import errors
+
 router = APIRouter(tags=["health"])
 
 
@@ -13,7 +15,7 @@ async def health() -> dict:
     return {"status": "ok"}
 
 
-@router.get("/ready")
+@router.get("/ready", responses=errors(503))
 async def ready(request: Request):
     state = request.app.state.frontier
     try:

@@ -22,6 +22,7 @@ from frontier_signal import __version__
 from frontier_signal.engine.tools import CALL_OPEN, check_tools, parse_tool_calls, render_call
 from frontier_signal.engine.types import SampledSequence
 from frontier_signal.server.auth import tenant_id
+from frontier_signal.server.openapi import OPENAI_ERRORS, json_or_events
 from frontier_signal.server.schemas.openai import (
     ChatCompletionBody,
     CompletionBody,
@@ -38,7 +39,7 @@ from frontier_signal.service.errors import InvalidRequest, describe
 from frontier_signal.service.serving import Target
 
 logger = logging.getLogger(__name__)
-router = APIRouter(prefix="/v1", tags=["openai"])
+router = APIRouter(prefix="/v1", tags=["openai"], responses=OPENAI_ERRORS)
 Tenant = Annotated[str, Depends(tenant_id)]
 FINGERPRINT = f"fs-{__version__}"
 
@@ -145,7 +146,7 @@ def _message(content: str | None, calls: list[dict]) -> dict:
     return message
 
 
-@router.post("/chat/completions")
+@router.post("/chat/completions", responses=json_or_events("A chat completion, or its chunks"))
 async def chat_completions(request: Request, tenant: Tenant, body: ChatCompletionBody):
     body.check_supported()
     state = _state(request)
@@ -364,7 +365,7 @@ def _completion_choice(tokenizer, body, index, prompt, result, sequence: Sampled
     }
 
 
-@router.post("/completions")
+@router.post("/completions", responses=json_or_events("A completion, or its chunks"))
 async def completions(request: Request, tenant: Tenant, body: CompletionBody):
     body.check_supported()
     body.best_of_check()

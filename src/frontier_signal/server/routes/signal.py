@@ -7,11 +7,17 @@ from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import FileResponse, StreamingResponse
+from fastapi.responses import FileResponse
 from starlette.background import BackgroundTask
 
 from frontier_signal.engine.types import SamplingParams
 from frontier_signal.server.auth import tenant_id
+from frontier_signal.server.openapi import (
+    EVENT_STREAM,
+    GZIP,
+    SIGNAL_ERRORS,
+    EventStreamResponse,
+)
 from frontier_signal.server.schemas.signal import (
     CreateRunBody,
     EmbeddingsBody,
@@ -27,7 +33,7 @@ from frontier_signal.server.streaming import IncrementalText, settled, sse
 from frontier_signal.service import files
 from frontier_signal.service.errors import InvalidRequest, describe
 
-router = APIRouter(prefix="/v1", tags=["signal"])
+router = APIRouter(prefix="/v1", tags=["signal"], responses=SIGNAL_ERRORS)
 Tenant = Annotated[str, Depends(tenant_id)]
 
 
@@ -136,7 +142,9 @@ async def sample(request: Request, tenant: Tenant, run_id: str, body: SampleBody
     }
 
 
-@router.post("/runs/{run_id}/sample/stream")
+@router.post(
+    "/runs/{run_id}/sample/stream", response_class=EventStreamResponse, responses=EVENT_STREAM
+)
 async def sample_stream(request: Request, tenant: Tenant, run_id: str, body: SampleBody):
     prompts = body.prompt_list()
     _check_prompts(prompts)
@@ -193,7 +201,7 @@ async def sample_stream(request: Request, tenant: Tenant, run_id: str, body: Sam
             yield sse({"text": rest, "finish_reason": sequence.stop_reason, "usage": usage})
         yield "data: [DONE]\n\n"
 
-    return StreamingResponse(events(), media_type="text/event-stream")
+    return EventStreamResponse(events())
 
 
 @router.post("/runs/{run_id}/embeddings")
@@ -233,7 +241,11 @@ async def checkpoints(request: Request, tenant: Tenant, run_id: str) -> dict:
     return {"data": [checkpoint_info(row) for row in rows]}
 
 
-@router.get("/runs/{run_id}/checkpoints/{checkpoint_id}/archive")
+@router.get(
+    "/runs/{run_id}/checkpoints/{checkpoint_id}/archive",
+    response_class=FileResponse,
+    responses=GZIP,
+)
 async def checkpoint_archive(request: Request, tenant: Tenant, run_id: str, checkpoint_id: str):
     checkpoint = _state(request).runs.checkpoint(tenant, run_id, checkpoint_id)
     path = await asyncio.to_thread(files.archive, Path(checkpoint.path), checkpoint_id)

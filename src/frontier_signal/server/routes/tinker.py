@@ -19,12 +19,21 @@ from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from pydantic import ValidationError
 from starlette.background import BackgroundTask
 
 from frontier_signal.server import tinker_proto
 from frontier_signal.server.auth import api_key_tenant_id
+from frontier_signal.server.openapi import (
+    BINARY,
+    GZIP,
+    NO_CONTENT,
+    TINKER_ERRORS,
+    DetailBody,
+    ErrorBody,
+)
 from frontier_signal.server.schemas.tinker import (
     CreateModelBody,
     CreateSamplingSessionBody,
@@ -56,6 +65,8 @@ from frontier_signal.service.futures import FutureFailed
 from frontier_signal.service.sessions import session_model_id
 from frontier_signal.service.tinker import checkpoint_path
 
+PROTO_MEDIA_TYPE = tinker_proto.PROTO_CONTENT_TYPE
+
 
 class TinkerJSONResponse(JSONResponse):
     """JSON that keeps NaN / Infinity as the literals Python's json reads back (Starlette's
@@ -65,7 +76,12 @@ class TinkerJSONResponse(JSONResponse):
         return json.dumps(content, allow_nan=True, separators=(",", ":")).encode()
 
 
-router = APIRouter(prefix="/api/v1", tags=["tinker"], default_response_class=TinkerJSONResponse)
+router = APIRouter(
+    prefix="/api/v1",
+    tags=["tinker"],
+    default_response_class=TinkerJSONResponse,
+    responses=TINKER_ERRORS,
+)
 Tenant = Annotated[str, Depends(api_key_tenant_id)]
 
 
@@ -287,8 +303,8 @@ async def forward_backward(request: Request, tenant: Tenant) -> dict:
             raise InvalidRequest(f"the body is not JSON: {exc}") from exc
     try:
         body = ForwardBackwardBody.model_validate(fields)
-    except ValidationError as exc:
-        raise InvalidRequest(f"invalid forward_backward body: {exc}") from exc
+    except ValidationError as exc:  # reported like every other body (422, the field named)
+        raise RequestValidationError(exc.errors(include_url=False)) from None
     return _forward(
         request, tenant, body, body.forward_backward_input, forward_only=body.forward_only
     )
@@ -509,7 +525,19 @@ _PROTO_RESULTS = {
 }
 
 
-@router.post("/retrieve_future")
+@router.post(
+    "/retrieve_future",
+    responses={
+        200: {
+            "description": "The result (JSON, or protobuf when `Accept` asks for it).",
+            "content": {
+                "application/json": {"schema": {"type": "object"}},
+                PROTO_MEDIA_TYPE: {"schema": {"type": "string", "format": "binary"}},
+            },
+        },
+        400: {"model": ErrorBody | DetailBody, "description": "A failed operation (hpcai)."},
+    },
+)
 async def retrieve_future(request: Request, tenant: Tenant, body: RetrieveFutureBody):
     state = _state(request)
     tinker_client = body.allow_metadata_only is not None
@@ -571,7 +599,11 @@ async def list_model_checkpoints(request: Request, tenant: Tenant, run_id: str) 
     return {"checkpoints": _state(request).tinker.list_checkpoints(tenant, run_id)}
 
 
-@router.get("/training_runs/{run_id}/checkpoints/{checkpoint_id:path}/archive")
+@router.get(
+    "/training_runs/{run_id}/checkpoints/{checkpoint_id:path}/archive",
+    response_class=FileResponse,
+    responses=GZIP,
+)
 async def checkpoint_archive(request: Request, tenant: Tenant, run_id: str, checkpoint_id: str):
     checkpoint = _state(request).tinker.find_checkpoint(tenant, run_id, checkpoint_id)
     arcname = checkpoint.name.replace("/", "_")
@@ -595,7 +627,11 @@ async def external_weights_urls(
     )
 
 
-@router.get("/checkpoint_files/{checkpoint_id}/{relpath:path}")
+@router.get(
+    "/checkpoint_files/{checkpoint_id}/{relpath:path}",
+    response_class=FileResponse,
+    responses=BINARY,
+)
 async def checkpoint_file(
     request: Request,
     checkpoint_id: str,
@@ -609,19 +645,34 @@ async def checkpoint_file(
     return FileResponse(path, media_type="application/octet-stream", filename=path.name)
 
 
-@router.post("/training_runs/{run_id}/checkpoints/{checkpoint_id:path}/publish")
+@router.post(
+    "/training_runs/{run_id}/checkpoints/{checkpoint_id:path}/publish",
+    status_code=204,
+    response_class=Response,
+    responses=NO_CONTENT,
+)
 async def publish_checkpoint(request: Request, tenant: Tenant, run_id: str, checkpoint_id: str):
     _state(request).tinker.set_public(tenant, run_id, checkpoint_id, True)
     return Response(status_code=204)
 
 
-@router.delete("/training_runs/{run_id}/checkpoints/{checkpoint_id:path}/publish")
+@router.delete(
+    "/training_runs/{run_id}/checkpoints/{checkpoint_id:path}/publish",
+    status_code=204,
+    response_class=Response,
+    responses=NO_CONTENT,
+)
 async def unpublish_checkpoint(request: Request, tenant: Tenant, run_id: str, checkpoint_id: str):
     _state(request).tinker.set_public(tenant, run_id, checkpoint_id, False)
     return Response(status_code=204)
 
 
-@router.put("/training_runs/{run_id}/checkpoints/{checkpoint_id:path}/ttl")
+@router.put(
+    "/training_runs/{run_id}/checkpoints/{checkpoint_id:path}/ttl",
+    status_code=204,
+    response_class=Response,
+    responses=NO_CONTENT,
+)
 async def set_checkpoint_ttl(
     request: Request, tenant: Tenant, run_id: str, checkpoint_id: str, body: TtlBody
 ):
@@ -629,7 +680,12 @@ async def set_checkpoint_ttl(
     return Response(status_code=204)
 
 
-@router.delete("/training_runs/{run_id}/checkpoints/{checkpoint_id:path}")
+@router.delete(
+    "/training_runs/{run_id}/checkpoints/{checkpoint_id:path}",
+    status_code=204,
+    response_class=Response,
+    responses=NO_CONTENT,
+)
 async def delete_checkpoint(request: Request, tenant: Tenant, run_id: str, checkpoint_id: str):
     _state(request).tinker.delete_checkpoint(tenant, run_id, checkpoint_id)
     return Response(status_code=204)

@@ -12,15 +12,16 @@ import time
 import uuid
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from frontier_signal.engine.types import SampledSequence, SamplingParams
+from frontier_signal.server.schemas.rules import WireBody
 from frontier_signal.service.errors import InvalidRequest
 
 MAX_N = 16
 
 
-class Body(BaseModel):
+class Body(WireBody):
     model_config = ConfigDict(extra="allow")
 
     model: str = Field(min_length=1)
@@ -30,7 +31,7 @@ class Body(BaseModel):
     max_tokens: int | None = Field(None, ge=1, le=32768)
     n: int = Field(1, ge=1, le=MAX_N)
     stop: str | list[str] | None = None
-    seed: int | None = Field(None, ge=0, lt=2**63)
+    seed: int | None = Field(None, ge=0, le=2**53 - 1)
     presence_penalty: float = Field(0.0, ge=-2.0, le=2.0)
     frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0)
     repetition_penalty: float = Field(1.0, gt=0.0)  # vLLM's extension
@@ -117,7 +118,7 @@ class CompletionBody(Body):
             raise InvalidRequest("best_of is not supported by this server; use n")
 
 
-class WarmupBody(BaseModel):
+class WarmupBody(WireBody):
     model_config = ConfigDict(extra="forbid")
     model: str = Field(min_length=1)
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
+from frontier_signal.server.schemas.rules import WireBody
 from frontier_signal.service.tables import Checkpoint, Metric, Run
 
 
-class Body(BaseModel):
+class Body(WireBody):
     # A misspelt field is an error, not silently ignored.
     model_config = ConfigDict(extra="forbid")
 
@@ -27,7 +28,7 @@ class CreateRunBody(Body):
     max_seq_length: int = Field(2048, ge=2, le=131072)
     bf16: bool = True
     gradient_checkpointing: bool = True
-    seed: int | None = Field(None, ge=0, lt=2**63)
+    seed: int | None = Field(None, ge=0, le=2**53 - 1)
 
 
 class ForwardBackwardBody(Body):
@@ -48,7 +49,7 @@ class SampleBody(Body):
     top_k: int = Field(-1, ge=-1)
     return_logprobs: bool = False
     step: int | None = Field(None, ge=0)
-    seed: int | None = Field(None, ge=0, lt=2**63)
+    seed: int | None = Field(None, ge=0, le=2**53 - 1)
     stop: list[str] | None = Field(None, max_length=16)
 
     def prompt_list(self) -> list[str]:

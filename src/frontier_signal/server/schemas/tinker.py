@@ -8,7 +8,7 @@ shapes of §2.3. Nothing here touches torch or the store.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field, StrictStr
 
 from frontier_signal.engine.types import (
     LOSS_FNS,
@@ -17,19 +17,23 @@ from frontier_signal.engine.types import (
     SampleResult,
     SamplingParams,
 )
+from frontier_signal.server.schemas.rules import TokenId, WireBody
 from frontier_signal.service.errors import InvalidRequest
+from frontier_signal.service.files import MAX_TTL_SECONDS
 
 # What a null `max_tokens` means (the hpcai SDK's default is None).
 DEFAULT_MAX_TOKENS = 128
+TtlSeconds = Field(None, gt=0, le=MAX_TTL_SECONDS)
+Seed = Field(None, ge=0, le=2**53 - 1)
 
 
-class Body(BaseModel):
+class Body(WireBody):
     model_config = ConfigDict(extra="ignore")
 
 
 class Chunk(Body):
     type: str = "encoded_text"
-    tokens: list[int] | int = Field(default_factory=list)
+    tokens: list[TokenId] | TokenId = Field(default_factory=list)
 
 
 class ModelInput(Body):
@@ -55,7 +59,7 @@ class ForwardBackwardInput(Body):
 
 class LoraConfig(Body):
     rank: int = Field(32, ge=1, le=512)
-    seed: int | None = None
+    seed: int | None = Seed
     train_unembed: bool = False
     train_mlp: bool = False
     train_attn: bool = True
@@ -105,7 +109,7 @@ class SaveWeightsBody(ModelBody):
     path: str | None = None
     overwrite: bool = False
     seq_id: int | None = None
-    ttl_seconds: int | None = None
+    ttl_seconds: int | None = TtlSeconds
     # tinker's nameless save_weights_for_sampler: the server opens the sampling session.
     sampling_session_seq_id: int | None = None
     kind: str = "snapshot"
@@ -115,7 +119,7 @@ class SaveWeightsExternalBody(ModelBody):
     path: str  # the name of the external weights (tinker requires one)
     overwrite: bool = False
     seq_id: int | None = None
-    ttl_seconds: int | None = None
+    ttl_seconds: int | None = TtlSeconds
     age_encryption_recipients: list[str] | None = None
 
 
@@ -154,7 +158,7 @@ class RequestIdBody(Body):
 
 
 class TtlBody(Body):
-    ttl_seconds: int | None = None
+    ttl_seconds: int | None = TtlSeconds
 
 
 class WeightsInfoBody(Body):
@@ -163,8 +167,9 @@ class WeightsInfoBody(Body):
 
 class WireSamplingParams(Body):
     max_tokens: int | None = None
-    seed: int | None = None
-    stop: str | list[str] | list[int] | None = None
+    seed: int | None = Seed
+    # `["1"]` is not a list of token ids, `[true]` not a list of strings.
+    stop: str | list[StrictStr] | list[TokenId] | None = None
     temperature: float = 1.0
     top_k: int = -1
     top_p: float = 1.0
