@@ -124,6 +124,11 @@ class BaseModel:
         return int(self.model.config.vocab_size)
 
     @property
+    def context_length(self) -> int:
+        """The longest sequence (prompt + generated) the model takes."""
+        return int(getattr(self.model.config, "max_position_embeddings", 0) or 2048)
+
+    @property
     def lm_head(self) -> LoraLinear:
         return self.layers["lm_head"]
 

@@ -19,7 +19,13 @@ from frontier_signal.backend.base_model import BaseModel, target_logprobs
 from frontier_signal.backend.llama_decode import MAX_4BIT_ROWS, LlamaDecoder
 from frontier_signal.backend.lora import Segment
 from frontier_signal.backend.token_choice import TokenCounts, TopLogprobs, choose
-from frontier_signal.engine.types import SampledSequence, SamplingParams, TokenCallback
+from frontier_signal.engine.types import (
+    SampledSequence,
+    SampleRequest,
+    SampleResult,
+    SamplingParams,
+    TokenCallback,
+)
 
 
 @dataclass
@@ -103,30 +109,37 @@ class HFStepper:
         return self.base.lm_head(hidden[:, -1]).float()
 
 
-@torch.no_grad()
-def generate(
-    base: BaseModel, rows: list[SampleRow], on_token: TokenCallback | None = None
-) -> tuple[list[SampledSequence], list[list[float | None] | None]]:
-    """Generate every row; returns sequences and (where asked) prompt log-probs, row order.
+class Generation:
+    """One batch of rows being generated, resumable: the prompt is run when it is made, then
+    `advance(steps)` decodes up to `steps` more tokens per row and returns, keeping the KV
+    cache, logits and per-row state, so other work can use the model between slices (the
+    scheduler's interleaving). `stop(which)` ends chosen rows early (a cancelled request).
 
     `on_token`, when given, is called after each sampled token with the row's `origin`.
     """
-    device = base.device
-    batch = len(rows)
-    prompt_len = max(len(r.prompt_tokens) for r in rows)
-    input_ids = torch.full((batch, prompt_len), base.pad_token_id, dtype=torch.long)
-    mask = torch.zeros((batch, prompt_len), dtype=torch.long)
-    for i, row in enumerate(rows):
-        n = len(row.prompt_tokens)
-        input_ids[i, prompt_len - n :] = torch.tensor(row.prompt_tokens)
-        mask[i, prompt_len - n :] = 1
-    input_ids, mask = input_ids.to(device), mask.to(device)
-    positions = (mask.cumsum(-1) - 1).clamp_min(0)
-    cache = DynamicCache(config=base.model.config)
-    segments = _segments(rows)
-    prompt_logprobs: list[list[float | None] | None] = [None] * batch
 
-    with base.routing.use(segments):
+    @torch.no_grad()
+    def __init__(self, base: BaseModel, rows: list[SampleRow], on_token: TokenCallback | None):
+        self.base, self.rows, self.on_token = base, rows, on_token
+        self.segments = _segments(rows)
+        self.done = [False] * len(rows)
+        self.prompt_logprobs: list[list[float | None] | None] = [None] * len(rows)
+        with base.routing.use(self.segments):
+            self._prefill()
+
+    def _prefill(self) -> None:
+        base, rows, device = self.base, self.rows, self.base.device
+        batch = len(rows)
+        prompt_len = max(len(r.prompt_tokens) for r in rows)
+        input_ids = torch.full((batch, prompt_len), base.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((batch, prompt_len), dtype=torch.long)
+        for i, row in enumerate(rows):
+            n = len(row.prompt_tokens)
+            input_ids[i, prompt_len - n :] = torch.tensor(row.prompt_tokens)
+            mask[i, prompt_len - n :] = 1
+        input_ids, mask = input_ids.to(device), mask.to(device)
+        positions = (mask.cumsum(-1) - 1).clamp_min(0)
+        cache = DynamicCache(config=base.model.config)
         hidden = base.hidden_states(
             input_ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True
         )
@@ -136,8 +149,8 @@ def generate(
                 h = hidden[i, prompt_len - n : prompt_len - 1]
                 targets = torch.tensor(row.prompt_tokens[1:], device=device)
                 lp = target_logprobs(base, h, targets, [(row.adapter_key, 0, n - 1)])
-                prompt_logprobs[i] = [None] + lp.tolist()
-        logits_BV = base.lm_head(hidden[:, -1]).float()
+                self.prompt_logprobs[i] = [None] + lp.tolist()
+        self.logits_BV: torch.Tensor | None = base.lm_head(hidden[:, -1]).float()
         weights = base.decode_weights()
         if weights is not None:
             max_new = max(row.params.max_tokens for row in rows)
@@ -145,30 +158,118 @@ def generate(
             mode = base.decode_mode
             if mode == "4bit" and batch > MAX_4BIT_ROWS:
                 mode = "exact"
-            stepper = LlamaDecoder(weights, cache, lengths, max_new, segments, mode)
+            self.stepper = LlamaDecoder(weights, cache, lengths, max_new, self.segments, mode)
             del cache  # its tensors were copied into the static cache
         else:
-            stepper = HFStepper(base, cache, mask, positions)
-        counts = [TokenCounts(r.params, r.prompt_tokens, logits_BV.shape[-1], device) for r in rows]
-        done = [False] * batch
-        while True:
-            next_tokens = []
-            for i, row in enumerate(rows):
-                if done[i]:
-                    next_tokens.append(base.pad_token_id)
-                    continue
-                token, logprob, top = choose(logits_BV[i], row.params, row.generator, counts[i])
-                row.tokens.append(token)
-                row.logprobs.append(logprob)
-                if row.params.top_logprobs:
-                    row.top_logprobs.append(top)
-                if counts[i].active:
-                    counts[i].add(token)
-                if on_token is not None:
-                    on_token(row.origin[0], row.origin[1], token, logprob)
-                done[i] = _check_stop(row, base.tokenizer)
-                next_tokens.append(token)
-            if all(done):
-                break
-            logits_BV = stepper.step(torch.tensor(next_tokens, device=device))
-    return [_finish(row, base.tokenizer) for row in rows], prompt_logprobs
+            self.stepper = HFStepper(base, cache, mask, positions)
+        vocab = self.logits_BV.shape[-1]
+        self.counts = [TokenCounts(r.params, r.prompt_tokens, vocab, device) for r in rows]
+
+    @property
+    def finished(self) -> bool:
+        return all(self.done)
+
+    def stop(self, which) -> int:
+        """End the rows whose `origin` satisfies `which(origin)` now (stop reason `cancelled`);
+        returns how many were still generating."""
+        stopped = 0
+        for i, row in enumerate(self.rows):
+            if not self.done[i] and which(row.origin):
+                self.done[i], row.stop_reason = True, "cancelled"
+                stopped += 1
+        if self.finished:
+            self.release()
+        return stopped
+
+    def release(self) -> None:
+        """Free the cache (the rows keep their tokens)."""
+        self.stepper = self.logits_BV = None
+
+    @torch.no_grad()
+    def advance(self, steps: int) -> bool:
+        """Choose up to `steps` more tokens per unfinished row; True once every row is done."""
+        base, rows, done = self.base, self.rows, self.done
+        with base.routing.use(self.segments):
+            for _ in range(steps):
+                if self.finished:
+                    break
+                next_tokens = []
+                for i, row in enumerate(rows):
+                    if done[i]:
+                        next_tokens.append(base.pad_token_id)
+                        continue
+                    token = self._choose(i, row)
+                    done[i] = _check_stop(row, base.tokenizer)
+                    next_tokens.append(token)
+                if self.finished:
+                    break
+                self.logits_BV = self.stepper.step(torch.tensor(next_tokens, device=base.device))
+        if self.finished:
+            self.release()
+        return self.finished
+
+    def _choose(self, i: int, row: SampleRow) -> int:
+        assert self.logits_BV is not None
+        token, logprob, top = choose(self.logits_BV[i], row.params, row.generator, self.counts[i])
+        row.tokens.append(token)
+        row.logprobs.append(logprob)
+        if row.params.top_logprobs:
+            row.top_logprobs.append(top)
+        if self.counts[i].active:
+            self.counts[i].add(token)
+        if self.on_token is not None:
+            self.on_token(row.origin[0], row.origin[1], token, logprob)
+        return token
+
+    def results(self) -> tuple[list[SampledSequence], list[list[float | None] | None]]:
+        """Sequences and (where asked) prompt log-probs, in row order."""
+        return [_finish(row, self.base.tokenizer) for row in self.rows], self.prompt_logprobs
+
+
+def generate(
+    base: BaseModel, rows: list[SampleRow], on_token: TokenCallback | None = None
+) -> tuple[list[SampledSequence], list[list[float | None] | None]]:
+    """Generate every row to the end; returns sequences and (where asked) prompt log-probs,
+    row order. `on_token`, when given, is called after each sampled token with the row's
+    `origin`."""
+    generation = Generation(base, rows, on_token)
+    while not generation.advance(1 << 30):
+        pass
+    return generation.results()
+
+
+class SamplingJob:
+    """Sampling in progress: one `Generation` per base model. `advance(steps)` decodes up to
+    `steps` tokens per row and returns, so the scheduler can run other work between slices;
+    `stop(indices)` ends the rows of those requests (a cancelled caller); `results()` once
+    `advance` has returned True."""
+
+    def __init__(
+        self, requests: list[SampleRequest], generations: list[tuple[list[int], Generation]]
+    ):
+        self.requests = requests
+        self.generations = generations  # (request index of each row, its generation)
+
+    def advance(self, steps: int) -> bool:
+        for _, generation in self.generations:
+            if not generation.finished:
+                generation.advance(steps)
+        return self.finished
+
+    @property
+    def finished(self) -> bool:
+        return all(generation.finished for _, generation in self.generations)
+
+    def stop(self, request_indices: set[int]) -> int:
+        """End the rows of these requests now; returns how many were still generating."""
+        return sum(g.stop(lambda origin: origin[0] in request_indices) for _, g in self.generations)
+
+    def results(self) -> list[SampleResult]:
+        results = [SampleResult([]) for _ in self.requests]
+        for indices, generation in self.generations:
+            sequences, prompt_lps = generation.results()
+            for index, sequence, prompt_lp in zip(indices, sequences, prompt_lps, strict=True):
+                results[index].sequences.append(sequence)
+                if self.requests[index].prompt_logprobs:
+                    results[index].prompt_logprobs = prompt_lp
+        return results

@@ -74,6 +74,7 @@ def create_app(settings: ServiceSettings | None = None, engine: Engine | None = 
             engine or Engine(settings.device, settings.dtype, decode_4bit=settings.decode_4bit),
             sample_gather_s=settings.sample_gather_ms / 1000,
             sample_gather_cap_s=5 * settings.sample_gather_ms / 1000,
+            slice_tokens=settings.decode_slice_tokens,
         )
         scheduler.start()
         runs = RunService(settings, store, scheduler)

@@ -31,11 +31,6 @@ from frontier_signal.service.tinker import TinkerService
 DEFAULT_MAX_TOKENS = 512
 
 
-def context_length(config) -> int:
-    """The longest sequence (prompt + generated) a model takes."""
-    return int(getattr(config, "max_position_embeddings", 0) or 2048)
-
-
 def tokens_to_generate(context: int, prompt_tokens: int, max_tokens: int) -> int:
     """`max_tokens`, or with 0 as many as fit up to the default.
 
@@ -149,7 +144,7 @@ class ServingService:
         known once the base model is in memory, and checked again when generating."""
         engine = self.scheduler.engine
         if target.base_model in engine.loaded_models():
-            context = context_length(engine.load_model(target.base_model).model.config)
+            context = engine.load_model(target.base_model).context_length
             for tokens in prompts:
                 tokens_to_generate(context, len(tokens), max_tokens)
 
@@ -174,7 +169,7 @@ class ServingService:
         def prepare(engine: Engine) -> list[SampleRequest]:
             eos = None if ignore_eos else engine.tokenizer(target.base_model).eos_token_id
             stops = tuple(params.stop_token_ids) + ((eos,) if eos is not None else ())
-            context = context_length(engine.load_model(target.base_model).model.config)
+            context = engine.load_model(target.base_model).context_length
             requests = []
             for tokens in prompts:
                 wanted = tokens_to_generate(context, len(tokens), params.max_tokens)

@@ -24,4 +24,8 @@ async def ready(request: Request):
         return JSONResponse({"status": "not_ready", "detail": state.startup_error}, 503)
     if not state.ready:
         return JSONResponse({"status": "loading", "models": state.settings.models}, 503)
-    return {"status": "ready", "models": state.scheduler.engine.loaded_models()}
+    return {
+        "status": "ready",
+        "models": state.scheduler.engine.loaded_models(),
+        "scheduler": state.scheduler.snapshot(),
+    }
