@@ -282,7 +282,9 @@ class RunService:
             datums = [example.datum for example in rendered]
             return ForwardBackwardRequest(run_id, datums, reduction="mean", accumulate=accumulate)
 
-        future = self.scheduler.forward_backward(run_id, row.base_model, prepare)
+        future = self.scheduler.forward_backward(
+            run_id, row.base_model, prepare, owner=row.tenant_id
+        )
         result = await asyncio.wrap_future(future)
         self.record_pending_loss(run_id, result, accumulate)
         return {
@@ -452,7 +454,7 @@ class RunService:
                 for prompt in prompts
             ]
 
-        future = self.scheduler.sample(run_id, row.base_model, prepare, on_token)
+        future = self.scheduler.sample(run_id, row.base_model, prepare, on_token, owner=tenant_id)
         return await asyncio.wrap_future(future), sampled_step
 
     async def embeddings(

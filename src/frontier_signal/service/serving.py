@@ -56,6 +56,7 @@ class Target:
     engine_model: str  # `SampleRequest.model`: a run id or the base model name
     checkpoint: str = ""  # a checkpoint folder (wins over engine_model), or ""
     run: Run | None = None
+    tenant_id: str = ""  # who asked (the scheduler's fairness owner)
 
     @property
     def key(self) -> str:
@@ -83,6 +84,9 @@ class ServingService:
             NotFound: no base model, run or checkpoint of this tenant has that name.
             InvalidRequest: the name points at something that cannot be sampled.
         """
+        return replace(self._resolve(tenant_id, model), tenant_id=tenant_id)
+
+    def _resolve(self, tenant_id: str, model: str) -> Target:
         if not isinstance(model, str) or not model.strip():
             raise InvalidRequest("model is required: a base model name or one of your run ids")
         if model in self.base_models():
@@ -181,7 +185,9 @@ class ServingService:
                 )
             return requests
 
-        future = self.scheduler.sample(target.key, target.base_model, prepare, on_token)
+        future = self.scheduler.sample(
+            target.key, target.base_model, prepare, on_token, owner=target.tenant_id
+        )
         return await asyncio.wrap_future(future)
 
     # ----- warmup ---------------------------------------------------------------------------

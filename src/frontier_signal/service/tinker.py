@@ -297,7 +297,9 @@ class TinkerService:
         request = ForwardBackwardRequest(
             model_id, datums, loss_fn, loss_fn_config, "sum", True, forward_only
         )
-        future = self.scheduler.forward_backward(model_id, row.base_model, lambda _: request)
+        future = self.scheduler.forward_backward(
+            model_id, row.base_model, lambda _: request, owner=tenant_id
+        )
         result = await asyncio.wrap_future(future)
         if not forward_only:
             self.runs.record_pending_loss(model_id, result)
@@ -603,5 +605,6 @@ class TinkerService:
             final = replace(params, stop_token_ids=stops)
             return [SampleRequest(base, prompt_tokens, final, num_samples, prompt_logprobs, folder)]
 
-        results = await asyncio.wrap_future(self.scheduler.sample("", base, prepare))
+        future = self.scheduler.sample("", base, prepare, owner=tenant_id)
+        results = await asyncio.wrap_future(future)
         return results[0]
