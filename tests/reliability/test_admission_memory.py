@@ -10,8 +10,8 @@ import pytest
 
 from frontier_signal.service.settings import ServiceSettings
 from tests.conftest import TINY
-from tests.reliability.admission_support import make_key
 from tests.live_server import LiveServer
+from tests.reliability.admission_support import make_key
 
 # On the tiny model (2 layers, hidden 64), attention + MLP LoRA holds 2,048 * rank parameters,
 # 16 bytes each with AdamW: rank 256 ≈ 8 MiB, rank 1024 ≈ 32 MiB.
