@@ -1,0 +1,72 @@
+"""A long generation does not hold the engine: it decodes in slices, and other tenants' short
+requests (a 2-token sample, a training step) run between them and finish long before it."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import httpx
+import pytest
+
+from tests.conftest import TINY
+from tests.reliability.admission_support import make_key, scheduler_counts, start, wait_until
+
+LONG_TOKENS = 2000
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory):
+    data_dir = tmp_path_factory.mktemp("fairness-data")
+    server = start(data_dir)
+    keys = {name: make_key(data_dir, name) for name in ("alice", "bob")}
+    yield server, keys
+    server.stop()
+
+
+def _client(server, key: str) -> httpx.Client:
+    headers = {"Authorization": f"Bearer {key}"}
+    return httpx.Client(base_url=server.base_url, headers=headers, timeout=300)
+
+
+def _complete(http: httpx.Client, max_tokens: int) -> dict:
+    body = {
+        "model": TINY,
+        "prompt": "Once upon a time",
+        "max_tokens": max_tokens,
+        "temperature": 0,
+        "ignore_eos": True,
+    }
+    answer = http.post("/v1/completions", json=body)
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
+def test_short_requests_of_another_tenant_finish_long_before_a_long_generation(live):
+    server, keys = live
+    with _client(server, keys["alice"]) as alice, _client(server, keys["bob"]) as bob:
+        run = bob.post("/v1/runs", json={"base_model": TINY, "lora_r": 4}).json()["run_id"]
+        datum = {"text": "a short training example"}
+        finished: dict[str, float] = {}
+
+        def long_generation() -> None:
+            answer = _complete(alice, LONG_TOKENS)
+            assert answer["usage"]["completion_tokens"] == LONG_TOKENS
+            finished["long"] = time.monotonic()
+
+        started = time.monotonic()
+        thread = threading.Thread(target=long_generation)
+        thread.start()
+        wait_until(lambda: scheduler_counts(server.base_url)["generating"] >= 1, "the long one")
+        asked = time.monotonic()
+        short = _complete(bob, 2)
+        finished["short"] = time.monotonic()
+        trained = bob.post(f"/v1/runs/{run}/forward_backward", json={"batch": [datum]})
+        finished["train"] = time.monotonic()
+        thread.join(300)
+    assert short["usage"]["completion_tokens"] == 2 and trained.status_code == 200, trained.text
+    assert "long" in finished, "the long generation did not finish"
+    assert finished["short"] < finished["train"] < finished["long"]
+    # bob waited at most a few slices, not for alice's 2,000 tokens.
+    long_took = finished["long"] - started
+    assert finished["train"] - asked < 0.25 * long_took, (finished, started, asked)
