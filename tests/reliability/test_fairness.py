@@ -70,3 +70,30 @@ def test_short_requests_of_another_tenant_finish_long_before_a_long_generation(l
     # bob waited at most a few slices, not for alice's 1,000 tokens.
     long_took = finished["long"] - started
     assert finished["train"] - asked < 0.25 * long_took, (finished, started, asked)
+
+
+def test_a_short_sample_batched_with_a_long_one_is_answered_first():
+    from frontier_signal.engine.engine import Engine
+    from frontier_signal.engine.scheduler import Scheduler
+    from frontier_signal.engine.types import SampleRequest, SamplingParams
+
+    scheduler = Scheduler(Engine(device="cpu", dtype="float32"), slice_tokens=8)
+    scheduler.start()
+    try:
+        gate = threading.Event()
+        blocker = scheduler.call("", lambda engine: (engine.load_model(TINY), gate.wait(60)))
+
+        def sample(tokens: int):
+            params = SamplingParams(max_tokens=tokens, temperature=0)
+            request = SampleRequest(TINY, [1, 2, 3], params)
+            return scheduler.sample("", TINY, lambda engine: [request])
+
+        long, short = sample(200), sample(2)
+        gate.set()
+        blocker.result(60)
+        [result] = short.result(120)
+        assert len(result.sequences[0].tokens) == 2
+        assert not long.done()  # one batch, but the short one did not wait for the long one
+        assert len(long.result(300)[0].sequences[0].tokens) == 200
+    finally:
+        scheduler.stop()

@@ -225,6 +225,10 @@ class Generation:
         """Sequences and (where asked) prompt log-probs, in row order."""
         return [_finish(row, self.base.tokenizer) for row in self.rows], self.prompt_logprobs
 
+    def row_result(self, index: int) -> tuple[SampledSequence, list[float | None] | None]:
+        """One row's sequence and prompt log-probs (it may be done before the others)."""
+        return _finish(self.rows[index], self.base.tokenizer), self.prompt_logprobs[index]
+
 
 def generate(
     base: BaseModel, rows: list[SampleRow], on_token: TokenCallback | None = None
@@ -241,8 +245,9 @@ def generate(
 class SamplingJob:
     """Sampling in progress: one `Generation` per base model. `advance(steps)` decodes up to
     `steps` tokens per row and returns, so the scheduler can run other work between slices;
-    `stop(indices)` ends the rows of those requests (a cancelled caller); `results()` once
-    `advance` has returned True."""
+    `stop(indices)` ends the rows of those requests (a cancelled caller); the results of a
+    request are ready once it is in `done_requests()` (a short request batched with a long one
+    need not wait for it)."""
 
     def __init__(
         self, requests: list[SampleRequest], generations: list[tuple[list[int], Generation]]
@@ -264,11 +269,24 @@ class SamplingJob:
         """End the rows of these requests now; returns how many were still generating."""
         return sum(g.stop(lambda origin: origin[0] in request_indices) for _, g in self.generations)
 
-    def results(self) -> list[SampleResult]:
+    def done_requests(self) -> set[int]:
+        """Requests whose every row is done (their results can be handed out already)."""
+        pending = {
+            index
+            for indices, generation in self.generations
+            for row, index in enumerate(indices)
+            if not generation.done[row]
+        }
+        return set(range(len(self.requests))) - pending
+
+    def results(self, only: set[int] | None = None) -> list[SampleResult]:
+        """One result per request, in order; with `only`, the others stay empty."""
         results = [SampleResult([]) for _ in self.requests]
         for indices, generation in self.generations:
-            sequences, prompt_lps = generation.results()
-            for index, sequence, prompt_lp in zip(indices, sequences, prompt_lps, strict=True):
+            for row, index in enumerate(indices):
+                if only is not None and index not in only:
+                    continue
+                sequence, prompt_lp = generation.row_result(row)
                 results[index].sequences.append(sequence)
                 if self.requests[index].prompt_logprobs:
                     results[index].prompt_logprobs = prompt_lp

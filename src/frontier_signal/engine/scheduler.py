@@ -344,7 +344,8 @@ class Scheduler:
         self._advance(generating)
 
     def _advance(self, generating: Generating) -> None:
-        """One slice; stop the rows of cancelled callers first; settle the futures when done."""
+        """One slice; stop the rows of cancelled callers first; settle every work whose rows
+        are all done (a short request batched with a long one does not wait for it)."""
         left = {
             i
             for i, (work, _) in enumerate(generating.owners)
@@ -355,29 +356,36 @@ class Scheduler:
             if generating.job.stop(left):
                 self.cancelled_generations += len({id(generating.owners[i][0]) for i in left})
         try:
-            done = generating.job.advance(self.slice_tokens)
+            generating.job.advance(self.slice_tokens)
         except Exception as exc:  # noqa: BLE001 - each waiting caller gets it
-            self._finish(generating.works)
+            self._finish(generating.works, generating)
             for work in generating.works:
                 _fail(work, exc)
             return
-        if not done:
+        done = generating.job.done_requests()
+        ready = [
+            work
+            for work in generating.works
+            if all(i in done for i, (owner, _) in enumerate(generating.owners) if owner is work)
+        ]
+        if not ready:
             return
-        self._finish(generating.works)
-        grouped: dict[int, list] = {id(work): [] for work in generating.works}
-        for (work, _), result in zip(generating.owners, generating.job.results(), strict=True):
-            grouped[id(work)].append(result)
-        for work in generating.works:
-            _succeed(work, grouped[id(work)])
+        wanted = {i for i, (owner, _) in enumerate(generating.owners) if owner in ready}
+        results = generating.job.results(wanted)
+        self._finish(ready, generating)
+        for work in ready:
+            _succeed(work, [results[i] for i in sorted(wanted) if generating.owners[i][0] is work])
 
-    def _finish(self, works: list[Work]) -> None:
-        """Take works out of the queue (and their generation out of the turns)."""
+    def _finish(self, works: list[Work], generating: Generating | None = None) -> None:
+        """Take works out of the queue; a generation with none left out of the turns."""
         with self._cond:
             for work in works:
                 if work in self._pending:
                     self._pending.remove(work)
-                if work.generating is not None and work.generating in self._generating:
-                    self._generating.remove(work.generating)
+            if generating is not None:
+                generating.works = [w for w in generating.works if w not in works]
+                if not generating.works and generating in self._generating:
+                    self._generating.remove(generating)
 
 
 def _succeed(work: Work, outcome: Any) -> None:
