@@ -147,6 +147,13 @@ async def main_async(args) -> dict:
                 )
                 answer.raise_for_status()
                 runs.append(answer.json()["run_id"])
+            await phase(
+                url,
+                keys[:1],
+                runs[:1],
+                argparse.Namespace(**vars(args) | {"seconds": 0.1, "trainers": 1, "samplers": 0}),
+                long=False,
+            )  # warm-up
             tenants = keys[: args.trainers + args.samplers]
             unloaded = await phase(url, tenants + [keys[-1]], runs, args, long=False)
             loaded = await phase(url, tenants + [keys[-1]], runs, args, long=True)

@@ -24,7 +24,8 @@ Ordering and batching rules (DESIGN.md, contract notes "Scheduling"):
   `snapshot()` counts them.
 
 When a batch fails, each of its items is retried alone, so one bad request fails only itself.
-The scheduler knows nothing about HTTP, tenants or the store.
+The scheduler knows nothing about HTTP or the store; a work's `owner` (the services pass the
+tenant) is an opaque name for fairness.
 """
 
 from __future__ import annotations
