@@ -97,3 +97,42 @@ def test_a_short_sample_batched_with_a_long_one_is_answered_first():
         assert len(long.result(300)[0].sequences[0].tokens) == 200
     finally:
         scheduler.stop()
+
+
+def test_training_is_not_starved_by_samples_arriving_during_a_long_generation():
+    from frontier_signal.engine.engine import Engine
+    from frontier_signal.engine.scheduler import Scheduler
+    from frontier_signal.engine.types import ForwardBackwardRequest, SampleRequest, SamplingParams
+    from tests.conftest import make_config
+
+    engine = Engine(device="cpu", dtype="float32")
+    engine.create_run(make_config(), "a")
+    scheduler = Scheduler(engine, slice_tokens=2, sample_gather_s=0)
+    scheduler.start()
+
+    def sample(tokens: int):
+        request = SampleRequest(TINY, [1, 2, 3], SamplingParams(max_tokens=tokens, temperature=0))
+        return scheduler.sample("", TINY, lambda engine: [request])
+
+    def train(engine: Engine) -> ForwardBackwardRequest:
+        datum = engine.render(TINY, [{"text": "hello there friend"}], 64)[0].datum
+        return ForwardBackwardRequest("a", [datum], reduction="mean")
+
+    try:
+        long = sample(60)
+        stop = threading.Event()
+
+        def keep_sampling() -> None:  # one short sample after another, for as long as it runs
+            while not stop.is_set() and not long.done():
+                sample(1).result(120)
+
+        sampler = threading.Thread(target=keep_sampling)
+        sampler.start()
+        trained = scheduler.forward_backward("a", TINY, train)
+        trained.result(300)
+        assert not long.done()  # the training step did not wait for the long generation
+        stop.set()
+        sampler.join(300)
+        long.result(300)
+    finally:
+        scheduler.stop()

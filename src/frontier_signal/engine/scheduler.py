@@ -185,8 +185,10 @@ class Scheduler:
                     self._cond.wait()
                 if not self._pending:
                     return
-                batch = self._next_batch()
-                if self._generating and (batch is None or self._slice_next):
+                # Only a batch that will run is picked: picking moves the samples-first turn.
+                slice_turn = bool(self._generating) and self._slice_next
+                batch = None if slice_turn else self._next_batch()
+                if self._generating and batch is None:
                     generating = self._generating[0]
                     self._generating.rotate(-1)
                     self._slice_next = False
@@ -200,6 +202,7 @@ class Scheduler:
                         and not self._generating
                         and self._gather_samples(batch[0])
                     ):
+                        self._last_was_sample = False  # the same turn, with what arrived
                         batch = self._next_batch() or batch
                     self._mark_served(batch)
                     if batch[0].kind != "sample":
