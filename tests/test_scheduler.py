@@ -23,9 +23,9 @@ class RecordingEngine(Engine):
         self.batches.append(("forward_backward", [r.run_id for r in requests]))
         return super().forward_backward_batch(requests)
 
-    def sample_batch(self, requests, on_token=None):
+    def start_sampling(self, requests, on_token=None):
         self.batches.append(("sample", [r.model for r in requests]))
-        return super().sample_batch(requests, on_token)
+        return super().start_sampling(requests, on_token)
 
 
 @pytest.fixture

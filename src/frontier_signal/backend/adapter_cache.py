@@ -15,7 +15,7 @@ nothing about tenants or names: the service layer resolves names to folders.
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -49,6 +49,7 @@ class AdapterCache:
         self._entries: OrderedDict[str, tuple[Adapter, int]] = OrderedDict()
         self._bytes = 0
         self._pinned: set[str] | None = None
+        self._held: Counter[str] = Counter()  # keys held across batches (`hold`)
         self.stats = CacheStats()
 
     def configure(self, max_count: int, max_bytes: int) -> None:
@@ -80,20 +81,34 @@ class AdapterCache:
         return entry[0]
 
     @contextmanager
-    def batch(self) -> Iterator[None]:
-        """Pin every adapter `get` returns until the block ends (then trim to the budget)."""
+    def batch(self) -> Iterator[set[str]]:
+        """Pin every adapter `get` returns until the block ends (then trim to the budget);
+        yields the keys pinned so far, for a caller that must `hold` them longer."""
         outer = self._pinned
         if outer is None:
             self._pinned = set()
         try:
-            yield
+            yield self._pinned
         finally:
             if outer is None:
                 self._pinned = None
                 self._trim()
 
+    def hold(self, keys: set[str]) -> Callable[[], None]:
+        """Keep `keys` from eviction until the returned function is called (a generation that
+        runs in slices, with other batches loading adapters in between)."""
+        keys = set(keys)
+        self._held.update(keys)
+
+        def release() -> None:
+            self._held.subtract(keys)
+            self._held += Counter()  # drop keys no longer held
+            self._trim()
+
+        return release
+
     def _trim(self) -> None:
-        pinned = self._pinned or set()
+        pinned = (self._pinned or set()) | set(self._held)
         victims = (k for k in list(self._entries) if k not in pinned)
         while len(self._entries) > self.max_count or self._bytes > self.max_bytes:
             key = next(victims, None)

@@ -163,6 +163,21 @@ def install_lora_layers(model: nn.Module, routing: Routing) -> dict[str, LoraLin
     return layers
 
 
+# Bytes held per LoRA parameter: the fp32 weight and its gradient, plus the optimizer's state
+# (AdamW: two fp32 moments; adamw_8bit: two 1-byte moments + a scale per 256; SGD: none).
+BYTES_PER_PARAM = {"adamw": 16, "adamw_8bit": 10, "sgd": 8}
+
+
+def adapter_param_count(rank: int, target_modules, layers: dict[str, LoraLinear]) -> int:
+    """How many parameters an adapter of `rank` on `target_modules` has on these layers
+    (A: rank x in, B: out x rank per targeted linear), without allocating any."""
+    return sum(
+        rank * (layer.in_features + layer.out_features)
+        for name, layer in layers.items()
+        if name.rsplit(".", 1)[-1] in target_modules
+    )
+
+
 class Adapter:
     """One run's LoRA parameters across the model, created from a `LoraSpec` and a seed.
 

@@ -100,6 +100,26 @@ def resolve_model(name: str) -> ModelSource:
     raise ModelNotFoundError(f"unknown base model {name!r}{hint}", list(sources))
 
 
+def canonical_name(name: str) -> str:
+    """One key per base model, whatever the spelling: a registered name stays itself; a folder
+    path becomes its resolved absolute path (trailing `/`, `/./`, `//`, `..` and symlinks
+    undone), or the registered name whose folder it is. Anything else is returned unchanged
+    (`resolve_model` then says what is wrong with it)."""
+    sources = registered_models()
+    if name in sources:
+        return name
+    try:
+        folder = Path(name).expanduser().resolve()
+    except (OSError, RuntimeError, ValueError):
+        return name
+    if not folder.is_dir():
+        return name
+    for registered, source in sources.items():
+        if source.path is not None and not source.gguf_file and source.path.resolve() == folder:
+            return registered
+    return str(folder)
+
+
 def _atomic_save(folder: Path, write) -> None:
     """Write a folder atomically (temp sibling, fsync, rename): readers never see half a model."""
     from frontier_signal.backend.checkpoints import atomic_write_folder

@@ -11,6 +11,7 @@ else. How a token is chosen from logits is `token_choice`'s job.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -21,7 +22,13 @@ from frontier_signal.backend.lora import Segment
 from frontier_signal.backend.prefill import prefill
 from frontier_signal.backend.prefix_cache import PrefixCache
 from frontier_signal.backend.token_choice import TokenCounts, TopLogprobs, choose
-from frontier_signal.engine.types import SampledSequence, SamplingParams, TokenCallback
+from frontier_signal.engine.types import (
+    SampledSequence,
+    SampleRequest,
+    SampleResult,
+    SamplingParams,
+    TokenCallback,
+)
 
 
 @dataclass
@@ -105,7 +112,117 @@ class HFStepper:
         return self.base.lm_head(hidden[:, -1]).float()
 
 
-@torch.no_grad()
+class Generation:
+    """One batch of rows being generated, resumable: the prompt is run when it is made, then
+    `advance(steps)` decodes up to `steps` more tokens per row and returns, keeping the KV
+    cache, logits and per-row state, so other work can use the model between slices (the
+    scheduler's interleaving). `stop(which)` ends chosen rows early (a cancelled request).
+
+    `on_token`, when given, is called after each sampled token with the row's `origin`.
+    """
+
+    @torch.no_grad()
+    def __init__(
+        self,
+        base: BaseModel,
+        rows: list[SampleRow],
+        on_token: TokenCallback | None,
+        prefix_cache: PrefixCache | None = None,
+        identities: dict[str, str] | None = None,
+    ):
+        self.base, self.rows, self.on_token = base, rows, on_token
+        self.segments = _segments(rows)
+        self.done = [False] * len(rows)
+        with base.routing.use(self.segments):
+            self._prefill(prefix_cache, identities)
+
+    def _prefill(self, prefix_cache: PrefixCache | None, identities: dict[str, str] | None) -> None:
+        """The prompt pass (`prefill`: identical prompts once, cached prefixes reused), then the
+        decoder that continues from its cache."""
+        base, rows = self.base, self.rows
+        pre = prefill(base, rows, prefix_cache, identities)
+        self.prompt_logprobs: list[list[float | None] | None] = pre.prompt_logprobs
+        self.logits_BV: torch.Tensor | None = pre.logits
+        weights = base.decode_weights()
+        self.stepper: LlamaDecoder | HFStepper | None
+        if weights is not None:
+            max_new = max(row.params.max_tokens for row in rows)
+            lengths = [len(row.prompt_tokens) for row in rows]
+            mode = base.decode_mode
+            if mode == "4bit" and len(rows) > MAX_4BIT_ROWS:
+                mode = "exact"
+            self.stepper = LlamaDecoder(weights, pre.cache, lengths, max_new, self.segments, mode)
+            del pre  # its tensors were copied into the static cache
+        else:
+            self.stepper = HFStepper(base, pre.cache, pre.mask, pre.positions)
+        vocab = self.logits_BV.shape[-1]
+        self.counts = [TokenCounts(r.params, r.prompt_tokens, vocab, base.device) for r in rows]
+
+    @property
+    def finished(self) -> bool:
+        return all(self.done)
+
+    def stop(self, which) -> int:
+        """End the rows whose `origin` satisfies `which(origin)` now (stop reason `cancelled`);
+        returns how many were still generating."""
+        stopped = 0
+        for i, row in enumerate(self.rows):
+            if not self.done[i] and which(row.origin):
+                self.done[i], row.stop_reason = True, "cancelled"
+                stopped += 1
+        if self.finished:
+            self.release()
+        return stopped
+
+    def release(self) -> None:
+        """Free the cache (the rows keep their tokens)."""
+        self.stepper = self.logits_BV = None
+
+    @torch.no_grad()
+    def advance(self, steps: int) -> bool:
+        """Choose up to `steps` more tokens per unfinished row; True once every row is done."""
+        base, rows, done = self.base, self.rows, self.done
+        with base.routing.use(self.segments):
+            for _ in range(steps):
+                if self.finished:
+                    break
+                next_tokens = []
+                for i, row in enumerate(rows):
+                    if done[i]:
+                        next_tokens.append(base.pad_token_id)
+                        continue
+                    token = self._choose(i, row)
+                    done[i] = _check_stop(row, base.tokenizer)
+                    next_tokens.append(token)
+                if self.finished:
+                    break
+                self.logits_BV = self.stepper.step(torch.tensor(next_tokens, device=base.device))
+        if self.finished:
+            self.release()
+        return self.finished
+
+    def _choose(self, i: int, row: SampleRow) -> int:
+        assert self.logits_BV is not None
+        token, logprob, top = choose(self.logits_BV[i], row.params, row.generator, self.counts[i])
+        row.tokens.append(token)
+        row.logprobs.append(logprob)
+        if row.params.top_logprobs:
+            row.top_logprobs.append(top)
+        if self.counts[i].active:
+            self.counts[i].add(token)
+        if self.on_token is not None:
+            self.on_token(row.origin[0], row.origin[1], token, logprob)
+        return token
+
+    def results(self) -> tuple[list[SampledSequence], list[list[float | None] | None]]:
+        """Sequences and (where asked) prompt log-probs, in row order."""
+        return [_finish(row, self.base.tokenizer) for row in self.rows], self.prompt_logprobs
+
+    def row_result(self, index: int) -> tuple[SampledSequence, list[float | None] | None]:
+        """One row's sequence and prompt log-probs (it may be done before the others)."""
+        return _finish(self.rows[index], self.base.tokenizer), self.prompt_logprobs[index]
+
+
 def generate(
     base: BaseModel,
     rows: list[SampleRow],
@@ -113,49 +230,82 @@ def generate(
     prefix_cache: PrefixCache | None = None,
     identities: dict[str, str] | None = None,
 ) -> tuple[list[SampledSequence], list[list[float | None] | None]]:
-    """Generate every row; returns sequences and (where asked) prompt log-probs, row order.
+    """Generate every row to the end; returns sequences and (where asked) prompt log-probs,
+    row order. `on_token`, when given, is called after each sampled token with the row's
+    `origin`. The prompt pass shares identical prompts and, given a `prefix_cache` and the
+    adapters' `identities`, reuses cached prefixes."""
+    generation = Generation(base, rows, on_token, prefix_cache, identities)
+    while not generation.advance(1 << 30):
+        pass
+    return generation.results()
 
-    `on_token`, when given, is called after each sampled token with the row's `origin`. The
-    prompt pass (`prefill`) shares identical prompts and, given a `prefix_cache` and the
-    adapters' `identities`, reuses cached prefixes.
-    """
-    device = base.device
-    batch = len(rows)
-    pre = prefill(base, rows, prefix_cache, identities)
-    logits_BV, prompt_logprobs = pre.logits, pre.prompt_logprobs
-    segments = _segments(rows)
-    with base.routing.use(segments):
-        weights = base.decode_weights()
-        if weights is not None:
-            max_new = max(row.params.max_tokens for row in rows)
-            lengths = [len(row.prompt_tokens) for row in rows]
-            mode = base.decode_mode
-            if mode == "4bit" and batch > MAX_4BIT_ROWS:
-                mode = "exact"
-            stepper = LlamaDecoder(weights, pre.cache, lengths, max_new, segments, mode)
-            del pre  # its tensors were copied into the static cache
-        else:
-            stepper = HFStepper(base, pre.cache, pre.mask, pre.positions)
-        counts = [TokenCounts(r.params, r.prompt_tokens, logits_BV.shape[-1], device) for r in rows]
-        done = [False] * batch
-        while True:
-            next_tokens = []
-            for i, row in enumerate(rows):
-                if done[i]:
-                    next_tokens.append(base.pad_token_id)
+
+class SamplingJob:
+    """Sampling in progress: one `Generation` per base model. `advance(steps)` decodes up to
+    `steps` tokens per row and returns, so the scheduler can run other work between slices;
+    `stop(indices)` ends the rows of those requests (a cancelled caller); the results of a
+    request are ready once it is in `done_requests()` (a short request batched with a long one
+    need not wait for it)."""
+
+    def __init__(
+        self,
+        requests: list[SampleRequest],
+        generations: list[tuple[list[int], Generation]],
+        on_release: Callable[[], None] | None = None,
+    ):
+        self.requests = requests
+        self.generations = generations  # (request index of each row, its generation)
+        self.on_release = on_release  # e.g. unpin the job's adapters (called once)
+
+    def advance(self, steps: int) -> bool:
+        for _, generation in self.generations:
+            if not generation.finished:
+                generation.advance(steps)
+        if self.finished:
+            self.release()
+        return self.finished
+
+    def release(self) -> None:
+        """Free every generation's cache and what the job holds (idempotent); called when it
+        finishes, or by whoever abandons it."""
+        for _, generation in self.generations:
+            generation.release()
+        on_release, self.on_release = self.on_release, None
+        if on_release is not None:
+            on_release()
+
+    @property
+    def finished(self) -> bool:
+        return all(generation.finished for _, generation in self.generations)
+
+    def stop(self, request_indices: set[int]) -> int:
+        """End the rows of these requests now; returns how many were still generating."""
+        stopped = sum(
+            g.stop(lambda origin: origin[0] in request_indices) for _, g in self.generations
+        )
+        if self.finished:
+            self.release()
+        return stopped
+
+    def done_requests(self) -> set[int]:
+        """Requests whose every row is done (their results can be handed out already)."""
+        pending = {
+            index
+            for indices, generation in self.generations
+            for row, index in enumerate(indices)
+            if not generation.done[row]
+        }
+        return set(range(len(self.requests))) - pending
+
+    def results(self, only: set[int] | None = None) -> list[SampleResult]:
+        """One result per request, in order; with `only`, the others stay empty."""
+        results = [SampleResult([]) for _ in self.requests]
+        for indices, generation in self.generations:
+            for row, index in enumerate(indices):
+                if only is not None and index not in only:
                     continue
-                token, logprob, top = choose(logits_BV[i], row.params, row.generator, counts[i])
-                row.tokens.append(token)
-                row.logprobs.append(logprob)
-                if row.params.top_logprobs:
-                    row.top_logprobs.append(top)
-                if counts[i].active:
-                    counts[i].add(token)
-                if on_token is not None:
-                    on_token(row.origin[0], row.origin[1], token, logprob)
-                done[i] = _check_stop(row, base.tokenizer)
-                next_tokens.append(token)
-            if all(done):
-                break
-            logits_BV = stepper.step(torch.tensor(next_tokens, device=device))
-    return [_finish(row, base.tokenizer) for row in rows], prompt_logprobs
+                sequence, prompt_lp = generation.row_result(row)
+                results[index].sequences.append(sequence)
+                if self.requests[index].prompt_logprobs:
+                    results[index].prompt_logprobs = prompt_lp
+        return results

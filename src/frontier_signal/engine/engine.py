@@ -21,9 +21,9 @@ import torch
 from frontier_signal.backend import checkpoints, models
 from frontier_signal.backend.adapter_cache import MIB, AdapterCache
 from frontier_signal.backend.base_model import BaseModel, pick_device, pick_dtype
-from frontier_signal.backend.lora import Adapter
+from frontier_signal.backend.lora import BYTES_PER_PARAM, Adapter, adapter_param_count
 from frontier_signal.backend.prefix_cache import PrefixCache
-from frontier_signal.backend.sampling import SampleRow, generate
+from frontier_signal.backend.sampling import Generation, SampleRow, SamplingJob
 from frontier_signal.backend.training import RunState, run_forward_backward, run_optim_step
 from frontier_signal.engine import validation
 from frontier_signal.engine.errors import InvalidInputError, ModelNotFoundError, RunNotFoundError
@@ -118,7 +118,9 @@ class Engine:
         return list(models.registered_models())
 
     def load_model(self, name: str) -> BaseModel:
-        """Load a base model once; later calls return the same object."""
+        """Load a base model once; later calls, under any spelling of it, return the same
+        object (`models.canonical_name`: one copy per model, not one per path spelling)."""
+        name = models.canonical_name(name)
         if name not in self._bases:
             self._bases[name] = BaseModel.load(name, self.device, self.dtype)
             self._bases[name].decode_int8 = self.decode_int8
@@ -177,6 +179,19 @@ class Engine:
             )
         self._runs[run_id] = RunState.create(run_id, config, base)
         return self.get_run(run_id)
+
+    def estimate_run_bytes(self, config: RunConfig) -> int:
+        """Memory a run of `config` holds once it has trained a step (fp32 adapter, gradient
+        and optimizer state), from its base model's layer shapes; allocates no adapter.
+
+        Raises:
+            InvalidInputError, ModelNotFoundError: as `create_run`.
+        """
+        validation.check_run_config(config)
+        targets = normalize_target_modules(config.lora.target_modules)
+        base = self.load_model(config.base_model)
+        params = adapter_param_count(config.lora.rank, targets, base.layers)
+        return params * BYTES_PER_PARAM.get(config.optimizer.kind, BYTES_PER_PARAM["adamw"])
 
     def _run(self, run_id: str) -> RunState:
         try:
@@ -258,7 +273,7 @@ class Engine:
         results: dict[int, ForwardBackwardResult] = {}
         groups: dict[tuple[str, bool], list[int]] = {}
         for index, request in enumerate(requests):
-            key = (self._runs[request.run_id].config.base_model, request.forward_only)
+            key = (self._runs[request.run_id].base.name, request.forward_only)
             groups.setdefault(key, []).append(index)
         for (base_name, _), indices in groups.items():
             batch = [requests[i] for i in indices]
@@ -313,12 +328,26 @@ class Engine:
 
         `on_token(request_index, sample_index, token_id, logprob)` is called as tokens are made.
         """
-        with self.adapters.batch():  # adapters of this batch stay loaded until it ends
-            return self._sample_batch(requests, on_token)
+        job = self.start_sampling(requests, on_token)
+        while not job.advance(1 << 30):
+            pass
+        return job.results()
 
-    def _sample_batch(
+    def start_sampling(
+        self, requests: list[SampleRequest], on_token: TokenCallback | None = None
+    ) -> SamplingJob:
+        """Validate every request (one bad request fails the call before anything runs), run
+        the prompts, and return the generation to `advance` slice by slice (see `SamplingJob`).
+        The adapters it samples stay loaded until the job is released (it releases itself
+        when it finishes)."""
+        with self.adapters.batch() as keys:
+            job = self._start_sampling(requests, on_token)
+            job.on_release = self.adapters.hold(keys)
+        return job
+
+    def _start_sampling(
         self, requests: list[SampleRequest], on_token: TokenCallback | None
-    ) -> list[SampleResult]:
+    ) -> SamplingJob:
         prepared = []
         identities: dict[str, str] = {}
         for request in requests:
@@ -329,13 +358,16 @@ class Engine:
                 encoded = base.tokenizer(request.prompt_text, add_special_tokens=False)
                 request = replace(request, prompt_tokens=list(encoded["input_ids"]))
             validation.check_sampling(
-                request.params, request.num_samples, request.prompt_tokens, base.vocab_size
+                request.params,
+                request.num_samples,
+                request.prompt_tokens,
+                base.vocab_size,
+                base.context_length,
             )
             validation.check_fits_context(
                 f"prompt {len(prepared)}", len(request.prompt_tokens), base.context_length, 1
             )
             prepared.append((request, base, key))
-        requests = [request for request, _, _ in prepared]
         rows_by_base: dict[str, list[tuple[int, SampleRow]]] = {}
         for index, (request, base, key) in enumerate(prepared):
             seed = request.params.seed
@@ -346,34 +378,23 @@ class Engine:
                 generator = torch.Generator().manual_seed(
                     int(torch.randint(0, 2**62, (), generator=parent))
                 )
-                rows_by_base.setdefault(base.name, []).append(
-                    (
-                        index,
-                        SampleRow(
-                            key,
-                            list(request.prompt_tokens),
-                            request.params,
-                            generator,
-                            request.prompt_logprobs,
-                            (index, sample_index),
-                        ),
-                    )
+                row = SampleRow(
+                    key,
+                    list(request.prompt_tokens),
+                    request.params,
+                    generator,
+                    request.prompt_logprobs,
+                    (index, sample_index),
                 )
-        results = [SampleResult([]) for _ in requests]
+                rows_by_base.setdefault(base.name, []).append((index, row))
+        generations = []
         for base_name, indexed in rows_by_base.items():
             indexed.sort(key=lambda item: item[1].adapter_key)  # contiguous adapter segments
-            sequences, prompt_lps = generate(
-                self._bases[base_name],
-                [r for _, r in indexed],
-                on_token,
-                self.prefix_cache(base_name),
-                identities,
-            )
-            for (index, _), sequence, prompt_lp in zip(indexed, sequences, prompt_lps, strict=True):
-                results[index].sequences.append(sequence)
-                if requests[index].prompt_logprobs:
-                    results[index].prompt_logprobs = prompt_lp
-        return results
+            rows = [row for _, row in indexed]
+            base = self._bases[base_name]
+            generation = Generation(base, rows, on_token, self.prefix_cache(base_name), identities)
+            generations.append(([i for i, _ in indexed], generation))
+        return SamplingJob([request for request, _, _ in prepared], generations)
 
     @torch.no_grad()
     def embed(self, model: str, texts: list[str], checkpoint: str = "") -> list[list[float]]:
@@ -476,7 +497,8 @@ class Engine:
             checkpoints.spec_from_adapter_config(adapter_config), seed=run.config.lora.seed
         )
         saved = checkpoints.run_config_from_meta(meta, run.config.base_model, spec)
-        if saved.base_model != run.config.base_model and meta:
+        same = models.canonical_name(saved.base_model) == run.base.name
+        if not same and meta:
             raise InvalidInputError(
                 f"checkpoint is for base model {saved.base_model!r}, the run "
                 f"uses {run.config.base_model!r}"

@@ -15,9 +15,20 @@ Ordering and batching rules (DESIGN.md, contract notes "Scheduling"):
   pays the 20 ms).
 - Anything else (create, optim_step, checkpoints, loads) is a `call`: it runs alone, a barrier for
   its key only.
+- Generations run in slices of `slice_tokens` decode steps (the KV cache and each row's state
+  kept between slices): after a slice, waiting work runs before the next one, and generations in
+  progress take turns (round-robin), so one long generation cannot hold the engine. Work keeps
+  its place in the queue while it generates, so the order rules above still hold.
+- Among waiting work, the owner (a tenant, else the key) served least recently goes first.
+- A sample whose future was cancelled (its caller left) stops at the end of the current slice;
+  `counts()` counts them.
+- `snapshot()` copies what runs and what waits (the dashboard's queue page) and `observer`
+  receives batch starts and ends and first tokens (the Prometheus metrics); neither touches the
+  engine, and an observer that fails is only logged.
 
 When a batch fails, each of its items is retried alone, so one bad request fails only itself.
-The scheduler knows nothing about HTTP, tenants or the store.
+The scheduler knows nothing about HTTP or the store; a work's `owner` (the services pass the
+tenant) is an opaque name for fairness.
 """
 
 from __future__ import annotations
@@ -27,11 +38,13 @@ import itertools
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
+from frontier_signal.backend.sampling import SamplingJob
 from frontier_signal.engine.engine import Engine
 from frontier_signal.engine.types import ForwardBackwardRequest, SampleRequest, TokenCallback
 
@@ -52,6 +65,23 @@ class Work:
     on_token: TokenCallback | None = None
     seq: int = 0
     submitted: float = field(default_factory=time.monotonic)
+    owner: str = ""  # whose turn it is, for fairness (a tenant; the key when empty)
+    generating: Generating | None = None  # set while its generation is between slices
+
+    @property
+    def fair_owner(self) -> str:
+        return self.owner or self.key
+
+
+@dataclass
+class Generating:
+    """A sample batch whose generation is in progress (one job for all its works)."""
+
+    job: SamplingJob
+    works: list[Work]
+    owners: list[tuple[Work, int]]  # flat request index → (work, index within the work)
+    stopped: set[int] = field(default_factory=set)  # flat indices whose caller left
+    started: float = field(default_factory=time.monotonic)
 
 
 class Scheduler:
@@ -62,6 +92,7 @@ class Scheduler:
         max_sample_rows: most sequences decoded together in one batch.
         sample_gather_s: how long a sample batch waits for the next sample to arrive (0: never).
         sample_gather_cap_s: the longest a sample batch waits in all.
+        slice_tokens: decode steps a generation takes before waiting work gets a turn.
     """
 
     def __init__(
@@ -70,17 +101,24 @@ class Scheduler:
         max_sample_rows: int = 32,
         sample_gather_s: float = 0.02,
         sample_gather_cap_s: float = 0.1,
+        slice_tokens: int = 16,
     ):
         self.engine = engine
         self.max_sample_rows = max_sample_rows
         self.sample_gather_s = sample_gather_s
         self.sample_gather_cap_s = sample_gather_cap_s
+        self.slice_tokens = slice_tokens
         self._pending: list[Work] = []
+        self._generating: deque[Generating] = deque()
         self._cond = threading.Condition()
         self._stopping = False
         self._counter = itertools.count()
         self._last_was_sample = False
-        self._running: list[Work] = []  # the batch the engine runs now (for `snapshot`)
+        self._slice_next = False
+        self._turn = itertools.count()
+        self._served: dict[str, int] = {}  # owner → the turn it was last served
+        self.cancelled_generations = 0
+        self._running: list[Work] = []  # the batch or slice the engine runs now (`snapshot`)
         # Metrics hook (service/telemetry.py): batch_started / batch_done / first_token.
         self.observer: Any = None
         self._thread = threading.Thread(target=self._loop, name="engine-scheduler", daemon=True)
@@ -89,15 +127,19 @@ class Scheduler:
     def start(self) -> None:
         self._thread.start()
 
-    def call(self, key: str, fn: Callable[[Engine], Any]) -> Future:
+    def call(self, key: str, fn: Callable[[Engine], Any], owner: str = "") -> Future:
         """Run `fn(engine)` alone, after earlier work of `key`."""
-        return self._submit(Work("call", key, "", fn))
+        return self._submit(Work("call", key, "", fn, owner=owner))
 
     def forward_backward(
-        self, key: str, base_model: str, prepare: Callable[[Engine], ForwardBackwardRequest]
+        self,
+        key: str,
+        base_model: str,
+        prepare: Callable[[Engine], ForwardBackwardRequest],
+        owner: str = "",
     ) -> Future:
         """Enqueue a forward_backward; `prepare(engine)` builds the request in the engine thread."""
-        return self._submit(Work("forward_backward", key, base_model, prepare))
+        return self._submit(Work("forward_backward", key, base_model, prepare, owner=owner))
 
     def sample(
         self,
@@ -105,9 +147,12 @@ class Scheduler:
         base_model: str,
         prepare: Callable[[Engine], list[SampleRequest]],
         on_token: TokenCallback | None = None,
+        owner: str = "",
     ) -> Future:
-        """Enqueue sampling; the future's result is one `SampleResult` per prepared request."""
-        return self._submit(Work("sample", key, base_model, prepare, on_token=on_token))
+        """Enqueue sampling; the future's result is one `SampleResult` per prepared request.
+        Cancelling the future stops its generation (at the end of the current slice)."""
+        work = Work("sample", key, base_model, prepare, on_token=on_token, owner=owner)
+        return self._submit(work)
 
     def pending_count(self) -> int:
         with self._cond:
@@ -118,7 +163,8 @@ class Scheduler:
         waited), for the dashboard's queue page; it never touches the engine."""
         now = time.monotonic()
         with self._cond:
-            running, pending = list(self._running), list(self._pending)
+            running = list(self._running)
+            pending = [w for w in self._pending if w not in running]
 
         def describe(work: Work) -> dict:
             return {
@@ -132,6 +178,16 @@ class Scheduler:
             "running": [describe(w) for w in running],
             "pending": [describe(w) for w in pending],
         }
+
+    def counts(self) -> dict:
+        """Counts for monitoring: queued work, generations in progress, generations stopped
+        because their caller left."""
+        with self._cond:
+            return {
+                "pending": sum(1 for w in self._pending if w.generating is None),
+                "generating": len(self._generating),
+                "cancelled_generations": self.cancelled_generations,
+            }
 
     def _submit(self, work: Work) -> Future:
         with self._cond:
@@ -158,32 +214,59 @@ class Scheduler:
                     self._cond.wait()
                 if not self._pending:
                     return
-                batch = self._next_batch()
-                if batch[0].kind == "sample" and self._gather_samples(batch[0]):
-                    batch = self._next_batch()
-                for work in batch:
-                    self._pending.remove(work)
-                self._running = batch
+                # Only a batch that will run is picked: picking moves the samples-first turn.
+                slice_turn = bool(self._generating) and self._slice_next
+                batch = None if slice_turn else self._next_batch()
+                if self._generating and batch is None:
+                    generating = self._generating[0]
+                    self._generating.rotate(-1)
+                    self._slice_next = False
+                    self._mark_served(generating.works)
+                    batch = None
+                else:
+                    assert batch is not None  # the first pending work is runnable or generating
+                    self._slice_next = True
+                    if (
+                        batch[0].kind == "sample"
+                        and not self._generating
+                        and self._gather_samples(batch[0])
+                    ):
+                        self._last_was_sample = False  # the same turn, with what arrived
+                        batch = self._next_batch() or batch
+                    self._mark_served(batch)
+                    if batch[0].kind != "sample":
+                        for work in batch:
+                            self._pending.remove(work)
+                self._running = list(generating.works) if batch is None else batch
             try:
-                self._execute_observed(batch)
+                if batch is None:
+                    self._advance(generating)
+                else:
+                    self._execute_observed(batch)
             finally:
                 with self._cond:
                     self._running = []
 
     def _execute_observed(self, batch: list[Work]) -> None:
-        """`_execute`, telling the observer (if any) when the batch starts and what it did;
-        an observer that fails is logged, never the batch's failure."""
+        """`_execute`, telling the observer (if any) when the batch starts and what it did (a
+        sample batch's outcomes are told as its works finish, in `_advance`); an observer that
+        fails is logged, never the batch's failure."""
         observer = self.observer
         started = time.monotonic()
         if observer is not None:
             with _logged_failure():
                 observer.batch_started(batch[0].kind, [w.submitted for w in batch], started)
         self._execute(batch)
-        if observer is not None:
+        if observer is not None and batch[0].kind != "sample":
             with _logged_failure():
                 done = [w.future for w in batch if w.future.done() and not w.future.cancelled()]
                 outcomes = [f.exception() or f.result() for f in done]
                 observer.batch_done(batch[0].kind, outcomes, time.monotonic() - started)
+
+    def _mark_served(self, works: list[Work]) -> None:
+        turn = next(self._turn)
+        for work in works:
+            self._served[work.fair_owner] = turn
 
     def _gather_samples(self, head: Work) -> bool:
         """With the lock held: wait while samples keep arriving (see the module doc); True
@@ -191,7 +274,7 @@ class Scheduler:
         deadline = head.submitted + self.sample_gather_cap_s
         arrived = False
         while not self._stopping:
-            samples = [w for w in self._pending if w.kind == "sample"]
+            samples = [w for w in self._pending if w.kind == "sample" and w.generating is None]
             if len(samples) >= self.max_sample_rows:
                 break
             now = time.monotonic()
@@ -204,8 +287,11 @@ class Scheduler:
         return arrived
 
     def _runnable(self, index: int) -> bool:
-        """No earlier work of the same key, except that reads may pass reads."""
+        """Not generating, and no earlier work of the same key, except that reads may pass
+        reads."""
         work = self._pending[index]
+        if work.generating is not None:
+            return False
         if not work.key:
             return True
         for earlier in self._pending[:index]:
@@ -213,21 +299,25 @@ class Scheduler:
                 return False
         return True
 
-    def _next_batch(self) -> list[Work]:
-        head = self._pending[0]
-        if not self._last_was_sample or head.kind == "sample":
-            for index, work in enumerate(self._pending):
-                if work.kind == "sample" and self._runnable(index):
-                    head = work
-                    break
+    def _next_batch(self) -> list[Work] | None:
+        """The next batch of waiting work, or None when none can run yet."""
+        runnable = [w for i, w in enumerate(self._pending) if self._runnable(i)]
+        if not runnable:
+            return None
+        samples = [w for w in runnable if w.kind == "sample"]
+        others = [w for w in runnable if w.kind != "sample"]
+        pool = runnable
+        if samples and not self._last_was_sample:
+            pool = samples
+        elif self._last_was_sample and others:
+            pool = others  # a batch of samples is always followed by other waiting work
+        head = min(pool, key=lambda w: (self._served.get(w.fair_owner, -1), w.seq))
         self._last_was_sample = head.kind == "sample"
         if head.kind == "call":
             return [head]
         batch, keys = [head], {head.key}
-        for index, work in enumerate(self._pending):
+        for work in runnable:
             if work is head or work.kind != head.kind or work.base_model != head.base_model:
-                continue
-            if not self._runnable(index):
                 continue
             if head.kind == "forward_backward" and work.key in keys:
                 continue
@@ -240,9 +330,13 @@ class Scheduler:
     def _execute(self, batch: list[Work]) -> None:
         prepared: list[tuple[Work, Any]] = []
         for work in batch:
+            if work.future.cancelled():  # its caller left before it started
+                self._finish([work])
+                continue
             try:
                 prepared.append((work, work.prepare(self.engine)))
             except BaseException as exc:  # noqa: BLE001 - handed to the waiting caller
+                self._finish([work])
                 _fail(work, exc)
         if not prepared:
             return
@@ -253,33 +347,37 @@ class Scheduler:
             elif kind == "forward_backward":
                 outcomes = self.engine.forward_backward_batch([req for _, req in prepared])
             else:
-                outcomes = self._sample(prepared)
+                self._start_sampling(prepared)
+                return
         except BaseException as exc:  # noqa: BLE001
             if len(prepared) == 1:
+                self._finish([prepared[0][0]])
                 _fail(prepared[0][0], exc)
                 return
             logger.info("batch of %d failed (%s); retrying its items alone", len(prepared), exc)
-            for work, _ in prepared:
-                self._execute_alone(work)
+            for work, request in prepared:
+                self._execute_alone(work, request)
             return
         for (work, _), outcome in zip(prepared, outcomes, strict=True):
             _succeed(work, outcome)
 
-    def _execute_alone(self, work: Work) -> None:
+    def _execute_alone(self, work: Work, request: Any) -> None:
         try:
-            request = work.prepare(self.engine)
             if work.kind == "forward_backward":
                 outcome = self.engine.forward_backward_batch([request])[0]
             else:
-                outcome = self._sample([(work, request)])[0]
+                self._start_sampling([(work, request)])
+                return
         except BaseException as exc:  # noqa: BLE001
+            self._finish([work])
             _fail(work, exc)
             return
         _succeed(work, outcome)
 
-    def _sample(self, prepared: list[tuple[Work, list[SampleRequest]]]) -> list[list]:
+    def _start_sampling(self, prepared: list[tuple[Work, list[SampleRequest]]]) -> None:
+        """Run the prompts of a sample batch and its first slice; it then takes turns."""
         flat: list[SampleRequest] = []
-        owners: list[tuple[Work, int]] = []  # flat index → (work, index within the work)
+        owners: list[tuple[Work, int]] = []
         for work, requests in prepared:
             for index, request in enumerate(requests):
                 flat.append(request)
@@ -297,11 +395,71 @@ class Scheduler:
                 work.on_token(index, sample_index, token, logprob)
 
         streaming = any(work.on_token is not None for work, _ in prepared)
-        results = self.engine.sample_batch(flat, on_token if streaming else None)
-        grouped: dict[int, list] = {id(work): [] for work, _ in prepared}
-        for (work, _), result in zip(owners, results, strict=True):
-            grouped[id(work)].append(result)
-        return [grouped[id(work)] for work, _ in prepared]
+        job = self.engine.start_sampling(flat, on_token if streaming else None)
+        generating = Generating(job, [work for work, _ in prepared], owners)
+        with self._cond:
+            for work in generating.works:
+                work.generating = generating
+            self._generating.append(generating)
+        self._advance(generating)
+
+    def _advance(self, generating: Generating) -> None:
+        """One slice; stop the rows of cancelled callers first; settle every work whose rows
+        are all done (a short request batched with a long one does not wait for it)."""
+        left = {
+            i
+            for i, (work, _) in enumerate(generating.owners)
+            if work.future.cancelled() and i not in generating.stopped
+        }
+        if left:
+            generating.stopped |= left
+            if generating.job.stop(left):
+                self.cancelled_generations += len({id(generating.owners[i][0]) for i in left})
+        try:
+            generating.job.advance(self.slice_tokens)
+        except Exception as exc:  # noqa: BLE001 - each waiting caller gets it
+            failed = list(generating.works)
+            self._finish(failed, generating)
+            generating.job.release()
+            for work in failed:
+                _fail(work, exc)
+            self._observe_finished(generating, [exc])
+            return
+        done = generating.job.done_requests()
+        ready = [
+            work
+            for work in generating.works
+            if all(i in done for i, (owner, _) in enumerate(generating.owners) if owner is work)
+        ]
+        if not ready:
+            return
+        wanted = {i for i, (owner, _) in enumerate(generating.owners) if owner in ready}
+        results = generating.job.results(wanted)
+        self._finish(ready, generating)
+        outcomes = []
+        for work in ready:
+            outcome = [results[i] for i in sorted(wanted) if generating.owners[i][0] is work]
+            outcomes.append(outcome)
+            _succeed(work, outcome)
+        self._observe_finished(generating, outcomes)
+
+    def _observe_finished(self, generating: Generating, outcomes: list[Any]) -> None:
+        """Tell the observer what finished works of a generation made, over its whole time."""
+        if self.observer is not None:
+            with _logged_failure():
+                seconds = time.monotonic() - generating.started
+                self.observer.batch_done("sample", outcomes, seconds)
+
+    def _finish(self, works: list[Work], generating: Generating | None = None) -> None:
+        """Take works out of the queue; a generation with none left out of the turns."""
+        with self._cond:
+            for work in works:
+                if work in self._pending:
+                    self._pending.remove(work)
+            if generating is not None:
+                generating.works = [w for w in generating.works if w not in works]
+                if not generating.works and generating in self._generating:
+                    self._generating.remove(generating)
 
 
 @contextlib.contextmanager

@@ -14,7 +14,7 @@ LossFn = Literal["cross_entropy", "importance_sampling", "ppo", "cispo", "dro"]
 LOSS_FNS: tuple[str, ...] = ("cross_entropy", "importance_sampling", "ppo", "cispo", "dro")
 Reduction = Literal["sum", "mean"]
 CheckpointKind = Literal["training", "sampler"]
-StopReason = Literal["stop", "length"]
+StopReason = Literal["stop", "length", "cancelled"]  # cancelled: its caller left (never sent)
 
 ATTENTION_MODULES: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
 MLP_MODULES: tuple[str, ...] = ("gate_proj", "up_proj", "down_proj")

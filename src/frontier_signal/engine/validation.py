@@ -141,8 +141,13 @@ def check_forward_backward(
 
 
 def check_sampling(
-    params: SamplingParams, num_samples: int, prompt: list[int], vocab_size: int
+    params: SamplingParams,
+    num_samples: int,
+    prompt: list[int],
+    vocab_size: int,
+    context: int | None = None,
 ) -> None:
+    """`context`, when given, is the model's longest sequence: prompt + max_tokens must fit."""
     if not prompt:
         raise InvalidInputError("empty prompt: send at least one token")
     bad = [t for t in prompt if not isinstance(t, int) or not 0 <= t < vocab_size]
@@ -152,6 +157,12 @@ def check_sampling(
         )
     if params.max_tokens < 1:
         raise InvalidInputError(f"max_tokens must be >= 1, got {params.max_tokens}")
+    if context is not None and len(prompt) + params.max_tokens > context:
+        raise InvalidInputError(
+            f"this model's context is {context} tokens: the prompt has {len(prompt)} and "
+            f"max_tokens asks for {params.max_tokens}; shorten the prompt or lower max_tokens "
+            f"(at most {max(context - len(prompt), 0)} here)"
+        )
     if not (math.isfinite(params.temperature) and params.temperature >= 0):
         raise InvalidInputError(f"temperature must be >= 0, got {params.temperature}")
     if not 0 < params.top_p <= 1:

@@ -89,6 +89,7 @@ def create_app(settings: ServiceSettings | None = None, engine: Engine | None = 
             ),
             sample_gather_s=settings.sample_gather_ms / 1000,
             sample_gather_cap_s=5 * settings.sample_gather_ms / 1000,
+            slice_tokens=settings.decode_slice_tokens,
         )
         scheduler.engine.configure_caches(
             settings.adapter_cache_mib, settings.adapter_cache_count, settings.prefix_cache_mib

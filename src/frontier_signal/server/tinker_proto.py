@@ -24,6 +24,11 @@ PROTO_CONTENT_TYPE = "application/x-protobuf"
 # Largest forward_backward body accepted after zstd decompression (the client sends at most
 # `fwdbwd_max_chunk_bytes_count` = 5 MB per chunk before compression).
 MAX_DECOMPRESSED_BYTES = 64 * 1024 * 1024
+# A loss input holds one value per token of its datum, or a few (a [tokens, k] tensor); and never
+# more than this many in all. Declared shapes are checked against both before anything is
+# allocated: a sparse CSR tensor names its dense shape, which a few bytes can make huge.
+MAX_VALUES_PER_TOKEN = 64
+MAX_TENSOR_VALUES = 1 << 22
 
 _pool = descriptor_pool.DescriptorPool()
 _file = descriptor_pb2.FileDescriptorProto.FromString(SERIALIZED_FILE_DESCRIPTOR)
@@ -79,10 +84,27 @@ def _array(raw: bytes, dtype: int, what: str) -> np.ndarray:
     return values
 
 
-def _tensor(message, what: str) -> dict:
-    """A proto Tensor (dense or sparse CSR) → `{data, dtype, shape}` with a flat data list."""
+def _check_shape(shape: list[int], tokens: int, what: str) -> None:
+    """Refuse a declared shape before it is allocated: negative sizes, or more values than
+    the datum's `tokens` can use (MAX_VALUES_PER_TOKEN each, MAX_TENSOR_VALUES in all)."""
+    if any(size < 0 for size in shape):
+        raise InvalidRequest(f"{what}: shape {shape} has a negative size")
+    allowed = min(max(tokens, 1) * MAX_VALUES_PER_TOKEN, MAX_TENSOR_VALUES)
+    declared = math.prod(shape)
+    if declared > allowed:
+        raise InvalidRequest(
+            f"{what}: shape {shape} declares {declared} values, more than the {allowed} this "
+            f"datum allows ({tokens} input tokens, at most {MAX_VALUES_PER_TOKEN} values each "
+            f"and {MAX_TENSOR_VALUES} in all); send one value per input token"
+        )
+
+
+def _tensor(message, what: str, tokens: int) -> dict:
+    """A proto Tensor (dense or sparse CSR) → `{data, dtype, shape}` with a flat data list;
+    `tokens` is the datum's input length, which bounds the declared shape."""
     integer = message.dtype in (_DTYPE_INT64, _DTYPE_INT32)
     shape = list(message.shape)
+    _check_shape(shape, tokens, what)
     if message.HasField("sparse_csr"):
         csr = message.sparse_csr
         values = _array(csr.values, message.dtype, what)
@@ -102,7 +124,9 @@ def _tensor(message, what: str) -> dict:
             dense[row, col[start:end]] = values[start:end]
         values = dense.reshape(-1)
     else:
-        values = _array(message.dense, message.dtype, what)
+        values = _array(message.dense, message.dtype, what)  # a view of the body: no copy
+        if not shape:
+            _check_shape([len(values)], tokens, what)
     if shape and math.prod(shape) != len(values):
         raise InvalidRequest(f"{what}: shape {shape} does not hold {len(values)} values")
     return {
@@ -150,8 +174,9 @@ def decode_forward_backward(body: bytes) -> dict:
     for index, datum in enumerate(message.data):
         where = f"data[{index}]"
         chunks = [_chunk(c, f"{where}.model_input[{i}]") for i, c in enumerate(datum.model_input)]
+        tokens = sum(len(c["tokens"]) for c in chunks if isinstance(c["tokens"], list))
         inputs = {
-            name: _tensor(tensor, f"{where}.loss_fn_inputs.{name}")
+            name: _tensor(tensor, f"{where}.loss_fn_inputs.{name}", tokens)
             for name, tensor in datum.loss_fn_inputs.items()
         }
         data.append({"model_input": {"chunks": chunks}, "loss_fn_inputs": inputs})

@@ -35,6 +35,7 @@ from frontier_signal.engine.types import (
     normalize_target_modules,
 )
 from frontier_signal.service import cleanup, files
+from frontier_signal.service.admission import ESTIMATE_KEY, MemoryBudget
 from frontier_signal.service.errors import InvalidRequest, NotFound, RateLimited, UpstreamError
 from frontier_signal.service.settings import ServiceSettings
 from frontier_signal.service.store import Store, new_id
@@ -117,6 +118,9 @@ class RunService:
         self._pending_loss: dict[str, PendingLoss] = {}
         self._tokenizers: dict[str, object] = {}
         self.telemetry = None  # service/telemetry.Telemetry, set by the app: checkpoint writes
+        self.memory = MemoryBudget.from_settings(settings)
+        for row in store.list_runs():
+            self.memory.hold(row.tenant_id, row.id, int((row.effective or {}).get(ESTIMATE_KEY, 0)))
 
     def tokenizer(self, base_model: str):
         """A tokenizer of our own for this thread (the engine thread keeps its own)."""
@@ -171,6 +175,26 @@ class RunService:
         run_id = run_id or new_id("run")
         if self.store.get_run(run_id) is not None:
             raise InvalidRequest(f"a run {run_id!r} already exists")
+        need = await self.memory_needed(run_config)
+        self.memory.reserve(tenant_id, run_id, need)
+        try:
+            return await self._create(tenant_id, config, run_config, run_id, need)
+        except BaseException:
+            self.memory.release(run_id)
+            raise
+
+    async def memory_needed(self, run_config: RunConfig) -> int:
+        """The engine's estimate of a run's memory (loads its base model if needed)."""
+        return await self._engine("", lambda engine: engine.estimate_run_bytes(run_config))
+
+    async def check_memory(self, tenant_id: str, config: dict) -> None:
+        """Refuse now (4xx, saying what is needed and what is left) a run that would not fit
+        the memory budget; `create_run` checks again and holds the memory."""
+        self.memory.check(tenant_id, await self.memory_needed(engine_config(config)))
+
+    async def _create(
+        self, tenant_id: str, config: dict, run_config: RunConfig, run_id: str, need: int
+    ) -> Run:
 
         def create(engine: Engine) -> str:
             info = engine.create_run(run_config, run_id)
@@ -190,7 +214,7 @@ class RunService:
             tenant_id=tenant_id,
             base_model=config["base_model"],
             config=config,
-            effective=effective_settings(config, dtype),
+            effective=effective_settings(config, dtype) | {ESTIMATE_KEY: need},
             status="active",
             step=0,
             created_at=now,
@@ -204,6 +228,7 @@ class RunService:
     async def delete_run(self, tenant_id: str, run_id: str) -> None:
         self.run_row(tenant_id, run_id)
         self.store.update_run(run_id, status="deleted")
+        self.memory.release(run_id)
         if run_id in self._loading:
             del self._loading[run_id]
             await self._engine(run_id, lambda engine: engine.delete_run(run_id))
@@ -292,7 +317,9 @@ class RunService:
             return ForwardBackwardRequest(run_id, datums, reduction="mean", accumulate=accumulate)
 
         started = time.monotonic()
-        future = self.scheduler.forward_backward(run_id, row.base_model, prepare)
+        future = self.scheduler.forward_backward(
+            run_id, row.base_model, prepare, owner=row.tenant_id
+        )
         result = await asyncio.wrap_future(future)
         self.record_pending_loss(run_id, result, accumulate, time.monotonic() - started)
         return {
@@ -486,7 +513,7 @@ class RunService:
                 for prompt in prompts
             ]
 
-        future = self.scheduler.sample(run_id, row.base_model, prepare, on_token)
+        future = self.scheduler.sample(run_id, row.base_model, prepare, on_token, owner=tenant_id)
         return await asyncio.wrap_future(future), sampled_step
 
     async def embeddings(

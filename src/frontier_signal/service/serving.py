@@ -38,11 +38,6 @@ from frontier_signal.service.tinker import TinkerService
 DEFAULT_MAX_TOKENS = 512
 
 
-def context_length(config) -> int:
-    """The longest sequence (prompt + generated) a model takes."""
-    return int(getattr(config, "max_position_embeddings", 0) or 2048)
-
-
 def tokens_to_generate(context: int, prompt_tokens: int, max_tokens: int) -> int:
     """`max_tokens`, or with 0 as many as fit up to the default.
 
@@ -68,6 +63,7 @@ class Target:
     engine_model: str  # `SampleRequest.model`: a run id or the base model name
     checkpoint: str = ""  # a checkpoint folder (wins over engine_model), or ""
     run: Run | None = None
+    tenant_id: str = ""  # who asked (the scheduler's fairness owner)
 
     @property
     def key(self) -> str:
@@ -96,6 +92,9 @@ class ServingService:
             NotFound: no base model, run or checkpoint of this tenant has that name.
             InvalidRequest: the name points at something that cannot be sampled.
         """
+        return replace(self._resolve(tenant_id, model), tenant_id=tenant_id)
+
+    def _resolve(self, tenant_id: str, model: str) -> Target:
         if not isinstance(model, str) or not model.strip():
             raise InvalidRequest("model is required: a base model name or one of your run ids")
         if model in self.base_models():
@@ -224,7 +223,7 @@ class ServingService:
         known once the base model is in memory, and checked again when generating."""
         engine = self.scheduler.engine
         if target.base_model in engine.loaded_models():
-            context = context_length(engine.load_model(target.base_model).model.config)
+            context = engine.load_model(target.base_model).context_length
             for tokens in prompts:
                 tokens_to_generate(context, len(tokens), max_tokens)
 
@@ -249,7 +248,7 @@ class ServingService:
         def prepare(engine: Engine) -> list[SampleRequest]:
             eos = None if ignore_eos else engine.tokenizer(target.base_model).eos_token_id
             stops = tuple(params.stop_token_ids) + ((eos,) if eos is not None else ())
-            context = context_length(engine.load_model(target.base_model).model.config)
+            context = engine.load_model(target.base_model).context_length
             requests = []
             for tokens in prompts:
                 wanted = tokens_to_generate(context, len(tokens), params.max_tokens)
@@ -261,7 +260,9 @@ class ServingService:
                 )
             return requests
 
-        future = self.scheduler.sample(target.key, target.base_model, prepare, on_token)
+        future = self.scheduler.sample(
+            target.key, target.base_model, prepare, on_token, owner=target.tenant_id
+        )
         return await asyncio.wrap_future(future)
 
     # ----- warmup ---------------------------------------------------------------------------

@@ -39,6 +39,23 @@ class ServiceSettings(BaseSettings):
     sampler_keep_every: int = Field(10, ge=0, description="... and every N-th step (0: none).")
     max_queued_per_tenant: int = Field(64, ge=1, description="Requests in flight per key.")
     max_runs_per_tenant: int = Field(32, ge=1, description="Active runs per tenant.")
+    run_memory_budget_mib: float = Field(
+        0,
+        ge=0,
+        description="Memory all runs' adapters, gradients and optimizer state may take, in MiB "
+        "(0: half of this machine's RAM).",
+    )
+    run_memory_per_tenant_mib: float = Field(
+        0,
+        ge=0,
+        description="... and the runs of one key (0: a quarter of this machine's RAM).",
+    )
+    decode_slice_tokens: int = Field(
+        16,
+        ge=1,
+        le=4096,
+        description="A generation decodes this many tokens, then lets waiting work run.",
+    )
     request_retention_hours: float = Field(
         24.0,
         gt=0,

@@ -193,11 +193,33 @@ class TinkerService:
     ) -> Run:
         """A new run with the Tinker LoRA switches, stored in the Signal face's config shape.
         Models of a tinker session get the id `{session_id}:train:{model_seq_id}` (`run_id`)."""
+        config = self.model_config(base_model, rank, seed, train_attn, train_mlp, train_unembed)
+        config["session_id"] = session_id
+        config["user_metadata"] = {str(k): str(v) for k, v in (user_metadata or {}).items()}
+        return await self.runs.create_run(tenant_id, config, run_id)
+
+    async def check_memory(
+        self, tenant_id: str, base_model: str, rank: int, switches: tuple[bool, bool, bool]
+    ) -> None:
+        """Refuse at once (4xx) a model that would not fit the memory budget (admission.py)."""
+        config = self.model_config(base_model, rank, 0, *switches)
+        await self.runs.check_memory(tenant_id, config)
+
+    def model_config(
+        self,
+        base_model: str,
+        rank: int,
+        seed: int | None,
+        train_attn: bool,
+        train_mlp: bool,
+        train_unembed: bool,
+    ) -> dict:
+        """The Signal-shaped run config of a Tinker model."""
         self.check_base_model(base_model)
         targets = target_modules_from_switches(train_attn, train_mlp, train_unembed)
         if not targets:
             raise InvalidRequest("train_attn, train_mlp and train_unembed are all false")
-        config = {
+        return {
             "base_model": base_model,
             "lora_r": rank,
             "lora_alpha": TINKER_LORA_ALPHA,
@@ -218,10 +240,7 @@ class TinkerService:
                 "train_mlp": train_mlp,
                 "train_unembed": train_unembed,
             },
-            "session_id": session_id,
-            "user_metadata": {str(k): str(v) for k, v in (user_metadata or {}).items()},
         }
-        return await self.runs.create_run(tenant_id, config, run_id)
 
     def model_row(self, tenant_id: str, model_id: str) -> Run:
         return self.runs.run_row(tenant_id, model_id)
@@ -278,7 +297,9 @@ class TinkerService:
             model_id, datums, loss_fn, loss_fn_config, "sum", True, forward_only
         )
         started = time.monotonic()
-        future = self.scheduler.forward_backward(model_id, row.base_model, lambda _: request)
+        future = self.scheduler.forward_backward(
+            model_id, row.base_model, lambda _: request, owner=tenant_id
+        )
         result = await asyncio.wrap_future(future)
         if not forward_only:
             self.runs.record_pending_loss(model_id, result, seconds=time.monotonic() - started)
@@ -588,5 +609,6 @@ class TinkerService:
             final = replace(params, stop_token_ids=stops)
             return [SampleRequest(base, prompt_tokens, final, num_samples, prompt_logprobs, folder)]
 
-        results = await asyncio.wrap_future(self.scheduler.sample("", base, prepare))
+        future = self.scheduler.sample("", base, prepare, owner=tenant_id)
+        results = await asyncio.wrap_future(future)
         return results[0]

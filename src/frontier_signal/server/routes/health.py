@@ -27,5 +27,11 @@ async def ready(request: Request):
     if not state.ready:
         return JSONResponse({"status": "loading", "models": state.settings.models}, 503)
     engine = state.scheduler.engine
-    # The adapter LRU and prefix caches: sizes, budgets, hits and loads (plain reads).
-    return {"status": "ready", "models": engine.loaded_models(), "caches": engine.cache_stats()}
+    # The adapter LRU and prefix caches (sizes, budgets, hits, loads) and the scheduler's counts
+    # (pending, generating, cancelled generations): plain reads.
+    return {
+        "status": "ready",
+        "models": engine.loaded_models(),
+        "caches": engine.cache_stats(),
+        "scheduler": state.scheduler.counts(),
+    }

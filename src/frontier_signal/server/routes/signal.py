@@ -172,6 +172,14 @@ async def sample_stream(request: Request, tenant: Tenant, run_id: str, body: Sam
     task.add_done_callback(lambda _: queue.put_nowait(None))
 
     async def events():
+        try:
+            async for event in _events():
+                yield event
+        finally:  # the client left (or the stream ended): stop generating for nobody
+            if not task.done():
+                task.cancel()
+
+    async def _events():
         grown = IncrementalText(tokenizer)
         sent = ""
         special = set(tokenizer.all_special_ids)

@@ -252,6 +252,8 @@ async def create_model(request: Request, tenant: Tenant, body: CreateModelBody) 
     if body.session_id is not None:
         _state(request).sessions.active(tenant, body.session_id)
         run_id = session_model_id(body.session_id, body.model_seq_id or 0)
+    switches = (lora.train_attn, lora.train_mlp, lora.train_unembed)
+    await service.check_memory(tenant, body.base_model, lora.rank, switches)  # 4xx at once
 
     async def operation() -> dict:
         row = await service.create_model(
@@ -511,7 +513,9 @@ async def asample(request: Request, tenant: Tenant, body: SampleBody) -> dict:
 
 @router.post("/sample")
 async def sample(request: Request, tenant: Tenant, body: SampleBody) -> dict:
-    return await _sampling(request, tenant, body)()
+    operation = _sampling(request, tenant, body)
+    with _state(request).requests.counted(tenant):  # in flight, like every other route
+        return await operation()
 
 
 # ----- futures ---------------------------------------------------------------------------------
