@@ -33,8 +33,8 @@ def live(tmp_path_factory):
     server.stop()
 
 
-def _create(server, key: str, rank: int) -> httpx.Response:
-    body = {"base_model": TINY, "lora_r": rank, "lora_target_modules": None}
+def _create(server, key: str, rank: int, optimizer: str = "adamw") -> httpx.Response:
+    body = {"base_model": TINY, "lora_r": rank, "lora_target_modules": None, "optimizer": optimizer}
     headers = {"Authorization": f"Bearer {key}"}
     return httpx.post(f"{server.base_url}/v1/runs", json=body, headers=headers, timeout=120)
 
@@ -51,6 +51,10 @@ def test_a_rank_that_can_never_fit_is_refused_with_what_it_needs(live):
     assert answer.status_code == 400, answer.text
     message = answer.json()["error"]["message"]
     assert "32.0 MiB" in message and "17.0 MiB" in message and "lora_r" in message
+    # adamw_8bit (the Signal default) keeps 2 bytes of moments a parameter, not 8: 10 in all.
+    answer = _create(server, keys["alice"], 1024, optimizer="adamw_8bit")
+    assert answer.status_code == 400, answer.text
+    assert "20.0 MiB" in answer.json()["error"]["message"]
 
 
 def test_runs_fit_until_the_budget_is_held_and_deleting_frees_it(live):
