@@ -16,6 +16,7 @@ import torch
 from transformers import DynamicCache
 
 from frontier_signal.backend.base_model import BaseModel, target_logprobs
+from frontier_signal.backend.constrained import grammar_states
 from frontier_signal.backend.llama_decode import MAX_4BIT_ROWS, LlamaDecoder
 from frontier_signal.backend.lora import Segment
 from frontier_signal.backend.token_choice import TokenCounts, TopLogprobs, choose
@@ -49,9 +50,9 @@ def _segments(rows: list[SampleRow]) -> list[Segment]:
     return segments
 
 
-def _check_stop(row: SampleRow, tokenizer) -> bool:
+def _check_stop(row: SampleRow, tokenizer, grammar_done: bool = False) -> bool:
     params = row.params
-    if row.tokens[-1] in params.stop_token_ids:
+    if row.tokens[-1] in params.stop_token_ids or grammar_done:
         row.stop_reason = "stop"
         return True
     if params.stop_strings:
@@ -73,7 +74,8 @@ def _check_stop(row: SampleRow, tokenizer) -> bool:
 
 def _finish(row: SampleRow, tokenizer) -> SampledSequence:
     text_tokens = row.tokens
-    if row.stop_reason == "stop" and row.text_end < 0 and row.tokens:
+    ended_by_token = row.tokens and row.tokens[-1] in row.params.stop_token_ids
+    if row.stop_reason == "stop" and row.text_end < 0 and ended_by_token:
         text_tokens = row.tokens[:-1]  # a stop token ends the text but is not part of it
     text = tokenizer.decode(text_tokens, skip_special_tokens=False)
     if row.text_end >= 0:
@@ -150,6 +152,7 @@ def generate(
         else:
             stepper = HFStepper(base, cache, mask, positions)
         counts = [TokenCounts(r.params, r.prompt_tokens, logits_BV.shape[-1], device) for r in rows]
+        grammars = grammar_states(rows, base.tokenizer, logits_BV.shape[-1], device)
         done = [False] * batch
         while True:
             next_tokens = []
@@ -157,7 +160,11 @@ def generate(
                 if done[i]:
                     next_tokens.append(base.pad_token_id)
                     continue
-                token, logprob, top = choose(logits_BV[i], row.params, row.generator, counts[i])
+                grammar = grammars[i]
+                allowed = grammar.allowed_V() if grammar is not None else None
+                token, logprob, top = choose(
+                    logits_BV[i], row.params, row.generator, counts[i], allowed
+                )
                 row.tokens.append(token)
                 row.logprobs.append(logprob)
                 if row.params.top_logprobs:
@@ -166,7 +173,8 @@ def generate(
                     counts[i].add(token)
                 if on_token is not None:
                     on_token(row.origin[0], row.origin[1], token, logprob)
-                done[i] = _check_stop(row, base.tokenizer)
+                grammar_done = grammar is not None and grammar.ends_with(token, row.params)
+                done[i] = _check_stop(row, base.tokenizer, grammar_done)
                 next_tokens.append(token)
             if all(done):
                 break

@@ -27,6 +27,7 @@ from frontier_signal.backend.training import RunState, run_forward_backward, run
 from frontier_signal.engine import validation
 from frontier_signal.engine.errors import InvalidInputError, ModelNotFoundError, RunNotFoundError
 from frontier_signal.engine.rendering import RenderedExample, render_example
+from frontier_signal.engine.structured import check_grammar
 from frontier_signal.engine.types import (
     CheckpointInfo,
     CheckpointKind,
@@ -269,6 +270,8 @@ class Engine:
             validation.check_sampling(
                 request.params, request.num_samples, request.prompt_tokens, base.vocab_size
             )
+            if request.params.grammar:
+                check_grammar(request.params.grammar, base.tokenizer)
             prepared.append((request, base, key))
         requests = [request for request, _, _ in prepared]
         rows_by_base: dict[str, list[tuple[int, SampleRow]]] = {}
