@@ -15,7 +15,9 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from frontier_signal.engine.errors import InvalidInputError
 from frontier_signal.engine.types import SampledSequence, SamplingParams
+from frontier_signal.engine.validation import logit_bias_from_wire
 from frontier_signal.service.errors import InvalidRequest
 
 MAX_N = 16
@@ -62,26 +64,11 @@ class Body(BaseModel):
         return bool((self.stream_options or {}).get("include_usage"))
 
     def bias(self) -> tuple[tuple[int, float], ...]:
-        """`logit_bias` ({"token id": bias}) as (id, bias) pairs; the engine checks the ids
-        against the vocabulary.
-
-        Raises:
-            InvalidRequest: a key that is not a token id, or a bias outside [-100, 100].
-        """
-        pairs = []
-        for key, value in (self.logit_bias or {}).items():
-            if not key.strip().isdigit():
-                raise InvalidRequest(
-                    f"logit_bias keys are token ids written as strings (e.g. '50256'), got {key!r}"
-                )
-            if not -100 <= value <= 100:
-                raise InvalidRequest(
-                    f"logit_bias values must be in [-100, 100], got {value} for token {key}"
-                )
-            pairs.append((int(key), float(value)))
-        if len(pairs) > 300:
-            raise InvalidRequest(f"logit_bias takes up to 300 tokens, got {len(pairs)}")
-        return tuple(pairs)
+        """`logit_bias` as (token id, bias) pairs (400 on a bad key or value)."""
+        try:
+            return logit_bias_from_wire(self.logit_bias)
+        except InvalidInputError as exc:
+            raise InvalidRequest(str(exc)) from None
 
     def sampling_params(
         self, max_tokens: int | None, top_logprobs: int, grammar: str = ""
