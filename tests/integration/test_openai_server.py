@@ -143,7 +143,7 @@ def test_penalties_change_sampling_and_out_of_range_is_a_400(oai):
         ({"logit_bias": {"five": 1}}, "token ids"),
         ({"logit_bias": {"5": 101}}, "logit_bias"),
         ({"logit_bias": {"99999999": 1}}, "outside the vocabulary"),
-        ({"min_p": 1.5}, "min_p"),
+        ({"extra_body": {"min_p": 1.5}}, "min_p"),
         ({"response_format": {"type": "json_schema", "json_schema": {"schema": {}}}}, "name"),
         (
             {"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": 3}}},

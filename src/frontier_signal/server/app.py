@@ -22,7 +22,7 @@ from frontier_signal.engine.engine import Engine
 from frontier_signal.engine.scheduler import Scheduler
 from frontier_signal.server.auth import LOCAL_TENANT
 from frontier_signal.server.errors import install_error_handlers
-from frontier_signal.server.routes import health, openai, signal, tinker
+from frontier_signal.server.routes import anthropic, health, openai, signal, tinker
 from frontier_signal.service.futures import FutureService
 from frontier_signal.service.requests import RequestLog
 from frontier_signal.service.runs import RunService
@@ -118,6 +118,7 @@ def create_app(settings: ServiceSettings | None = None, engine: Engine | None = 
     app.include_router(signal.router)
     app.include_router(tinker.router)
     app.include_router(openai.router)
+    app.include_router(anthropic.router)
     return app
 
 

@@ -8,14 +8,12 @@ settled, so the streamed deltas always add up to the non-streamed answer.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import StreamingResponse
 
 from frontier_signal import __version__
 from frontier_signal.engine.structured import check_grammar
@@ -33,8 +31,8 @@ from frontier_signal.server.schemas.openai import (
     token_text,
     usage,
 )
-from frontier_signal.server.streaming import IncrementalText, sse
-from frontier_signal.service.errors import InvalidRequest, NotFound, describe
+from frontier_signal.server.streaming import GenerationStream, sse
+from frontier_signal.service.errors import InvalidRequest, NotFound
 from frontier_signal.service.serving import Target
 
 logger = logging.getLogger(__name__)
@@ -200,53 +198,14 @@ def _stream(request, tenant, body, target: Target, prompt, params, shape: ChatSh
 
 def _sse_response(request, tenant, target, prompts, params, body, tokenizer, events):
     """Run the generation in the background and stream what `events` makes of its tokens."""
-    state = _state(request)
-    n, ignore_eos = body.n, body.ignore_eos
-    loop = asyncio.get_running_loop()
-    queue: asyncio.Queue = asyncio.Queue()
+    generation = GenerationStream(
+        _state(request), tenant, target, prompts, params, body.n, body.ignore_eos, tokenizer
+    )
+    return generation.response(events, sse, _error_event, "data: [DONE]\n\n")
 
-    def on_token(prompt_index: int, sample: int, token: int, logprob: float) -> None:
-        loop.call_soon_threadsafe(queue.put_nowait, (prompt_index * n + sample, token, logprob))
 
-    async def counted():
-        with state.requests.counted(tenant):
-            return await state.serving.generate(
-                target, prompts, params, n, False, on_token, ignore_eos
-            )
-
-    state.requests.admit(tenant)  # over the limit: a 429 before the stream starts
-    task = asyncio.ensure_future(counted())
-    task.add_done_callback(lambda _: queue.put_nowait(None))
-    stop_ids = {tokenizer.eos_token_id}
-
-    async def tokens():
-        texts: dict[int, IncrementalText] = {}
-        while (item := await queue.get()) is not None:
-            index, token, logprob = item
-            text = texts.setdefault(index, IncrementalText(tokenizer))
-            if token not in stop_ids:
-                text.add(token)
-            yield index, token, logprob, text.text
-
-    async def final():
-        return task.result()
-
-    async def body():
-        try:
-            async for payload in events(tokens, final):
-                yield sse(payload)
-        except Exception as exc:  # noqa: BLE001 - the status line is gone: report in-stream
-            status, type_, message, _ = describe(exc)
-            if status >= 500:
-                logger.error("stream failed", exc_info=exc)
-            error = {"message": message, "type": type_, "code": status, "param": None}
-            yield sse({"error": error})
-        finally:
-            if not task.done():
-                task.cancel()
-        yield "data: [DONE]\n\n"
-
-    return StreamingResponse(body(), media_type="text/event-stream")
+def _error_event(status: int, type_: str, message: str) -> str:
+    return sse({"error": {"message": message, "type": type_, "code": status, "param": None}})
 
 
 # ----- completions ---------------------------------------------------------------------------
