@@ -136,6 +136,18 @@ def test_tool_use_and_tool_result_round_trip(claude):
     assert [b.type for b in reply.content] == ["text"]
 
 
+def test_output_config_json_schema_makes_the_answer_schema_valid_json(claude):
+    schema = WEATHER["input_schema"]
+    answer = claude.messages.create(
+        model=TINY,
+        max_tokens=40,
+        messages=[{"role": "user", "content": "The weather city, as JSON."}],
+        output_config={"format": {"type": "json_schema", "schema": schema}},
+    )
+    assert answer.stop_reason == "end_turn"
+    jsonschema.validate(json.loads(answer.content[0].text), schema)
+
+
 def test_runs_are_models_and_another_tenants_run_is_not_found(claude, alice_run, server, bob):
     for model in (alice_run, f"{alice_run}@0"):
         answer = claude.messages.create(model=model, max_tokens=4, messages=HELLO)

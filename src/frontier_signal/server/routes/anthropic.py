@@ -2,7 +2,9 @@
 `POST /v1/messages/count_tokens`, over the same `ServingService` as the OpenAI face: the same
 models and runs (base model, run id, run@step, run:checkpoint), keys and tenant isolation.
 
-Tool use follows the OpenAI face's rules (server/chat_shapes.py): `tool_choice` `auto`, `any`,
+`output_config.format` (`{"type": "json_schema", "schema"}`, Anthropic's structured outputs) is
+enforced by the same grammar as the OpenAI face's `response_format`. Tool use follows the
+OpenAI face's rules (server/chat_shapes.py): `tool_choice` `auto`, `any`,
 `tool` and `none` are OpenAI's `auto`, `required`, a named function and `none`, with the same
 grammar making forced tool input follow its `input_schema`. Streams are Anthropic's SSE events
 (`message_start`, `content_block_start`, `ping`, `content_block_delta`, `content_block_stop`,
@@ -16,10 +18,11 @@ from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
+from starlette.concurrency import run_in_threadpool
 
 from frontier_signal.engine.structured import check_grammar
 from frontier_signal.server.auth import bearer_or_api_key_tenant_id
-from frontier_signal.server.chat_shapes import ChatShape, tool_shape
+from frontier_signal.server.chat_shapes import ChatShape, json_shape, tool_shape
 from frontier_signal.server.errors import anthropic_error_body
 from frontier_signal.server.schemas.anthropic import (
     CountTokensBody,
@@ -44,6 +47,13 @@ def _prompt(request: Request, tenant: str, body: CountTokensBody):
     mode, name = body.tool_mode()
     if tools:
         shape, functions = tool_shape(tools, mode, name)
+    schema = body.output_schema() if isinstance(body, MessagesBody) else None
+    if schema is not None:
+        if shape.prefill:
+            raise InvalidRequest(
+                "output_config.format cannot be combined with tool_choice 'any' or 'tool'"
+            )
+        shape = json_shape(schema)
     messages = body.openai_messages()
     # A final assistant turn is a prefill: the answer continues it (Anthropic's rule).
     continued = ""
@@ -79,7 +89,7 @@ async def messages(request: Request, tenant: Tenant, body: MessagesBody):
     params = body.sampling_params(shape.grammar)
     tokenizer = serving.tokenizer(target)
     if shape.grammar:
-        check_grammar(shape.grammar, tokenizer)  # a 400 before any stream
+        await run_in_threadpool(check_grammar, shape.grammar, tokenizer)  # a 400 before any stream
     serving.check_room(target, [prompt], params.max_tokens)
     if body.stream:
         stream = GenerationStream(state, tenant, target, [prompt], params, 1, False, tokenizer)

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
+from starlette.concurrency import run_in_threadpool
 
 from frontier_signal import __version__
 from frontier_signal.engine.structured import check_grammar
@@ -101,7 +102,9 @@ async def chat_completions(request: Request, tenant: Tenant, body: ChatCompletio
     prompt = serving.encode(target, prompt_text)
     params = body.sampling_params(body.limit(), top, shape.grammar)
     if shape.grammar:
-        check_grammar(shape.grammar, serving.tokenizer(target))  # a 400 before any stream
+        await run_in_threadpool(
+            check_grammar, shape.grammar, serving.tokenizer(target)
+        )  # a 400 before any stream
     serving.check_room(target, [prompt], params.max_tokens)
     if body.stream:
         return _stream(request, tenant, body, target, prompt, params, shape)

@@ -83,6 +83,26 @@ class MessagesBody(CountTokensBody):
     top_k: int | None = Field(None, ge=1)
     stop_sequences: list[str] | None = Field(None, max_length=16)
     stream: bool = False
+    output_config: dict[str, Any] | None = None
+
+    def output_schema(self) -> dict | None:
+        """`output_config.format` (Anthropic's structured outputs): its JSON schema, or None.
+
+        Raises:
+            InvalidRequest: a format that is not `{"type": "json_schema", "schema": {...}}`.
+        """
+        fmt = (self.output_config or {}).get("format")
+        if fmt is None:
+            return None
+        if (
+            not isinstance(fmt, dict)
+            or fmt.get("type") != "json_schema"
+            or not isinstance(fmt.get("schema"), dict)
+        ):
+            raise InvalidRequest(
+                "output_config.format must be {'type': 'json_schema', 'schema': {...}}"
+            )
+        return fmt["schema"]
 
     def sampling_params(self, grammar: str) -> SamplingParams:
         stops = tuple(self.stop_sequences or ())
