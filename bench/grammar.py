@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 
 QUESTIONS = [
@@ -52,6 +53,31 @@ def _timed(engine, requests, repeats: int) -> tuple[float, int]:
             best = seconds
             tokens = sum(len(s.tokens) for r in results for s in r.sequences)
     return best, tokens
+
+
+def _grammar_work_ms(engine, model: str, requests, repeats: int) -> float:
+    """Milliseconds per token of the grammar's own work (mask + unpack + apply + advance),
+    replaying the tokens a constrained batch generated: the part of the cost that does not
+    depend on how loaded the machine's model forward is."""
+    import torch
+
+    from frontier_signal.backend.constrained import GrammarState
+
+    base = engine.load_model(model)
+    results = engine.sample_batch(requests)
+    best = float("inf")
+    for _ in range(repeats):
+        tokens, start = 0, time.perf_counter()
+        for request, result in zip(requests, results, strict=True):
+            for sequence in result.sequences:
+                state = GrammarState(request.params.grammar, base.tokenizer, base.vocab_size, "cpu")
+                logits = torch.zeros(base.vocab_size)
+                for token in sequence.tokens:
+                    logits.masked_fill(~state.allowed_V(), -torch.inf)
+                    state.ends_with(token, request.params)
+                    tokens += 1
+        best = min(best, (time.perf_counter() - start) * 1000 / max(tokens, 1))
+    return best
 
 
 def _figure(seconds: float, tokens: int) -> dict:
@@ -101,10 +127,15 @@ def main() -> None:
         grammar_per_token = constrained[0] / constrained[1]
         row["grammar_vs_plain_tok_s"] = round(plain_per_token / grammar_per_token, 3)
         row["added_ms_per_token"] = round((grammar_per_token - plain_per_token) * 1000, 3)
+        if batch == 1:
+            work = _grammar_work_ms(engine, args.model, [request(0, True)], args.repeats)
+            row["grammar_work_ms_per_token"] = round(work, 3)
+            row["grammar_work_share_of_plain_token"] = round(work / (plain_per_token * 1000), 4)
         if batch == 8:
             mixed = [request(i, i % 2 == 0) for i in range(batch)]
             row["plain_in_grammar_batch"] = _figure(*_timed(engine, mixed, args.repeats))
         figures[f"batch_{batch}"] = row
+        print(json.dumps({f"batch_{batch}": row}), file=sys.stderr, flush=True)  # progress
     print(json.dumps(figures, indent=2))
 
 
