@@ -7,6 +7,7 @@ import math
 
 import pytest
 
+from frontier_signal.engine.errors import InvalidInputError
 from frontier_signal.engine.types import ForwardBackwardResult
 from frontier_signal.server.routes.tinker import TinkerJSONResponse
 from frontier_signal.server.schemas.tinker import (
@@ -86,6 +87,13 @@ def test_sampling_params_map_stops_and_a_null_max_tokens():
     assert params.max_tokens == DEFAULT_MAX_TOKENS and params.stop_strings == ("\n",)
     ids = to_sampling_params(WireSamplingParams(max_tokens=4, stop=[7, 9]))
     assert ids.stop_token_ids == (7, 9) and ids.stop_strings == ()
+
+
+def test_sampling_params_carry_min_p_and_logit_bias_from_raw_json():
+    params = to_sampling_params(WireSamplingParams(min_p=0.1, logit_bias={"5": -100}))
+    assert params.min_p == 0.1 and params.logit_bias == ((5, -100.0),)
+    with pytest.raises(InvalidInputError, match="token ids"):
+        to_sampling_params(WireSamplingParams(logit_bias={"x": 1}))
 
 
 def test_forward_backward_output_has_exact_tensor_keys_and_split_metric_names():

@@ -140,8 +140,16 @@ def test_penalties_change_sampling_and_out_of_range_is_a_400(oai):
 @pytest.mark.parametrize(
     ("extra", "needle"),
     [
-        ({"logit_bias": {"5": 1}}, "logit_bias"),
-        ({"response_format": {"type": "json_schema", "json_schema": {"name": "x"}}}, "json_schema"),
+        ({"logit_bias": {"five": 1}}, "token ids"),
+        ({"logit_bias": {"5": 101}}, "logit_bias"),
+        ({"logit_bias": {"99999999": 1}}, "outside the vocabulary"),
+        ({"extra_body": {"min_p": 1.5}}, "min_p"),
+        ({"response_format": {"type": "json_schema", "json_schema": {"schema": {}}}}, "name"),
+        (
+            {"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": 3}}},
+            "schema",
+        ),
+        ({"response_format": {"type": "yaml"}}, "json_schema"),
         ({"response_format": {"type": "json_object"}}, "JSON"),
         ({"tool_choice": "required"}, "tool_choice needs tools"),
         ({"tools": [{"type": "function"}]}, "tools[0]"),

@@ -137,6 +137,18 @@ def test_sample_answers_outputs_logprobs_and_finish_reasons_per_prompt(client, r
     assert plain["logprobs"] is None and plain["outputs"] == result["outputs"]
 
 
+def test_min_p_and_logit_bias_reach_the_sampler(client, run, tiny_tokenizer):
+    [token] = tiny_tokenizer(" banana", add_special_tokens=False)["input_ids"]
+    forced = run.sample(["I like"], logit_bias={token: 100}, **GREEDY)
+    assert forced["outputs"] == [" banana" * 4]
+    greedy = run.sample(["I like"], **GREEDY)["outputs"]
+    assert run.sample(["I like"], max_tokens=4, temperature=2.0, min_p=1.0)["outputs"] == greedy
+    with pytest.raises(ValidationError, match="logit_bias"):
+        run.sample(["I like"], logit_bias={token: 500}, **GREEDY)
+    with pytest.raises(ValidationError, match="min_p"):
+        run.sample(["I like"], min_p=3, **GREEDY)
+
+
 def test_save_state_answers_the_documented_shape_and_records_a_checkpoint(client, run):
     run.forward_backward([TEXT])
     run.optim_step()

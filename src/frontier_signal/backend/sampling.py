@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import torch
 
 from frontier_signal.backend.base_model import BaseModel
+from frontier_signal.backend.constrained import grammar_states
 from frontier_signal.backend.llama_decode import MAX_4BIT_ROWS, LlamaDecoder
 from frontier_signal.backend.lora import Segment
 from frontier_signal.backend.prefill import prefill
@@ -58,9 +59,9 @@ def _segments(rows: list[SampleRow]) -> list[Segment]:
     return segments
 
 
-def _check_stop(row: SampleRow, tokenizer) -> bool:
+def _check_stop(row: SampleRow, tokenizer, grammar_done: bool = False) -> bool:
     params = row.params
-    if row.tokens[-1] in params.stop_token_ids:
+    if row.tokens[-1] in params.stop_token_ids or grammar_done:
         row.stop_reason = "stop"
         return True
     if params.stop_strings:
@@ -82,7 +83,8 @@ def _check_stop(row: SampleRow, tokenizer) -> bool:
 
 def _finish(row: SampleRow, tokenizer) -> SampledSequence:
     text_tokens = row.tokens
-    if row.stop_reason == "stop" and row.text_end < 0 and row.tokens:
+    ended_by_token = row.tokens and row.tokens[-1] in row.params.stop_token_ids
+    if row.stop_reason == "stop" and row.text_end < 0 and ended_by_token:
         text_tokens = row.tokens[:-1]  # a stop token ends the text but is not part of it
     text = tokenizer.decode(text_tokens, skip_special_tokens=False)
     if row.text_end >= 0:
@@ -157,6 +159,7 @@ class Generation:
             self.stepper = HFStepper(base, pre.cache, pre.mask, pre.positions)
         vocab = self.logits_BV.shape[-1]
         self.counts = [TokenCounts(r.params, r.prompt_tokens, vocab, base.device) for r in rows]
+        self.grammars = grammar_states(rows, base.tokenizer, vocab, base.device)
 
     @property
     def finished(self) -> bool:
@@ -192,7 +195,9 @@ class Generation:
                         next_tokens.append(base.pad_token_id)
                         continue
                     token = self._choose(i, row)
-                    done[i] = _check_stop(row, base.tokenizer)
+                    grammar = self.grammars[i]
+                    grammar_done = grammar is not None and grammar.ends_with(token, row.params)
+                    done[i] = _check_stop(row, base.tokenizer, grammar_done)
                     next_tokens.append(token)
                 if self.finished:
                     break
@@ -203,7 +208,11 @@ class Generation:
 
     def _choose(self, i: int, row: SampleRow) -> int:
         assert self.logits_BV is not None
-        token, logprob, top = choose(self.logits_BV[i], row.params, row.generator, self.counts[i])
+        grammar = self.grammars[i]
+        allowed = grammar.allowed_V() if grammar is not None else None
+        token, logprob, top = choose(
+            self.logits_BV[i], row.params, row.generator, self.counts[i], allowed
+        )
         row.tokens.append(token)
         row.logprobs.append(logprob)
         if row.params.top_logprobs:

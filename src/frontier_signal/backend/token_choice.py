@@ -1,12 +1,14 @@
 """Choosing one row's next token from its logits: penalties, temperature, top-k/top-p, sampling.
 
-The order is that of HF and vLLM: repetition penalty (HF semantics: prompt and generated tokens,
-a positive logit divided by the penalty, a negative one multiplied), then presence and frequency
-penalties (OpenAI semantics: over generated tokens only, `logit -= count * frequency +
-(count > 0) * presence`), then temperature, then top-k / top-p truncation, then Gumbel-max with
-the row's own generator (reproducible per row, independent of the batch). The reported log-prob
-(and the `top_logprobs` alternatives) are those of the distribution sampled from: penalised
-logits / temperature before truncation; penalised raw logits when greedy.
+The order is that of HF and vLLM: the grammar's mask (tokens a row's grammar refuses become
+-inf, backend/constrained.py), `logit_bias` (OpenAI: added to the raw logits), repetition
+penalty (HF semantics: prompt and generated tokens, a positive logit divided by the penalty, a
+negative one multiplied), then presence and frequency penalties (OpenAI semantics: over
+generated tokens only, `logit -= count * frequency + (count > 0) * presence`), then
+temperature, then top-k / top-p / min-p truncation, then Gumbel-max with the row's own generator
+(reproducible per row, independent of the batch). The reported log-prob (and the
+`top_logprobs` alternatives) are those of the distribution sampled from: masked, biased,
+penalised logits / temperature before truncation; the same without temperature when greedy.
 
 This module knows nothing about models or batches: one row's logits in, one token out.
 """
@@ -59,7 +61,18 @@ def _top(logprobs_V: torch.Tensor, k: int) -> TopLogprobs:
     if k <= 0:
         return []
     values, ids = logprobs_V.topk(min(k, logprobs_V.shape[0]))
-    return list(zip(ids.tolist(), values.tolist(), strict=True))
+    # Tokens a grammar or a -100 bias ruled out are not alternatives (and -inf is not JSON).
+    return [(i, v) for i, v in zip(ids.tolist(), values.tolist(), strict=True) if v > -1e30]
+
+
+def _biased(logits_V: torch.Tensor, params: SamplingParams, allowed_V) -> torch.Tensor:
+    if params.logit_bias:
+        ids = torch.tensor([t for t, _ in params.logit_bias], device=logits_V.device)
+        values = torch.tensor([b for _, b in params.logit_bias], device=logits_V.device)
+        logits_V = logits_V.index_add(0, ids, values.to(logits_V.dtype))
+    if allowed_V is not None:
+        logits_V = logits_V.masked_fill(~allowed_V, -torch.inf)
+    return logits_V
 
 
 def choose(
@@ -67,8 +80,14 @@ def choose(
     params: SamplingParams,
     generator: torch.Generator,
     counts: TokenCounts | None = None,
+    allowed_V: torch.Tensor | None = None,
 ) -> tuple[int, float, TopLogprobs]:
-    """(token, its log-prob, the `params.top_logprobs` most likely alternatives)."""
+    """(token, its log-prob, the `params.top_logprobs` most likely alternatives).
+
+    `allowed_V`, when given, is a bool mask of the tokens a grammar allows (at least one).
+    """
+    if params.logit_bias or allowed_V is not None:
+        logits_V = _biased(logits_V, params, allowed_V)
     if counts is not None and counts.active:
         logits_V = counts.apply(logits_V)
     if params.temperature <= 0:
@@ -86,6 +105,10 @@ def choose(
         drop = cumulative - sorted_lp.exp() > params.top_p  # keep the token that crosses top_p
         filtered = filtered.clone()
         filtered[order[drop]] = -torch.inf
+    if params.min_p > 0:
+        # min-p (vLLM, HF): keep tokens at least min_p times as likely as the most likely one.
+        floor = filtered.max() + torch.log(torch.tensor(params.min_p, device=filtered.device))
+        filtered = filtered.masked_fill(filtered < floor, -torch.inf)
     # Drawn on the CPU with the row's generator, so a seed gives the same tokens on any device.
     uniform = torch.rand(filtered.shape, generator=generator, device="cpu").to(filtered.device)
     gumbel = -torch.log(-torch.log(uniform.clamp_min(1e-20)))

@@ -18,7 +18,7 @@ import pydantic
 from .errors import ServerError, ValidationError
 from .types import SAVE_MODES, RunConfig, TrainingExample
 
-SAMPLE_OPTIONS = frozenset({"seed", "stop", "return_logprobs"})
+SAMPLE_OPTIONS = frozenset({"seed", "stop", "return_logprobs", "min_p", "logit_bias"})
 
 
 @dataclass(frozen=True)
@@ -183,7 +183,9 @@ def sample_body(
     step: int | None = None,
     **options: Any,
 ) -> dict[str, Any]:
-    """The sample request body; `options` may hold `seed`, `stop`, `return_logprobs`."""
+    """The sample request body; `options` may hold `seed`, `stop`, `return_logprobs`, `min_p`
+    (0..1) and `logit_bias` ({token id: bias in -100..100}); the last two are sent only when
+    set, so older servers keep working."""
     unknown = sorted(set(options) - SAMPLE_OPTIONS)
     if unknown:
         raise ValidationError(
@@ -196,7 +198,7 @@ def sample_body(
         raise ValidationError(f"temperature must be >= 0, got {temperature!r}")
     if not 0 < top_p <= 1:
         raise ValidationError(f"top_p must be in (0, 1], got {top_p!r}")
-    return {
+    body = {
         "prompts": prompts,
         "max_tokens": max_tokens,
         "temperature": temperature,
@@ -206,6 +208,16 @@ def sample_body(
         "seed": options.get("seed"),
         "stop": options.get("stop"),
     }
+    min_p, bias = options.get("min_p"), options.get("logit_bias")
+    if min_p is not None:
+        if not 0 <= min_p <= 1:
+            raise ValidationError(f"min_p must be in [0, 1], got {min_p!r}")
+        body["min_p"] = min_p
+    if bias:
+        if not isinstance(bias, dict):
+            raise ValidationError("logit_bias must be a dict {token id: bias}")
+        body["logit_bias"] = {str(token): value for token, value in bias.items()}
+    return body
 
 
 def sample(run_id: str, prompts: Any, **sampling: Any) -> Call:

@@ -168,8 +168,14 @@ class AsyncSignalClient:
         step: int | None = None,
         seed: int | None = None,
         stop: list[str] | None = None,
+        min_p: float | None = None,
+        logit_bias: dict[int, float] | None = None,
     ) -> dict[str, Any]:
-        """Continue each prompt: `{"outputs", "logprobs", "finish_reasons", "step"}`."""
+        """Continue each prompt: `{"outputs", "logprobs", "finish_reasons", "step"}`.
+
+        `min_p` (0..1) drops tokens less likely than min_p times the most likely one;
+        `logit_bias` adds a bias in [-100, 100] to the given token ids' logits.
+        """
         call = _calls.sample(
             run_id,
             prompts,
@@ -180,6 +186,8 @@ class AsyncSignalClient:
             step=step,
             seed=seed,
             stop=stop,
+            min_p=min_p,
+            logit_bias=logit_bias,
         )
         return await self._transport.request(call)
 

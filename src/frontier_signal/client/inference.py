@@ -174,7 +174,7 @@ class InferenceClient(_InferenceBase):
             max_tokens: Most tokens generated per prompt.
             temperature: Sampling temperature (0 = greedy).
             top_p: Nucleus sampling mass.
-            **kwargs: `seed`, `stop`.
+            **kwargs: `seed`, `stop`, `min_p`, `logit_bias` ({token id: bias}).
 
         Returns:
             The generated texts, in the order of `prompts`.

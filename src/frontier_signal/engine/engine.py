@@ -28,6 +28,7 @@ from frontier_signal.backend.training import RunState, run_forward_backward, run
 from frontier_signal.engine import validation
 from frontier_signal.engine.errors import InvalidInputError, ModelNotFoundError, RunNotFoundError
 from frontier_signal.engine.rendering import RenderedExample, render_example
+from frontier_signal.engine.structured import check_grammar
 from frontier_signal.engine.types import (
     CheckpointInfo,
     CheckpointKind,
@@ -367,6 +368,8 @@ class Engine:
             validation.check_fits_context(
                 f"prompt {len(prepared)}", len(request.prompt_tokens), base.context_length, 1
             )
+            if request.params.grammar:
+                check_grammar(request.params.grammar, base.tokenizer)
             prepared.append((request, base, key))
         rows_by_base: dict[str, list[tuple[int, SampleRow]]] = {}
         for index, (request, base, key) in enumerate(prepared):

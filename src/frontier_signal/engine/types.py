@@ -171,6 +171,12 @@ class SamplingParams:
     `repetition_penalty` (HF semantics, > 0, prompt tokens included; 1.0 is off) reshape the
     logits before temperature. `top_logprobs` (0..20) asks for that many most likely
     alternatives, with log-probs, for every generated token.
+
+    `min_p` (0..1, 0 is off) drops tokens less likely than `min_p` times the most likely one.
+    `logit_bias` adds (token id, bias in -100..100) to the raw logits, OpenAI's semantics.
+    `grammar` is an llguidance grammar (engine/structured.py builds them from JSON schemas and
+    tools); when set, only tokens the grammar allows are chosen, and the row stops ("stop") once
+    the grammar is complete.
     """
 
     max_tokens: int = 128
@@ -184,6 +190,9 @@ class SamplingParams:
     frequency_penalty: float = 0.0
     repetition_penalty: float = 1.0
     top_logprobs: int = 0
+    min_p: float = 0.0
+    logit_bias: tuple[tuple[int, float], ...] = ()
+    grammar: str = ""
 
 
 @dataclass

@@ -19,6 +19,8 @@ from frontier_signal.engine.types import (
 )
 
 MAX_TOP_LOGPROBS = 20  # OpenAI's limit
+MAX_LOGIT_BIAS = 100.0  # OpenAI's range: -100..100
+MAX_LOGIT_BIAS_TOKENS = 1024
 
 
 def check_run_config(config: RunConfig) -> None:
@@ -183,5 +185,56 @@ def check_sampling(
         raise InvalidInputError(
             f"top_logprobs must be an integer in [0, {MAX_TOP_LOGPROBS}], got {top!r}"
         )
+    min_p = params.min_p
+    if not (isinstance(min_p, int | float) and math.isfinite(min_p) and 0 <= min_p <= 1):
+        raise InvalidInputError(f"min_p must be a number in [0, 1] (0 is off), got {min_p!r}")
+    check_logit_bias(params.logit_bias, vocab_size)
     if num_samples < 1:
         raise InvalidInputError(f"num_samples must be >= 1, got {num_samples}")
+
+
+def logit_bias_from_wire(mapping: object) -> tuple[tuple[int, float], ...]:
+    """A wire `logit_bias` (`{"token id": bias}`, JSON's string keys; int keys accepted too)
+    as (id, bias) pairs. The ids are checked against the vocabulary by `check_sampling`.
+
+    Raises:
+        InvalidInputError: not a mapping, a key that is not a token id, or a bias that is not
+            a number in [-100, 100].
+    """
+    if mapping is None:
+        return ()
+    if not isinstance(mapping, dict):
+        raise InvalidInputError('logit_bias must be an object {"token id": bias}')
+    pairs = []
+    for key, value in mapping.items():
+        text = str(key).strip()
+        if isinstance(key, bool) or not text.isdigit():
+            raise InvalidInputError(
+                f"logit_bias keys are token ids written as strings (e.g. '50256'), got {key!r}"
+            )
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise InvalidInputError(f"logit_bias for token {text} must be a number, got {value!r}")
+        pairs.append((int(text), float(value)))
+    if len(pairs) > MAX_LOGIT_BIAS_TOKENS:
+        raise InvalidInputError(
+            f"logit_bias takes up to {MAX_LOGIT_BIAS_TOKENS} tokens, got {len(pairs)}"
+        )
+    check_logit_bias(tuple(pairs), vocab_size=2**31)
+    return tuple(pairs)
+
+
+def check_logit_bias(bias: tuple[tuple[int, float], ...], vocab_size: int) -> None:
+    """Token ids inside the vocabulary, biases finite numbers in [-100, 100]."""
+    for token, value in bias:
+        if isinstance(token, bool) or not isinstance(token, int) or not 0 <= token < vocab_size:
+            raise InvalidInputError(
+                f"logit_bias token id {token!r} is outside the vocabulary [0, {vocab_size})"
+            )
+        if not (
+            isinstance(value, int | float)
+            and math.isfinite(value)
+            and -MAX_LOGIT_BIAS <= value <= MAX_LOGIT_BIAS
+        ):
+            raise InvalidInputError(
+                f"logit_bias for token {token} must be a number in [-100, 100], got {value!r}"
+            )

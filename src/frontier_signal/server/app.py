@@ -25,7 +25,15 @@ from frontier_signal.server import tinker_proto
 from frontier_signal.server.auth import LOCAL_TENANT
 from frontier_signal.server.errors import install_error_handlers
 from frontier_signal.server.openapi import install_openapi
-from frontier_signal.server.routes import dashboard, health, metrics, openai, signal, tinker
+from frontier_signal.server.routes import (
+    anthropic,
+    dashboard,
+    health,
+    metrics,
+    openai,
+    signal,
+    tinker,
+)
 from frontier_signal.server.schemas.tinker import ForwardBackwardBody as TinkerForwardBackwardBody
 from frontier_signal.server.telemetry import TelemetryMiddleware
 from frontier_signal.service.cleanup import repair_at_start
@@ -143,6 +151,7 @@ def create_app(settings: ServiceSettings | None = None, engine: Engine | None = 
     app.include_router(signal.router)
     app.include_router(tinker.router)
     app.include_router(openai.router)
+    app.include_router(anthropic.router)
     app.include_router(metrics.router)
     dashboard.install(app)
     install_openapi(

@@ -1,6 +1,6 @@
-"""API keys: `Authorization: Bearer sk-...` (or `X-API-Key: sk-...` on the Tinker face) → the
-caller's tenant id. Every key also works spelled `tml-...` (its `sk-fs-` prefix swapped), the only
-form the official tinker SDK accepts (docs/tinker-sdk.md).
+"""API keys: `Authorization: Bearer sk-...` (or `X-API-Key: sk-...` on the Tinker and Anthropic
+faces) → the caller's tenant id. Every key also works spelled `tml-...` (its `sk-fs-` prefix
+swapped), the only form the official tinker SDK accepts (docs/tinker-sdk.md).
 
 Keys are stored hashed; a revoked key gets 403, an unknown one 401. With `--no-auth` every
 caller is the one local tenant (a development mode that only binds to loopback).
@@ -42,6 +42,18 @@ async def api_key_tenant_id(request: Request) -> str:
             "argument or HPCAI_API_KEY; the tinker SDK takes the same key spelled tml-...)"
         )
     return _tenant_of_key(state, key)
+
+
+async def bearer_or_api_key_tenant_id(request: Request) -> str:
+    """FastAPI dependency of the Anthropic face: `X-API-Key` (the anthropic SDK's `api_key=`)
+    or `Authorization: Bearer` (its `auth_token=`), the same keys as everywhere."""
+    state = request.app.state.frontier
+    if state.settings.no_auth:
+        return LOCAL_TENANT
+    key = request.headers.get("x-api-key", "").strip()
+    if key:
+        return _tenant_of_key(state, key)
+    return await tenant_id(request)
 
 
 def _tenant_of_key(state, key: str) -> str:

@@ -1,5 +1,7 @@
 """Every error leaves the server as `{"error": {"message", "type", "code", "param"}}` with the
-right status code; never a traceback, never a 500 for the caller's mistake."""
+right status code; never a traceback, never a 500 for the caller's mistake. The Anthropic face
+(`/v1/messages`) answers in Anthropic's shape instead:
+`{"type": "error", "error": {"type", "message"}}`."""
 
 from __future__ import annotations
 
@@ -19,6 +21,17 @@ from frontier_signal.service.errors import ServiceError, describe
 
 logger = logging.getLogger(__name__)
 OPENAI_PATHS = ("/v1/chat/", "/v1/completions", "/v1/warmup", "/v1/models")
+ANTHROPIC_PATHS = ("/v1/messages",)
+# Anthropic's error types by status (docs.anthropic.com, "Errors").
+ANTHROPIC_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    503: "overloaded_error",
+}
 
 
 def printable(text: str) -> str:
@@ -57,6 +70,20 @@ def _where(location, field: str = "") -> str:
     if field:
         where += field if field.startswith("[") or not where else f".{field}"
     return where or "body"
+
+
+def anthropic_error_body(status: int, message: str) -> dict:
+    return {
+        "type": "error",
+        "error": {"type": ANTHROPIC_TYPES.get(status, "api_error"), "message": message},
+    }
+
+
+def _shaped(request: Request, status: int, body: dict, headers=None) -> JSONResponse:
+    """`body` (OpenAI's shape), or Anthropic's shape on the Anthropic face."""
+    if request.url.path.startswith(ANTHROPIC_PATHS):
+        body = anthropic_error_body(status, body["error"]["message"])
+    return JSONResponse(body, status, headers)
 
 
 def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
@@ -106,9 +133,9 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError):
         message, param = _validation_message(exc)
-        # The OpenAI face answers a bad parameter with 400, as OpenAI does.
-        status = 400 if request.url.path.startswith(OPENAI_PATHS) else 422
-        return JSONResponse(error_body(message, "invalid_request_error", param=param), status)
+        # The OpenAI and Anthropic faces answer a bad parameter with 400, as theirs do.
+        status = 400 if request.url.path.startswith(OPENAI_PATHS + ANTHROPIC_PATHS) else 422
+        return _shaped(request, status, error_body(message, "invalid_request_error", param=param))
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException):
@@ -119,14 +146,14 @@ def install_error_handlers(app: FastAPI) -> None:
             allowed = allowed_methods(request) or headers.get("Allow", "").split(", ")
             headers["Allow"] = ", ".join(allowed)
             message = f"{request.method} is not allowed here; use {' or '.join(allowed)}"
-        return JSONResponse(error_body(message, type_), exc.status_code, headers)
+        return _shaped(request, exc.status_code, error_body(message, type_), headers)
 
     async def known_error(request: Request, exc: Exception):
         status, type_, message, headers = describe(exc)
         if status >= 500:
             request_id = getattr(request.state, "request_id", "?")
             logger.error("request %s failed", request_id, exc_info=exc)
-        return JSONResponse(error_body(message, type_), status, headers)
+        return _shaped(request, status, error_body(message, type_), headers)
 
     # The error families raised on purpose; anything else is a bug, answered by the last-resort
     # `Exception` handler (Starlette re-raises it afterwards, so the server log has it too).

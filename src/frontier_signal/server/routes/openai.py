@@ -12,16 +12,16 @@ import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import StreamingResponse
+from starlette.concurrency import run_in_threadpool
 
 from frontier_signal import __version__
-from frontier_signal.engine.tools import CALL_OPEN, check_tools, parse_tool_calls, render_call
+from frontier_signal.engine.structured import check_grammar
 from frontier_signal.engine.types import SampledSequence
 from frontier_signal.server.auth import tenant_id
+from frontier_signal.server.chat_shapes import ChatShape, json_shape, tool_shape
 from frontier_signal.server.openapi import OPENAI_ERRORS, json_or_events
 from frontier_signal.server.schemas.openai import (
     ChatCompletionBody,
@@ -34,8 +34,8 @@ from frontier_signal.server.schemas.openai import (
     token_text,
     usage,
 )
-from frontier_signal.server.streaming import IncrementalText, settled, sse
-from frontier_signal.service.errors import InvalidRequest, describe
+from frontier_signal.server.streaming import GenerationStream, sse
+from frontier_signal.service.errors import InvalidRequest
 from frontier_signal.service.serving import Target
 
 logger = logging.getLogger(__name__)
@@ -49,100 +49,44 @@ def _state(request: Request):
 
 
 # ----- chat: how one choice's text becomes an answer ---------------------------------------
-@dataclass
-class ChatShape:
-    """What the request asked of the text: tools to parse, a prefilled start, JSON mode."""
-
-    tool_names: set[str] = field(default_factory=set)
-    prefill: str = ""
-    json_mode: bool = False
-
-    def answer(self, text: str, finish: str) -> tuple[str | None, list[dict], str]:
-        """(content, tool calls, finish reason) of a finished choice's full text."""
-        text = self.prefill + text
-        if self.json_mode:
-            end = _json_end(text)
-            if end is not None:
-                return text[:end], [], "stop"
-            return text, [], finish
-        if self.tool_names:
-            content, calls = parse_tool_calls(text, self.tool_names)
-            if calls:
-                return content or None, [c.as_openai() for c in calls], "tool_calls"
-        return text, [], finish
-
-    def visible(self, text: str, stops: tuple[str, ...]) -> str:
-        """The part of a growing text that is settled content (safe to stream)."""
-        text = self.prefill + text
-        if self.json_mode:
-            end = _json_end(text)
-            return text[:end] if end is not None else text
-        return settled(text, stops + ((CALL_OPEN,) if self.tool_names else ()))
-
-
-def _json_end(text: str) -> int | None:
-    """Where the JSON object at the start of `text` ends, or None while it is incomplete."""
-    stripped = text.lstrip()
-    try:
-        _, end = json.JSONDecoder().raw_decode(stripped)
-    except json.JSONDecodeError:
-        return None
-    return end + len(text) - len(stripped)
+def _tool_mode(choice) -> tuple[str, str]:
+    """OpenAI's `tool_choice` as (mode, function name) for server/chat_shapes.py."""
+    if choice in (None, "auto", "none", "required"):
+        return choice or "auto", ""
+    if isinstance(choice, dict) and isinstance(choice.get("function"), dict):
+        return "named", choice["function"].get("name")
+    raise InvalidRequest(
+        "tool_choice must be 'auto', 'none', 'required' or "
+        "{'type': 'function', 'function': {'name': ...}}"
+    )
 
 
 def _chat_shape(body: ChatCompletionBody) -> tuple[ChatShape, list[dict] | None]:
     """The shape and the functions to render, validated (400 on bad tools or formats)."""
-    shape = ChatShape()
-    functions = None
-    choice = body.tool_choice
+    shape, functions = ChatShape(), None
     if body.tools:
-        functions = check_tools(body.tools)
-        names = {f["name"] for f in functions}
-        if choice in (None, "auto"):
-            shape.tool_names = names
-        elif choice == "none":
-            functions = None
-        elif choice == "required":
-            shape.tool_names, shape.prefill = names, CALL_OPEN
-        elif isinstance(choice, dict) and isinstance(choice.get("function"), dict):
-            name = choice["function"].get("name")
-            if name not in names:
-                raise InvalidRequest(
-                    f"tool_choice names function {name!r}, which is not in tools {sorted(names)}"
-                )
-            shape.tool_names = names
-            shape.prefill = render_call(name, {}).split('"arguments": ')[0] + '"arguments": '
-        else:
-            raise InvalidRequest(
-                "tool_choice must be 'auto', 'none', 'required' or "
-                "{'type': 'function', 'function': {'name': ...}}"
-            )
-    elif choice not in (None, "none", "auto"):
+        shape, functions = tool_shape(body.tools, *_tool_mode(body.tool_choice))
+    elif body.tool_choice not in (None, "none", "auto"):
         raise InvalidRequest("tool_choice needs tools")
-    fmt = (body.response_format or {}).get("type", "text")
-    if fmt == "json_object":
-        if not any("json" in json.dumps(m.get("content", "")).lower() for m in body.messages):
-            raise InvalidRequest(
-                "response_format json_object: the messages must ask for JSON (say 'JSON' in "
-                "a system or user message), as with OpenAI"
-            )
-        if shape.prefill:
-            raise InvalidRequest("response_format json_object cannot be combined with tool_choice")
-        shape.json_mode, shape.prefill, shape.tool_names = True, "{", set()
-    elif fmt == "json_schema":
+    fmt, schema = body.response_schema()
+    if fmt == "text":
+        return shape, functions
+    if shape.prefill:
+        raise InvalidRequest(f"response_format {fmt} cannot be combined with a forced tool_choice")
+    if fmt == "json_object" and not any(
+        "json" in json.dumps(m.get("content", "")).lower() for m in body.messages
+    ):
         raise InvalidRequest(
-            "response_format json_schema is not supported (no schema-constrained decoding); "
-            "use {'type': 'json_object'} and describe the schema in the prompt"
+            "response_format json_object: the messages must ask for JSON (say 'JSON' in "
+            "a system or user message), as with OpenAI"
         )
-    elif fmt != "text":
-        raise InvalidRequest(f"response_format type must be 'text' or 'json_object', got {fmt!r}")
-    return shape, functions
+    return json_shape(schema), functions
 
 
-def _message(content: str | None, calls: list[dict]) -> dict:
+def _message(content: str | None, calls: list) -> dict:
     message = {"role": "assistant", "content": content, "refusal": None}
     if calls:
-        message["tool_calls"] = calls
+        message["tool_calls"] = [call.as_openai() for call in calls]
     return message
 
 
@@ -158,7 +102,11 @@ async def chat_completions(request: Request, tenant: Tenant, body: ChatCompletio
         raise InvalidRequest("top_logprobs > 0 is not supported with stream; use logprobs alone")
     prompt_text = serving.chat_prompt(target, body.messages, functions) + shape.prefill
     prompt = serving.encode(target, prompt_text)
-    params = body.sampling_params(body.limit(), top)
+    params = body.sampling_params(body.limit(), top, shape.grammar)
+    if shape.grammar:
+        await run_in_threadpool(
+            check_grammar, shape.grammar, serving.tokenizer(target)
+        )  # a 400 before any stream
     serving.check_room(target, [prompt], params.max_tokens)
     if body.stream:
         return _stream(request, tenant, body, target, prompt, params, shape)
@@ -241,7 +189,9 @@ def _stream(request, tenant, body, target: Target, prompt, params, shape: ChatSh
                 logprobs = entries(pending[index]) if body.logprobs else None
                 yield chunk(index, {"content": rest}, logprobs=logprobs)
             if calls:
-                delta = {"tool_calls": [call | {"index": i} for i, call in enumerate(calls)]}
+                delta = {
+                    "tool_calls": [call.as_openai() | {"index": i} for i, call in enumerate(calls)]
+                }
                 yield chunk(index, delta)
             yield chunk(index, {}, finish)
         if body.include_usage():
@@ -253,53 +203,14 @@ def _stream(request, tenant, body, target: Target, prompt, params, shape: ChatSh
 
 def _sse_response(request, tenant, target, prompts, params, body, tokenizer, events):
     """Run the generation in the background and stream what `events` makes of its tokens."""
-    state = _state(request)
-    n, ignore_eos = body.n, body.ignore_eos
-    loop = asyncio.get_running_loop()
-    queue: asyncio.Queue = asyncio.Queue()
+    generation = GenerationStream(
+        _state(request), tenant, target, prompts, params, body.n, body.ignore_eos, tokenizer
+    )
+    return generation.response(events, sse, _error_event, "data: [DONE]\n\n")
 
-    def on_token(prompt_index: int, sample: int, token: int, logprob: float) -> None:
-        loop.call_soon_threadsafe(queue.put_nowait, (prompt_index * n + sample, token, logprob))
 
-    async def counted():
-        with state.requests.counted(tenant):
-            return await state.serving.generate(
-                target, prompts, params, n, False, on_token, ignore_eos
-            )
-
-    state.requests.admit(tenant)  # over the limit: a 429 before the stream starts
-    task = asyncio.ensure_future(counted())
-    task.add_done_callback(lambda _: queue.put_nowait(None))
-    stop_ids = {tokenizer.eos_token_id}
-
-    async def tokens():
-        texts: dict[int, IncrementalText] = {}
-        while (item := await queue.get()) is not None:
-            index, token, logprob = item
-            text = texts.setdefault(index, IncrementalText(tokenizer))
-            if token not in stop_ids:
-                text.add(token)
-            yield index, token, logprob, text.text
-
-    async def final():
-        return task.result()
-
-    async def body():
-        try:
-            async for payload in events(tokens, final):
-                yield sse(payload)
-        except Exception as exc:  # noqa: BLE001 - the status line is gone: report in-stream
-            status, type_, message, _ = describe(exc)
-            if status >= 500:
-                logger.error("stream failed", exc_info=exc)
-            error = {"message": message, "type": type_, "code": status, "param": None}
-            yield sse({"error": error})
-        finally:
-            if not task.done():
-                task.cancel()
-        yield "data: [DONE]\n\n"
-
-    return StreamingResponse(body(), media_type="text/event-stream")
+def _error_event(status: int, type_: str, message: str) -> str:
+    return sse({"error": {"message": message, "type": type_, "code": status, "param": None}})
 
 
 # ----- completions ---------------------------------------------------------------------------

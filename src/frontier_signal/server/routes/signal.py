@@ -11,6 +11,7 @@ from fastapi.responses import FileResponse
 from starlette.background import BackgroundTask
 
 from frontier_signal.engine.types import SamplingParams
+from frontier_signal.engine.validation import logit_bias_from_wire
 from frontier_signal.server.auth import tenant_id
 from frontier_signal.server.openapi import (
     EVENT_STREAM,
@@ -113,6 +114,8 @@ def _params(body: SampleBody) -> SamplingParams:
         top_k=body.top_k,
         stop_strings=tuple(body.stop or ()),
         seed=body.seed,
+        min_p=body.min_p,
+        logit_bias=logit_bias_from_wire(body.logit_bias),
     )
 
 

@@ -3,7 +3,8 @@ response and chunk shapes out.
 
 Fields OpenAI clients send that do not change the output here (`user`, `metadata`, `store`,
 `parallel_tool_calls`, `service_tier`) are accepted and ignored; fields that would change the
-output and are not supported (`logit_bias`, `suffix`, audio, images) are a clear 400.
+output and are not supported (`suffix`, audio, images) are a clear 400. `min_p` and `top_k`
+are vLLM's extensions.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import ConfigDict, Field
 
+from frontier_signal.engine.errors import InvalidInputError
 from frontier_signal.engine.types import SampledSequence, SamplingParams
+from frontier_signal.engine.validation import logit_bias_from_wire
 from frontier_signal.server.schemas.rules import WireBody
 from frontier_signal.service.errors import InvalidRequest
 
@@ -35,6 +38,7 @@ class Body(WireBody):
     presence_penalty: float = Field(0.0, ge=-2.0, le=2.0)
     frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0)
     repetition_penalty: float = Field(1.0, gt=0.0)  # vLLM's extension
+    min_p: float = Field(0.0, ge=0.0, le=1.0)  # vLLM's extension
     ignore_eos: bool = False  # vLLM's extension: always generate max_tokens (benchmarks)
     stream: bool = False
     stream_options: dict[str, Any] | None = None
@@ -44,8 +48,6 @@ class Body(WireBody):
     UNSUPPORTED: ClassVar[tuple[str, ...]] = ()
 
     def check_supported(self) -> None:
-        if self.logit_bias:
-            raise InvalidRequest("logit_bias is not supported by this server; leave it out")
         extra = set(self.model_extra or {})
         for name in self.UNSUPPORTED:
             if name in extra and self.model_extra[name] not in (None, False, [], {}):
@@ -62,7 +64,16 @@ class Body(WireBody):
     def include_usage(self) -> bool:
         return bool((self.stream_options or {}).get("include_usage"))
 
-    def sampling_params(self, max_tokens: int | None, top_logprobs: int) -> SamplingParams:
+    def bias(self) -> tuple[tuple[int, float], ...]:
+        """`logit_bias` as (token id, bias) pairs (400 on a bad key or value)."""
+        try:
+            return logit_bias_from_wire(self.logit_bias)
+        except InvalidInputError as exc:
+            raise InvalidRequest(str(exc)) from None
+
+    def sampling_params(
+        self, max_tokens: int | None, top_logprobs: int, grammar: str = ""
+    ) -> SamplingParams:
         """The engine's settings; `max_tokens` 0 means "as many as fit, up to the default"."""
         return SamplingParams(
             max_tokens=max_tokens or 0,
@@ -75,6 +86,9 @@ class Body(WireBody):
             frequency_penalty=self.frequency_penalty,
             repetition_penalty=self.repetition_penalty,
             top_logprobs=top_logprobs,
+            min_p=self.min_p,
+            logit_bias=self.bias(),
+            grammar=grammar,
         )
 
 
@@ -97,6 +111,30 @@ class ChatCompletionBody(Body):
 
     def limit(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens
+
+    def response_schema(self) -> tuple[str, dict | None]:
+        """(`text` | `json_object` | `json_schema`, the schema for `json_schema`).
+
+        Raises:
+            InvalidRequest: an unknown type, or `json_schema` without a usable schema object.
+        """
+        fmt = self.response_format or {}
+        kind = fmt.get("type", "text")
+        if kind in ("text", "json_object"):
+            return kind, None
+        if kind != "json_schema":
+            raise InvalidRequest(
+                f"response_format type must be 'text', 'json_object' or 'json_schema', got {kind!r}"
+            )
+        spec = fmt.get("json_schema")
+        if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
+            raise InvalidRequest(
+                "response_format json_schema needs {'json_schema': {'name': ..., 'schema': {...}}}"
+            )
+        schema = spec.get("schema", {"type": "object"})
+        if not isinstance(schema, dict):
+            raise InvalidRequest("response_format json_schema.schema must be a JSON schema object")
+        return kind, schema
 
     def top(self) -> int:
         if self.top_logprobs and not self.logprobs:

@@ -47,6 +47,8 @@ class SampleBody(Body):
     temperature: float = Field(0.7, ge=0.0, le=10.0)
     top_p: float = Field(0.9, gt=0.0, le=1.0)
     top_k: int = Field(-1, ge=-1)
+    min_p: float = Field(0.0, ge=0.0, le=1.0)
+    logit_bias: dict[str, float] | None = None  # {"token id": bias in [-100, 100]}
     return_logprobs: bool = False
     step: int | None = Field(None, ge=0)
     seed: int | None = Field(None, ge=0, le=2**53 - 1)

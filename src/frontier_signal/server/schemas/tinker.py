@@ -17,6 +17,7 @@ from frontier_signal.engine.types import (
     SampleResult,
     SamplingParams,
 )
+from frontier_signal.engine.validation import logit_bias_from_wire
 from frontier_signal.server.schemas.rules import TokenId, WireBody
 from frontier_signal.service.errors import InvalidRequest
 from frontier_signal.service.files import MAX_TTL_SECONDS
@@ -173,6 +174,10 @@ class WireSamplingParams(Body):
     temperature: float = 1.0
     top_k: int = -1
     top_p: float = 1.0
+    # Our JSON extensions (the tinker SDK's SamplingParams and the protobuf codec carry neither;
+    # raw-JSON callers can send them).
+    min_p: float = 0.0
+    logit_bias: dict[str, float] | None = None
 
 
 class SampleBody(Body):
@@ -280,6 +285,8 @@ def to_sampling_params(wire: WireSamplingParams) -> SamplingParams:
         stop_strings=strings,
         stop_token_ids=token_ids,
         seed=wire.seed,
+        min_p=wire.min_p,
+        logit_bias=logit_bias_from_wire(wire.logit_bias),
     )
 
 
