@@ -30,7 +30,9 @@ def test_every_operation_declares_its_errors_with_the_one_envelope(spec):
                 assert list(content) == ["application/json"], (method, path, code)
             if operation.get("requestBody") or operation.get("parameters"):
                 schema = responses["422" if "422" in responses else "400"]["content"]
-                assert "ErrorBody" in str(schema), (method, path)
+                # The Anthropic face answers in Anthropic's own error shape.
+                envelope = "AnthropicErrorBody" if path.startswith("/v1/messages") else "ErrorBody"
+                assert envelope in str(schema), (method, path)
 
 
 def test_no_content_streams_and_files_are_declared_as_such(spec):

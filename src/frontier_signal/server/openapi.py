@@ -31,6 +31,18 @@ class ErrorBody(BaseModel):
     error: ErrorDetail
 
 
+class AnthropicErrorDetail(BaseModel):
+    type: str
+    message: str
+
+
+class AnthropicErrorBody(BaseModel):
+    """Every error answer of the Anthropic face (`/v1/messages`), in Anthropic's shape."""
+
+    type: str = "error"
+    error: AnthropicErrorDetail
+
+
 class DetailBody(BaseModel):
     """hpcai's form of a failed future (`retrieve_future`, 400)."""
 
@@ -57,6 +69,18 @@ def errors(*codes: int) -> dict[int | str, dict]:
 
 
 SIGNAL_ERRORS = errors(400, 401, 404, 409, 422, 429, 500, 502, 503)
+DASHBOARD_ERRORS = errors(400, 401, 404, 422, 500)
+ANTHROPIC_ERRORS: dict[int | str, dict] = {
+    code: {"model": AnthropicErrorBody, "description": WHY[code]}
+    for code in (400, 401, 404, 429, 500, 503)
+}
+PROMETHEUS_TEXT = {
+    200: {
+        "description": "The Prometheus text exposition format.",
+        "content": {"text/plain": {"schema": {"type": "string"}}},
+    },
+    500: {"model": ErrorBody, "description": WHY[500]},
+}
 TINKER_ERRORS = errors(400, 401, 403, 404, 409, 410, 422, 429, 500, 503)
 OPENAI_ERRORS = errors(400, 401, 404, 429, 500, 503)
 

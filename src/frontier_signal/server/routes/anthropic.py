@@ -24,6 +24,7 @@ from frontier_signal.engine.structured import check_grammar
 from frontier_signal.server.auth import bearer_or_api_key_tenant_id
 from frontier_signal.server.chat_shapes import ChatShape, json_shape, tool_shape
 from frontier_signal.server.errors import anthropic_error_body
+from frontier_signal.server.openapi import ANTHROPIC_ERRORS, json_or_events
 from frontier_signal.server.schemas.anthropic import (
     CountTokensBody,
     MessagesBody,
@@ -34,7 +35,7 @@ from frontier_signal.server.schemas.anthropic import (
 from frontier_signal.server.streaming import GenerationStream
 from frontier_signal.service.errors import InvalidRequest
 
-router = APIRouter(prefix="/v1", tags=["anthropic"])
+router = APIRouter(prefix="/v1", tags=["anthropic"], responses=ANTHROPIC_ERRORS)
 Tenant = Annotated[str, Depends(bearer_or_api_key_tenant_id)]
 
 
@@ -81,7 +82,7 @@ async def count_tokens(request: Request, tenant: Tenant, body: CountTokensBody) 
     return {"input_tokens": len(prompt)}
 
 
-@router.post("/messages")
+@router.post("/messages", responses=json_or_events("A message, or its stream of Anthropic events"))
 async def messages(request: Request, tenant: Tenant, body: MessagesBody):
     state = request.app.state.frontier
     serving = state.serving

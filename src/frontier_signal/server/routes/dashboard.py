@@ -13,10 +13,11 @@ from fastapi.responses import FileResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from frontier_signal.server.auth import tenant_id
+from frontier_signal.server.openapi import DASHBOARD_ERRORS
 from frontier_signal.service.errors import Forbidden, Unauthorized
 
 STATIC = Path(__file__).resolve().parent.parent / "dashboard"
-router = APIRouter(tags=["dashboard"])
+router = APIRouter(tags=["dashboard"], responses=DASHBOARD_ERRORS)
 Tenant = Annotated[str, Depends(tenant_id)]
 
 
