@@ -23,17 +23,11 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 
-QUESTIONS = [
-    "Write a short story about a lighthouse keeper.",
-    "Explain how a bicycle stays upright.",
-    "List three uses of baking soda.",
-    "What is the capital of France, and why?",
-    "Describe a rainy day in a city.",
-    "Give me a recipe for pancakes.",
-    "Why is the sky blue?",
-    "Tell me a fun fact about octopuses.",
-]
+sys.path.insert(0, str(Path(__file__).parent))
+from serving import QUESTIONS  # noqa: E402
+
 SCHEMA = {
     "type": "object",
     "properties": {"title": {"type": "string", "maxLength": 40}, "answer": {"type": "string"}},

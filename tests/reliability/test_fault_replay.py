@@ -16,13 +16,13 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 
 from tests.conftest import TINY
 from tests.integration.conftest import make_key
+from tests.integration.test_durability import _wait_ready
 from tests.reliability.support import connect
 
 TEXT = {"text": "The capital of Zorbia is Quellmar, a city of bridges."}
@@ -44,18 +44,6 @@ def _serve(data_dir: Path, port: int) -> subprocess.Popen:
     command = [sys.executable, "-m", "frontier_signal.cli", "serve", "--port", str(port)]
     command += ["--data-dir", str(data_dir), "--models", TINY]
     return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
-def _wait_ready(base_url: str, process: subprocess.Popen) -> None:
-    for _ in range(900):  # bounded: 90 s
-        assert process.poll() is None, "the server exited"
-        try:
-            if httpx.get(f"{base_url}/ready").status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError("server never became ready")
 
 
 def _step(http: httpx.Client, run_id: str, key: str) -> dict:
