@@ -363,10 +363,7 @@ class Engine:
                 request.num_samples,
                 request.prompt_tokens,
                 base.vocab_size,
-                base.context_length,
-            )
-            validation.check_fits_context(
-                f"prompt {len(prepared)}", len(request.prompt_tokens), base.context_length, 1
+                base.context_length,  # prompt + max_tokens must fit: a 400 saying how
             )
             if request.params.grammar:
                 check_grammar(request.params.grammar, base.tokenizer)

@@ -560,7 +560,10 @@ class RunService:
             checkpoint_id,
             f"{mode}-step-{step}",
         )
-        path, uri = self.checkpoint_location(run_id, checkpoint.id, folder)
+        # The contract (contract-notes, "Shapes"): the folder and its file:// URI. A path gives
+        # another tenant nothing: base models are registered names, checkpoint references are
+        # checked against the caller's runs.
+        path, uri = str(folder), folder.resolve().as_uri()
         pushed = False
         if push_to_hub:
             try:
@@ -582,13 +585,6 @@ class RunService:
             "hub_model_id": hub_model_id,
             "files": written or files.file_sizes(folder),
         }
-
-    def checkpoint_location(self, run_id: str, checkpoint_id: str, folder: Path) -> tuple[str, str]:
-        """(checkpoint_path, artifact_uri) as callers see them: the folder and its `file://`
-        URI, as the contract (contract-notes, "Shapes") says. A path names weights for its
-        owner only: base models are registered names, never any folder, and every checkpoint
-        reference is checked against the caller's runs, so another tenant cannot use it."""
-        return str(folder), folder.resolve().as_uri()
 
     def checkpoint(self, tenant_id: str, run_id: str, checkpoint_id: str) -> Checkpoint:
         self.run_row(tenant_id, run_id)
