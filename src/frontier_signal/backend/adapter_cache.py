@@ -120,6 +120,9 @@ class AdapterCache:
             self.stats.evictions += 1
             self.stats.evicted_keys = [*self.stats.evicted_keys[-15:], key]
 
+    def keys(self) -> list[str]:
+        return list(self._entries)
+
     def __contains__(self, key: str) -> bool:
         return key in self._entries
 

@@ -131,6 +131,9 @@ class Engine:
     def loaded_models(self) -> list[str]:
         return list(self._bases)
 
+    def loaded_bases(self) -> dict[str, BaseModel]:
+        return dict(self._bases)
+
     def configure_caches(
         self, adapter_mib: float, adapter_count: int, prefix_mib: float | None = None
     ) -> None:
@@ -214,6 +217,10 @@ class Engine:
 
     def list_runs(self) -> list[str]:
         return list(self._runs)
+
+    def runs_memory_bytes(self) -> int:
+        """Adapter, gradient and optimizer bytes every run holds."""
+        return sum(run.memory_bytes() for run in self._runs.values())
 
     def delete_run(self, run_id: str) -> None:
         """Drop a run and free its adapter, gradient and optimizer memory."""

@@ -45,7 +45,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from frontier_signal.backend.sampling import SamplingJob
+from frontier_signal.engine import executor
 from frontier_signal.engine.engine import Engine
+from frontier_signal.engine.operations import WorkerInfo, batch_model, ordering_kind
 from frontier_signal.engine.types import ForwardBackwardRequest, SampleRequest, TokenCallback
 
 logger = logging.getLogger(__name__)
@@ -67,6 +69,7 @@ class Work:
     submitted: float = field(default_factory=time.monotonic)
     owner: str = ""  # whose turn it is, for fairness (a tenant; the key when empty)
     generating: Generating | None = None  # set while its generation is between slices
+    finish: Callable[[Any], Any] | None = None  # the outcome → the future's result
 
     @property
     def fair_owner(self) -> str:
@@ -121,11 +124,31 @@ class Scheduler:
         self._running: list[Work] = []  # the batch or slice the engine runs now (`snapshot`)
         # Metrics hook (service/telemetry.py): batch_started / batch_done / first_token.
         self.observer: Any = None
+        # What the engine holds, republished by the engine thread after each batch (`info`).
+        self.info: WorkerInfo = executor.describe(engine)
+        self._stale = False
         self._thread = threading.Thread(target=self._loop, name="engine-scheduler", daemon=True)
 
     # ----- submitting --------------------------------------------------------------------
     def start(self) -> None:
         self._thread.start()
+
+    def submit(
+        self, op: Any, key: str = "", owner: str = "", on_token: TokenCallback | None = None
+    ) -> Future:
+        """Enqueue a typed operation (`engine/operations.py`); the future's result is its typed
+        result. `ForwardBackward` ops batch with those of other runs, `Sample` ops decode
+        together (cancelling the future stops the generation), any other op runs alone."""
+        work = Work(
+            ordering_kind(op),
+            key,
+            batch_model(op),
+            lambda engine: executor.prepare(engine, op),
+            on_token=on_token,
+            owner=owner,
+            finish=lambda outcome: executor.finish(op, outcome),
+        )
+        return self._submit(work)
 
     def call(self, key: str, fn: Callable[[Engine], Any], owner: str = "") -> Future:
         """Run `fn(engine)` alone, after earlier work of `key`."""
@@ -238,14 +261,24 @@ class Scheduler:
                         for work in batch:
                             self._pending.remove(work)
                 self._running = list(generating.works) if batch is None else batch
+            self._stale = True
             try:
                 if batch is None:
                     self._advance(generating)
                 else:
                     self._execute_observed(batch)
             finally:
+                self._publish()
                 with self._cond:
                     self._running = []
+
+    def _publish(self) -> None:
+        """Republish `info` once per batch, before its first caller hears back (so a caller
+        sees what its own work changed)."""
+        if self._stale:
+            self._stale = False
+            with _logged_failure():
+                self.info = executor.describe(self.engine)
 
     def _execute_observed(self, batch: list[Work]) -> None:
         """`_execute`, telling the observer (if any) when the batch starts and what it did (a
@@ -337,7 +370,7 @@ class Scheduler:
                 prepared.append((work, work.prepare(self.engine)))
             except BaseException as exc:  # noqa: BLE001 - handed to the waiting caller
                 self._finish([work])
-                _fail(work, exc)
+                self._fail(work, exc)
         if not prepared:
             return
         kind = prepared[0][0].kind
@@ -352,14 +385,14 @@ class Scheduler:
         except BaseException as exc:  # noqa: BLE001
             if len(prepared) == 1:
                 self._finish([prepared[0][0]])
-                _fail(prepared[0][0], exc)
+                self._fail(prepared[0][0], exc)
                 return
             logger.info("batch of %d failed (%s); retrying its items alone", len(prepared), exc)
             for work, request in prepared:
                 self._execute_alone(work, request)
             return
         for (work, _), outcome in zip(prepared, outcomes, strict=True):
-            _succeed(work, outcome)
+            self._succeed(work, outcome)
 
     def _execute_alone(self, work: Work, request: Any) -> None:
         try:
@@ -370,9 +403,9 @@ class Scheduler:
                 return
         except BaseException as exc:  # noqa: BLE001
             self._finish([work])
-            _fail(work, exc)
+            self._fail(work, exc)
             return
-        _succeed(work, outcome)
+        self._succeed(work, outcome)
 
     def _start_sampling(self, prepared: list[tuple[Work, list[SampleRequest]]]) -> None:
         """Run the prompts of a sample batch and its first slice; it then takes turns."""
@@ -422,7 +455,7 @@ class Scheduler:
             self._finish(failed, generating)
             generating.job.release()
             for work in failed:
-                _fail(work, exc)
+                self._fail(work, exc)
             self._observe_finished(generating, [exc])
             return
         done = generating.job.done_requests()
@@ -440,7 +473,7 @@ class Scheduler:
         for work in ready:
             outcome = [results[i] for i in sorted(wanted) if generating.owners[i][0] is work]
             outcomes.append(outcome)
-            _succeed(work, outcome)
+            self._succeed(work, outcome)
         self._observe_finished(generating, outcomes)
 
     def _observe_finished(self, generating: Generating, outcomes: list[Any]) -> None:
@@ -449,6 +482,23 @@ class Scheduler:
             with _logged_failure():
                 seconds = time.monotonic() - generating.started
                 self.observer.batch_done("sample", outcomes, seconds)
+
+    def _succeed(self, work: Work, outcome: Any) -> None:
+        self._publish()
+        if not work.future.done():
+            try:
+                result = work.finish(outcome) if work.finish is not None else outcome
+            except Exception as exc:  # noqa: BLE001 - handed to the waiting caller
+                work.future.set_exception(exc)
+                return
+            work.future.set_result(result)
+
+    def _fail(self, work: Work, exc: BaseException) -> None:
+        if not isinstance(exc, Exception):  # KeyboardInterrupt etc. must not vanish in a future
+            raise exc
+        self._publish()
+        if not work.future.done():
+            work.future.set_exception(exc)
 
     def _finish(self, works: list[Work], generating: Generating | None = None) -> None:
         """Take works out of the queue; a generation with none left out of the turns."""
@@ -468,15 +518,3 @@ def _logged_failure():
         yield
     except Exception:  # noqa: BLE001 - metrics must never fail the work
         logger.exception("the scheduler's observer failed")
-
-
-def _succeed(work: Work, outcome: Any) -> None:
-    if not work.future.done():
-        work.future.set_result(outcome)
-
-
-def _fail(work: Work, exc: BaseException) -> None:
-    if not isinstance(exc, Exception):  # KeyboardInterrupt etc. must not vanish in a future
-        raise exc
-    if not work.future.done():
-        work.future.set_exception(exc)

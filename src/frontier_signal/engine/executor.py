@@ -1,0 +1,284 @@
+"""Runs typed operations (`engine/operations.py`) on an `Engine`, in the thread that owns it.
+
+`execute(engine, op)` runs any operation to its typed result. The scheduler batches
+`ForwardBackward` and `Sample` operations with others, so for those it calls `prepare` (the
+engine request(s) of one operation) and `finish` (the batch's outcome for one operation → its
+typed result) around the batched engine call. Multi-step operations (an optimizer step and its
+saves, a checkpoint load and its copies) run here as one unit. It knows nothing about threads,
+HTTP or the store.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from functools import singledispatch
+from typing import Any
+
+from frontier_signal.engine.engine import Engine
+from frontier_signal.engine.errors import InvalidInputError
+from frontier_signal.engine.operations import (
+    CheckpointLoaded,
+    CreateRun,
+    DeleteRun,
+    Embed,
+    Embedded,
+    EstimateRunBytes,
+    Export,
+    Exported,
+    ForwardBackward,
+    LoadCheckpoint,
+    LoadModel,
+    ModelDescription,
+    ModelInfo,
+    OptimStep,
+    OptimStepDone,
+    Prepared,
+    PrepareSampling,
+    RestoreRun,
+    RunBytes,
+    RunCreated,
+    RunDeleted,
+    RunRestored,
+    Sample,
+    Sampled,
+    SaveCheckpoint,
+    SavedCheckpoint,
+    WorkerInfo,
+    fill_step,
+)
+from frontier_signal.engine.types import (
+    CheckpointKind,
+    ForwardBackwardRequest,
+    SampleRequest,
+)
+
+
+def execute(engine: Engine, op: Any) -> Any:
+    """Run `op` alone on `engine`; its typed result.
+
+    Raises:
+        TypeError: `op` is not an operation of `engine/operations.py`.
+        EngineError: what the engine raises for the operation's input (a 4xx for the caller).
+    """
+    if isinstance(op, ForwardBackward):
+        return engine.forward_backward_batch([prepare(engine, op)])[0]
+    if isinstance(op, Sample):
+        return finish(op, engine.sample_batch(prepare(engine, op)))
+    return _run(op, engine)
+
+
+def prepare(engine: Engine, op: Any) -> Any:
+    """The engine request(s) of a batched operation: a `ForwardBackwardRequest` for a
+    `ForwardBackward`, a list of `SampleRequest` for a `Sample`; any other operation runs
+    (`execute`) and this is its result."""
+    if isinstance(op, ForwardBackward):
+        return _forward_backward_request(engine, op)
+    if isinstance(op, Sample):
+        return _sample_requests(engine, op)
+    return execute(engine, op)
+
+
+def finish(op: Any, outcome: Any) -> Any:
+    """A batch's outcome for `op` → its typed result (a sample batch gives a list)."""
+    if isinstance(op, Sample) and not isinstance(outcome, Sampled):
+        return Sampled(list(outcome))
+    return outcome
+
+
+# ----- batched operations ------------------------------------------------------------------
+def _forward_backward_request(engine: Engine, op: ForwardBackward) -> ForwardBackwardRequest:
+    datums = list(op.datums)
+    if op.examples:
+        rendered = engine.render(op.base_model, list(op.examples), op.max_length)
+        for index, example in enumerate(rendered):
+            if example.truncated:
+                raise InvalidInputError(
+                    f"batch[{index}] has {example.num_tokens} tokens, over this run's "
+                    f"max_seq_length of {op.max_length}; shorten it or create a run with a "
+                    "larger max_seq_length"
+                )
+        datums += [example.datum for example in rendered]
+    return ForwardBackwardRequest(
+        op.run_id,
+        datums,
+        op.loss_fn,
+        dict(op.loss_fn_config),
+        op.reduction,
+        op.accumulate,
+        op.forward_only,
+    )
+
+
+def _sample_requests(engine: Engine, op: Sample) -> list[SampleRequest]:
+    """The requests with the stop rule of `op.eos` and, with `fit_context`, `max_tokens` fitted
+    to the model's context."""
+    base = engine.load_model(op.base_model)
+    eos = base.tokenizer.eos_token_id
+    requests = []
+    for request in op.requests:
+        params = request.params
+        stops = tuple(params.stop_token_ids)
+        if eos is not None and (op.eos == "always" or (op.eos == "if_no_stops" and not stops)):
+            stops += (eos,)
+        params = replace(params, stop_token_ids=stops)
+        if op.fit_context:
+            wanted = tokens_to_generate(
+                base.context_length,
+                len(request.prompt_tokens),
+                params.max_tokens,
+                op.default_max_tokens,
+            )
+            params = replace(params, max_tokens=wanted)
+        requests.append(replace(request, params=params))
+    return requests
+
+
+def tokens_to_generate(context: int, prompt_tokens: int, max_tokens: int, default: int) -> int:
+    """`max_tokens`, or with 0 as many as fit up to `default`.
+
+    Raises:
+        InvalidInputError: the prompt plus `max_tokens` do not fit the context.
+    """
+    room = context - prompt_tokens
+    wanted = max_tokens or min(default, room)
+    if room < 1 or wanted > room:
+        raise InvalidInputError(
+            f"this model's context is {context} tokens: the prompt has {prompt_tokens} and "
+            f"max_tokens asks for {max(wanted, 1)}; shorten the prompt or lower max_tokens"
+        )
+    return wanted
+
+
+# ----- operations that run alone -----------------------------------------------------------
+@singledispatch
+def _run(op: Any, engine: Engine) -> Any:
+    raise TypeError(f"{type(op).__name__} is not an engine operation (engine/operations.py)")
+
+
+def _describe(engine: Engine, name: str) -> ModelDescription:
+    base = engine.load_model(name)
+    return ModelDescription(
+        base.name, base.context_length, base.vocab_size, base.tokenizer.eos_token_id
+    )
+
+
+@_run.register
+def _(op: LoadModel, engine: Engine) -> ModelDescription:
+    return _describe(engine, op.name)
+
+
+@_run.register
+def _(op: ModelInfo, engine: Engine) -> ModelDescription:
+    return _describe(engine, op.name)
+
+
+@_run.register
+def _(op: PrepareSampling, engine: Engine) -> Prepared:
+    engine.prepare_sampling(op.model, op.checkpoint)
+    return Prepared(op.model, op.checkpoint)
+
+
+@_run.register
+def _(op: EstimateRunBytes, engine: Engine) -> RunBytes:
+    return RunBytes(engine.estimate_run_bytes(op.config))
+
+
+@_run.register
+def _(op: CreateRun, engine: Engine) -> RunCreated:
+    info = engine.create_run(op.config, op.run_id)
+    sampler = None
+    if op.sampler_folder:
+        try:
+            sampler = save(engine, op.run_id, fill_step(op.sampler_folder, info.step), "sampler")
+        except BaseException:
+            engine.delete_run(op.run_id)
+            raise
+    return RunCreated(op.run_id, info.dtype, info.step, sampler)
+
+
+@_run.register
+def _(op: RestoreRun, engine: Engine) -> RunRestored:
+    if op.checkpoint:
+        info = engine.create_run_from_checkpoint(
+            op.checkpoint, op.run_id, optimizer=op.config.optimizer
+        )
+        return RunRestored(op.run_id, info.step)
+    info = engine.create_run(op.config, op.run_id)
+    return RunRestored(op.run_id, info.step)
+
+
+@_run.register
+def _(op: DeleteRun, engine: Engine) -> RunDeleted:
+    engine.delete_run(op.run_id)
+    return RunDeleted(op.run_id)
+
+
+@_run.register
+def _(op: OptimStep, engine: Engine) -> OptimStepDone:
+    started = time.monotonic()
+    result = engine.optim_step(op.run_id, **op.overrides)
+    seconds = time.monotonic() - started
+    sampler = training = None
+    if op.sampler_folder:
+        sampler = save(engine, op.run_id, fill_step(op.sampler_folder, result.step), "sampler")
+    if op.training_folder and op.training_every > 0 and result.step % op.training_every == 0:
+        folder = fill_step(op.training_folder, result.step)
+        training = save(engine, op.run_id, folder, "training")
+    return OptimStepDone(result, seconds, sampler, training)
+
+
+@_run.register
+def _(op: Embed, engine: Engine) -> Embedded:
+    return Embedded(engine.embed(op.model, list(op.texts), op.checkpoint))
+
+
+@_run.register
+def _(op: SaveCheckpoint, engine: Engine) -> SavedCheckpoint:
+    return save(engine, op.run_id, op.folder, op.kind)
+
+
+@_run.register
+def _(op: LoadCheckpoint, engine: Engine) -> CheckpointLoaded:
+    info = engine.load_checkpoint(op.run_id, op.path, op.with_optimizer)
+    sampler = training = None
+    if op.sampler_folder:
+        sampler = save(engine, op.run_id, fill_step(op.sampler_folder, info.step), "sampler")
+    if op.training_folder:
+        folder = fill_step(op.training_folder, info.step)
+        training = save(engine, op.run_id, folder, "training")
+    return CheckpointLoaded(op.run_id, info.step, info.config, sampler, training)
+
+
+@_run.register
+def _(op: Export, engine: Engine) -> Exported:
+    if op.mode == "merged":
+        engine.export_merged(op.run_id, op.folder)
+        written: dict[str, int] = {}
+    elif op.mode == "gguf":
+        written = dict(engine.export_gguf(op.run_id, op.folder, op.gguf_type))
+    else:
+        raise InvalidInputError(f"export mode must be 'merged' or 'gguf', got {op.mode!r}")
+    return Exported(op.run_id, engine.get_run(op.run_id).step, written)
+
+
+def save(engine: Engine, run_id: str, folder: str, kind: CheckpointKind) -> SavedCheckpoint:
+    """`engine.save_checkpoint`, timed and sized (for the checkpoint metrics)."""
+    started = time.monotonic()
+    info = engine.save_checkpoint(run_id, folder, kind)
+    seconds = time.monotonic() - started
+    return SavedCheckpoint(run_id, str(folder), kind, info.step, seconds, info.size_bytes)
+
+
+def describe(engine: Engine) -> WorkerInfo:
+    """What `engine` holds now (read in the thread that owns it)."""
+    bases = engine.loaded_bases()
+    return WorkerInfo(
+        models=list(engine.list_models()),
+        loaded_models=list(bases),
+        context_lengths={name: base.context_length for name, base in bases.items()},
+        runs=engine.list_runs(),
+        memory_bytes=engine.runs_memory_bytes(),
+        adapter_keys=engine.adapters.keys(),
+        caches=engine.cache_stats(),
+    )
