@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from frontier_signal.engine import operations as ops
 from frontier_signal.local import ChatInterface, ConversationDataHandler, LLMTrainer, ONNXConverter
 from frontier_signal.local.data_handler import EmptyDatasetError, InvalidRecordError
 from frontier_signal.local.onnx_converter import LOGITS_ATOL
@@ -40,7 +41,7 @@ def test_lora_training_goes_through_the_engine_lowers_the_loss_and_saves_a_merge
     tmp_path,
 ):
     trainer = LLMTrainer(TINY, method="lora", dtype="float32", lora_rank=8)
-    assert trainer.engine.get_run(trainer.run_id).num_params > 0
+    assert trainer.run_id in trainer.worker.info().runs
     losses = trainer.train(_facts_texts(), num_epochs=3, batch_size=2, learning_rate=5e-2)
     assert len(losses) == 3 and losses[-1] < losses[0]
     folder = trainer.save_model(tmp_path / "trained_model")
@@ -50,7 +51,8 @@ def test_lora_training_goes_through_the_engine_lowers_the_loss_and_saves_a_merge
     assert not any("adapter" in name for name in files)  # merged, not an adapter
     # The merged folder computes what the trained run computes.
     datum = trainer.prepare_dataset(_facts_texts()[:1])[0]
-    run_logprobs = trainer.engine.forward(trainer.run_id, [datum]).logprobs[0]
+    forward = ops.Forward(trainer.run_id, TINY, [datum])
+    run_logprobs = trainer.worker.run(forward).logprobs[0]
     logits = _hf_model(folder)(input_ids=torch.tensor([datum.input_tokens])).logits[0]
     merged = logits.log_softmax(-1)[range(len(datum.target_tokens)), datum.target_tokens]
     assert np.allclose(merged.detach().numpy(), run_logprobs, atol=1e-4)

@@ -132,16 +132,14 @@ def export(
     if output.exists() and (not output.is_dir() or any(output.iterdir())):
         typer.echo(f"error: {output} exists and is not an empty folder: name a new one", err=True)
         raise typer.Exit(2)
-    from frontier_signal.engine.engine import Engine
+    from frontier_signal.engine import operations as ops
     from frontier_signal.engine.errors import EngineError
+    from frontier_signal.engine.worker import DirectWorker
 
-    engine = Engine(device="cpu", dtype="float32")
+    worker = DirectWorker(device="cpu", dtype="float32")
     try:
-        run_id = engine.create_run_from_checkpoint(checkpoint, with_optimizer=False).run_id
-        if fmt == "gguf":
-            engine.export_gguf(run_id, output, gguf_type)
-        else:
-            engine.export_merged(run_id, output)
+        worker.run(ops.RestoreRun("export", None, str(checkpoint), with_optimizer=False))
+        worker.run(ops.Export("export", str(output), fmt, gguf_type))  # type: ignore[arg-type]
     except EngineError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None

@@ -40,3 +40,7 @@ class RunNotFoundError(NotFoundError):
 
 class CheckpointNotFoundError(NotFoundError):
     """A checkpoint path that does not exist or is not a Frontier Signal / PEFT checkpoint."""
+
+
+class SchedulerStopped(RuntimeError):
+    """The engine worker is shutting down and no longer takes or finishes work (a 503)."""

@@ -52,6 +52,7 @@ from frontier_signal.engine.types import (
     ForwardBackwardRequest,
     SampleRequest,
 )
+from frontier_signal.engine.validation import tokens_to_generate
 
 
 def execute(engine: Engine, op: Any) -> Any:
@@ -134,22 +135,6 @@ def _sample_requests(engine: Engine, op: Sample) -> list[SampleRequest]:
     return requests
 
 
-def tokens_to_generate(context: int, prompt_tokens: int, max_tokens: int, default: int) -> int:
-    """`max_tokens`, or with 0 as many as fit up to `default`.
-
-    Raises:
-        InvalidInputError: the prompt plus `max_tokens` do not fit the context.
-    """
-    room = context - prompt_tokens
-    wanted = max_tokens or min(default, room)
-    if room < 1 or wanted > room:
-        raise InvalidInputError(
-            f"this model's context is {context} tokens: the prompt has {prompt_tokens} and "
-            f"max_tokens asks for {max(wanted, 1)}; shorten the prompt or lower max_tokens"
-        )
-    return wanted
-
-
 # ----- operations that run alone -----------------------------------------------------------
 @singledispatch
 def _run(op: Any, engine: Engine) -> Any:
@@ -200,10 +185,13 @@ def _(op: CreateRun, engine: Engine) -> RunCreated:
 @_run.register
 def _(op: RestoreRun, engine: Engine) -> RunRestored:
     if op.checkpoint:
+        optimizer = op.config.optimizer if op.config is not None else None
         info = engine.create_run_from_checkpoint(
-            op.checkpoint, op.run_id, optimizer=op.config.optimizer
+            op.checkpoint, op.run_id, op.with_optimizer, optimizer
         )
         return RunRestored(op.run_id, info.step)
+    if op.config is None:
+        raise InvalidInputError("restoring a run needs its config or a checkpoint")
     info = engine.create_run(op.config, op.run_id)
     return RunRestored(op.run_id, info.step)
 

@@ -21,7 +21,6 @@ from typing import Literal
 from frontier_signal.engine.types import (
     CheckpointKind,
     Datum,
-    ForwardBackwardResult,
     OptimStepResult,
     Reduction,
     RunConfig,
@@ -129,12 +128,14 @@ class RunCreated:
 
 @dataclass(frozen=True)
 class RestoreRun:
-    """Load a run after a restart: from `checkpoint` (a training checkpoint folder; the run's
-    own optimizer hyperparameters from `config` win over the saved ones), else fresh."""
+    """Load a run after a restart: from `checkpoint` (a checkpoint folder: weights, step and,
+    with `with_optimizer`, optimizer state; the optimizer hyperparameters of `config` win over
+    the saved ones), else fresh from `config`. With no `config`, the checkpoint's own."""
 
     run_id: str
-    config: RunConfig
+    config: RunConfig | None
     checkpoint: str = ""
+    with_optimizer: bool = True
 
 
 @dataclass(frozen=True)

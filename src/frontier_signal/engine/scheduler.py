@@ -47,14 +47,13 @@ from typing import Any
 from frontier_signal.backend.sampling import SamplingJob
 from frontier_signal.engine import executor
 from frontier_signal.engine.engine import Engine
+from frontier_signal.engine.errors import SchedulerStopped
 from frontier_signal.engine.operations import WorkerInfo, batch_model, ordering_kind
 from frontier_signal.engine.types import ForwardBackwardRequest, SampleRequest, TokenCallback
 
+__all__ = ["Scheduler", "SchedulerStopped", "Work"]
+
 logger = logging.getLogger(__name__)
-
-
-class SchedulerStopped(RuntimeError):
-    """The scheduler is shutting down and no longer takes or finishes work."""
 
 
 @dataclass

@@ -238,3 +238,19 @@ def check_logit_bias(bias: tuple[tuple[int, float], ...], vocab_size: int) -> No
             raise InvalidInputError(
                 f"logit_bias for token {token} must be a number in [-100, 100], got {value!r}"
             )
+
+
+def tokens_to_generate(context: int, prompt_tokens: int, max_tokens: int, default: int) -> int:
+    """`max_tokens`, or with 0 as many as fit up to `default`.
+
+    Raises:
+        InvalidInputError: the prompt plus `max_tokens` do not fit the context.
+    """
+    room = context - prompt_tokens
+    wanted = max_tokens or min(default, room)
+    if room < 1 or wanted > room:
+        raise InvalidInputError(
+            f"this model's context is {context} tokens: the prompt has {prompt_tokens} and "
+            f"max_tokens asks for {max(wanted, 1)}; shorten the prompt or lower max_tokens"
+        )
+    return wanted

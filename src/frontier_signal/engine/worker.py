@@ -17,10 +17,13 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Protocol, runtime_checkable
 
+from frontier_signal.engine import executor
+from frontier_signal.engine.engine import Engine
 from frontier_signal.engine.operations import WorkerInfo
+from frontier_signal.engine.scheduler import Scheduler
 from frontier_signal.engine.types import TokenCallback
 
-__all__ = ["EngineWorker", "InProcessWorker", "WorkerInfo"]
+__all__ = ["DirectWorker", "EngineWorker", "InProcessWorker", "WorkerInfo"]
 
 
 @runtime_checkable
@@ -76,15 +79,12 @@ class InProcessWorker:
 
     def __init__(
         self,
-        engine: Any = None,
+        engine: Engine | None = None,
         *,
         engine_options: dict | None = None,
         cache_options: dict | None = None,
         scheduler_options: dict | None = None,
     ):
-        from frontier_signal.engine.engine import Engine
-        from frontier_signal.engine.scheduler import Scheduler
-
         engine = engine if engine is not None else Engine(**(engine_options or {}))
         if cache_options:
             engine.configure_caches(**cache_options)
@@ -118,3 +118,22 @@ class InProcessWorker:
 
     def stop(self, timeout: float = 60.0) -> None:
         self._scheduler.stop(timeout)
+
+
+class DirectWorker:
+    """Runs operations at once in the caller's thread, for single-threaded programs (the local
+    pipeline, the CLI's export): no scheduler, no batching with other callers.
+
+    Args:
+        engine_options: `Engine` arguments (device, dtype, ...).
+    """
+
+    def __init__(self, **engine_options: Any):
+        self._engine = Engine(**engine_options)
+
+    def run(self, op: Any) -> Any:
+        """`op`'s typed result (`engine/executor.py`)."""
+        return executor.execute(self._engine, op)
+
+    def info(self) -> WorkerInfo:
+        return executor.describe(self._engine)

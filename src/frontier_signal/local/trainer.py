@@ -17,10 +17,11 @@ from tqdm.auto import tqdm
 
 from frontier_signal.backend import models
 from frontier_signal.backend.checkpoints import atomic_write_folder
-from frontier_signal.engine.engine import Engine
+from frontier_signal.engine import operations as ops
 from frontier_signal.engine.errors import InvalidInputError, ModelNotFoundError
 from frontier_signal.engine.rendering import render_example
 from frontier_signal.engine.types import Datum, LoraSpec, OptimizerSpec, RunConfig
+from frontier_signal.engine.worker import DirectWorker
 from frontier_signal.local.data_handler import EmptyDatasetError, InvalidRecordError
 
 logger = logging.getLogger(__name__)
@@ -77,14 +78,14 @@ class LLMTrainer:
         self.tokenizer = models.load_tokenizer(model_name)
         self._optimizer: torch.optim.Optimizer | None = None
         if self.method == "lora":
-            self.engine = Engine(device=self.device, dtype=self.dtype)
+            self.worker = DirectWorker(device=self.device, dtype=self.dtype)
             config = RunConfig(
                 model_name,
                 LoraSpec(rank=self.lora_rank, alpha=self.lora_alpha, seed=self.seed),
                 OptimizerSpec(learning_rate=DEFAULT_LEARNING_RATES["lora"], beta2=0.999, eps=1e-8),
                 max_seq_length=4096,
             )
-            self.run_id = self.engine.create_run(config).run_id
+            self.run_id = self.worker.run(ops.CreateRun("local", config)).run_id
             self.model = None
         else:
             self.model = models.load_hf_model(model_name, dtype=torch.float32).to(self.device)
@@ -165,10 +166,12 @@ class LLMTrainer:
         """One optimizer step on a batch; returns (mean loss per trained token, trained tokens)."""
         weight = sum(sum(d.weights) for d in batch)
         if self.method == "lora":
-            result = self.engine.forward_backward(
-                self.run_id, batch, reduction="mean", accumulate=False
+            result = self.worker.run(
+                ops.ForwardBackward(
+                    self.run_id, self.model_name, batch, reduction="mean", accumulate=False
+                )
             )
-            self.engine.optim_step(self.run_id, learning_rate=learning_rate)
+            self.worker.run(ops.OptimStep(self.run_id, {"learning_rate": learning_rate}))
             return result.loss, weight
         return self._full_step(batch, learning_rate), weight
 
@@ -212,7 +215,7 @@ class LLMTrainer:
         """Write a plain transformers folder (LoRA folded in) plus tokenizer; returns its path."""
         output = Path(output_dir)
         if self.method == "lora":
-            self.engine.export_merged(self.run_id, output)
+            self.worker.run(ops.Export(self.run_id, str(output), "merged"))
         else:
             assert self.model is not None
             model, tokenizer = self.model, self.tokenizer
@@ -235,5 +238,5 @@ class LLMTrainer:
         if not (folder / "config.json").is_file():
             raise FileNotFoundError(f"no trained model at {folder} (config.json missing)")
         if self.method == "lora":
-            self.engine.delete_run(self.run_id)
+            self.worker.run(ops.DeleteRun(self.run_id))
         self._load(str(folder))

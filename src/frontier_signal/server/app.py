@@ -1,7 +1,8 @@
-"""The FastAPI app factory: store, engine, scheduler and services wired together.
+"""The FastAPI app factory: store, engine worker and services wired together.
 
 `create_app(settings)` builds an app whose lifespan opens (and migrates) the store, starts the
-scheduler thread that owns the engine, reconciles runs with their checkpoints and repairs
+engine worker (by default `InProcessWorker`: a scheduler thread that owns the engine; services
+reach it only through typed operations), reconciles runs with their checkpoints and repairs
 what a crash left (service/cleanup.py), loads the startup models in the background (`/ready`
 turns 200 when they are in), and on shutdown writes a training checkpoint of every run that
 moved, finishes queued work and closes the store.
@@ -19,8 +20,8 @@ from dataclasses import dataclass, field
 from fastapi import FastAPI
 
 from frontier_signal import __version__
-from frontier_signal.engine.engine import Engine
-from frontier_signal.engine.scheduler import Scheduler
+from frontier_signal.engine import operations as ops
+from frontier_signal.engine.worker import EngineWorker, InProcessWorker
 from frontier_signal.server import tinker_proto
 from frontier_signal.server.auth import LOCAL_TENANT
 from frontier_signal.server.errors import install_error_handlers
@@ -56,7 +57,7 @@ LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 class AppState:
     settings: ServiceSettings
     store: Store
-    scheduler: Scheduler
+    worker: EngineWorker
     runs: RunService
     requests: RequestLog
     futures: FutureService
@@ -70,8 +71,11 @@ class AppState:
     dashboard: DashboardService | None = None
 
 
-def create_app(settings: ServiceSettings | None = None, engine: Engine | None = None) -> FastAPI:
-    """Build the app. `engine` lets tests share an already-loaded engine (one per process)."""
+def create_app(
+    settings: ServiceSettings | None = None, worker: EngineWorker | None = None
+) -> FastAPI:
+    """Build the app. `worker` (not started) replaces the in-process one the settings describe:
+    tests share an already-loaded engine that way, a deployment can pass a remote worker."""
     settings = settings or ServiceSettings()
     if settings.no_auth and settings.host not in LOOPBACK:
         raise ValueError(f"--no-auth serves anyone who can connect; refusing host {settings.host}")
@@ -87,29 +91,15 @@ def create_app(settings: ServiceSettings | None = None, engine: Engine | None = 
         if settings.no_auth:
             store.ensure_tenant(LOCAL_TENANT, "local (no-auth)")
             logger.warning("NO AUTH: every caller on %s is the same tenant", settings.host)
-        scheduler = Scheduler(
-            engine
-            or Engine(
-                settings.device,
-                settings.dtype,
-                decode_4bit=settings.decode_4bit,
-                activation_budget_mib=settings.activation_budget_mib,
-            ),
-            sample_gather_s=settings.sample_gather_ms / 1000,
-            sample_gather_cap_s=5 * settings.sample_gather_ms / 1000,
-            slice_tokens=settings.decode_slice_tokens,
-        )
-        scheduler.engine.configure_caches(
-            settings.adapter_cache_mib, settings.adapter_cache_count, settings.prefix_cache_mib
-        )
-        scheduler.start()
-        runs = RunService(settings, store, scheduler)
+        engine_worker = worker or in_process_worker(settings)
+        engine_worker.start()
+        runs = RunService(settings, store, engine_worker)
         runs.reconcile_after_restart()
         await asyncio.to_thread(repair_at_start, runs)
         state = AppState(
             settings,
             store,
-            scheduler,
+            engine_worker,
             runs,
             RequestLog(
                 store,
@@ -122,7 +112,7 @@ def create_app(settings: ServiceSettings | None = None, engine: Engine | None = 
             ServingService(runs, tinker_service),
         )
         state.dashboard = DashboardService(runs)
-        telemetry.bind(scheduler)
+        telemetry.bind(engine_worker)
         runs.telemetry = telemetry
         app.state.frontier = state
         state.tasks.append(asyncio.ensure_future(_load_models(state)))
@@ -130,7 +120,7 @@ def create_app(settings: ServiceSettings | None = None, engine: Engine | None = 
             yield
         finally:
             await runs.shutdown()
-            await asyncio.to_thread(scheduler.stop)
+            await asyncio.to_thread(engine_worker.stop)
             await state.requests.close()
             store.close()
             logger.info("stopped")
@@ -200,11 +190,33 @@ class RequestIdMiddleware:
         await self.app(scope, receive, send_with_id)
 
 
+def in_process_worker(settings: ServiceSettings) -> InProcessWorker:
+    """The worker `settings` describe: an engine on this process's scheduler thread."""
+    return InProcessWorker(
+        engine_options={
+            "device": settings.device,
+            "dtype": settings.dtype,
+            "decode_4bit": settings.decode_4bit,
+            "activation_budget_mib": settings.activation_budget_mib,
+        },
+        cache_options={
+            "adapter_mib": settings.adapter_cache_mib,
+            "adapter_count": settings.adapter_cache_count,
+            "prefix_mib": settings.prefix_cache_mib,
+        },
+        scheduler_options={
+            "sample_gather_s": settings.sample_gather_ms / 1000,
+            "sample_gather_cap_s": 5 * settings.sample_gather_ms / 1000,
+            "slice_tokens": settings.decode_slice_tokens,
+        },
+    )
+
+
 async def _load_models(state: AppState) -> None:
     try:
         for name in state.settings.models:
             started = time.perf_counter()
-            await asyncio.wrap_future(state.scheduler.call("", lambda e, n=name: e.load_model(n)))
+            await state.worker.submit(ops.LoadModel(name))
             logger.info("loaded %s in %.1f s", name, time.perf_counter() - started)
         state.ready = True
     except Exception as exc:  # noqa: BLE001 - reported by /ready and the log

@@ -11,7 +11,7 @@ import time
 
 import uvicorn
 
-from frontier_signal.engine.engine import Engine
+from frontier_signal.engine.worker import EngineWorker
 from frontier_signal.server.app import create_app
 from frontier_signal.service.settings import ServiceSettings
 
@@ -19,9 +19,9 @@ from frontier_signal.service.settings import ServiceSettings
 class EmbeddedServer:
     """`EmbeddedServer(settings).start()` → `.base_url`; `.stop()` when done (or `with`)."""
 
-    def __init__(self, settings: ServiceSettings, engine: Engine | None = None):
+    def __init__(self, settings: ServiceSettings, worker: EngineWorker | None = None):
         self.settings = settings
-        self.app = create_app(settings, engine)
+        self.app = create_app(settings, worker)
         config = uvicorn.Config(
             self.app, host="127.0.0.1", port=0, log_config=None, access_log=False, lifespan="on"
         )

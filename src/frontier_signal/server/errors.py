@@ -14,8 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from frontier_signal.engine.errors import EngineError
-from frontier_signal.engine.scheduler import SchedulerStopped
+from frontier_signal.engine.errors import EngineError, SchedulerStopped
 from frontier_signal.server.schemas.rules import RULE_ERRORS
 from frontier_signal.service.errors import ServiceError, describe
 

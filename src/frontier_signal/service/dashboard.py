@@ -3,7 +3,8 @@
 It reads through the existing services and the store with the API's rules: a tenant sees only
 its own runs (another tenant's run is "not found", as in the API), and in the queue only its
 own work in detail (other tenants' work is counted, never described). The queue comes from the
-scheduler's read-only `snapshot()`; nothing here touches the engine. It knows nothing about HTTP.
+engine worker's read-only `snapshot()`; nothing here touches the engine. It knows nothing about
+HTTP.
 Times are UNIX seconds (the browser formats them in the viewer's time zone).
 """
 
@@ -65,7 +66,7 @@ def request_entry(request: Request) -> dict:
 
 
 class DashboardService:
-    """The dashboard's read model over `RunService` (and through it the store and scheduler)."""
+    """The dashboard's read model over `RunService` (and through it the store and engine worker)."""
 
     def __init__(self, runs: RunService):
         self.runs = runs
@@ -114,7 +115,7 @@ class DashboardService:
         """What the engine runs now and what waits: this tenant's work in detail, the rest as
         counts by kind (shared work, such as loading a base model, is counted there too)."""
         own = {run.id for run in self.store.list_runs(tenant_id)}
-        snapshot = self.runs.scheduler.snapshot()
+        snapshot = self.runs.worker.snapshot()
         answer: dict = {"workers": 1}
         for part in ("running", "pending"):
             mine, others = [], Counter()

@@ -90,9 +90,8 @@ def describe(exc: BaseException) -> tuple[int, str, str, dict[str, str]]:
     Engine errors are the user's mistakes (400/404); anything unexpected is a 500 whose message
     does not leak internals (the traceback goes to the log).
     """
-    from frontier_signal.engine.errors import InvalidInputError
+    from frontier_signal.engine.errors import InvalidInputError, SchedulerStopped
     from frontier_signal.engine.errors import NotFoundError as EngineNotFound
-    from frontier_signal.engine.scheduler import SchedulerStopped
 
     if isinstance(exc, ServiceError):
         return exc.status, exc.type, exc.message, exc.headers

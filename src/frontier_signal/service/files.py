@@ -38,6 +38,12 @@ def step_folder(data_dir: Path, run_id: str, step: int) -> Path:
     return run_folder(data_dir, run_id) / "steps" / f"step-{step:06d}"
 
 
+def step_folder_template(data_dir: Path, run_id: str) -> str:
+    """`step_folder` with the step left as `{step}`, for an engine operation that learns the
+    step as it runs (`engine.operations.fill_step` writes it with the same six digits)."""
+    return str(run_folder(data_dir, run_id) / "steps" / "step-{step}")
+
+
 def folder_digest(folder: Path) -> tuple[int, str]:
     """(total bytes, sha256 over every file's relative path and contents, in sorted order)."""
     digest, size = hashlib.sha256(), 0

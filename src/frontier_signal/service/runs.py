@@ -1,8 +1,9 @@
 """The run service: the rules of runs, training, sampling and checkpoints, for every API face.
 
 Routes call these coroutines with plain arguments and a tenant id; the service checks ownership
-(another tenant's run is simply "not found"), converts to engine types, enqueues work on the
-scheduler, records what happened in the store, and keeps the files durable:
+(another tenant's run is simply "not found"), converts to engine types, submits typed operations
+(`engine/operations.py`) to the engine worker, records what happened in the store, and keeps the
+files durable:
 - sampler weights after every optimizer step, pruned by the retention policy (step 0, the last
   `sampler_keep_last` steps and every `sampler_keep_every`-th step are kept);
 - a training checkpoint every `checkpoint_every` steps, at every `save_state`, and at shutdown;
@@ -16,16 +17,14 @@ import asyncio
 import logging
 import random
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from frontier_signal.backend import models
-from frontier_signal.engine.engine import Engine
-from frontier_signal.engine.scheduler import Scheduler
+from frontier_signal.engine import operations as ops
 from frontier_signal.engine.types import (
     ATTENTION_MODULES,
     MLP_MODULES,
-    ForwardBackwardRequest,
     ForwardBackwardResult,
     LoraSpec,
     OptimizerSpec,
@@ -34,6 +33,7 @@ from frontier_signal.engine.types import (
     SamplingParams,
     normalize_target_modules,
 )
+from frontier_signal.engine.worker import EngineWorker
 from frontier_signal.service import cleanup, files
 from frontier_signal.service.admission import ESTIMATE_KEY, MemoryBudget
 from frontier_signal.service.errors import InvalidRequest, NotFound, RateLimited, UpstreamError
@@ -107,12 +107,12 @@ def effective_settings(config: dict, dtype: str) -> dict:
 
 
 class RunService:
-    """Runs, training and sampling on top of the scheduler and the store."""
+    """Runs, training and sampling on top of the engine worker and the store."""
 
-    def __init__(self, settings: ServiceSettings, store: Store, scheduler: Scheduler):
+    def __init__(self, settings: ServiceSettings, store: Store, worker: EngineWorker):
         self.settings = settings
         self.store = store
-        self.scheduler = scheduler
+        self.worker = worker
         self.data_dir = Path(settings.data_dir)
         self._loading: dict[str, asyncio.Future] = {}
         self._pending_loss: dict[str, PendingLoss] = {}
@@ -128,8 +128,9 @@ class RunService:
             self._tokenizers[base_model] = models.load_tokenizer(base_model)
         return self._tokenizers[base_model]
 
-    async def _engine(self, key: str, fn):
-        return await asyncio.wrap_future(self.scheduler.call(key, fn))
+    async def submit(self, op, key: str = "", owner: str = "", on_token=None):
+        """Run a typed engine operation through the worker (after earlier work of `key`)."""
+        return await self.worker.submit(op, key=key, owner=owner, on_token=on_token)
 
     # ----- models and runs ---------------------------------------------------------------
     def base_models(self) -> list[str]:
@@ -137,7 +138,7 @@ class RunService:
         models.json (the engine's registry), the startup models and the operator's
         `model_dirs` folders. No other local folder is a base model: a checkpoint folder of
         another tenant must not become one by its path."""
-        names = list(self.scheduler.engine.list_models())  # plain reads, no tensors
+        names = list(self.worker.info().models)
         for name in [*self.settings.models, *map(str, self.settings.model_dirs)]:
             if name not in names:
                 names.append(name)
@@ -152,7 +153,7 @@ class RunService:
             )
 
     def list_models(self) -> list[dict]:
-        loaded = set(self.scheduler.engine.loaded_models())  # plain reads, no tensors
+        loaded = set(self.worker.info().loaded_models)
         return [{"id": name, "loaded": name in loaded} for name in self.base_models()]
 
     def run_row(self, tenant_id: str, run_id: str) -> Run:
@@ -185,7 +186,7 @@ class RunService:
 
     async def memory_needed(self, run_config: RunConfig) -> int:
         """The engine's estimate of a run's memory (loads its base model if needed)."""
-        return await self._engine("", lambda engine: engine.estimate_run_bytes(run_config))
+        return (await self.submit(ops.EstimateRunBytes(run_config))).bytes
 
     async def check_memory(self, tenant_id: str, config: dict) -> None:
         """Refuse now (4xx, saying what is needed and what is left) a run that would not fit
@@ -195,19 +196,10 @@ class RunService:
     async def _create(
         self, tenant_id: str, config: dict, run_config: RunConfig, run_id: str, need: int
     ) -> Run:
-
-        def create(engine: Engine) -> str:
-            info = engine.create_run(run_config, run_id)
-            try:
-                self.timed_save(
-                    engine, run_id, files.step_folder(self.data_dir, run_id, 0), "sampler"
-                )
-            except BaseException:
-                engine.delete_run(run_id)
-                raise
-            return info.dtype
-
-        dtype = await self._engine(run_id, create)
+        folder = str(files.step_folder(self.data_dir, run_id, 0))
+        created = await self.submit(ops.CreateRun(run_id, run_config, folder), run_id)
+        self.checkpoint_written(created.sampler)
+        dtype = created.dtype
         now = time.time()
         row = Run(
             id=run_id,
@@ -222,7 +214,7 @@ class RunService:
         )
         self.store.add_run(row)
         self._loading[run_id] = _done_future()
-        self._record_checkpoint(run_id, "sampler", 0, files.step_folder(self.data_dir, run_id, 0))
+        self.record_checkpoint(run_id, "sampler", 0, files.step_folder(self.data_dir, run_id, 0))
         return row
 
     async def delete_run(self, tenant_id: str, run_id: str) -> None:
@@ -231,16 +223,14 @@ class RunService:
         self.memory.release(run_id)
         if run_id in self._loading:
             del self._loading[run_id]
-            await self._engine(run_id, lambda engine: engine.delete_run(run_id))
+            await self.submit(ops.DeleteRun(run_id), run_id)
 
     async def ensure_loaded(self, row: Run) -> None:
         """Load a run into the engine once (after a restart: from its newest training
         checkpoint; a gradient that was never applied is lost)."""
         future = self._loading.get(row.id)
         if future is None:
-            future = asyncio.wrap_future(
-                self.scheduler.call(row.id, lambda e: self._restore(e, row))
-            )
+            future = asyncio.ensure_future(self.restore(row))
             self._loading[row.id] = future
             try:
                 step = await future
@@ -275,14 +265,13 @@ class RunService:
         ]
         return max(saved, key=lambda c: c.created_at, default=None)
 
-    def _restore(self, engine: Engine, row: Run) -> int:
+    async def restore(self, row: Run) -> int:
+        """Load a run into the engine from its newest training checkpoint (fresh when none;
+        the optimizer hyperparameters stay the run's own: a checkpoint may predate them);
+        returns the step it resumed at. `ensure_loaded` does this once per run."""
         newest = self.newest_training_checkpoint(row.id)
-        if newest is not None:
-            # The optimizer hyperparameters stay the run's own (a checkpoint may predate them).
-            optimizer = engine_config(row.config).optimizer
-            return engine.create_run_from_checkpoint(newest.path, row.id, optimizer=optimizer).step
-        engine.create_run(engine_config(row.config), row.id)
-        return 0
+        op = ops.RestoreRun(row.id, engine_config(row.config), newest.path if newest else "")
+        return (await self.submit(op, row.id)).step
 
     def _after_restore(self, row: Run, step: int) -> None:
         if step != row.step:
@@ -303,24 +292,16 @@ class RunService:
             raise InvalidRequest("batch is empty: send at least one example")
         await self.ensure_loaded(row)
         max_length = row.config["max_seq_length"]
-
-        def prepare(engine: Engine) -> ForwardBackwardRequest:
-            rendered = engine.render(row.base_model, batch, max_length)
-            for index, example in enumerate(rendered):
-                if example.truncated:
-                    raise InvalidRequest(
-                        f"batch[{index}] has {example.num_tokens} tokens, over this run's "
-                        f"max_seq_length of {max_length}; shorten it or create a run with a "
-                        "larger max_seq_length"
-                    )
-            datums = [example.datum for example in rendered]
-            return ForwardBackwardRequest(run_id, datums, reduction="mean", accumulate=accumulate)
-
-        started = time.monotonic()
-        future = self.scheduler.forward_backward(
-            run_id, row.base_model, prepare, owner=row.tenant_id
+        op = ops.ForwardBackward(
+            run_id,
+            row.base_model,
+            examples=list(batch),
+            max_length=max_length,
+            reduction="mean",
+            accumulate=accumulate,
         )
-        result = await asyncio.wrap_future(future)
+        started = time.monotonic()
+        result = await self.submit(op, run_id, row.tenant_id)
         self.record_pending_loss(run_id, result, accumulate, time.monotonic() - started)
         return {
             "loss": result.loss,
@@ -364,22 +345,19 @@ class RunService:
         await self.ensure_loaded(row)
         every = self.settings.checkpoint_every
         checkpoint_id = new_id("ckpt")
-
-        def step(engine: Engine):
-            started = time.monotonic()
-            result = engine.optim_step(
-                run_id, **({"learning_rate": learning_rate} | (overrides or {}))
-            )
-            seconds = time.monotonic() - started
-            steps_folder = files.step_folder(self.data_dir, run_id, result.step)
-            self.timed_save(engine, run_id, steps_folder, "sampler")
-            training = None
-            if every > 0 and result.step % every == 0:
-                training = files.checkpoint_folder(self.data_dir, run_id, checkpoint_id)
-                self.timed_save(engine, run_id, training, "training")
-            return result, steps_folder, training, seconds
-
-        result, steps_folder, training, optim_seconds = await self._engine(run_id, step)
+        op = ops.OptimStep(
+            run_id,
+            {"learning_rate": learning_rate} | (overrides or {}),
+            sampler_folder=files.step_folder_template(self.data_dir, run_id),
+            training_folder=str(files.checkpoint_folder(self.data_dir, run_id, checkpoint_id)),
+            training_every=every,
+        )
+        done = await self.submit(op, run_id)
+        self.checkpoint_written(done.sampler)
+        self.checkpoint_written(done.training)
+        result, optim_seconds = done.result, done.seconds
+        steps_folder = Path(done.sampler.folder)
+        training = Path(done.training.folder) if done.training is not None else None
         pending = self._pending_loss.pop(run_id, PendingLoss())
         loss = pending.loss_sum / pending.weight_sum if pending.weight_sum else None
         self.store.add_metric(
@@ -397,11 +375,11 @@ class RunService:
         self.store.update_run(run_id, step=result.step)
         # Hashing tens of MiB of weights: off the event loop, so other requests keep flowing.
         await asyncio.to_thread(
-            self._record_checkpoint, run_id, "sampler", result.step, steps_folder
+            self.record_checkpoint, run_id, "sampler", result.step, steps_folder
         )
         if training is not None:
             await asyncio.to_thread(
-                self._record_checkpoint,
+                self.record_checkpoint,
                 run_id,
                 "training",
                 result.step,
@@ -424,15 +402,18 @@ class RunService:
             },
         }
 
-    def timed_save(self, engine: Engine, run_id: str, folder: Path, kind: str) -> None:
-        """`engine.save_checkpoint`, timed for the metrics (in the engine thread)."""
-        started = time.monotonic()
-        engine.save_checkpoint(run_id, folder, kind)
-        if self.telemetry is not None:
-            size = sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file())
-            self.telemetry.checkpoint_written(kind, time.monotonic() - started, size)
+    async def save_checkpoint(self, run_id: str, folder: Path, kind: str) -> ops.SavedCheckpoint:
+        """Write a `training` or `sampler` checkpoint of a loaded run (counted in the metrics)."""
+        saved = await self.submit(ops.SaveCheckpoint(run_id, str(folder), kind), run_id)  # type: ignore[arg-type]
+        self.checkpoint_written(saved)
+        return saved
 
-    def _record_checkpoint(
+    def checkpoint_written(self, saved: ops.SavedCheckpoint | None) -> None:
+        """Tell the metrics what a checkpoint write cost."""
+        if saved is not None and self.telemetry is not None:
+            self.telemetry.checkpoint_written(saved.kind, saved.seconds, saved.size_bytes)
+
+    def record_checkpoint(
         self,
         run_id: str,
         kind: str,
@@ -441,6 +422,8 @@ class RunService:
         checkpoint_id: str | None = None,
         name: str | None = None,
     ) -> Checkpoint:
+        """Store a checkpoint folder's row (its size and digest: hashing tens of MiB takes a
+        while, so call it off the event loop)."""
         size, sha256 = files.folder_digest(folder)
         checkpoint = Checkpoint(
             id=checkpoint_id or new_id("ckpt"),
@@ -503,18 +486,13 @@ class RunService:
         await self.ensure_loaded(row)
         checkpoint = "" if step is None else self.sampler_path(run_id, step)
         sampled_step = row.step if step is None else step
-
-        def prepare(engine: Engine) -> list[SampleRequest]:
-            eos = engine.tokenizer(row.base_model).eos_token_id
-            stops = params.stop_token_ids or ((eos,) if eos is not None else ())
-            final = replace(params, stop_token_ids=stops)
-            return [
-                SampleRequest(run_id, params=final, checkpoint=checkpoint, prompt_text=prompt)
-                for prompt in prompts
-            ]
-
-        future = self.scheduler.sample(run_id, row.base_model, prepare, on_token, owner=tenant_id)
-        return await asyncio.wrap_future(future), sampled_step
+        requests = [
+            SampleRequest(run_id, params=params, checkpoint=checkpoint, prompt_text=prompt)
+            for prompt in prompts
+        ]
+        op = ops.Sample(row.base_model, requests, eos="if_no_stops")
+        sampled = await self.submit(op, run_id, tenant_id, on_token)
+        return sampled.results, sampled_step
 
     async def embeddings(
         self, tenant_id: str, run_id: str, texts: list[str], step: int | None
@@ -522,8 +500,8 @@ class RunService:
         row = self.run_row(tenant_id, run_id)
         await self.ensure_loaded(row)
         checkpoint = "" if step is None else self.sampler_path(run_id, step)
-        vectors = await self._engine(run_id, lambda e: e.embed(run_id, texts, checkpoint))
-        return vectors, row.step if step is None else step
+        embedded = await self.submit(ops.Embed(run_id, list(texts), checkpoint), run_id)
+        return embedded.vectors, row.step if step is None else step
 
     # ----- checkpoints -------------------------------------------------------------------
     async def save_state(
@@ -539,20 +517,20 @@ class RunService:
         folder = files.checkpoint_folder(self.data_dir, run_id, checkpoint_id)
 
         written: dict[str, int] = {}
-
-        def save(engine: Engine) -> int:
-            if mode == "merged":
-                engine.export_merged(run_id, folder)
-            elif mode in GGUF_MODES:
-                written.update(engine.export_gguf(run_id, folder, GGUF_MODES[mode]))
-            else:
-                self.timed_save(engine, run_id, folder, "training")
-            return engine.get_run(run_id).step
-
-        step = await self._engine(run_id, save)
+        if mode == "merged" or mode in GGUF_MODES:
+            export = ops.Export(
+                run_id,
+                str(folder),
+                "merged" if mode == "merged" else "gguf",
+                GGUF_MODES.get(mode, "f16"),
+            )
+            exported = await self.submit(export, run_id)
+            step, written = exported.step, exported.files
+        else:
+            step = (await self.save_checkpoint(run_id, folder, "training")).step
         kind = "gguf" if mode in GGUF_MODES else "merged" if mode == "merged" else "training"
         checkpoint = await asyncio.to_thread(
-            self._record_checkpoint,
+            self.record_checkpoint,
             run_id,
             kind,
             step,
@@ -610,8 +588,8 @@ class RunService:
             return
         checkpoint_id = new_id("ckpt")
         folder = files.checkpoint_folder(self.data_dir, row.id, checkpoint_id)
-        await self._engine(row.id, lambda e: self.timed_save(e, row.id, folder, "training"))
-        self._record_checkpoint(
+        await self.save_checkpoint(row.id, folder, "training")
+        self.record_checkpoint(
             row.id, "training", row.step, folder, checkpoint_id, f"{reason}-step-{row.step}"
         )
         self.prune_automatic_checkpoints(row.id)
@@ -626,7 +604,7 @@ class RunService:
                 files.remove(Path(checkpoint.path))
             if checkpoint.step >= step:
                 self.store.delete_checkpoint(checkpoint.id)
-        self._record_checkpoint(run_id, "sampler", step, steps_folder)
+        self.record_checkpoint(run_id, "sampler", step, steps_folder)
         self._pending_loss.pop(run_id, None)
 
     async def unload(self, tenant_id: str, run_id: str) -> None:
@@ -640,7 +618,7 @@ class RunService:
         await self._checkpoint_if_moved(self.store.get_run(run_id) or row, "unload")
         del self._loading[run_id]
         self._pending_loss.pop(run_id, None)
-        await self._engine(run_id, lambda engine: engine.delete_run(run_id))
+        await self.submit(ops.DeleteRun(run_id), run_id)
 
 
 def _done_future() -> asyncio.Future:

@@ -23,10 +23,10 @@ from pathlib import Path
 
 from frontier_signal.backend.adapter_cache import AdapterCache
 from frontier_signal.backend.checkpoints import ADAPTER_WEIGHTS
-from frontier_signal.engine.engine import Engine
-from frontier_signal.engine.errors import InvalidInputError
+from frontier_signal.engine import operations as ops
 from frontier_signal.engine.tools import template_messages
 from frontier_signal.engine.types import SampleRequest, SampleResult, SamplingParams, TokenCallback
+from frontier_signal.engine.validation import tokens_to_generate
 from frontier_signal.service.adapter_registry import adapter_base_model, registered_adapters
 from frontier_signal.service.errors import InvalidRequest, NotFound
 from frontier_signal.service.runs import RunService
@@ -36,22 +36,6 @@ from frontier_signal.service.tinker import TinkerService
 # Used when a request sets neither max_tokens nor max_completion_tokens (less where the context
 # has less room left).
 DEFAULT_MAX_TOKENS = 512
-
-
-def tokens_to_generate(context: int, prompt_tokens: int, max_tokens: int) -> int:
-    """`max_tokens`, or with 0 as many as fit up to the default.
-
-    Raises:
-        InvalidInputError: the prompt plus `max_tokens` do not fit the context.
-    """
-    room = context - prompt_tokens
-    wanted = max_tokens or min(DEFAULT_MAX_TOKENS, room)
-    if room < 1 or wanted > room:
-        raise InvalidInputError(
-            f"this model's context is {context} tokens: the prompt has {prompt_tokens} and "
-            f"max_tokens asks for {max(wanted, 1)}; shorten the prompt or lower max_tokens"
-        )
-    return wanted
 
 
 @dataclass(frozen=True)
@@ -77,7 +61,7 @@ class ServingService:
     def __init__(self, runs: RunService, tinker: TinkerService):
         self.runs = runs
         self.tinker = tinker
-        self.scheduler = runs.scheduler
+        self.worker = runs.worker
         self._warmups: dict[tuple[str, str], dict] = {}
         self.started_at = time.time()
 
@@ -221,11 +205,10 @@ class ServingService:
     def check_room(self, target: Target, prompts: list[list[int]], max_tokens: int) -> None:
         """Refuse up front (400, before a stream starts) what cannot fit the model's context;
         known once the base model is in memory, and checked again when generating."""
-        engine = self.scheduler.engine
-        if target.base_model in engine.loaded_models():
-            context = engine.load_model(target.base_model).context_length
+        context = self.worker.info().context_lengths.get(target.base_model)
+        if context is not None:
             for tokens in prompts:
-                tokens_to_generate(context, len(tokens), max_tokens)
+                tokens_to_generate(context, len(tokens), max_tokens, DEFAULT_MAX_TOKENS)
 
     async def generate(
         self,
@@ -244,26 +227,23 @@ class ServingService:
         """
         if target.run is not None and not target.checkpoint:
             await self.runs.ensure_loaded(target.run)
-
-        def prepare(engine: Engine) -> list[SampleRequest]:
-            eos = None if ignore_eos else engine.tokenizer(target.base_model).eos_token_id
-            stops = tuple(params.stop_token_ids) + ((eos,) if eos is not None else ())
-            context = engine.load_model(target.base_model).context_length
-            requests = []
-            for tokens in prompts:
-                wanted = tokens_to_generate(context, len(tokens), params.max_tokens)
-                final = replace(params, stop_token_ids=stops, max_tokens=wanted)
-                requests.append(
-                    SampleRequest(
-                        target.engine_model, tokens, final, n, prompt_logprobs, target.checkpoint
-                    )
-                )
-            return requests
-
-        future = self.scheduler.sample(
-            target.key, target.base_model, prepare, on_token, owner=target.tenant_id
+        requests = [
+            SampleRequest(
+                target.engine_model, tokens, params, n, prompt_logprobs, target.checkpoint
+            )
+            for tokens in prompts
+        ]
+        op = ops.Sample(
+            target.base_model,
+            requests,
+            eos="never" if ignore_eos else "always",
+            fit_context=True,
+            default_max_tokens=DEFAULT_MAX_TOKENS,
         )
-        return await asyncio.wrap_future(future)
+        sampled = await self.worker.submit(
+            op, key=target.key, owner=target.tenant_id, on_token=on_token
+        )
+        return sampled.results
 
     # ----- warmup ---------------------------------------------------------------------------
     def warmup_status(self, tenant_id: str, model: str) -> dict:
@@ -278,16 +258,16 @@ class ServingService:
         return {"model": model, "status": "ready" if ready else "not_loaded", "detail": detail}
 
     def _in_memory(self, target: Target) -> bool:
-        engine = self.scheduler.engine
-        if target.base_model not in engine.loaded_models():
+        info = self.worker.info()
+        if target.base_model not in info.loaded_models:
             return False
         if target.run is not None and not target.checkpoint:
-            return target.run.id in engine.list_runs()
+            return target.run.id in info.runs
         if not target.checkpoint:
             return True
         weights = Path(target.checkpoint) / ADAPTER_WEIGHTS
         return weights.is_file() and AdapterCache.key_for(Path(target.checkpoint), weights) in (
-            engine.adapters
+            info.adapter_keys
         )
 
     async def warmup(self, tenant_id: str, model: str) -> dict:
@@ -313,11 +293,8 @@ class ServingService:
             if target.run is not None and not target.checkpoint:
                 await self.runs.ensure_loaded(target.run)
             else:
-
-                def load(engine: Engine) -> None:
-                    engine.prepare_sampling(target.engine_model, target.checkpoint)
-
-                await asyncio.wrap_future(self.scheduler.call(target.key, load))
+                op = ops.PrepareSampling(target.engine_model, target.checkpoint)
+                await self.worker.submit(op, key=target.key)
         except Exception as exc:  # noqa: BLE001 - reported through the status
             status.update(status="error", detail=str(exc) or type(exc).__name__)
         else:

@@ -132,13 +132,13 @@ class Telemetry:
         )
         self.cuda_allocated.set_function(_cuda_allocated)
 
-    def bind(self, scheduler) -> None:
-        """Read the queue depth and what the engine holds from this scheduler when scraped
-        (plain reads of lists: no engine work, no lock held across the engine)."""
-        scheduler.observer = self
-        self.queue_depth.set_function(scheduler.pending_count)
-        self.runs_loaded.set_function(lambda: len(scheduler.engine.list_runs()))
-        self.models_loaded.set_function(lambda: len(scheduler.engine.loaded_models()))
+    def bind(self, worker) -> None:
+        """Observe this engine worker's batches; read its queue depth and what its engine
+        holds (`worker.info()`, published after each batch) when scraped."""
+        worker.observe(self)
+        self.queue_depth.set_function(lambda: worker.counts()["queued"])
+        self.runs_loaded.set_function(lambda: len(worker.info().runs))
+        self.models_loaded.set_function(lambda: len(worker.info().loaded_models))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

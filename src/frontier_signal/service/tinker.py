@@ -20,15 +20,14 @@ import asyncio
 import contextlib
 import re
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import quote
 
-from frontier_signal.engine.engine import Engine
+from frontier_signal.engine import operations as ops
 from frontier_signal.engine.types import (
     Datum,
-    ForwardBackwardRequest,
     ForwardBackwardResult,
     SampleRequest,
     SampleResult,
@@ -134,7 +133,7 @@ def _split_id(checkpoint_id: str) -> tuple[str, str | None]:
 
 
 class TinkerService:
-    """Tinker operations over the run service (runs, files) and its scheduler."""
+    """Tinker operations over the run service (runs, files) and its engine worker."""
 
     def __init__(self, runs: RunService, clock=time.time):
         self.runs = runs
@@ -143,7 +142,6 @@ class TinkerService:
         self.compress_fwdbwd = True
         self.use_pyqwest_transport = True
         self.store = runs.store
-        self.scheduler = runs.scheduler
         self.signer = UrlSigner(Path(runs.data_dir))
 
     # ----- the tinker SDK's start-up flags -------------------------------------------------
@@ -293,14 +291,18 @@ class TinkerService:
         """Sum-reduced loss; the gradient adds to the pending one (unless `forward_only`)."""
         row = self.model_row(tenant_id, model_id)
         await self.runs.ensure_loaded(row)
-        request = ForwardBackwardRequest(
-            model_id, datums, loss_fn, loss_fn_config, "sum", True, forward_only
+        op = ops.ForwardBackward(
+            model_id,
+            row.base_model,
+            datums,
+            loss_fn=loss_fn,
+            loss_fn_config=loss_fn_config,
+            reduction="sum",
+            accumulate=True,
+            forward_only=forward_only,
         )
         started = time.monotonic()
-        future = self.scheduler.forward_backward(
-            model_id, row.base_model, lambda _: request, owner=tenant_id
-        )
-        result = await asyncio.wrap_future(future)
+        result = await self.runs.submit(op, model_id, tenant_id)
         if not forward_only:
             self.runs.record_pending_loss(model_id, result, seconds=time.monotonic() - started)
         return result
@@ -363,14 +365,9 @@ class TinkerService:
         checkpoint_id = new_id("ckpt")
         folder = files.checkpoint_folder(self.runs.data_dir, model_id, checkpoint_id)
         engine_kind = "training" if kind == "training" else "sampler"
-
-        def save(engine: Engine) -> int:
-            self.runs.timed_save(engine, model_id, folder, engine_kind)
-            return engine.get_run(model_id).step
-
-        step = await self.runs._engine(model_id, save)
+        saved = await self.runs.save_checkpoint(model_id, folder, engine_kind)
         checkpoint = await asyncio.to_thread(
-            self.runs._record_checkpoint, model_id, kind, step, folder, checkpoint_id, name
+            self.runs.record_checkpoint, model_id, kind, saved.step, folder, checkpoint_id, name
         )
         if ttl_seconds is not None:
             checkpoint.expires_at = checkpoint.created_at + ttl_seconds
@@ -390,16 +387,17 @@ class TinkerService:
         source = checkpoint.path
         checkpoint_id = new_id("ckpt")
         training = files.checkpoint_folder(self.runs.data_dir, model_id, checkpoint_id)
-
-        def load(engine: Engine):
-            info = engine.load_checkpoint(model_id, source, with_optimizer)
-            steps = files.step_folder(self.runs.data_dir, model_id, info.step)
-            engine.save_checkpoint(model_id, steps, "sampler")
-            # The run's own copy: restarts resume the loaded state, not an older, later step.
-            engine.save_checkpoint(model_id, training, "training")
-            return info, steps
-
-        info, steps = await self.runs._engine(model_id, load)
+        # Then the loaded weights as this step's sampler weights, and the run's own training
+        # copy: restarts resume the loaded state, not an older, later step.
+        op = ops.LoadCheckpoint(
+            model_id,
+            source,
+            with_optimizer,
+            sampler_folder=files.step_folder_template(self.runs.data_dir, model_id),
+            training_folder=str(training),
+        )
+        info = await self.runs.submit(op, model_id)
+        steps = Path(info.sampler.folder)
         lora = info.config.lora
         config = dict(
             row.config,
@@ -415,7 +413,7 @@ class TinkerService:
             if c.name.startswith(LOADED_PREFIX)
         ]
         await asyncio.to_thread(
-            self.runs._record_checkpoint,
+            self.runs.record_checkpoint,
             model_id,
             "training",
             info.step,
@@ -602,13 +600,7 @@ class TinkerService:
             raise InvalidRequest("send model_path (a sampler checkpoint) or base_model")
         if not prompt_tokens:
             raise InvalidRequest("prompt is empty: send at least one token")
-
-        def prepare(engine: Engine) -> list[SampleRequest]:
-            eos = engine.tokenizer(base).eos_token_id
-            stops = params.stop_token_ids or ((eos,) if eos is not None else ())
-            final = replace(params, stop_token_ids=stops)
-            return [SampleRequest(base, prompt_tokens, final, num_samples, prompt_logprobs, folder)]
-
-        future = self.scheduler.sample("", base, prepare, owner=tenant_id)
-        results = await asyncio.wrap_future(future)
-        return results[0]
+        request = SampleRequest(base, prompt_tokens, params, num_samples, prompt_logprobs, folder)
+        op = ops.Sample(base, [request], eos="if_no_stops")
+        sampled = await self.runs.submit(op, "", tenant_id)
+        return sampled.results[0]

@@ -26,12 +26,12 @@ async def ready(request: Request):
         return JSONResponse({"status": "not_ready", "detail": state.startup_error}, 503)
     if not state.ready:
         return JSONResponse({"status": "loading", "models": state.settings.models}, 503)
-    engine = state.scheduler.engine
-    # The adapter LRU and prefix caches (sizes, budgets, hits, loads) and the scheduler's counts
-    # (pending, generating, cancelled generations): plain reads.
+    info = state.worker.info()
+    # The adapter LRU and prefix caches (sizes, budgets, hits, loads), as the worker published
+    # them after its last batch, and the scheduler's counts (pending, generating, cancelled).
     return {
         "status": "ready",
-        "models": engine.loaded_models(),
-        "caches": engine.cache_stats(),
-        "scheduler": state.scheduler.counts(),
+        "models": info.loaded_models,
+        "caches": info.caches,
+        "scheduler": state.worker.counts(),
     }
