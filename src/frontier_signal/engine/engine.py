@@ -1,9 +1,11 @@
 """The training engine: many LoRA runs on shared base models, driven in-process.
 
-The API faces (Signal, Tinker, OpenAI) and the local pipeline all call this class; it
-validates input, owns the runs, groups compatible requests into mixed batches per base model,
-and hands tensors work to the backend. It knows nothing about HTTP or SQL, and it is not
-thread-safe: one scheduler thread owns it (see DESIGN.md).
+Nothing outside engine/ calls this class: the API faces' services submit typed operations
+(engine/operations.py) to an engine worker (engine/worker.py), whose executor calls it in the
+one thread that owns it (the scheduler's; the local pipeline's own thread). It validates input,
+owns the runs, groups compatible requests into mixed batches per base model, and hands tensors
+work to the backend. Its sampling side is engine/sampler.py, its checkpoints
+engine/checkpointing.py. It knows nothing about HTTP or SQL, and it is not thread-safe.
 """
 
 from __future__ import annotations
@@ -14,34 +16,27 @@ import gc
 import logging
 import uuid
 from dataclasses import replace
-from pathlib import Path
 
 import torch
 
-from frontier_signal.backend import checkpoints, models
+from frontier_signal.backend import models
 from frontier_signal.backend.adapter_cache import MIB, AdapterCache
 from frontier_signal.backend.base_model import BaseModel, pick_device, pick_dtype
-from frontier_signal.backend.lora import BYTES_PER_PARAM, Adapter, adapter_param_count
+from frontier_signal.backend.lora import BYTES_PER_PARAM, adapter_param_count
 from frontier_signal.backend.prefix_cache import PrefixCache
-from frontier_signal.backend.sampling import Generation, SampleRow, SamplingJob
 from frontier_signal.backend.training import RunState, run_forward_backward, run_optim_step
 from frontier_signal.engine import validation
-from frontier_signal.engine.errors import InvalidInputError, ModelNotFoundError, RunNotFoundError
+from frontier_signal.engine.checkpointing import EngineCheckpoints
+from frontier_signal.engine.errors import InvalidInputError, RunNotFoundError
 from frontier_signal.engine.rendering import RenderedExample, render_example
-from frontier_signal.engine.structured import check_grammar
+from frontier_signal.engine.sampler import EngineSampling
 from frontier_signal.engine.types import (
-    CheckpointInfo,
-    CheckpointKind,
     Datum,
     ForwardBackwardRequest,
     ForwardBackwardResult,
-    OptimizerSpec,
     OptimStepResult,
     RunConfig,
     RunInfo,
-    SampleRequest,
-    SampleResult,
-    TokenCallback,
     normalize_target_modules,
 )
 
@@ -64,8 +59,9 @@ def _available_memory(device: torch.device) -> int:
     return psutil.virtual_memory().available
 
 
-class Engine:
-    """In-process multi-run LoRA engine.
+class Engine(EngineSampling, EngineCheckpoints):
+    """In-process multi-run LoRA engine (its sampling side in engine/sampler.py, its
+    checkpoints in engine/checkpointing.py).
 
     Args:
         device: `auto` (CUDA when present), `cpu`, `cuda`, `cuda:1`, ...
@@ -323,252 +319,4 @@ class Engine:
         try:
             return run_optim_step(run, spec)
         except FloatingPointError as exc:
-            raise InvalidInputError(str(exc)) from None
-
-    # ----- sampling ----------------------------------------------------------------------
-    def sample(self, request: SampleRequest) -> SampleResult:
-        return self.sample_batch([request])[0]
-
-    def sample_batch(
-        self, requests: list[SampleRequest], on_token: TokenCallback | None = None
-    ) -> list[SampleResult]:
-        """Sample many requests (any runs, checkpoints, base models) in batches per base model.
-
-        `on_token(request_index, sample_index, token_id, logprob)` is called as tokens are made.
-        """
-        job = self.start_sampling(requests, on_token)
-        while not job.advance(1 << 30):
-            pass
-        return job.results()
-
-    def start_sampling(
-        self, requests: list[SampleRequest], on_token: TokenCallback | None = None
-    ) -> SamplingJob:
-        """Validate every request (one bad request fails the call before anything runs), run
-        the prompts, and return the generation to `advance` slice by slice (see `SamplingJob`).
-        The adapters it samples stay loaded until the job is released (it releases itself
-        when it finishes)."""
-        with self.adapters.batch() as keys:
-            job = self._start_sampling(requests, on_token)
-            job.on_release = self.adapters.hold(keys)
-        return job
-
-    def _start_sampling(
-        self, requests: list[SampleRequest], on_token: TokenCallback | None
-    ) -> SamplingJob:
-        prepared = []
-        identities: dict[str, str] = {}
-        for request in requests:
-            base, adapter = self._sampling_target(request)
-            key = adapter.key if adapter is not None else ""
-            identities[key] = adapter.identity() if adapter is not None else ""
-            if not request.prompt_tokens and request.prompt_text:
-                encoded = base.tokenizer(request.prompt_text, add_special_tokens=False)
-                request = replace(request, prompt_tokens=list(encoded["input_ids"]))
-            validation.check_sampling(
-                request.params,
-                request.num_samples,
-                request.prompt_tokens,
-                base.vocab_size,
-                base.context_length,  # prompt + max_tokens must fit: a 400 saying how
-            )
-            if request.params.grammar:
-                check_grammar(request.params.grammar, base.tokenizer)
-            prepared.append((request, base, key))
-        rows_by_base: dict[str, list[tuple[int, SampleRow]]] = {}
-        for index, (request, base, key) in enumerate(prepared):
-            seed = request.params.seed
-            parent = torch.Generator().manual_seed(
-                seed if seed is not None else int(torch.randint(0, 2**62, ()).item())
-            )
-            for sample_index in range(request.num_samples):
-                generator = torch.Generator().manual_seed(
-                    int(torch.randint(0, 2**62, (), generator=parent))
-                )
-                row = SampleRow(
-                    key,
-                    list(request.prompt_tokens),
-                    request.params,
-                    generator,
-                    request.prompt_logprobs,
-                    (index, sample_index),
-                )
-                rows_by_base.setdefault(base.name, []).append((index, row))
-        generations = []
-        for base_name, indexed in rows_by_base.items():
-            indexed.sort(key=lambda item: item[1].adapter_key)  # contiguous adapter segments
-            rows = [row for _, row in indexed]
-            base = self._bases[base_name]
-            generation = Generation(base, rows, on_token, self.prefix_cache(base_name), identities)
-            generations.append(([i for i, _ in indexed], generation))
-        return SamplingJob([request for request, _, _ in prepared], generations)
-
-    @torch.no_grad()
-    def embed(self, model: str, texts: list[str], checkpoint: str = "") -> list[list[float]]:
-        """Mean-pooled final hidden states (LoRA applied), L2-normalised, one per text.
-
-        `model` is a run id or a base model name; `checkpoint` (a path) wins, as in sampling.
-        """
-        if not texts or any(not isinstance(t, str) or not t for t in texts):
-            raise InvalidInputError("texts must be a non-empty list of non-empty strings")
-        base, adapter = self._sampling_target(SampleRequest(model, checkpoint=checkpoint))
-        key = adapter.key if adapter is not None else ""
-        encoded = [base.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
-        for index, ids in enumerate(encoded):
-            validation.check_fits_context(f"texts[{index}]", len(ids), base.context_length, 0)
-        longest = max(len(ids) for ids in encoded)
-        input_ids = torch.full((len(texts), longest), base.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(texts), longest), dtype=torch.long)
-        for i, ids in enumerate(encoded):
-            input_ids[i, : len(ids)] = torch.tensor(ids)
-            mask[i, : len(ids)] = 1
-        input_ids, mask = input_ids.to(base.device), mask.to(base.device)
-        with base.routing.use([(key, 0, len(texts))]):
-            hidden = base.hidden_states(input_ids, attention_mask=mask).float()
-        weights = mask[..., None].float()
-        pooled = (hidden * weights).sum(1) / weights.sum(1)
-        return torch.nn.functional.normalize(pooled, dim=-1).cpu().tolist()
-
-    def prepare_sampling(self, model: str, checkpoint: str = "") -> None:
-        """Load what sampling `model` (or `checkpoint`) needs: base weights, adapter."""
-        self._sampling_target(SampleRequest(model, checkpoint=checkpoint))
-
-    def _sampling_target(self, request: SampleRequest) -> tuple[BaseModel, Adapter | None]:
-        """(base model, adapter or None for the bare base) for a run id, a checkpoint path or a
-        base model name."""
-        if request.checkpoint:
-            return self._sampler_adapter(Path(request.checkpoint), request.model)
-        if request.model in self._runs:
-            run = self._runs[request.model]
-            return run.base, run.adapter
-        try:
-            return self.load_model(request.model), None
-        except ModelNotFoundError as exc:
-            raise ModelNotFoundError(
-                f"{request.model!r} is neither a loaded run nor a known base model", exc.available
-            ) from None
-
-    def _sampler_adapter(self, folder: Path, model: str) -> tuple[BaseModel, Adapter]:
-        """A frozen adapter from its folder, through the LRU (`adapter_cache`). A folder with
-        no frontier_signal.json (a PEFT folder) is for `model` when that names a base model."""
-        weights = folder / checkpoints.ADAPTER_WEIGHTS
-        if not weights.is_file():
-            checkpoints.read_checkpoint(folder)  # raises the message that says what is missing
-        hint = "" if model in self._runs else model
-
-        def load(key: str) -> Adapter:
-            adapter_config, meta, tensors = checkpoints.read_checkpoint(folder)
-            spec = checkpoints.spec_from_adapter_config(adapter_config)
-            fallback = hint or adapter_config.get("base_model_name_or_path") or ""
-            base_name = checkpoints.run_config_from_meta(meta, fallback, spec).base_model
-            base = self.load_model(base_name)
-            adapter = Adapter(key, spec, base.layers, base.device, init=False)
-            checkpoints.load_adapter_weights(adapter, tensors)
-            adapter.frozen, adapter.base_name = True, base.name
-            adapter.attach()
-            return adapter
-
-        adapter = self.adapters.get(AdapterCache.key_for(folder, weights), load)
-        return self._bases[adapter.base_name], adapter
-
-    # ----- checkpoints -------------------------------------------------------------------
-    def save_checkpoint(
-        self, run_id: str, path: str | Path, kind: CheckpointKind = "training"
-    ) -> CheckpointInfo:
-        """Write a `training` (resumes exactly) or `sampler` (adapter only) checkpoint."""
-        if kind not in ("training", "sampler"):
-            raise InvalidInputError(
-                f"checkpoint kind must be 'training' or 'sampler', got {kind!r}"
-            )
-        run = self._run(run_id)
-        return checkpoints.save_checkpoint(
-            Path(path),
-            run.adapter,
-            run.config,
-            run.step,
-            kind,
-            run.optimizer if kind == "training" else None,
-        )
-
-    def load_checkpoint(
-        self, run_id: str, path: str | Path, with_optimizer: bool = True
-    ) -> RunInfo:
-        """Load a checkpoint into an existing run; the adapter layout comes from the checkpoint.
-
-        A sampler checkpoint (or `with_optimizer=False`) loads weights only and resets the
-        optimizer state. The run's pending gradient is dropped.
-        """
-        run = self._run(run_id)
-        adapter_config, meta, tensors = checkpoints.read_checkpoint(Path(path))
-        spec = replace(
-            checkpoints.spec_from_adapter_config(adapter_config), seed=run.config.lora.seed
-        )
-        saved = checkpoints.run_config_from_meta(meta, run.config.base_model, spec)
-        same = models.canonical_name(saved.base_model) == run.base.name
-        if not same and meta:
-            raise InvalidInputError(
-                f"checkpoint is for base model {saved.base_model!r}, the run "
-                f"uses {run.config.base_model!r}"
-            )
-        config = replace(run.config, lora=spec)
-        fresh = RunState.create(f"{run_id}#loading", config, run.base)
-        fresh.adapter.detach()
-        try:
-            checkpoints.load_adapter_weights(fresh.adapter, tensors)
-            if with_optimizer and checkpoints.checkpoint_kind(meta) == "training":
-                checkpoints.load_optimizer_state(Path(path), fresh.adapter, fresh.optimizer)
-        except Exception:
-            fresh.release()
-            raise
-        run.release()
-        fresh.run_id, fresh.adapter.key = run_id, run_id
-        fresh.step = int(meta.get("step", 0))
-        fresh.adapter.attach()
-        self._runs[run_id] = fresh
-        return self.get_run(run_id)
-
-    def create_run_from_checkpoint(
-        self,
-        path: str | Path,
-        run_id: str | None = None,
-        with_optimizer: bool = True,
-        optimizer: OptimizerSpec | None = None,
-    ) -> RunInfo:
-        """A new run whose config, weights, step (and optimizer state) come from a checkpoint."""
-        adapter_config, meta, _ = checkpoints.read_checkpoint(Path(path))
-        spec = checkpoints.spec_from_adapter_config(adapter_config)
-        config = checkpoints.run_config_from_meta(
-            meta, adapter_config.get("base_model_name_or_path") or "", spec
-        )
-        if optimizer is not None:
-            config = replace(config, optimizer=optimizer)
-        info = self.create_run(config, run_id)
-        try:
-            return self.load_checkpoint(info.run_id, path, with_optimizer)
-        except Exception:
-            self.delete_run(info.run_id)
-            raise
-
-    def export_merged(self, run_id: str, path: str | Path) -> int:
-        """Write a transformers folder with the run's LoRA folded in; returns its size in bytes."""
-        run = self._run(run_id)
-        return checkpoints.export_merged(Path(path), run.config.base_model, run.adapter)
-
-    def export_gguf(self, run_id: str, path: str | Path, gguf_type: str = "f16") -> dict[str, int]:
-        """Write GGUFs for llama.cpp / Ollama (merged model, base model, LoRA adapter; see
-        backend/gguf_export.py); returns {file name: size in bytes}.
-
-        Raises:
-            InvalidInputError: an unknown type, or a base model GGUF cannot hold.
-        """
-        from frontier_signal.backend.gguf_export import QUANT_TYPES
-
-        if gguf_type not in QUANT_TYPES:
-            raise InvalidInputError(
-                f"GGUF type must be one of {', '.join(QUANT_TYPES)}, got {gguf_type!r}"
-            )
-        run = self._run(run_id)
-        try:
-            return checkpoints.export_gguf(Path(path), run.config, run.adapter, run.step, gguf_type)
-        except ValueError as exc:
             raise InvalidInputError(str(exc)) from None

@@ -33,7 +33,6 @@ tenant) is an opaque name for fairness.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import logging
 import threading
@@ -41,52 +40,22 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass, field
 from typing import Any
 
-from frontier_signal.backend.sampling import SamplingJob
 from frontier_signal.engine import executor
 from frontier_signal.engine.engine import Engine
 from frontier_signal.engine.errors import SchedulerStopped
+from frontier_signal.engine.generation import SampleTurns
 from frontier_signal.engine.operations import WorkerInfo, batch_model, ordering_kind
 from frontier_signal.engine.types import ForwardBackwardRequest, SampleRequest, TokenCallback
+from frontier_signal.engine.work import Generating, Work, logged_failure
 
 __all__ = ["Scheduler", "SchedulerStopped", "Work"]
 
 logger = logging.getLogger(__name__)
 
 
-@dataclass
-class Work:
-    kind: str  # "forward_backward" | "sample" | "call"
-    key: str
-    base_model: str
-    prepare: Callable[[Engine], Any]  # in the engine thread: → request(s), or the call's result
-    future: Future = field(default_factory=Future)
-    on_token: TokenCallback | None = None
-    seq: int = 0
-    submitted: float = field(default_factory=time.monotonic)
-    owner: str = ""  # whose turn it is, for fairness (a tenant; the key when empty)
-    generating: Generating | None = None  # set while its generation is between slices
-    finish: Callable[[Any], Any] | None = None  # the outcome → the future's result
-
-    @property
-    def fair_owner(self) -> str:
-        return self.owner or self.key
-
-
-@dataclass
-class Generating:
-    """A sample batch whose generation is in progress (one job for all its works)."""
-
-    job: SamplingJob
-    works: list[Work]
-    owners: list[tuple[Work, int]]  # flat request index → (work, index within the work)
-    stopped: set[int] = field(default_factory=set)  # flat indices whose caller left
-    started: float = field(default_factory=time.monotonic)
-
-
-class Scheduler:
+class Scheduler(SampleTurns):
     """Owns an `Engine` on a dedicated thread.
 
     Args:
@@ -276,7 +245,7 @@ class Scheduler:
         sees what its own work changed)."""
         if self._stale:
             self._stale = False
-            with _logged_failure():
+            with logged_failure():
                 self.info = executor.describe(self.engine)
 
     def _execute_observed(self, batch: list[Work]) -> None:
@@ -286,11 +255,11 @@ class Scheduler:
         observer = self.observer
         started = time.monotonic()
         if observer is not None:
-            with _logged_failure():
+            with logged_failure():
                 observer.batch_started(batch[0].kind, [w.submitted for w in batch], started)
         self._execute(batch)
         if observer is not None and batch[0].kind != "sample":
-            with _logged_failure():
+            with logged_failure():
                 done = [w.future for w in batch if w.future.done() and not w.future.cancelled()]
                 outcomes = [f.exception() or f.result() for f in done]
                 observer.batch_done(batch[0].kind, outcomes, time.monotonic() - started)
@@ -299,24 +268,6 @@ class Scheduler:
         turn = next(self._turn)
         for work in works:
             self._served[work.fair_owner] = turn
-
-    def _gather_samples(self, head: Work) -> bool:
-        """With the lock held: wait while samples keep arriving (see the module doc); True
-        when more came. Stopping, or a full batch, ends the wait."""
-        deadline = head.submitted + self.sample_gather_cap_s
-        arrived = False
-        while not self._stopping:
-            samples = [w for w in self._pending if w.kind == "sample" and w.generating is None]
-            if len(samples) >= self.max_sample_rows:
-                break
-            now = time.monotonic()
-            until = min(max(w.submitted for w in samples) + self.sample_gather_s, deadline)
-            if now >= until:
-                break
-            before = len(self._pending)
-            self._cond.wait(until - now)
-            arrived = arrived or len(self._pending) > before
-        return arrived
 
     def _runnable(self, index: int) -> bool:
         """Not generating, and no earlier work of the same key, except that reads may pass
@@ -406,82 +357,6 @@ class Scheduler:
             return
         self._succeed(work, outcome)
 
-    def _start_sampling(self, prepared: list[tuple[Work, list[SampleRequest]]]) -> None:
-        """Run the prompts of a sample batch and its first slice; it then takes turns."""
-        flat: list[SampleRequest] = []
-        owners: list[tuple[Work, int]] = []
-        for work, requests in prepared:
-            for index, request in enumerate(requests):
-                flat.append(request)
-                owners.append((work, index))
-
-        first: set[int] = set()
-
-        def on_token(flat_index: int, sample_index: int, token: int, logprob: float) -> None:
-            work, index = owners[flat_index]
-            if self.observer is not None and id(work) not in first:
-                first.add(id(work))
-                with _logged_failure():
-                    self.observer.first_token(work.submitted)
-            if work.on_token is not None:
-                work.on_token(index, sample_index, token, logprob)
-
-        streaming = any(work.on_token is not None for work, _ in prepared)
-        job = self.engine.start_sampling(flat, on_token if streaming else None)
-        generating = Generating(job, [work for work, _ in prepared], owners)
-        with self._cond:
-            for work in generating.works:
-                work.generating = generating
-            self._generating.append(generating)
-        self._advance(generating)
-
-    def _advance(self, generating: Generating) -> None:
-        """One slice; stop the rows of cancelled callers first; settle every work whose rows
-        are all done (a short request batched with a long one does not wait for it)."""
-        left = {
-            i
-            for i, (work, _) in enumerate(generating.owners)
-            if work.future.cancelled() and i not in generating.stopped
-        }
-        if left:
-            generating.stopped |= left
-            if generating.job.stop(left):
-                self.cancelled_generations += len({id(generating.owners[i][0]) for i in left})
-        try:
-            generating.job.advance(self.slice_tokens)
-        except Exception as exc:  # noqa: BLE001 - each waiting caller gets it
-            failed = list(generating.works)
-            self._finish(failed, generating)
-            generating.job.release()
-            for work in failed:
-                self._fail(work, exc)
-            self._observe_finished(generating, [exc])
-            return
-        done = generating.job.done_requests()
-        ready = [
-            work
-            for work in generating.works
-            if all(i in done for i, (owner, _) in enumerate(generating.owners) if owner is work)
-        ]
-        if not ready:
-            return
-        wanted = {i for i, (owner, _) in enumerate(generating.owners) if owner in ready}
-        results = generating.job.results(wanted)
-        self._finish(ready, generating)
-        outcomes = []
-        for work in ready:
-            outcome = [results[i] for i in sorted(wanted) if generating.owners[i][0] is work]
-            outcomes.append(outcome)
-            self._succeed(work, outcome)
-        self._observe_finished(generating, outcomes)
-
-    def _observe_finished(self, generating: Generating, outcomes: list[Any]) -> None:
-        """Tell the observer what finished works of a generation made, over its whole time."""
-        if self.observer is not None:
-            with _logged_failure():
-                seconds = time.monotonic() - generating.started
-                self.observer.batch_done("sample", outcomes, seconds)
-
     def _succeed(self, work: Work, outcome: Any) -> None:
         self._publish()
         if not work.future.done():
@@ -509,11 +384,3 @@ class Scheduler:
                 generating.works = [w for w in generating.works if w not in works]
                 if not generating.works and generating in self._generating:
                     self._generating.remove(generating)
-
-
-@contextlib.contextmanager
-def _logged_failure():
-    try:
-        yield
-    except Exception:  # noqa: BLE001 - metrics must never fail the work
-        logger.exception("the scheduler's observer failed")

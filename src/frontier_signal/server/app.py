@@ -82,47 +82,18 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
-        store = Store(settings.resolved_database_url())
-        dropped = store.forget_unfinished_requests()
-        if dropped:
-            logger.warning(
-                "%d requests were interrupted by the last stop; retries run afresh", dropped
-            )
-        if settings.no_auth:
-            store.ensure_tenant(LOCAL_TENANT, "local (no-auth)")
-            logger.warning("NO AUTH: every caller on %s is the same tenant", settings.host)
-        engine_worker = worker or in_process_worker(settings)
-        engine_worker.start()
-        runs = RunService(settings, store, engine_worker)
-        runs.reconcile_after_restart()
-        await asyncio.to_thread(repair_at_start, runs)
-        state = AppState(
-            settings,
-            store,
-            engine_worker,
-            runs,
-            RequestLog(
-                store,
-                settings.max_queued_per_tenant,
-                keep_seconds=settings.request_retention_hours * 3600,
-            ),
-            FutureService(store, settings.max_queued_per_tenant),
-            tinker_service := TinkerService(runs),
-            SessionService(store),
-            ServingService(runs, tinker_service),
-        )
-        state.dashboard = DashboardService(runs)
-        telemetry.bind(engine_worker)
-        runs.telemetry = telemetry
+        state = await start_state(settings, worker or in_process_worker(settings))
+        state.runs.telemetry = app.state.telemetry
+        app.state.telemetry.bind(state.worker)
         app.state.frontier = state
         state.tasks.append(asyncio.ensure_future(_load_models(state)))
         try:
             yield
         finally:
-            await runs.shutdown()
-            await asyncio.to_thread(engine_worker.stop)
+            await state.runs.shutdown()
+            await asyncio.to_thread(state.worker.stop)
             await state.requests.close()
-            store.close()
+            state.store.close()
             logger.info("stopped")
 
     app = FastAPI(
@@ -188,6 +159,39 @@ class RequestIdMiddleware:
             await send(message)
 
         await self.app(scope, receive, send_with_id)
+
+
+async def start_state(settings: ServiceSettings, worker: EngineWorker) -> AppState:
+    """Open the store, start the worker and build the services over them (at startup)."""
+    store = Store(settings.resolved_database_url())
+    dropped = store.forget_unfinished_requests()
+    if dropped:
+        logger.warning("%d requests were interrupted by the last stop; retries run afresh", dropped)
+    if settings.no_auth:
+        store.ensure_tenant(LOCAL_TENANT, "local (no-auth)")
+        logger.warning("NO AUTH: every caller on %s is the same tenant", settings.host)
+    worker.start()
+    runs = RunService(settings, store, worker)
+    runs.reconcile_after_restart()
+    await asyncio.to_thread(repair_at_start, runs)
+    tinker_service = TinkerService(runs)
+    state = AppState(
+        settings,
+        store,
+        worker,
+        runs,
+        RequestLog(
+            store,
+            settings.max_queued_per_tenant,
+            keep_seconds=settings.request_retention_hours * 3600,
+        ),
+        FutureService(store, settings.max_queued_per_tenant),
+        tinker_service,
+        SessionService(store),
+        ServingService(runs, tinker_service),
+    )
+    state.dashboard = DashboardService(runs)
+    return state
 
 
 def in_process_worker(settings: ServiceSettings) -> InProcessWorker:

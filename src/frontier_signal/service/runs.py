@@ -355,23 +355,10 @@ class RunService:
         done = await self.submit(op, run_id)
         self.checkpoint_written(done.sampler)
         self.checkpoint_written(done.training)
-        result, optim_seconds = done.result, done.seconds
+        result = done.result
         steps_folder = Path(done.sampler.folder)
         training = Path(done.training.folder) if done.training is not None else None
-        pending = self._pending_loss.pop(run_id, PendingLoss())
-        loss = pending.loss_sum / pending.weight_sum if pending.weight_sum else None
-        self.store.add_metric(
-            Metric(
-                run_id=run_id,
-                step=result.step,
-                loss=loss,
-                grad_norm=result.grad_norm,
-                learning_rate=result.learning_rate,
-                tokens=pending.tokens,
-                time=time.time(),
-                seconds=pending.seconds + optim_seconds,
-            )
-        )
+        loss, pending = self._record_step_metric(run_id, done)
         self.store.update_run(run_id, step=result.step)
         # Hashing tens of MiB of weights: off the event loop, so other requests keep flowing.
         await asyncio.to_thread(
@@ -401,6 +388,27 @@ class RunService:
                 "checkpoint_id": checkpoint_id if training is not None else None,
             },
         }
+
+    def _record_step_metric(
+        self, run_id: str, done: ops.OptimStepDone
+    ) -> tuple[float | None, PendingLoss]:
+        """The metrics row of a step: the loss of the gradients it applied, their tokens and the
+        time they took; returns (that loss, the pending loss it consumed)."""
+        pending = self._pending_loss.pop(run_id, PendingLoss())
+        loss = pending.loss_sum / pending.weight_sum if pending.weight_sum else None
+        self.store.add_metric(
+            Metric(
+                run_id=run_id,
+                step=done.result.step,
+                loss=loss,
+                grad_norm=done.result.grad_norm,
+                learning_rate=done.result.learning_rate,
+                tokens=pending.tokens,
+                time=time.time(),
+                seconds=pending.seconds + done.seconds,
+            )
+        )
+        return loss, pending
 
     async def save_checkpoint(self, run_id: str, folder: Path, kind: str) -> ops.SavedCheckpoint:
         """Write a `training` or `sampler` checkpoint of a loaded run (counted in the metrics)."""
