@@ -1,5 +1,11 @@
 """The scheduler: one thread owns the engine; everything else enqueues work and waits on a future.
 
+Work is a typed operation (`submit`, engine/operations.py, run by engine/executor.py; what
+`InProcessWorker` sends), or in tests a function of the engine (`call`, `forward_backward`,
+`sample`). Operations batch by type: `ForwardBackward` → forward_backward, `Sample` → sample,
+anything else → call. After each batch the engine thread republishes `info` (a `WorkerInfo`)
+before any of its callers hears back.
+
 Ordering and batching rules (DESIGN.md, contract notes "Scheduling"):
 - Work carries an ordering key (a run id, or "" for none). Work of one key runs in arrival order,
   except that reads (samples) may overtake other reads.

@@ -1,6 +1,6 @@
 """A real uvicorn server in a background thread of this process: for the demo and the tests.
 
-It is the same app as `frontier-signal serve` (same store, scheduler and routes), on 127.0.0.1
+It is the same app as `frontier-signal serve` (same store, engine worker and routes), on 127.0.0.1
 and a free port; `stop()` is a clean shutdown, as on SIGTERM.
 """
 
@@ -35,7 +35,7 @@ class EmbeddedServer:
 
     @property
     def state(self):
-        """The app's live state (store, scheduler, services)."""
+        """The app's live state (store, engine worker, services)."""
         return self.app.state.frontier
 
     def start(self, timeout: float = 60.0) -> EmbeddedServer:
