@@ -106,7 +106,7 @@ def test_the_queue_shows_own_work_in_detail_and_others_only_as_counts(
     server, as_alice, as_bob, run_id
 ):
     release = threading.Event()
-    blocker = server.state.scheduler.call("", lambda engine: release.wait(60))
+    blocker = server.state.worker.scheduler.call("", lambda engine: release.wait(60))
     batch = {"batch": [{"text": "held behind the blocker"}]}
     worker = threading.Thread(
         target=as_alice.post, args=(f"/v1/runs/{run_id}/forward_backward",), kwargs={"json": batch}

@@ -30,7 +30,7 @@ def test_a_tenant_over_its_in_flight_limit_gets_429_with_retry_after(tmp_path):
             for name, http in clients.items()
         }
         gate = threading.Event()
-        busy = live.state.scheduler.call("", lambda engine: gate.wait(30))  # hold the engine
+        busy = live.state.worker.scheduler.call("", lambda engine: gate.wait(30))  # hold the engine
 
         def train(name: str) -> httpx.Response:
             url = f"/v1/runs/{runs[name]}/forward_backward"

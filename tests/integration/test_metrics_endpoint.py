@@ -39,7 +39,7 @@ def value(samples, name, **labels) -> float:
 def wait_idle(server) -> None:
     """Until the engine runs and holds nothing: every batch's observations are recorded."""
     for _ in range(600):  # bounded: 60 s
-        snapshot = server.state.scheduler.snapshot()
+        snapshot = server.state.worker.snapshot()
         if not snapshot["running"] and not snapshot["pending"]:
             return
         time.sleep(0.1)

@@ -106,16 +106,16 @@ def test_steps_and_checkpoints_serve_without_warmup_and_survive_eviction(
     clients, trained, adapter_server
 ):
     alice, _, _ = clients
-    engine = adapter_server[0].state.scheduler.engine
+    worker = adapter_server[0].state.worker  # what it published after each batch
     names = [f"{trained}@2", f"{trained}@4", f"{trained}:auto-step-2", "peft-tiny"]
     first = {name: _greedy(alice, name, 6) for name in names}
-    assert len(engine.adapters) == 2  # the count budget of this server
-    loads = engine.adapters.stats.loads
+    assert len(worker.info().adapter_keys) == 2  # the count budget of this server
+    loads = worker.info().caches["adapters"]["loads"]
     again = {name: _greedy(alice, name, 6) for name in names}
     assert again == first  # evicted ones reloaded, same answers
-    assert engine.adapters.stats.loads >= loads + 2
+    assert worker.info().caches["adapters"]["loads"] >= loads + 2
     assert first[f"{trained}@2"] == first[f"{trained}:auto-step-2"]  # the same weights
-    assert trained in engine.list_runs()  # the live run stays loaded
+    assert trained in worker.info().runs  # the live run stays loaded
     caches = httpx.get(f"{adapter_server[0].base_url}/ready").json()["caches"]
     assert caches["adapters"]["adapters"] == 2 and caches["adapters"]["evictions"] >= 2
     assert caches["prefix"][TINY]["lookups"] >= 1

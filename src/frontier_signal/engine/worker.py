@@ -104,6 +104,12 @@ class InProcessWorker:
     def info(self) -> WorkerInfo:
         return self._scheduler.info
 
+    @property
+    def scheduler(self) -> Scheduler:
+        """The scheduler thread itself, for tests that hold the engine (`scheduler.call`);
+        services use only the `EngineWorker` methods."""
+        return self._scheduler
+
     def snapshot(self) -> dict[str, list[dict]]:
         return self._scheduler.snapshot()
 
