@@ -258,15 +258,16 @@ def save(engine: Engine, run_id: str, folder: str, kind: CheckpointKind) -> Save
     return SavedCheckpoint(run_id, str(folder), kind, info.step, seconds, info.size_bytes)
 
 
-def describe(engine: Engine) -> WorkerInfo:
-    """What `engine` holds now (read in the thread that owns it)."""
+def describe(engine: Engine, memory_bytes: int | None = None) -> WorkerInfo:
+    """What `engine` holds now (read in the thread that owns it); `memory_bytes`, when known,
+    saves counting the runs' tensors again."""
     bases = engine.loaded_bases()
     return WorkerInfo(
         models=list(engine.list_models()),
         loaded_models=list(bases),
         context_lengths={name: base.context_length for name, base in bases.items()},
         runs=engine.list_runs(),
-        memory_bytes=engine.runs_memory_bytes(),
+        memory_bytes=engine.runs_memory_bytes() if memory_bytes is None else memory_bytes,
         adapter_keys=engine.adapters.keys(),
         caches=engine.cache_stats(),
     )

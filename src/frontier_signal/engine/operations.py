@@ -334,6 +334,8 @@ class WorkerInfo:
     loaded_models: list[str] = field(default_factory=list)
     context_lengths: dict[str, int] = field(default_factory=dict)  # of the loaded models
     runs: list[str] = field(default_factory=list)  # runs held in memory
-    memory_bytes: int = 0  # what those runs hold (adapters, gradients, optimizer state)
+    # What those runs hold (adapters, gradients, optimizer state), as of the last call (create,
+    # optimizer step, load, delete): a forward_backward's new gradient shows after the step.
+    memory_bytes: int = 0
     adapter_keys: list[str] = field(default_factory=list)  # frozen adapters in the sampling LRU
     caches: dict = field(default_factory=dict)  # adapter LRU and prefix caches (sizes, hits)

@@ -100,7 +100,7 @@ class Scheduler(SampleTurns):
         self.observer: Any = None
         # What the engine holds, republished by the engine thread after each batch (`info`).
         self.info: WorkerInfo = executor.describe(engine)
-        self._stale = False
+        self._stale = ""  # the kind of batch running until `info` is republished
         self._thread = threading.Thread(target=self._loop, name="engine-scheduler", daemon=True)
 
     # ----- submitting --------------------------------------------------------------------
@@ -235,7 +235,7 @@ class Scheduler(SampleTurns):
                         for work in batch:
                             self._pending.remove(work)
                 self._running = list(generating.works) if batch is None else batch
-            self._stale = True
+            self._stale = "call" if batch is not None and batch[0].kind == "call" else "batch"
             try:
                 if batch is None:
                     self._advance(generating)
@@ -248,11 +248,13 @@ class Scheduler(SampleTurns):
 
     def _publish(self) -> None:
         """Republish `info` once per batch, before its first caller hears back (so a caller
-        sees what its own work changed)."""
+        sees what its own work changed). The runs' memory (a walk over their tensors) is
+        recounted after calls only (creates, steps, loads, deletes), not after every slice."""
         if self._stale:
-            self._stale = False
+            memory = None if self._stale == "call" else self.info.memory_bytes
+            self._stale = ""
             with logged_failure():
-                self.info = executor.describe(self.engine)
+                self.info = executor.describe(self.engine, memory)
 
     def _execute_observed(self, batch: list[Work]) -> None:
         """`_execute`, telling the observer (if any) when the batch starts and what it did (a
