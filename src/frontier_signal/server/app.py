@@ -34,6 +34,7 @@ from frontier_signal.server.routes import (
     signal,
     tinker,
 )
+from frontier_signal.server.schemas.signal import run_config
 from frontier_signal.server.schemas.tinker import ForwardBackwardBody as TinkerForwardBackwardBody
 from frontier_signal.server.telemetry import TelemetryMiddleware
 from frontier_signal.service.cleanup import repair_at_start
@@ -121,7 +122,7 @@ def create_app(settings: ServiceSettings | None = None, engine: Engine | None = 
             SessionService(store),
             ServingService(runs, tinker_service),
         )
-        state.dashboard = DashboardService(runs)
+        state.dashboard = DashboardService(runs, run_config)
         telemetry.bind(scheduler)
         runs.telemetry = telemetry
         app.state.frontier = state
