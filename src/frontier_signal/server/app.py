@@ -35,6 +35,7 @@ from frontier_signal.server.routes import (
     signal,
     tinker,
 )
+from frontier_signal.server.schemas.signal import run_config
 from frontier_signal.server.schemas.tinker import ForwardBackwardBody as TinkerForwardBackwardBody
 from frontier_signal.server.telemetry import TelemetryMiddleware
 from frontier_signal.service.cleanup import repair_at_start
@@ -190,7 +191,7 @@ async def start_state(settings: ServiceSettings, worker: EngineWorker) -> AppSta
         SessionService(store),
         ServingService(runs, tinker_service),
     )
-    state.dashboard = DashboardService(runs)
+    state.dashboard = DashboardService(runs, run_config)
     return state
 
 

@@ -11,16 +11,13 @@ Times are UNIX seconds (the browser formats them in the viewer's time zone).
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 
+from frontier_signal.service.run_spec import RunSpec
 from frontier_signal.service.runs import RunService
 from frontier_signal.service.tables import Checkpoint, Metric, Request, Run
 
 RECENT_REQUESTS = 20
-
-
-def face_of(run: Run) -> str:
-    """Which API made the run: `signal`, `tinker` (incl. hpcai) or `local`."""
-    return str(run.config.get("api") or "signal")
 
 
 def tokens_per_s(metric: Metric | None) -> float | None:
@@ -68,17 +65,19 @@ def request_entry(request: Request) -> dict:
 class DashboardService:
     """The dashboard's read model over `RunService` (and through it the store and engine worker)."""
 
-    def __init__(self, runs: RunService):
+    def __init__(self, runs: RunService, render_config: Callable[[RunSpec], dict]):
+        """`render_config`: a run's config as the page shows it (the Signal face's shape)."""
         self.runs = runs
         self.store = runs.store
+        self.render_config = render_config
 
     def run_summary(self, run: Run) -> dict:
         latest = self.store.latest_metric(run.id)
         return {
             "run_id": run.id,
-            "face": face_of(run),
+            "face": run.face,
             "base_model": run.base_model,
-            "lora_rank": run.config.get("lora_r"),
+            "lora_rank": run.lora_rank,
             "step": run.step,
             "last_loss": latest.loss if latest is not None else None,
             "tokens_per_s": tokens_per_s(latest),
@@ -95,7 +94,7 @@ class DashboardService:
         checkpoints = [c for c in self.store.list_checkpoints(run_id) if c.kind != "sampler"]
         return {
             **self.run_summary(run),
-            "config": run.config,
+            "config": self.render_config(run.spec),
             "effective": run.effective,
             "checkpoints": [checkpoint_entry(c) for c in checkpoints],
             "kept_steps": self.runs.kept_steps(tenant_id, run_id),

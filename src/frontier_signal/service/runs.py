@@ -17,26 +17,21 @@ import asyncio
 import logging
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from frontier_signal.backend import models
 from frontier_signal.engine import operations as ops
 from frontier_signal.engine.types import (
-    ATTENTION_MODULES,
-    MLP_MODULES,
     ForwardBackwardResult,
-    LoraSpec,
-    OptimizerSpec,
-    RunConfig,
     SampleRequest,
     SamplingParams,
-    normalize_target_modules,
 )
 from frontier_signal.engine.worker import EngineWorker
 from frontier_signal.service import cleanup, files
 from frontier_signal.service.admission import ESTIMATE_KEY, MemoryBudget
 from frontier_signal.service.errors import InvalidRequest, NotFound, RateLimited, UpstreamError
+from frontier_signal.service.run_spec import RunSpec, spec_columns
 from frontier_signal.service.settings import ServiceSettings
 from frontier_signal.service.store import Store, new_id
 from frontier_signal.service.tables import Checkpoint, Metric, Run
@@ -57,52 +52,22 @@ class PendingLoss:
     seconds: float = 0.0  # forward_backward time (submit to result) of this step so far
 
 
-def engine_config(config: dict) -> RunConfig:
-    """A Signal wire config (already type-checked) → the engine's RunConfig."""
-    try:
-        targets = normalize_target_modules(
-            config.get("lora_target_modules") or ATTENTION_MODULES + MLP_MODULES
-        )
-    except ValueError as exc:
-        raise InvalidRequest(f"lora_target_modules: {exc}") from None
-    optimizer = config["optimizer"]
-    return RunConfig(
-        base_model=config["base_model"],
-        lora=LoraSpec(
-            rank=config["lora_r"],
-            alpha=float(config["lora_alpha"]),
-            dropout=config["lora_dropout"],
-            seed=config["seed"],
-            target_modules=targets,
-        ),
-        # The Signal face trains like HF/PyTorch users expect: AdamW (0.9, 0.999), eps 1e-8.
-        optimizer=OptimizerSpec(
-            kind=optimizer,
-            learning_rate=config["learning_rate"],
-            beta2=0.999,
-            eps=1e-8,
-            weight_decay=config["weight_decay"],
-        ),
-        max_seq_length=config["max_seq_length"],
-        gradient_checkpointing=config["gradient_checkpointing"],
-    )
-
-
-def effective_settings(config: dict, dtype: str) -> dict:
+def effective_settings(spec: RunSpec, dtype: str) -> dict:
     """What really runs, for the run status (the seed's options may not all exist here)."""
+    kind = spec.optimizer.kind
     optimizer = {
         "adamw_8bit": "adamw_8bit (moments in 8 bits: block-wise float8, fp32 math)",
         "adamw": "adamw (fp32 moments)",
-    }.get(config["optimizer"], config["optimizer"])
-    if config["bf16"] and dtype != "bfloat16":
+    }.get(kind, kind)
+    if spec.bf16 and dtype != "bfloat16":
         dtype = f"{dtype} (this device has no fast bf16)"
-    elif not config["bf16"] and dtype == "bfloat16":
+    elif not spec.bf16 and dtype == "bfloat16":
         dtype = "bfloat16 (the base model is shared; LoRA weights and optimizer state are fp32)"
     # A bool, as the run asked (a batch over the activation budget is checkpointed anyway).
     return {
         "dtype": dtype,
         "optimizer": optimizer,
-        "gradient_checkpointing": config["gradient_checkpointing"],
+        "gradient_checkpointing": spec.gradient_checkpointing,
     }
 
 
@@ -162,7 +127,9 @@ class RunService:
             raise NotFound(f"no run {run_id!r}: it does not exist or belongs to another key")
         return row
 
-    async def create_run(self, tenant_id: str, config: dict, run_id: str | None = None) -> Run:
+    async def create_run(self, spec: RunSpec, run_id: str | None = None) -> Run:
+        """A new run of `spec` (its owner is `spec.tenant_id`); a seed is picked if it has none."""
+        tenant_id = spec.tenant_id
         runs = self.store.list_runs(tenant_id)
         if len(runs) >= self.settings.max_runs_per_tenant:
             raise RateLimited(
@@ -170,43 +137,40 @@ class RunService:
                 f"{self.settings.max_runs_per_tenant}); delete one first",
                 retry_after=5,
             )
-        self.check_base_model(config["base_model"])
-        config = dict(config, seed=config.get("seed") or random.randrange(2**31))
-        run_config = engine_config(config)
+        self.check_base_model(spec.base_model)
+        if spec.seed is None:
+            spec = replace(spec, seed=random.randrange(2**31))
         run_id = run_id or new_id("run")
         if self.store.get_run(run_id) is not None:
             raise InvalidRequest(f"a run {run_id!r} already exists")
-        need = await self.memory_needed(run_config)
+        need = await self.memory_needed(spec)
         self.memory.reserve(tenant_id, run_id, need)
         try:
-            return await self._create(tenant_id, config, run_config, run_id, need)
+            return await self._create(spec, run_id, need)
         except BaseException:
             self.memory.release(run_id)
             raise
 
-    async def memory_needed(self, run_config: RunConfig) -> int:
+    async def memory_needed(self, spec: RunSpec) -> int:
         """The engine's estimate of a run's memory (loads its base model if needed)."""
+        run_config = replace(spec, seed=spec.seed or 0).engine_config()
         return (await self.submit(ops.EstimateRunBytes(run_config))).bytes
 
-    async def check_memory(self, tenant_id: str, config: dict) -> None:
+    async def check_memory(self, spec: RunSpec) -> None:
         """Refuse now (4xx, saying what is needed and what is left) a run that would not fit
         the memory budget; `create_run` checks again and holds the memory."""
-        self.memory.check(tenant_id, await self.memory_needed(engine_config(config)))
+        self.memory.check(spec.tenant_id, await self.memory_needed(spec))
 
-    async def _create(
-        self, tenant_id: str, config: dict, run_config: RunConfig, run_id: str, need: int
-    ) -> Run:
+    async def _create(self, spec: RunSpec, run_id: str, need: int) -> Run:
         folder = str(files.step_folder(self.data_dir, run_id, 0))
-        created = await self.submit(ops.CreateRun(run_id, run_config, folder), run_id)
+        created = await self.submit(ops.CreateRun(run_id, spec.engine_config(), folder), run_id)
         self.checkpoint_written(created.sampler)
         dtype = created.dtype
         now = time.time()
         row = Run(
             id=run_id,
-            tenant_id=tenant_id,
-            base_model=config["base_model"],
-            config=config,
-            effective=effective_settings(config, dtype) | {ESTIMATE_KEY: need},
+            **spec_columns(spec),
+            effective=effective_settings(spec, dtype) | {ESTIMATE_KEY: need},
             status="active",
             step=0,
             created_at=now,
@@ -270,7 +234,7 @@ class RunService:
         the optimizer hyperparameters stay the run's own: a checkpoint may predate them);
         returns the step it resumed at. `ensure_loaded` does this once per run."""
         newest = self.newest_training_checkpoint(row.id)
-        op = ops.RestoreRun(row.id, engine_config(row.config), newest.path if newest else "")
+        op = ops.RestoreRun(row.id, row.spec.engine_config(), newest.path if newest else "")
         return (await self.submit(op, row.id)).step
 
     def _after_restore(self, row: Run, step: int) -> None:
@@ -291,7 +255,7 @@ class RunService:
         if not batch:
             raise InvalidRequest("batch is empty: send at least one example")
         await self.ensure_loaded(row)
-        max_length = row.config["max_seq_length"]
+        max_length = row.max_seq_length
         op = ops.ForwardBackward(
             run_id,
             row.base_model,

@@ -144,10 +144,12 @@ class Store:
         with self._session() as session:
             return session.get(Run, run_id)
 
-    def list_runs(self, tenant_id: str | None = None, status: str = "active") -> list[Run]:
+    def list_runs(
+        self, tenant_id: str | None = None, status: str = "active", session_id: str | None = None
+    ) -> list[Run]:
         query = select(Run).where(Run.status == status).order_by(Run.created_at)
-        if tenant_id is not None:
-            query = query.where(Run.tenant_id == tenant_id)
+        for column, value in ((Run.tenant_id, tenant_id), (Run.session_id, session_id)):
+            query = query if value is None else query.where(column == value)
         with self._session() as session:
             return list(session.scalars(query))
 

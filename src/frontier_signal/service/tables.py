@@ -6,8 +6,20 @@ The schema itself is created by the Alembic migrations in `migrations/`, not by 
 
 from __future__ import annotations
 
-from sqlalchemy import JSON, Boolean, Float, ForeignKey, Index, Integer, String, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from frontier_signal.service.run_spec import RunSpec, spec_of
 
 
 class Base(DeclarativeBase):
@@ -35,17 +47,37 @@ class ApiKey(Base):
 
 
 class Run(Base):
+    """A run: its `RunSpec` (service/run_spec.py) in typed columns (migration 0004), what
+    really runs, and where it stands. `spec` reads the RunSpec back."""
+
     __tablename__ = "runs"
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
     base_model: Mapped[str] = mapped_column(String(300))
-    config: Mapped[dict] = mapped_column(JSON)  # the wire RunConfig as created
+    face: Mapped[str] = mapped_column(String(16), index=True)  # signal | tinker
+    session_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    lora_rank: Mapped[int] = mapped_column(Integer)
+    lora_alpha: Mapped[float] = mapped_column(Float)
+    lora_dropout: Mapped[float] = mapped_column(Float)
+    target_modules: Mapped[list] = mapped_column(JSON)  # normalized module names
+    requested_target_modules: Mapped[list | None] = mapped_column(JSON, nullable=True)
+    optimizer: Mapped[str] = mapped_column(String(32))
+    optimizer_params: Mapped[dict] = mapped_column(JSON)  # {learning_rate, beta1, ...}: floats
+    seed: Mapped[int] = mapped_column(BigInteger)
+    max_seq_length: Mapped[int] = mapped_column(Integer)
+    gradient_checkpointing: Mapped[bool] = mapped_column(Boolean)
+    bf16: Mapped[bool] = mapped_column(Boolean)
+    user_metadata: Mapped[dict] = mapped_column(JSON)
     effective: Mapped[dict] = mapped_column(JSON)  # what really runs (dtype, optimizer, ...)
     status: Mapped[str] = mapped_column(String(32))  # active | deleted
     step: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[float] = mapped_column(Float)
     updated_at: Mapped[float] = mapped_column(Float)
+
+    @property
+    def spec(self) -> RunSpec:
+        return spec_of(self)
 
 
 class Checkpoint(Base):

@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import quote
@@ -32,18 +32,15 @@ from frontier_signal.engine.types import (
     SampleRequest,
     SampleResult,
     SamplingParams,
-    target_modules_from_switches,
 )
 from frontier_signal.service import files
 from frontier_signal.service.errors import InvalidRequest, NotFound
+from frontier_signal.service.run_spec import RunSpec, spec_columns
 from frontier_signal.service.runs import RunService
 from frontier_signal.service.signing import DEFAULT_EXPIRY_SECONDS, UrlSigner
 from frontier_signal.service.store import new_id
 from frontier_signal.service.tables import Checkpoint, Run
 
-# LoRA alpha of runs made through this face (Tinker and SkyRL tx use a fixed alpha of 32).
-TINKER_LORA_ALPHA = 32.0
-TINKER_MAX_SEQ_LENGTH = 4096
 LATEST_DATE = datetime(9999, 12, 31, tzinfo=UTC).timestamp()
 # Name of the training checkpoint a run gets of itself right after `load_weights`.
 LOADED_PREFIX = "loaded-step-"
@@ -176,76 +173,34 @@ class TinkerService:
     def supported_models(self) -> list[str]:
         return self.runs.base_models()
 
-    async def create_model(
-        self,
-        tenant_id: str,
-        base_model: str,
-        rank: int,
-        seed: int | None,
-        train_attn: bool,
-        train_mlp: bool,
-        train_unembed: bool,
-        run_id: str | None = None,
-        session_id: str | None = None,
-        user_metadata: dict | None = None,
-    ) -> Run:
-        """A new run with the Tinker LoRA switches, stored in the Signal face's config shape.
-        Models of a tinker session get the id `{session_id}:train:{model_seq_id}` (`run_id`)."""
-        config = self.model_config(base_model, rank, seed, train_attn, train_mlp, train_unembed)
-        config["session_id"] = session_id
-        config["user_metadata"] = {str(k): str(v) for k, v in (user_metadata or {}).items()}
-        return await self.runs.create_run(tenant_id, config, run_id)
+    async def create_model(self, spec: RunSpec, run_id: str | None = None) -> Run:
+        """A new run of `spec` (built by the Tinker schema). Models of a tinker session get the
+        id `{session_id}:train:{model_seq_id}` (`run_id`)."""
+        return await self.runs.create_run(spec, run_id)
 
-    async def check_memory(
-        self, tenant_id: str, base_model: str, rank: int, switches: tuple[bool, bool, bool]
-    ) -> None:
+    async def check_memory(self, spec: RunSpec) -> None:
         """Refuse at once (4xx) a model that would not fit the memory budget (admission.py)."""
-        config = self.model_config(base_model, rank, 0, *switches)
-        await self.runs.check_memory(tenant_id, config)
-
-    def model_config(
-        self,
-        base_model: str,
-        rank: int,
-        seed: int | None,
-        train_attn: bool,
-        train_mlp: bool,
-        train_unembed: bool,
-    ) -> dict:
-        """The Signal-shaped run config of a Tinker model."""
-        self.check_base_model(base_model)
-        targets = target_modules_from_switches(train_attn, train_mlp, train_unembed)
-        if not targets:
-            raise InvalidRequest("train_attn, train_mlp and train_unembed are all false")
-        return {
-            "base_model": base_model,
-            "lora_r": rank,
-            "lora_alpha": TINKER_LORA_ALPHA,
-            "lora_dropout": 0.0,
-            "lora_target_modules": list(targets),
-            "optimizer": "adamw",
-            "learning_rate": 1e-4,
-            "weight_decay": 0.0,
-            "max_seq_length": TINKER_MAX_SEQ_LENGTH,
-            "bf16": False,
-            "gradient_checkpointing": False,
-            "seed": seed,
-            "api": "tinker",
-            "lora_config": {
-                "rank": rank,
-                "seed": seed,
-                "train_attn": train_attn,
-                "train_mlp": train_mlp,
-                "train_unembed": train_unembed,
-            },
-        }
+        self.check_base_model(spec.base_model)
+        await self.runs.check_memory(spec)
 
     def model_row(self, tenant_id: str, model_id: str) -> Run:
         return self.runs.run_row(tenant_id, model_id)
 
+    def model_spec(self, tenant_id: str, model_id: str) -> RunSpec:
+        """The RunSpec of this tenant's model (NotFound for another tenant's)."""
+        return self.model_row(tenant_id, model_id).spec
+
+    def checkpoint_spec(self, tenant_id: str, path: str) -> RunSpec:
+        """The RunSpec of the run a checkpoint this tenant may read belongs to."""
+        return self.store.get_run(self.resolve(tenant_id, path).run_id).spec
+
+    def session_runs(self, session_id: str, tenant_id: str | None = None) -> list[Run]:
+        """The active runs made in a tinker session (by the indexed `session_id` column)."""
+        return self.store.list_runs(tenant_id, session_id=session_id)
+
     def get_info(self, tenant_id: str, model_id: str) -> dict:
         row = self.model_row(tenant_id, model_id)
-        rank = int(row.config.get("lora_r", 32))
+        rank = row.spec.lora_rank
         return {
             "type": "get_info",
             "model_id": row.id,
@@ -262,17 +217,15 @@ class TinkerService:
 
     def weights_info(self, tenant_id: str, path: str) -> dict:
         """What a checkpoint holds: base model and LoRA layout (tinker's `weights_info`)."""
-        checkpoint = self.resolve(tenant_id, path)
-        row = self.store.get_run(checkpoint.run_id)
-        lora = row.config.get("lora_config") or {}
+        spec = self.checkpoint_spec(tenant_id, path)
         return {
-            "base_model": row.base_model,
+            "base_model": spec.base_model,
             "optimizer_config": {"type": "adamw"},
             "is_lora": True,
-            "lora_rank": int(row.config.get("lora_r", 32)),
-            "train_unembed": lora.get("train_unembed"),
-            "train_mlp": lora.get("train_mlp"),
-            "train_attn": lora.get("train_attn"),
+            "lora_rank": spec.lora_rank,
+            "train_unembed": spec.trains_unembed,
+            "train_mlp": spec.trains_mlp,
+            "train_attn": spec.trains_attention,
         }
 
     async def unload_model(self, tenant_id: str, model_id: str) -> None:
@@ -398,14 +351,15 @@ class TinkerService:
         )
         info = await self.runs.submit(op, model_id)
         steps = Path(info.sampler.folder)
-        lora = info.config.lora
-        config = dict(
-            row.config,
-            lora_r=lora.rank,
+        lora = info.config.lora  # the checkpoint's layout is the run's from now on
+        loaded = replace(
+            row.spec,
+            lora_rank=lora.rank,
             lora_alpha=lora.alpha,
-            lora_target_modules=list(lora.target_modules),
+            target_modules=tuple(lora.target_modules),
+            requested_target_modules=tuple(lora.target_modules),
         )
-        self.store.update_run(model_id, config=config)
+        self.store.update_run(model_id, **spec_columns(loaded))
         self.runs.restart_history_at(model_id, info.step, steps)
         previous = [
             c
@@ -550,17 +504,18 @@ class TinkerService:
         listed = self._listed(row.id)
         training = [c for c in listed if c.kind == "training"]
         sampler = [c for c in listed if c.kind == "sampler_weights"]
+        spec = row.spec
         return {
             "training_run_id": row.id,
             "base_model": row.base_model,
             "model_owner": row.tenant_id,
             "is_lora": True,
             "corrupted": False,
-            "lora_rank": int(row.config.get("lora_r", 32)),
+            "lora_rank": spec.lora_rank,
             "last_request_time": iso(row.updated_at),
             "last_checkpoint": checkpoint_info(training[-1]) if training else None,
             "last_sampler_checkpoint": checkpoint_info(sampler[-1]) if sampler else None,
-            "user_metadata": row.config.get("user_metadata") or {},
+            "user_metadata": dict(spec.user_metadata),
         }
 
     def get_training_run(self, tenant_id: str, run_id: str) -> dict:

@@ -61,7 +61,7 @@ async def list_base_models(request: Request, tenant: Tenant) -> dict:
 @router.post("/runs")
 async def create_run(request: Request, tenant: Tenant, body: CreateRunBody) -> dict:
     async def operation():
-        return run_status(await _state(request).runs.create_run(tenant, body.model_dump()))
+        return run_status(await _state(request).runs.create_run(body.to_run_spec(tenant)))
 
     return await _logged(request, tenant, None, "create_run", body, operation)
 

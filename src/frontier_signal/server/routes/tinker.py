@@ -133,9 +133,8 @@ async def _sweep(request: Request) -> None:
     """Expire silent sessions (unloading their models) and checkpoints past their TTL."""
     state = _state(request)
     for session_id in state.sessions.expire():
-        for row in state.store.list_runs():
-            if (row.config or {}).get("session_id") == session_id:
-                await state.runs.unload(row.tenant_id, row.id)
+        for row in state.tinker.session_runs(session_id):
+            await state.runs.unload(row.tenant_id, row.id)
     await asyncio.to_thread(state.tinker.sweep_expired_checkpoints)
 
 
@@ -176,11 +175,7 @@ async def list_sessions(
 async def get_session(request: Request, tenant: Tenant, session_id: str) -> dict:
     state = _state(request)
     row = state.sessions.get(tenant, session_id)
-    runs = [
-        run.id
-        for run in state.store.list_runs(tenant)
-        if (run.config or {}).get("session_id") == session_id
-    ]
+    runs = [run.id for run in state.tinker.session_runs(session_id, tenant)]
     return {
         "training_run_ids": runs,
         "sampler_ids": state.sessions.samplers_of(session_id),
@@ -245,29 +240,15 @@ async def telemetry(body: TelemetryBody) -> dict:
 async def create_model(request: Request, tenant: Tenant, body: CreateModelBody) -> dict:
     service = _state(request).tinker
     service.check_base_model(body.base_model)  # an unknown model is a 404 at once
-    if body.optimizer_config and body.optimizer_config.get("type", "adamw") != "adamw":
-        raise InvalidRequest("only the adamw optimizer is supported by this server")
-    lora = body.lora_config
+    spec = body.to_run_spec(tenant)
     run_id = None
     if body.session_id is not None:
         _state(request).sessions.active(tenant, body.session_id)
         run_id = session_model_id(body.session_id, body.model_seq_id or 0)
-    switches = (lora.train_attn, lora.train_mlp, lora.train_unembed)
-    await service.check_memory(tenant, body.base_model, lora.rank, switches)  # 4xx at once
+    await service.check_memory(spec)  # 4xx at once
 
     async def operation() -> dict:
-        row = await service.create_model(
-            tenant,
-            body.base_model,
-            lora.rank,
-            lora.seed,
-            lora.train_attn,
-            lora.train_mlp,
-            lora.train_unembed,
-            run_id,
-            body.session_id,
-            body.user_metadata,
-        )
+        row = await service.create_model(spec, run_id)
         return {"type": "create_model", "model_id": row.id}
 
     handle = _future(request, tenant, None, "create_model", body, operation)
@@ -370,7 +351,7 @@ async def save_weights_for_sampler(request: Request, tenant: Tenant, body: SaveW
 
 def _save(request: Request, tenant: str, body: SaveWeightsBody, wire_type: str, kind: str):
     service = _state(request).tinker
-    row = service.model_row(tenant, body.model_id)
+    session_id = service.model_spec(tenant, body.model_id).session_id
     scheme = _scheme(request)
     # tinker's save_weights_and_get_sampling_client: no name; answer a sampling session too.
     # `inflight` sampling clients get a snapshot as well (documented in docs/tinker-sdk.md).
@@ -384,7 +365,6 @@ def _save(request: Request, tenant: str, body: SaveWeightsBody, wire_type: str, 
         )
         if not with_sampler:
             return {"type": kind, "path": path}
-        session_id = (row.config or {}).get("session_id")
         sampler = _new_sampler(request, tenant, session_id, path, None)
         return {"type": kind, "path": path, "sampling_session_id": sampler.id}
 
@@ -421,7 +401,7 @@ async def save_weights_external(
 @router.post("/load_weights")
 async def load_weights(request: Request, tenant: Tenant, body: LoadWeightsBody) -> dict:
     service = _state(request).tinker
-    checkpoint = service.resolve(tenant, body.path)  # a bad path is a 4xx at once
+    service.resolve(tenant, body.path)  # a bad path is a 4xx at once
     if body.session_id is None:
         if not body.model_id:
             raise InvalidRequest("send model_id, or session_id with model_seq_id")
@@ -431,26 +411,10 @@ async def load_weights(request: Request, tenant: Tenant, body: LoadWeightsBody) 
     else:  # tinker: a new model made from the checkpoint, named by session and seq id
         _state(request).sessions.active(tenant, body.session_id)
         model_id = session_model_id(body.session_id, body.model_seq_id or 0)
-        source = _state(request).store.get_run(checkpoint.run_id)
-        if body.base_model and body.base_model != source.base_model:
-            raise InvalidRequest(
-                f"the checkpoint is of {source.base_model!r}, not {body.base_model!r}"
-            )
-        lora = source.config.get("lora_config") or {}
+        spec = body.to_run_spec(tenant, service.checkpoint_spec(tenant, body.path))
 
         async def create() -> None:
-            await service.create_model(
-                tenant,
-                source.base_model,
-                int(source.config.get("lora_r", 32)),
-                None,
-                lora.get("train_attn", True),
-                lora.get("train_mlp", False),
-                lora.get("train_unembed", False),
-                model_id,
-                body.session_id,
-                body.user_metadata,
-            )
+            await service.create_model(spec, model_id)
 
     async def operation() -> dict:
         if create is not None:

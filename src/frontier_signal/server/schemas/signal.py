@@ -1,4 +1,7 @@
-"""Wire schemas of the Signal REST API (docs/signal-api.md): bodies in, dicts out."""
+"""Wire schemas of the Signal REST API (docs/signal-api.md): bodies in, dicts out.
+
+`CreateRunBody.to_run_spec` turns a create body into the internal `RunSpec`; `run_config`
+renders a RunSpec back as the `config` this face has always shown."""
 
 from __future__ import annotations
 
@@ -7,7 +10,15 @@ from typing import Any, Literal
 
 from pydantic import ConfigDict, Field
 
+from frontier_signal.engine.types import (
+    ATTENTION_MODULES,
+    MLP_MODULES,
+    OptimizerSpec,
+    normalize_target_modules,
+)
 from frontier_signal.server.schemas.rules import WireBody
+from frontier_signal.service.errors import InvalidRequest
+from frontier_signal.service.run_spec import RunSpec
 from frontier_signal.service.tables import Checkpoint, Metric, Run
 
 
@@ -29,6 +40,41 @@ class CreateRunBody(Body):
     bf16: bool = True
     gradient_checkpointing: bool = True
     seed: int | None = Field(None, ge=0, le=2**53 - 1)
+
+    def to_run_spec(self, tenant_id: str) -> RunSpec:
+        """The run this body asks for (None target modules: every attention and MLP layer).
+
+        Raises:
+            InvalidRequest: an unknown target module (the valid ones are listed).
+        """
+        requested = self.lora_target_modules
+        try:
+            targets = normalize_target_modules(requested or ATTENTION_MODULES + MLP_MODULES)
+        except ValueError as exc:
+            raise InvalidRequest(f"lora_target_modules: {exc}") from None
+        return RunSpec(
+            base_model=self.base_model,
+            tenant_id=tenant_id,
+            face="signal",
+            lora_rank=self.lora_r,
+            lora_alpha=float(self.lora_alpha),
+            lora_dropout=self.lora_dropout,
+            target_modules=targets,
+            requested_target_modules=None if requested is None else tuple(requested),
+            # The Signal face trains like HF/PyTorch users expect: AdamW (0.9, 0.999), eps 1e-8.
+            optimizer=OptimizerSpec(
+                kind=self.optimizer,
+                learning_rate=self.learning_rate,
+                beta1=0.9,
+                beta2=0.999,
+                eps=1e-8,
+                weight_decay=self.weight_decay,
+            ),
+            max_seq_length=self.max_seq_length,
+            gradient_checkpointing=self.gradient_checkpointing,
+            bf16=self.bf16,
+            seed=self.seed,
+        )
 
 
 class ForwardBackwardBody(Body):
@@ -73,13 +119,47 @@ def iso(seconds: float) -> str:
     return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="seconds")
 
 
+def run_config(spec: RunSpec) -> dict:
+    """A run's `config` as this face shows it: the create body's fields, the seed filled in
+    (and, for a run the Tinker face made, the extras that face kept)."""
+    requested = spec.requested_target_modules
+    config = {
+        "base_model": spec.base_model,
+        "lora_r": spec.lora_rank,
+        "lora_alpha": spec.lora_alpha,
+        "lora_dropout": spec.lora_dropout,
+        "lora_target_modules": None if requested is None else list(requested),
+        "optimizer": spec.optimizer.kind,
+        "learning_rate": spec.optimizer.learning_rate,
+        "weight_decay": spec.optimizer.weight_decay,
+        "max_seq_length": spec.max_seq_length,
+        "bf16": spec.bf16,
+        "gradient_checkpointing": spec.gradient_checkpointing,
+        "seed": spec.seed,
+    }
+    if spec.face == "tinker":
+        config |= {
+            "api": "tinker",
+            "lora_config": {
+                "rank": spec.lora_rank,
+                "seed": spec.seed,
+                "train_attn": spec.trains_attention,
+                "train_mlp": spec.trains_mlp,
+                "train_unembed": spec.trains_unembed,
+            },
+            "session_id": spec.session_id,
+            "user_metadata": dict(spec.user_metadata),
+        }
+    return config
+
+
 def run_status(row: Run) -> dict:
     return {
         "run_id": row.id,
         "base_model": row.base_model,
         "status": row.status,
         "step": row.step,
-        "config": row.config,
+        "config": run_config(row.spec),
         "effective": row.effective,
         "created_at": iso(row.created_at),
         "updated_at": iso(row.updated_at),

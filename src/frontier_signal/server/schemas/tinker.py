@@ -1,9 +1,10 @@
 """Wire types of the Tinker-style API (`/api/v1`, docs/tinker-api.md), and their conversions.
 
 Request bodies ignore unknown fields (clients add `type`, `seq_id`, ... freely); the shapes are
-those hpcai 0.2.0 sends (tinker-wire-protocol.md §3, §4). The small `to_*` functions turn them
-into engine types and the `*_output` functions turn engine results into the exact result
-shapes of §2.3. Nothing here touches torch or the store.
+those hpcai 0.2.0 sends (tinker-wire-protocol.md §3, §4). `to_run_spec` turns a new model's body
+into a `RunSpec`, the small `to_*` functions turn the others into engine types and the
+`*_output` functions turn engine results into the exact result shapes of §2.3. Nothing here
+touches torch or the store.
 """
 
 from __future__ import annotations
@@ -14,14 +15,20 @@ from frontier_signal.engine.types import (
     LOSS_FNS,
     Datum,
     ForwardBackwardResult,
+    OptimizerSpec,
     SampleResult,
     SamplingParams,
+    target_modules_from_switches,
 )
 from frontier_signal.engine.validation import logit_bias_from_wire
 from frontier_signal.server.schemas.rules import TokenId, WireBody
 from frontier_signal.service.errors import InvalidRequest
 from frontier_signal.service.files import MAX_TTL_SECONDS
+from frontier_signal.service.run_spec import RunSpec
 
+# LoRA alpha of runs made through this face (Tinker and SkyRL tx use a fixed alpha of 32).
+TINKER_LORA_ALPHA = 32.0
+TINKER_MAX_SEQ_LENGTH = 4096
 # What a null `max_tokens` means (the hpcai SDK's default is None).
 DEFAULT_MAX_TOKENS = 128
 TtlSeconds = Field(None, gt=0, le=MAX_TTL_SECONDS)
@@ -74,6 +81,13 @@ class CreateModelBody(Body):
     model_seq_id: int | None = Field(None, ge=0)
     user_metadata: dict | None = None
     optimizer_config: dict | None = None
+
+    def to_run_spec(self, tenant_id: str) -> RunSpec:
+        """The run this model is (raises InvalidRequest when it would train nothing)."""
+        if self.optimizer_config and self.optimizer_config.get("type", "adamw") != "adamw":
+            raise InvalidRequest("only the adamw optimizer is supported by this server")
+        lora, metadata = self.lora_config, self.user_metadata
+        return model_spec(tenant_id, self.base_model, lora, self.session_id, metadata)
 
 
 class ModelBody(Body):
@@ -135,6 +149,22 @@ class LoadWeightsBody(Body):
     model_seq_id: int | None = Field(None, ge=0)
     base_model: str | None = None
     user_metadata: dict | None = None
+
+    def to_run_spec(self, tenant_id: str, source: RunSpec) -> RunSpec:
+        """The model tinker's `create_training_client_from_state` makes: the source run's
+        base model and LoRA layout (the loaded checkpoint's layout replaces it), a new seed."""
+        if self.base_model and self.base_model != source.base_model:
+            raise InvalidRequest(
+                f"the checkpoint is of {source.base_model!r}, not {self.base_model!r}"
+            )
+        lora = LoraConfig.model_construct(  # the source run's own values: valid already
+            rank=source.lora_rank,
+            seed=None,
+            train_attn=source.trains_attention,
+            train_mlp=source.trains_mlp,
+            train_unembed=source.trains_unembed,
+        )
+        return model_spec(tenant_id, source.base_model, lora, self.session_id, self.user_metadata)
 
 
 class CreateSessionBody(Body):
@@ -208,7 +238,40 @@ class TelemetryBody(Body):
     events: list[dict] = Field(default_factory=list)
 
 
-# ----- conversions: wire → engine ----------------------------------------------------------
+# ----- conversions: wire → internal types --------------------------------------------------
+def model_spec(
+    tenant_id: str,
+    base_model: str,
+    lora: LoraConfig,
+    session_id: str | None,
+    user_metadata: dict | None,
+) -> RunSpec:
+    """A Tinker model's RunSpec: LoRA on the switched-on layers (attention, MLP, unembedding)
+    with this face's fixed alpha, dropout, length and base AdamW (each step sends its own)."""
+    targets = target_modules_from_switches(lora.train_attn, lora.train_mlp, lora.train_unembed)
+    if not targets:
+        raise InvalidRequest("train_attn, train_mlp and train_unembed are all false")
+    return RunSpec(
+        base_model=base_model,
+        tenant_id=tenant_id,
+        face="tinker",
+        lora_rank=lora.rank,
+        lora_alpha=TINKER_LORA_ALPHA,
+        lora_dropout=0.0,
+        target_modules=targets,
+        requested_target_modules=targets,
+        optimizer=OptimizerSpec(
+            "adamw", learning_rate=1e-4, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0
+        ),
+        max_seq_length=TINKER_MAX_SEQ_LENGTH,
+        gradient_checkpointing=False,
+        bf16=False,
+        seed=lora.seed,
+        session_id=session_id,
+        user_metadata={str(k): str(v) for k, v in (user_metadata or {}).items()},
+    )
+
+
 def input_tokens(model_input: ModelInput, where: str) -> list[int]:
     """The flat token list of a ModelInput (only text chunks exist on this server)."""
     tokens: list[int] = []
