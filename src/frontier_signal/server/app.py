@@ -1,8 +1,9 @@
 """The FastAPI app factory: store, engine, scheduler and services wired together.
 
 `create_app(settings)` builds an app whose lifespan opens (and migrates) the store, starts the
-scheduler thread that owns the engine, reconciles runs with their checkpoints and repairs
-what a crash left (service/cleanup.py), loads the startup models in the background (`/ready`
+scheduler thread that owns the engine and the sweep that expires silent Tinker sessions
+(service/sessions.py), reconciles runs with their checkpoints and repairs what a crash left
+(service/cleanup.py), loads the startup models in the background (`/ready`
 turns 200 when they are in), and on shutdown writes a training checkpoint of every run that
 moved, finishes queued work and closes the store.
 """
@@ -42,11 +43,12 @@ from frontier_signal.service.futures import FutureService
 from frontier_signal.service.requests import RequestLog
 from frontier_signal.service.runs import RunService
 from frontier_signal.service.serving import ServingService
-from frontier_signal.service.sessions import SessionService
+from frontier_signal.service.sessions import SessionExpiry, SessionService
 from frontier_signal.service.settings import ServiceSettings
 from frontier_signal.service.store import Store
 from frontier_signal.service.telemetry import Telemetry
 from frontier_signal.service.tinker import TinkerService
+from frontier_signal.service.tinker_models import TinkerModels
 
 logger = logging.getLogger("frontier_signal.server")
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
@@ -68,6 +70,8 @@ class AppState:
     startup_error: str = ""
     tasks: list = field(default_factory=list)
     dashboard: DashboardService | None = None
+    tinker_models: TinkerModels | None = None
+    session_expiry: SessionExpiry | None = None
 
 
 def create_app(settings: ServiceSettings | None = None, engine: Engine | None = None) -> FastAPI:
@@ -122,6 +126,9 @@ def create_app(settings: ServiceSettings | None = None, engine: Engine | None = 
             ServingService(runs, tinker_service),
         )
         state.dashboard = DashboardService(runs)
+        state.tinker_models = TinkerModels(state.tinker, state.sessions)
+        state.session_expiry = SessionExpiry(state.sessions, runs, state.tinker)
+        state.session_expiry.start()
         telemetry.bind(scheduler)
         runs.telemetry = telemetry
         app.state.frontier = state
@@ -129,6 +136,7 @@ def create_app(settings: ServiceSettings | None = None, engine: Engine | None = 
         try:
             yield
         finally:
+            await state.session_expiry.stop()
             await runs.shutdown()
             await asyncio.to_thread(scheduler.stop)
             await state.requests.close()

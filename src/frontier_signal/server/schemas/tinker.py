@@ -21,6 +21,7 @@ from frontier_signal.engine.validation import logit_bias_from_wire
 from frontier_signal.server.schemas.rules import TokenId, WireBody
 from frontier_signal.service.errors import InvalidRequest
 from frontier_signal.service.files import MAX_TTL_SECONDS
+from frontier_signal.service.tinker_models import NewModel
 
 # What a null `max_tokens` means (the hpcai SDK's default is None).
 DEFAULT_MAX_TOKENS = 128
@@ -287,6 +288,36 @@ def to_sampling_params(wire: WireSamplingParams) -> SamplingParams:
         seed=wire.seed,
         min_p=wire.min_p,
         logit_bias=logit_bias_from_wire(wire.logit_bias),
+    )
+
+
+def check_sample_supported(body: SampleBody) -> None:
+    """Refuse (400) the sampling options this server does not implement."""
+    unsupported = {
+        "topk_prompt_logprobs": body.topk_prompt_logprobs,
+        "topk_sample_logprobs": body.topk_sample_logprobs,
+        "target_prompt_logprobs": body.target_prompt_logprobs,
+        "prompt_alt_tokens_k": body.prompt_alt_tokens_k,
+        "prompt_logprobs_last_n": body.prompt_logprobs_last_n,
+    }
+    for name, value in unsupported.items():
+        if value:
+            raise InvalidRequest(f"{name} is not supported by this server; leave it unset")
+
+
+def to_new_model(body: CreateModelBody, run_id: str | None) -> NewModel:
+    """The model a `create_model` body asks for (`run_id`: its id in a tinker session)."""
+    lora = body.lora_config
+    return NewModel(
+        body.base_model,
+        lora.rank,
+        lora.seed,
+        lora.train_attn,
+        lora.train_mlp,
+        lora.train_unembed,
+        run_id,
+        body.session_id,
+        body.user_metadata or {},
     )
 
 
