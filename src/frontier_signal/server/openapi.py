@@ -110,6 +110,15 @@ class EventStreamResponse(StreamingResponse):
     media_type = "text/event-stream"
 
 
+EVENT_STREAM_ALTERNATIVE = {
+    200: {
+        "description": "The answer (JSON), or its chunks as server-sent events when the body "
+        "asks for `stream: true`.",
+        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+    }
+}
+
+
 def json_or_events(description: str) -> dict:
     """A 200 that is JSON, or server-sent events when the body asks for `stream: true`."""
     return {

@@ -16,7 +16,7 @@ import asyncio
 import logging
 import random
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from frontier_signal.backend import models
@@ -37,6 +37,7 @@ from frontier_signal.engine.types import (
 from frontier_signal.service import cleanup, files
 from frontier_signal.service.admission import ESTIMATE_KEY, MemoryBudget
 from frontier_signal.service.errors import InvalidRequest, NotFound, RateLimited, UpstreamError
+from frontier_signal.service.sampling import sample_requests
 from frontier_signal.service.settings import ServiceSettings
 from frontier_signal.service.store import Store, new_id
 from frontier_signal.service.tables import Checkpoint, Metric, Run
@@ -506,12 +507,7 @@ class RunService:
 
         def prepare(engine: Engine) -> list[SampleRequest]:
             eos = engine.tokenizer(row.base_model).eos_token_id
-            stops = params.stop_token_ids or ((eos,) if eos is not None else ())
-            final = replace(params, stop_token_ids=stops)
-            return [
-                SampleRequest(run_id, params=final, checkpoint=checkpoint, prompt_text=prompt)
-                for prompt in prompts
-            ]
+            return sample_requests(run_id, prompts, params, eos, checkpoint=checkpoint)
 
         future = self.scheduler.sample(run_id, row.base_model, prepare, on_token, owner=tenant_id)
         return await asyncio.wrap_future(future), sampled_step

@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import re
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import quote
@@ -38,6 +38,7 @@ from frontier_signal.engine.types import (
 from frontier_signal.service import files
 from frontier_signal.service.errors import InvalidRequest, NotFound
 from frontier_signal.service.runs import RunService
+from frontier_signal.service.sampling import sample_requests
 from frontier_signal.service.signing import DEFAULT_EXPIRY_SECONDS, UrlSigner
 from frontier_signal.service.store import new_id
 from frontier_signal.service.tables import Checkpoint, Run
@@ -589,7 +590,7 @@ class TinkerService:
     ) -> SampleResult:
         """Sample a saved checkpoint (`model_path` wins) or the bare base model.
 
-        With no stop token ids, generation also stops at the model's end-of-sequence token.
+        Stops as every face does (service/sampling.py).
         """
         if model_path:
             checkpoint = self.resolve(tenant_id, model_path)
@@ -605,9 +606,15 @@ class TinkerService:
 
         def prepare(engine: Engine) -> list[SampleRequest]:
             eos = engine.tokenizer(base).eos_token_id
-            stops = params.stop_token_ids or ((eos,) if eos is not None else ())
-            final = replace(params, stop_token_ids=stops)
-            return [SampleRequest(base, prompt_tokens, final, num_samples, prompt_logprobs, folder)]
+            return sample_requests(
+                base,
+                [prompt_tokens],
+                params,
+                eos,
+                num_samples=num_samples,
+                prompt_logprobs=prompt_logprobs,
+                checkpoint=folder,
+            )
 
         future = self.scheduler.sample("", base, prepare, owner=tenant_id)
         results = await asyncio.wrap_future(future)

@@ -30,9 +30,10 @@ from frontier_signal.server.schemas.signal import (
     metric_row,
     run_status,
 )
-from frontier_signal.server.streaming import IncrementalText, settled, sse
+from frontier_signal.server.streaming import GenerationStream, sse
 from frontier_signal.service import files
-from frontier_signal.service.errors import InvalidRequest, describe
+from frontier_signal.service.errors import InvalidRequest
+from frontier_signal.service.streaming import settled
 
 router = APIRouter(prefix="/v1", tags=["signal"], responses=SIGNAL_ERRORS)
 Tenant = Annotated[str, Depends(tenant_id)]
@@ -153,66 +154,45 @@ async def sample_stream(request: Request, tenant: Tenant, run_id: str, body: Sam
     _check_prompts(prompts)
     if len(prompts) != 1:
         raise InvalidRequest(f"streaming takes exactly one prompt, got {len(prompts)}")
-    service = _state(request).runs
-    row = service.run_row(tenant, run_id)
+    app = _state(request)
+    row = app.runs.run_row(tenant, run_id)
     if body.step is not None:
-        service.sampler_path(run_id, body.step)  # a step not kept is a 404 before streaming
-    tokenizer = service.tokenizer(row.base_model)
-    loop = asyncio.get_running_loop()
-    queue: asyncio.Queue = asyncio.Queue()
+        app.runs.sampler_path(run_id, body.step)  # a step not kept is a 404 before streaming
+    tokenizer = app.runs.tokenizer(row.base_model)
+    params = _params(body)
 
-    def on_token(_index: int, _sample: int, token: int, logprob: float) -> None:
-        loop.call_soon_threadsafe(queue.put_nowait, (token, logprob))
+    def generate(on_token):
+        return app.runs.sample_requests(tenant, run_id, prompts, params, body.step, on_token)
 
-    async def counted_sample():
-        with _state(request).requests.counted(tenant):
-            return await service.sample_requests(
-                tenant, run_id, prompts, _params(body), body.step, on_token
-            )
+    stream = GenerationStream(app, tenant, tokenizer, params, 1, generate)
+    prompt_tokens = len(tokenizer(prompts[0], add_special_tokens=False)["input_ids"])
+    return stream.response(_events(params, prompt_tokens), sse, _error_event, "data: [DONE]\n\n")
 
-    _state(request).requests.admit(tenant)  # over the limit: a 429 before the stream starts
-    task = asyncio.ensure_future(counted_sample())
-    task.add_done_callback(lambda _: queue.put_nowait(None))
 
-    async def events():
-        try:
-            async for event in _events():
-                yield event
-        finally:  # the client left (or the stream ended): stop generating for nobody
-            if not task.done():
-                task.cancel()
+def _events(params: SamplingParams, prompt_tokens: int):
+    """Signal's stream: one event per token (its settled text, id and logprob), then the rest
+    of the text with the finish reason and usage."""
 
-    async def _events():
-        grown = IncrementalText(tokenizer)
+    async def events(tokens, final):
         sent = ""
-        special = set(tokenizer.all_special_ids)
-        stops = tuple(body.stop or ())
-        while (item := await queue.get()) is not None:
-            token, logprob = item
-            if token not in special:
-                grown.add(token)
+        async for _row, token, logprob, text in tokens():
             # Text a stop string may still claim is held back (the output cuts it).
-            visible = settled(grown.text, stops)
+            visible = settled(text, params.stop_strings)
             delta = ""
             if visible.startswith(sent):
                 delta, sent = visible[len(sent) :], visible
-            yield sse({"text": delta, "token_id": token, "logprob": logprob})
-        try:
-            results, _ = task.result()
-        except Exception as exc:  # noqa: BLE001 - reported in the stream
-            status, type_, message, _ = describe(exc)
-            yield sse({"error": {"message": message, "type": type_, "status": status}})
-        else:
-            sequence = results[0].sequences[0]
-            usage = {
-                "prompt_tokens": len(tokenizer(prompts[0], add_special_tokens=False)["input_ids"]),
-                "completion_tokens": len(sequence.tokens),
-            }
-            rest = sequence.text[len(sent) :] if sequence.text.startswith(sent) else ""
-            yield sse({"text": rest, "finish_reason": sequence.stop_reason, "usage": usage})
-        yield "data: [DONE]\n\n"
+            yield {"text": delta, "token_id": token, "logprob": logprob}
+        results, _ = await final()
+        sequence = results[0].sequences[0]
+        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": len(sequence.tokens)}
+        rest = sequence.text[len(sent) :] if sequence.text.startswith(sent) else ""
+        yield {"text": rest, "finish_reason": sequence.stop_reason, "usage": usage}
 
-    return EventStreamResponse(events())
+    return events
+
+
+def _error_event(status: int, type_: str, message: str) -> str:
+    return sse({"error": {"message": message, "type": type_, "status": status}})
 
 
 @router.post("/runs/{run_id}/embeddings")

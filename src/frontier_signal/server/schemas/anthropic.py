@@ -60,7 +60,7 @@ class CountTokensBody(BaseModel):
         return out
 
     def tool_mode(self) -> tuple[str, str]:
-        """`tool_choice` as (mode, tool name) for server/chat_shapes.py."""
+        """`tool_choice` as (mode, tool name) for service/chat.py."""
         choice = self.tool_choice or {"type": "auto"}
         kind = choice.get("type")
         modes = {"auto": "auto", "any": "required", "none": "none", "tool": "named"}
