@@ -23,10 +23,12 @@ from starlette.concurrency import run_in_threadpool
 from frontier_signal.engine.structured import check_grammar
 from frontier_signal.server.auth import bearer_or_api_key_tenant_id
 from frontier_signal.server.errors import anthropic_error_body
-from frontier_signal.server.openapi import ANTHROPIC_ERRORS, json_or_events
+from frontier_signal.server.openapi import ANTHROPIC_ERRORS
 from frontier_signal.server.schemas.anthropic import (
     CountTokensBody,
+    Message,
     MessagesBody,
+    TokenCount,
     message,
     stop_details,
     tool_use_block,
@@ -35,6 +37,13 @@ from frontier_signal.server.streaming import GenerationStream
 from frontier_signal.service.chat import ChatShape, anthropic_shape
 
 router = APIRouter(prefix="/v1", tags=["anthropic"], responses=ANTHROPIC_ERRORS)
+ANTHROPIC_EVENTS = {
+    200: {
+        "description": "A message, or its stream of Anthropic events (`event: TYPE` and "
+        "`data: {json}` lines) when the body asks for `stream: true`.",
+        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+    }
+}
 Tenant = Annotated[str, Depends(bearer_or_api_key_tenant_id)]
 
 
@@ -58,13 +67,13 @@ def _content(shape: ChatShape, text: str, finish: str) -> tuple[list[dict], str,
     return blocks + [tool_use_block(call) for call in calls], content or "", finish
 
 
-@router.post("/messages/count_tokens")
+@router.post("/messages/count_tokens", response_model=TokenCount)
 async def count_tokens(request: Request, tenant: Tenant, body: CountTokensBody) -> dict:
     _, prompt, _ = _prompt(request, tenant, body)
     return {"input_tokens": len(prompt)}
 
 
-@router.post("/messages", responses=json_or_events("A message, or its stream of Anthropic events"))
+@router.post("/messages", response_model=Message, responses=ANTHROPIC_EVENTS)
 async def messages(request: Request, tenant: Tenant, body: MessagesBody):
     state = request.app.state.frontier
     serving = state.serving

@@ -19,6 +19,7 @@ from frontier_signal.server.openapi import (
     SIGNAL_ERRORS,
     EventStreamResponse,
 )
+from frontier_signal.server.schemas import signal_responses as wire
 from frontier_signal.server.schemas.signal import (
     CreateRunBody,
     EmbeddingsBody,
@@ -54,12 +55,12 @@ async def _logged(request: Request, tenant: str, run_id: str | None, kind: str, 
     )
 
 
-@router.get("/base-models")
+@router.get("/base-models", response_model=wire.BaseModelList)
 async def list_base_models(request: Request, tenant: Tenant) -> dict:
     return {"data": _state(request).runs.list_models()}
 
 
-@router.post("/runs")
+@router.post("/runs", response_model=wire.RunStatus)
 async def create_run(request: Request, tenant: Tenant, body: CreateRunBody) -> dict:
     async def operation():
         return run_status(await _state(request).runs.create_run(tenant, body.model_dump()))
@@ -67,23 +68,23 @@ async def create_run(request: Request, tenant: Tenant, body: CreateRunBody) -> d
     return await _logged(request, tenant, None, "create_run", body, operation)
 
 
-@router.get("/runs")
+@router.get("/runs", response_model=wire.RunList)
 async def list_runs(request: Request, tenant: Tenant) -> dict:
     return {"data": [run_status(row) for row in _state(request).store.list_runs(tenant)]}
 
 
-@router.get("/runs/{run_id}")
+@router.get("/runs/{run_id}", response_model=wire.RunStatus)
 async def get_run(request: Request, tenant: Tenant, run_id: str) -> dict:
     return run_status(_state(request).runs.run_row(tenant, run_id))
 
 
-@router.delete("/runs/{run_id}")
+@router.delete("/runs/{run_id}", response_model=wire.DeletedRun)
 async def delete_run(request: Request, tenant: Tenant, run_id: str) -> dict:
     await _state(request).runs.delete_run(tenant, run_id)
     return {"run_id": run_id, "deleted": True}
 
 
-@router.post("/runs/{run_id}/forward_backward")
+@router.post("/runs/{run_id}/forward_backward", response_model=wire.ForwardBackwardResult)
 async def forward_backward(
     request: Request, tenant: Tenant, run_id: str, body: ForwardBackwardBody
 ) -> dict:
@@ -96,7 +97,7 @@ async def forward_backward(
     return await _logged(request, tenant, run_id, "forward_backward", body, operation)
 
 
-@router.post("/runs/{run_id}/optim_step")
+@router.post("/runs/{run_id}/optim_step", response_model=wire.OptimStepResult)
 async def optim_step(request: Request, tenant: Tenant, run_id: str, body: OptimStepBody) -> dict:
     service = _state(request).runs
     service.run_row(tenant, run_id)
@@ -128,7 +129,7 @@ def _check_prompts(prompts: list[str]) -> None:
             raise InvalidRequest(f"prompts[{index}] is empty: send text to continue")
 
 
-@router.post("/runs/{run_id}/sample")
+@router.post("/runs/{run_id}/sample", response_model=wire.SampleResult)
 async def sample(request: Request, tenant: Tenant, run_id: str, body: SampleBody) -> dict:
     prompts = body.prompt_list()
     _check_prompts(prompts)
@@ -195,7 +196,7 @@ def _error_event(status: int, type_: str, message: str) -> str:
     return sse({"error": {"message": message, "type": type_, "status": status}})
 
 
-@router.post("/runs/{run_id}/embeddings")
+@router.post("/runs/{run_id}/embeddings", response_model=wire.Embeddings)
 async def embeddings(request: Request, tenant: Tenant, run_id: str, body: EmbeddingsBody) -> dict:
     _check_prompts(body.texts)
     state = _state(request)
@@ -204,7 +205,7 @@ async def embeddings(request: Request, tenant: Tenant, run_id: str, body: Embedd
     return {"embeddings": vectors, "dim": len(vectors[0]), "step": step}
 
 
-@router.post("/runs/{run_id}/save_state")
+@router.post("/runs/{run_id}/save_state", response_model=wire.SavedState)
 async def save_state(request: Request, tenant: Tenant, run_id: str, body: SaveStateBody) -> dict:
     service = _state(request).runs
     service.run_row(tenant, run_id)
@@ -217,14 +218,14 @@ async def save_state(request: Request, tenant: Tenant, run_id: str, body: SaveSt
     return await _logged(request, tenant, run_id, "save_state", body, operation)
 
 
-@router.get("/runs/{run_id}/metrics")
+@router.get("/runs/{run_id}/metrics", response_model=wire.MetricList)
 async def metrics(request: Request, tenant: Tenant, run_id: str) -> dict:
     state = _state(request)
     state.runs.run_row(tenant, run_id)
     return {"data": [metric_row(row) for row in state.store.list_metrics(run_id)]}
 
 
-@router.get("/runs/{run_id}/checkpoints")
+@router.get("/runs/{run_id}/checkpoints", response_model=wire.CheckpointList)
 async def checkpoints(request: Request, tenant: Tenant, run_id: str) -> dict:
     state = _state(request)
     state.runs.run_row(tenant, run_id)
@@ -248,6 +249,6 @@ async def checkpoint_archive(request: Request, tenant: Tenant, run_id: str, chec
     )
 
 
-@router.get("/runs/{run_id}/steps")
+@router.get("/runs/{run_id}/steps", response_model=wire.KeptSteps)
 async def steps(request: Request, tenant: Tenant, run_id: str) -> dict:
     return {"steps": _state(request).runs.kept_steps(tenant, run_id)}

@@ -187,3 +187,50 @@ class SampleResponse(Answer):
     type: Literal["sample"] = "sample"
     sequences: list[SampledSequence]
     prompt_logprobs: list[float | None] | None
+
+
+class ForwardBackwardOutput(Answer):
+    """The result of a `forward_backward` / `forward` future."""
+
+    loss_fn_output_type: str
+    loss_fn_outputs: list[dict]
+    metrics: dict[str, float]
+
+
+class TryAgain(Answer):
+    """`retrieve_future` while the operation still runs."""
+
+    type: Literal["try_again"]
+
+
+class CompleteMetadata(Answer):
+    """`retrieve_future` of a large result, for tinker to fetch once it reserved memory."""
+
+    status: Literal["complete_metadata"]
+    response_payload_size: int
+
+
+class FailedFuture(Answer):
+    """`retrieve_future` of a failed operation, as tinker reads it (hpcai gets a 400)."""
+
+    error: str
+    category: str
+
+
+def inline_schema(model: type[BaseModel]) -> dict:
+    """A small model's JSON schema, inline (for `responses=` content)."""
+    schema = model.model_json_schema()
+    schema.pop("$defs", None)
+    return schema
+
+
+FUTURE_RESULT_SCHEMA = {
+    "anyOf": [
+        inline_schema(TryAgain),
+        inline_schema(CompleteMetadata),
+        inline_schema(FailedFuture),
+        inline_schema(ForwardBackwardOutput),
+        {"$ref": "#/components/schemas/SampleResponse"},
+        {"type": "object", "description": "Another operation's result (its `type` names it)."},
+    ]
+}

@@ -17,7 +17,10 @@ from frontier_signal.server.routes.tinker.common import (
     state,
 )
 from frontier_signal.server.schemas.tinker import RequestIdBody, RetrieveFutureBody
-from frontier_signal.server.schemas.tinker_responses import CancelledFuture
+from frontier_signal.server.schemas.tinker_responses import (
+    FUTURE_RESULT_SCHEMA,
+    CancelledFuture,
+)
 from frontier_signal.service.errors import ServiceError
 from frontier_signal.service.futures import FutureFailed
 
@@ -38,7 +41,7 @@ _RESULT = {
         "complete_metadata, response_payload_size}` for a large one, or `{error, category}` "
         "when it failed (tinker).",
         "content": {
-            "application/json": {"schema": {"type": "object"}},
+            "application/json": {"schema": FUTURE_RESULT_SCHEMA},
             PROTO_MEDIA_TYPE: {"schema": {"type": "string", "format": "binary"}},
         },
     },
