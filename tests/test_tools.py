@@ -14,7 +14,7 @@ from frontier_signal.engine.tools import (
     render_call,
     template_messages,
 )
-from frontier_signal.server.routes.openai import ChatShape
+from frontier_signal.service.chat import ChatShape
 
 WEATHER = {
     "type": "function",
@@ -133,7 +133,7 @@ def test_json_mode_ends_the_answer_at_the_end_of_the_object():
 
 
 def test_incremental_text_equals_decoding_everything_at_once(tokenizer):
-    from frontier_signal.server.streaming import IncrementalText
+    from frontier_signal.service.streaming import IncrementalText
 
     text = "Zürich 🦦 naïve — 東京 ok\n  spaced"
     tokens = tokenizer(text, add_special_tokens=False)["input_ids"]

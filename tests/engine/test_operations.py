@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import pickle
+from dataclasses import replace
 
 import pytest
 
@@ -113,8 +114,9 @@ def test_the_executor_runs_each_operation_kind_on_the_tiny_model(engine, tmp_pat
         )
         assert stepped.result.step == 1 and stepped.training.kind == "training"
         assert stepped.sampler.size_bytes > 0
-        request = SampleRequest(run_id, [1, 2, 3], SamplingParams(max_tokens=3, seed=1))
-        sampled = executor.execute(engine, ops.Sample(TINY, [request], eos="never"))
+        params = SamplingParams(max_tokens=3, seed=1, ignore_eos=True)
+        request = SampleRequest(run_id, [1, 2, 3], params)
+        sampled = executor.execute(engine, ops.Sample(TINY, [request]))
         assert len(sampled.results[0].sequences[0].tokens) == 3
         vectors = executor.execute(engine, ops.Embed(run_id, ["hello", "world"])).vectors
         assert len(vectors) == 2
@@ -139,13 +141,14 @@ def test_the_executor_runs_each_operation_kind_on_the_tiny_model(engine, tmp_pat
         executor.execute(engine, object())
 
 
-def test_sampling_fits_the_context_and_stops_at_eos_by_policy(engine):
+def test_sampling_fits_the_context_and_stops_at_eos_unless_ignored(engine):
     context = executor.execute(engine, ops.LoadModel(TINY)).context_length
     eos = engine.tokenizer(TINY).eos_token_id
     request = SampleRequest(TINY, [1, 2], SamplingParams(max_tokens=0, stop_token_ids=(7,)))
-    fitted = executor.prepare(engine, ops.Sample(TINY, [request], "always", True, 5))[0]
+    fitted = executor.prepare(engine, ops.Sample(TINY, [request], True, 5))[0]
     assert fitted.params.max_tokens == 5 and fitted.params.stop_token_ids == (7, eos)
-    kept = executor.prepare(engine, ops.Sample(TINY, [request], "if_no_stops"))[0]
+    exact = replace(request, params=replace(request.params, ignore_eos=True))
+    kept = executor.prepare(engine, ops.Sample(TINY, [exact]))[0]
     assert kept.params.stop_token_ids == (7,)
     too_long = SampleRequest(TINY, [1] * context, SamplingParams(max_tokens=1))
     with pytest.raises(InvalidInputError, match="context"):
@@ -162,10 +165,11 @@ def test_the_in_process_worker_answers_typed_results_and_publishes_its_info(engi
 
         async def scenario():
             created = await worker.submit(ops.CreateRun("run_ops_worker", CONFIG), key="w")
-            request = SampleRequest("run_ops_worker", [1, 2], SamplingParams(max_tokens=2))
+            params = SamplingParams(max_tokens=2, ignore_eos=True)
+            request = SampleRequest("run_ops_worker", [1, 2], params)
             tokens: list[int] = []
             sampled = await worker.submit(
-                ops.Sample(TINY, [request], eos="never"),
+                ops.Sample(TINY, [request]),
                 key="w",
                 on_token=lambda i, s, token, lp: tokens.append(token),
             )

@@ -52,7 +52,7 @@ from frontier_signal.engine.types import (
     ForwardBackwardRequest,
     SampleRequest,
 )
-from frontier_signal.engine.validation import tokens_to_generate
+from frontier_signal.engine.validation import stop_token_ids, tokens_to_generate
 
 
 def execute(engine: Engine, op: Any) -> Any:
@@ -112,17 +112,13 @@ def _forward_backward_request(engine: Engine, op: ForwardBackward) -> ForwardBac
 
 
 def _sample_requests(engine: Engine, op: Sample) -> list[SampleRequest]:
-    """The requests with the stop rule of `op.eos` and, with `fit_context`, `max_tokens` fitted
-    to the model's context."""
+    """The requests with the stop rule (`validation.stop_token_ids`) and, with `fit_context`,
+    `max_tokens` fitted to the model's context."""
     base = engine.load_model(op.base_model)
     eos = base.tokenizer.eos_token_id
     requests = []
     for request in op.requests:
-        params = request.params
-        stops = tuple(params.stop_token_ids)
-        if eos is not None and (op.eos == "always" or (op.eos == "if_no_stops" and not stops)):
-            stops += (eos,)
-        params = replace(params, stop_token_ids=stops)
+        params = replace(request.params, stop_token_ids=stop_token_ids(request.params, eos))
         if op.fit_context:
             wanted = tokens_to_generate(
                 base.context_length,

@@ -30,11 +30,6 @@ from frontier_signal.engine.types import (
 
 STEP_PLACEHOLDER = "{step}"
 
-# How sampling treats the model's end-of-sequence token:
-# - "if_no_stops": it stops generation when the request names no stop token (Signal, Tinker);
-# - "always": it is added to the request's stop tokens (the OpenAI / Anthropic faces);
-# - "never": only the request's own stops (OpenAI's ignore_eos).
-EosPolicy = Literal["if_no_stops", "always", "never"]
 ExportMode = Literal["merged", "gguf"]
 
 
@@ -209,13 +204,13 @@ class OptimStepDone:
 class Sample:
     """Sample requests batched with whatever else decodes on `base_model`.
 
-    `eos` says how the model's end-of-sequence token stops generation (`EosPolicy`);
-    `fit_context` sets each request's `max_tokens` of 0 to as many as fit (up to
-    `default_max_tokens`) and refuses a prompt plus `max_tokens` over the context."""
+    Generation stops by `engine/validation.stop_token_ids` (the request's stops and, unless
+    its params set `ignore_eos`, the model's end-of-sequence token); `fit_context` sets each
+    request's `max_tokens` of 0 to as many as fit (up to `default_max_tokens`) and refuses a
+    prompt plus `max_tokens` over the context."""
 
     base_model: str
     requests: list[SampleRequest]
-    eos: EosPolicy = "if_no_stops"
     fit_context: bool = False
     default_max_tokens: int = 4096
 

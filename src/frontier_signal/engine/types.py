@@ -177,6 +177,8 @@ class SamplingParams:
     `grammar` is an llguidance grammar (engine/structured.py builds them from JSON schemas and
     tools); when set, only tokens the grammar allows are chosen, and the row stops ("stop") once
     the grammar is complete.
+    `ignore_eos` keeps the model's end-of-sequence token out of the stops the request builder
+    adds (service/sampling.py); the engine itself stops only at `stop_token_ids`.
     """
 
     max_tokens: int = 128
@@ -193,6 +195,7 @@ class SamplingParams:
     min_p: float = 0.0
     logit_bias: tuple[tuple[int, float], ...] = ()
     grammar: str = ""
+    ignore_eos: bool = False
 
 
 @dataclass

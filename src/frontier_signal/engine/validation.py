@@ -240,6 +240,16 @@ def check_logit_bias(bias: tuple[tuple[int, float], ...], vocab_size: int) -> No
             )
 
 
+def stop_token_ids(params: SamplingParams, eos_token_id: int | None) -> tuple[int, ...]:
+    """The token ids that end a generation of `params`: the request's own stop ids and, unless
+    it sets `ignore_eos`, the model's end-of-sequence token. Every face's one stop rule (a face
+    translates its wire spelling into these two fields; service/sampling.py)."""
+    stops = tuple(params.stop_token_ids)
+    if params.ignore_eos or eos_token_id is None or eos_token_id in stops:
+        return stops
+    return (*stops, eos_token_id)
+
+
 def tokens_to_generate(context: int, prompt_tokens: int, max_tokens: int, default: int) -> int:
     """`max_tokens`, or with 0 as many as fit up to `default`.
 

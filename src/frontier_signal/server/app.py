@@ -2,8 +2,9 @@
 
 `create_app(settings)` builds an app whose lifespan opens (and migrates) the store, starts the
 engine worker (by default `InProcessWorker`: a scheduler thread that owns the engine; services
-reach it only through typed operations), reconciles runs with their checkpoints and repairs
-what a crash left (service/cleanup.py), loads the startup models in the background (`/ready`
+reach it only through typed operations) and the sweep that expires silent Tinker sessions
+(service/sessions.py), reconciles runs with their checkpoints and repairs what a crash left
+(service/cleanup.py), loads the startup models in the background (`/ready`
 turns 200 when they are in), and on shutdown writes a training checkpoint of every run that
 moved, finishes queued work and closes the store.
 """
@@ -44,11 +45,12 @@ from frontier_signal.service.futures import FutureService
 from frontier_signal.service.requests import RequestLog
 from frontier_signal.service.runs import RunService
 from frontier_signal.service.serving import ServingService
-from frontier_signal.service.sessions import SessionService
+from frontier_signal.service.sessions import SessionExpiry, SessionService
 from frontier_signal.service.settings import ServiceSettings
 from frontier_signal.service.store import Store
 from frontier_signal.service.telemetry import Telemetry
 from frontier_signal.service.tinker import TinkerService
+from frontier_signal.service.tinker_models import TinkerModels
 
 logger = logging.getLogger("frontier_signal.server")
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
@@ -70,6 +72,8 @@ class AppState:
     startup_error: str = ""
     tasks: list = field(default_factory=list)
     dashboard: DashboardService | None = None
+    tinker_models: TinkerModels | None = None
+    session_expiry: SessionExpiry | None = None
 
 
 def create_app(
@@ -91,6 +95,7 @@ def create_app(
         try:
             yield
         finally:
+            await state.session_expiry.stop()
             await state.runs.shutdown()
             await asyncio.to_thread(state.worker.stop)
             await state.requests.close()
@@ -192,6 +197,9 @@ async def start_state(settings: ServiceSettings, worker: EngineWorker) -> AppSta
         ServingService(runs, tinker_service),
     )
     state.dashboard = DashboardService(runs, run_config)
+    state.tinker_models = TinkerModels(state.tinker, state.sessions)
+    state.session_expiry = SessionExpiry(state.sessions, runs, state.tinker)
+    state.session_expiry.start()
     return state
 
 

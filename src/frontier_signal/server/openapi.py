@@ -4,8 +4,10 @@
   error envelope every handler writes (`{"error": {message, type, code, param}}`); 422 is
   declared with it too, replacing FastAPI's default `{"detail": [...]}`, which this server never
   sends.
-- `EVENT_STREAM`, `GZIP`, `BINARY`: 200 answers that are not JSON (server-sent events, a
-  `.tar.gz` archive, a raw file), declared as what they are.
+- `EVENT_STREAM`, `GZIP`, `BINARY`, `PROMETHEUS_TEXT`: 200 answers that are not JSON
+  (server-sent events, a `.tar.gz` archive, a raw file, Prometheus text), declared as what they
+  are; `EVENT_STREAM_ALTERNATIVE` adds the stream to a JSON route's `response_model` (a body
+  with `stream: true`). Every JSON answer has a `response_model` (tests/test_openapi_responses.py).
 - `install_openapi(app, bodies)`: error answers always JSON; request bodies a route reads
   itself (the Tinker forward_backward takes JSON or protobuf) documented from their schema.
 Nothing here changes what a route does.
@@ -110,17 +112,13 @@ class EventStreamResponse(StreamingResponse):
     media_type = "text/event-stream"
 
 
-def json_or_events(description: str) -> dict:
-    """A 200 that is JSON, or server-sent events when the body asks for `stream: true`."""
-    return {
-        200: {
-            "description": description,
-            "content": {
-                "application/json": {"schema": {"type": "object"}},
-                "text/event-stream": {"schema": {"type": "string"}},
-            },
-        }
+EVENT_STREAM_ALTERNATIVE = {
+    200: {
+        "description": "The answer (JSON), or its chunks as server-sent events when the body "
+        "asks for `stream: true`.",
+        "content": {"text/event-stream": {"schema": {"type": "string"}}},
     }
+}
 
 
 def _errors_are_json(schema: dict) -> None:

@@ -24,7 +24,6 @@ from frontier_signal.backend import models
 from frontier_signal.engine import operations as ops
 from frontier_signal.engine.types import (
     ForwardBackwardResult,
-    SampleRequest,
     SamplingParams,
 )
 from frontier_signal.engine.worker import EngineWorker
@@ -32,6 +31,7 @@ from frontier_signal.service import cleanup, files
 from frontier_signal.service.admission import ESTIMATE_KEY, MemoryBudget
 from frontier_signal.service.errors import InvalidRequest, NotFound, RateLimited, UpstreamError
 from frontier_signal.service.run_spec import RunSpec, spec_columns
+from frontier_signal.service.sampling import sample_requests
 from frontier_signal.service.settings import ServiceSettings
 from frontier_signal.service.store import Store, new_id
 from frontier_signal.service.tables import Checkpoint, Metric, Run
@@ -458,12 +458,10 @@ class RunService:
         await self.ensure_loaded(row)
         checkpoint = "" if step is None else self.sampler_path(run_id, step)
         sampled_step = row.step if step is None else step
-        requests = [
-            SampleRequest(run_id, params=params, checkpoint=checkpoint, prompt_text=prompt)
-            for prompt in prompts
-        ]
-        op = ops.Sample(row.base_model, requests, eos="if_no_stops")
-        sampled = await self.submit(op, run_id, tenant_id, on_token)
+        requests = sample_requests(run_id, prompts, params, checkpoint=checkpoint)
+        sampled = await self.submit(
+            ops.Sample(row.base_model, requests), run_id, tenant_id, on_token
+        )
         return sampled.results, sampled_step
 
     async def embeddings(

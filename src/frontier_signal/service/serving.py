@@ -25,17 +25,33 @@ from frontier_signal.backend.adapter_cache import AdapterCache
 from frontier_signal.backend.checkpoints import ADAPTER_WEIGHTS
 from frontier_signal.engine import operations as ops
 from frontier_signal.engine.tools import template_messages
-from frontier_signal.engine.types import SampleRequest, SampleResult, SamplingParams, TokenCallback
+from frontier_signal.engine.types import SampleResult, SamplingParams, TokenCallback
 from frontier_signal.engine.validation import tokens_to_generate
 from frontier_signal.service.adapter_registry import adapter_base_model, registered_adapters
 from frontier_signal.service.errors import InvalidRequest, NotFound
 from frontier_signal.service.runs import RunService
+from frontier_signal.service.sampling import DEFAULT_MAX_TOKENS, sample_requests
 from frontier_signal.service.tables import Run
 from frontier_signal.service.tinker import TinkerService
 
-# Used when a request sets neither max_tokens nor max_completion_tokens (less where the context
-# has less room left).
-DEFAULT_MAX_TOKENS = 512
+
+@dataclass(frozen=True)
+class ServableModel:
+    """A name this tenant can serve (`GET /v1/models`)."""
+
+    id: str
+    created: float
+    owned_by: str
+    parent: str | None  # the base model of a run, checkpoint or adapter
+
+
+@dataclass
+class WarmupState:
+    """Where loading a `model` stands: "loading", "ready", "error" or "not_loaded"."""
+
+    model: str
+    status: str
+    detail: str
 
 
 @dataclass(frozen=True)
@@ -62,7 +78,7 @@ class ServingService:
         self.runs = runs
         self.tinker = tinker
         self.worker = runs.worker
-        self._warmups: dict[tuple[str, str], dict] = {}
+        self._warmups: dict[tuple[str, str], WarmupState] = {}
         self.started_at = time.time()
 
     # ----- models ---------------------------------------------------------------------------
@@ -122,18 +138,19 @@ class ServingService:
             raise NotFound(f"adapter {model!r}: no {ADAPTER_WEIGHTS} in {source.path}")
         return Target(model, base, base, str(source.path))
 
-    def servable(self, tenant_id: str) -> list[tuple[str, float, str, str | None]]:
-        """(id, created, owned_by, parent) of every name this tenant can serve, in a stable
-        order: base models, registered adapters, then each run followed by its named
-        checkpoints (`run:name`) and kept steps (`run@step`)."""
+    def servable(self, tenant_id: str) -> list[ServableModel]:
+        """Every name this tenant can serve, in a stable order: base models, registered
+        adapters, then each run followed by its named checkpoints (`run:name`) and kept steps
+        (`run@step`)."""
         started = self.started_at
-        items: list[tuple[str, float, str, str | None]] = [
-            (name, started, "frontier-signal", None) for name in self.base_models()
+        items = [
+            ServableModel(name, started, "frontier-signal", None) for name in self.base_models()
         ]
         for name, source in sorted(self.registered_adapters().items()):
-            items.append((name, started, "frontier-signal", adapter_base_model(source) or None))
+            parent = adapter_base_model(source) or None
+            items.append(ServableModel(name, started, "frontier-signal", parent))
         for row in self.runs.store.list_runs(tenant_id):
-            items.append((row.id, row.created_at, tenant_id, row.base_model))
+            items.append(ServableModel(row.id, row.created_at, tenant_id, row.base_model))
             names, steps = {}, {}
             for checkpoint in self.runs.store.list_checkpoints(row.id):
                 if checkpoint.kind == "sampler":
@@ -141,14 +158,24 @@ class ServingService:
                 elif checkpoint.kind in ("training", "sampler_weights") and checkpoint.name:
                     names.setdefault(checkpoint.name, checkpoint.created_at)
             for name, created in sorted(names.items()):
-                items.append((f"{row.id}:{name}", created, tenant_id, row.base_model))
+                items.append(ServableModel(f"{row.id}:{name}", created, tenant_id, row.base_model))
             for step, created in sorted(steps.items()):
-                items.append((f"{row.id}@{step}", created, tenant_id, row.base_model))
+                items.append(ServableModel(f"{row.id}@{step}", created, tenant_id, row.base_model))
         return items
+
+    def model(self, tenant_id: str, model: str) -> ServableModel:
+        """The listing entry of one name (404 if this tenant cannot serve it)."""
+        target = self.resolve(tenant_id, model)
+        for item in self.servable(tenant_id):
+            if item.id == model:
+                return item
+        owner = tenant_id if target.run is not None else "frontier-signal"
+        created = target.run.created_at if target.run is not None else self.started_at
+        return ServableModel(model, created, owner, target.base_model)
 
     def models_page(
         self, tenant_id: str, after: str | None, limit: int | None
-    ) -> tuple[list[tuple[str, float, str, str | None]], bool]:
+    ) -> tuple[list[ServableModel], bool]:
         """(items, has_more): all of `servable` when neither is given (what clients that do not
         page expect), else up to `limit` (default 100) after the id `after`.
 
@@ -158,7 +185,7 @@ class ServingService:
         items = self.servable(tenant_id)
         start = 0
         if after is not None:
-            ids = [item[0] for item in items]
+            ids = [item.id for item in items]
             if after not in ids:
                 raise InvalidRequest(
                     f"after={after!r} is not a model id of this list; pass the last_id of the "
@@ -218,25 +245,22 @@ class ServingService:
         n: int,
         prompt_logprobs: bool = False,
         on_token: TokenCallback | None = None,
-        ignore_eos: bool = False,
     ) -> list[SampleResult]:
-        """`n` samples of every prompt, batched with whatever else the engine is decoding.
-
-        Generation stops at the model's end-of-sequence token (unless `ignore_eos`) as well as
-        at the request's stops.
-        """
+        """`n` samples of every prompt, batched with whatever else the engine is decoding;
+        stopping as every face does (service/sampling.py)."""
         if target.run is not None and not target.checkpoint:
             await self.runs.ensure_loaded(target.run)
-        requests = [
-            SampleRequest(
-                target.engine_model, tokens, params, n, prompt_logprobs, target.checkpoint
-            )
-            for tokens in prompts
-        ]
+        requests = sample_requests(
+            target.engine_model,
+            prompts,
+            params,
+            num_samples=n,
+            prompt_logprobs=prompt_logprobs,
+            checkpoint=target.checkpoint,
+        )
         op = ops.Sample(
             target.base_model,
             requests,
-            eos="never" if ignore_eos else "always",
             fit_context=True,
             default_max_tokens=DEFAULT_MAX_TOKENS,
         )
@@ -246,16 +270,16 @@ class ServingService:
         return sampled.results
 
     # ----- warmup ---------------------------------------------------------------------------
-    def warmup_status(self, tenant_id: str, model: str) -> dict:
-        """`{"model", "status": "loading" | "ready" | "error", "detail"}`. A model never warmed
-        is resolved (404 if unknown) and reported ready when it is already in memory."""
+    def warmup_status(self, tenant_id: str, model: str) -> WarmupState:
+        """Where warming `model` stands. A model never warmed is resolved (404 if unknown) and
+        reported ready when it is already in memory."""
         known = self._warmups.get((tenant_id, model))
         if known is not None:
             return known
         target = self.resolve(tenant_id, model)
         ready = self._in_memory(target)
         detail = "in memory" if ready else "not loaded: POST /v1/warmup loads it"
-        return {"model": model, "status": "ready" if ready else "not_loaded", "detail": detail}
+        return WarmupState(model, "ready" if ready else "not_loaded", detail)
 
     def _in_memory(self, target: Target) -> bool:
         info = self.worker.info()
@@ -270,7 +294,7 @@ class ServingService:
             info.adapter_keys
         )
 
-    async def warmup(self, tenant_id: str, model: str) -> dict:
+    async def warmup(self, tenant_id: str, model: str) -> WarmupState:
         """Start loading `model` (base weights, a run's adapter or a checkpoint) in the
         background; answers at once with its status."""
         target = self.resolve(tenant_id, model)
@@ -278,16 +302,15 @@ class ServingService:
         current = self._warmups.get(key)
         # Loading, or loaded and still in memory (an adapter may have left the LRU since).
         if current is not None and (
-            current["status"] == "loading"
-            or (current["status"] == "ready" and self._in_memory(target))
+            current.status == "loading" or (current.status == "ready" and self._in_memory(target))
         ):
             return current
-        status = {"model": model, "status": "loading", "detail": "loading"}
+        status = WarmupState(model, "loading", "loading")
         self._warmups[key] = status
         asyncio.get_running_loop().create_task(self._load(target, status))
         return status
 
-    async def _load(self, target: Target, status: dict) -> None:
+    async def _load(self, target: Target, status: WarmupState) -> None:
         started = time.perf_counter()
         try:
             if target.run is not None and not target.checkpoint:
@@ -296,7 +319,7 @@ class ServingService:
                 op = ops.PrepareSampling(target.engine_model, target.checkpoint)
                 await self.worker.submit(op, key=target.key)
         except Exception as exc:  # noqa: BLE001 - reported through the status
-            status.update(status="error", detail=str(exc) or type(exc).__name__)
+            status.status, status.detail = "error", str(exc) or type(exc).__name__
         else:
             seconds = time.perf_counter() - started
-            status.update(status="ready", detail=f"loaded in {seconds:.2f} s")
+            status.status, status.detail = "ready", f"loaded in {seconds:.2f} s"

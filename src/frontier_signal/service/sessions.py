@@ -5,21 +5,48 @@ A tinker `ServiceClient` opens a session, heartbeats it every 10 s, names its mo
 pin the weights to sample). A session with no heartbeat for `heartbeat_timeout` seconds expires:
 its heartbeat then answers 410 (the SDK stops it) and its models are unloaded from memory (they
 stay runs with checkpoints, reloaded on their next use). hpcai has no sessions and its runs are
-never touched. Time comes from an injectable clock; expiry is swept on session traffic, so tests
-never wait. It knows nothing about HTTP.
+never touched. Time comes from an injectable clock, so tests never wait.
+
+`SessionExpiry` is the background task (started and stopped by the app's lifespan) that expires
+silent sessions, unloads their models and drops checkpoints past their TTL; a heartbeat that
+arrives after its session's deadline is refused (410) on its own, whether or not the sweep has
+run yet. It knows nothing about HTTP.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from frontier_signal.service.errors import Gone, InvalidRequest, NotFound
 from frontier_signal.service.store import Store, new_id
-from frontier_signal.service.tables import Sampler, TinkerSession
+from frontier_signal.service.tables import Run, Sampler, TinkerSession
+
+if TYPE_CHECKING:
+    from frontier_signal.service.runs import RunService
+    from frontier_signal.service.tinker import TinkerService
+
+logger = logging.getLogger(__name__)
 
 # Sessions end after this long without a heartbeat (the SDK warns only after 120 s of failures).
 HEARTBEAT_TIMEOUT_SECONDS = 600.0
+# How often the background sweep looks for silent sessions and expired checkpoints.
+SWEEP_INTERVAL_SECONDS = 30.0
+
+
+@dataclass(frozen=True)
+class SessionInfo:
+    """A session as `GET /sessions/{id}` shows it."""
+
+    training_run_ids: list[str]
+    sampler_ids: list[str]
+    user_metadata: dict[str, str]
+    status: str
 
 
 def session_model_id(session_id: str, model_seq_id: int) -> str:
@@ -45,6 +72,7 @@ class SessionService:
         self.store = store
         self.heartbeat_timeout = heartbeat_timeout
         self.clock = clock
+        self._expired_by_heartbeat: set[str] = set()  # for the next `expire()` to hand over
 
     def create(
         self, tenant_id: str, tags: list[str], user_metadata: dict, sdk_version: str
@@ -86,21 +114,41 @@ class SessionService:
             Gone: the session expired or was finished (the SDK stops heartbeating on 410).
         """
         row = self.get(tenant_id, session_id)
+        now = self.clock()
+        if row.status == "active" and row.last_heartbeat_at < now - self.heartbeat_timeout:
+            self.store.update_tinker_session(session_id, status="expired")
+            self._expired_by_heartbeat.add(session_id)  # the next sweep unloads its models
+            row.status = "expired"
         if row.status != "active":
             raise Gone(f"session {session_id!r} is {row.status}")
-        self.store.update_tinker_session(session_id, last_heartbeat_at=self.clock())
+        self.store.update_tinker_session(session_id, last_heartbeat_at=now)
 
     def finish(self, tenant_id: str, session_id: str) -> None:
         self.get(tenant_id, session_id)
         self.store.update_tinker_session(session_id, status="finished")
 
     def expire(self) -> list[str]:
-        """Expire sessions past the heartbeat timeout; returns their ids."""
+        """Expire sessions past the heartbeat timeout; returns their ids (and those a late
+        heartbeat expired since the last call)."""
         deadline = self.clock() - self.heartbeat_timeout
         stale = self.store.stale_tinker_sessions(deadline)
         if stale:
             self.store.expire_tinker_sessions(deadline)
-        return stale
+        late, self._expired_by_heartbeat = self._expired_by_heartbeat, set()
+        return stale + sorted(late - set(stale))
+
+    def runs_of(self, session_id: str, tenant_id: str | None = None) -> list[Run]:
+        """The runs (tinker models) made in a session; with `tenant_id`, only that tenant's."""
+        return self.store.list_runs(tenant_id, session_id=session_id)
+
+    def info(self, tenant_id: str, session_id: str) -> SessionInfo:
+        row = self.get(tenant_id, session_id)
+        return SessionInfo(
+            [run.id for run in self.runs_of(session_id, tenant_id)],
+            self.samplers_of(session_id),
+            {str(k): str(v) for k, v in row.user_metadata.items()},
+            row.status,
+        )
 
     def list(self, tenant_id: str, limit: int, offset: int) -> list[str]:
         rows = self.store.list_tinker_sessions(tenant_id)
@@ -130,3 +178,55 @@ class SessionService:
 
     def samplers_of(self, session_id: str) -> list[str]:
         return [row.id for row in self.store.list_samplers(session_id)]
+
+
+class SessionExpiry:
+    """The background sweep: expire silent sessions and unload their models, and drop
+    checkpoints past their TTL, every `interval` seconds (`start()` / `await stop()`).
+
+    Args:
+        sessions: the session service (its clock decides who is silent).
+        runs: unloads the models of an expired session.
+        tinker: drops checkpoints past their TTL.
+        interval: seconds between sweeps.
+    """
+
+    def __init__(
+        self,
+        sessions: SessionService,
+        runs: RunService,
+        tinker: TinkerService,
+        interval: float = SWEEP_INTERVAL_SECONDS,
+    ):
+        self.sessions, self.runs, self.tinker = sessions, runs, tinker
+        self.interval = interval
+        self._task: asyncio.Task | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None  # where `sweep()` must run
+
+    async def sweep(self) -> list[str]:
+        """One sweep; returns the sessions it expired, whose models it unloaded."""
+        expired = self.sessions.expire()
+        for session_id in expired:
+            for row in self.sessions.runs_of(session_id):
+                await self.runs.unload(row.tenant_id, row.id)
+        await asyncio.to_thread(self.tinker.sweep_expired_checkpoints)
+        return expired
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await self.sweep()
+            except Exception:  # noqa: BLE001 - a failed sweep is retried at the next one
+                logger.exception("session sweep failed")
+            await asyncio.sleep(self.interval)
+
+    def start(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self._task = self.loop.create_task(self._loop())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None

@@ -29,7 +29,6 @@ from frontier_signal.engine import operations as ops
 from frontier_signal.engine.types import (
     Datum,
     ForwardBackwardResult,
-    SampleRequest,
     SampleResult,
     SamplingParams,
 )
@@ -37,6 +36,7 @@ from frontier_signal.service import files
 from frontier_signal.service.errors import InvalidRequest, NotFound
 from frontier_signal.service.run_spec import RunSpec, spec_columns
 from frontier_signal.service.runs import RunService
+from frontier_signal.service.sampling import sample_requests
 from frontier_signal.service.signing import DEFAULT_EXPIRY_SECONDS, UrlSigner
 from frontier_signal.service.store import new_id
 from frontier_signal.service.tables import Checkpoint, Run
@@ -193,10 +193,6 @@ class TinkerService:
     def checkpoint_spec(self, tenant_id: str, path: str) -> RunSpec:
         """The RunSpec of the run a checkpoint this tenant may read belongs to."""
         return self.store.get_run(self.resolve(tenant_id, path).run_id).spec
-
-    def session_runs(self, session_id: str, tenant_id: str | None = None) -> list[Run]:
-        """The active runs made in a tinker session (by the indexed `session_id` column)."""
-        return self.store.list_runs(tenant_id, session_id=session_id)
 
     def get_info(self, tenant_id: str, model_id: str) -> dict:
         row = self.model_row(tenant_id, model_id)
@@ -542,7 +538,7 @@ class TinkerService:
     ) -> SampleResult:
         """Sample a saved checkpoint (`model_path` wins) or the bare base model.
 
-        With no stop token ids, generation also stops at the model's end-of-sequence token.
+        Stops as every face does (service/sampling.py).
         """
         if model_path:
             checkpoint = self.resolve(tenant_id, model_path)
@@ -555,7 +551,13 @@ class TinkerService:
             raise InvalidRequest("send model_path (a sampler checkpoint) or base_model")
         if not prompt_tokens:
             raise InvalidRequest("prompt is empty: send at least one token")
-        request = SampleRequest(base, prompt_tokens, params, num_samples, prompt_logprobs, folder)
-        op = ops.Sample(base, [request], eos="if_no_stops")
-        sampled = await self.runs.submit(op, "", tenant_id)
+        requests = sample_requests(
+            base,
+            [prompt_tokens],
+            params,
+            num_samples=num_samples,
+            prompt_logprobs=prompt_logprobs,
+            checkpoint=folder,
+        )
+        sampled = await self.runs.submit(ops.Sample(base, requests), "", tenant_id)
         return sampled.results[0]

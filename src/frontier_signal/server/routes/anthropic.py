@@ -4,7 +4,7 @@ models and runs (base model, run id, run@step, run:checkpoint), keys and tenant 
 
 `output_config.format` (`{"type": "json_schema", "schema"}`, Anthropic's structured outputs) is
 enforced by the same grammar as the OpenAI face's `response_format`. Tool use follows the
-OpenAI face's rules (server/chat_shapes.py): `tool_choice` `auto`, `any`,
+OpenAI face's rules (service/chat.py): `tool_choice` `auto`, `any`,
 `tool` and `none` are OpenAI's `auto`, `required`, a named function and `none`, with the same
 grammar making forced tool input follow its `input_schema`. Streams are Anthropic's SSE events
 (`message_start`, `content_block_start`, `ping`, `content_block_delta`, `content_block_stop`,
@@ -22,20 +22,28 @@ from starlette.concurrency import run_in_threadpool
 
 from frontier_signal.engine.structured import check_grammar
 from frontier_signal.server.auth import bearer_or_api_key_tenant_id
-from frontier_signal.server.chat_shapes import ChatShape, json_shape, tool_shape
 from frontier_signal.server.errors import anthropic_error_body
-from frontier_signal.server.openapi import ANTHROPIC_ERRORS, json_or_events
+from frontier_signal.server.openapi import ANTHROPIC_ERRORS
 from frontier_signal.server.schemas.anthropic import (
     CountTokensBody,
+    Message,
     MessagesBody,
+    TokenCount,
     message,
     stop_details,
     tool_use_block,
 )
 from frontier_signal.server.streaming import GenerationStream
-from frontier_signal.service.errors import InvalidRequest
+from frontier_signal.service.chat import ChatShape, anthropic_shape
 
 router = APIRouter(prefix="/v1", tags=["anthropic"], responses=ANTHROPIC_ERRORS)
+ANTHROPIC_EVENTS = {
+    200: {
+        "description": "A message, or its stream of Anthropic events (`event: TYPE` and "
+        "`data: {json}` lines) when the body asks for `stream: true`.",
+        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+    }
+}
 Tenant = Annotated[str, Depends(bearer_or_api_key_tenant_id)]
 
 
@@ -43,28 +51,11 @@ def _prompt(request: Request, tenant: str, body: CountTokensBody):
     """(target, prompt tokens, shape) of a Messages body."""
     serving = request.app.state.frontier.serving
     target = serving.resolve(tenant, body.model)
-    shape, functions = ChatShape(), None
-    tools = body.openai_tools()
-    mode, name = body.tool_mode()
-    if tools:
-        shape, functions = tool_shape(tools, mode, name)
     schema = body.output_schema() if isinstance(body, MessagesBody) else None
-    if schema is not None:
-        if shape.prefill:
-            raise InvalidRequest(
-                "output_config.format cannot be combined with tool_choice 'any' or 'tool'"
-            )
-        shape = json_shape(schema)
     messages = body.openai_messages()
-    # A final assistant turn is a prefill: the answer continues it (Anthropic's rule).
-    continued = ""
-    if messages[-1]["role"] == "assistant" and not messages[-1].get("tool_calls"):
-        continued = messages.pop()["content"]
-        if shape.prefill:
-            raise InvalidRequest(
-                "a final assistant turn (a prefill) cannot be combined with tool_choice "
-                "'any' or 'tool'; drop one of them"
-            )
+    shape, functions, continued = anthropic_shape(
+        body.openai_tools(), *body.tool_mode(), schema, messages
+    )
     text = serving.chat_prompt(target, messages, functions) + continued + shape.prefill
     return target, serving.encode(target, text), shape
 
@@ -76,13 +67,13 @@ def _content(shape: ChatShape, text: str, finish: str) -> tuple[list[dict], str,
     return blocks + [tool_use_block(call) for call in calls], content or "", finish
 
 
-@router.post("/messages/count_tokens")
+@router.post("/messages/count_tokens", response_model=TokenCount)
 async def count_tokens(request: Request, tenant: Tenant, body: CountTokensBody) -> dict:
     _, prompt, _ = _prompt(request, tenant, body)
     return {"input_tokens": len(prompt)}
 
 
-@router.post("/messages", responses=json_or_events("A message, or its stream of Anthropic events"))
+@router.post("/messages", response_model=Message, responses=ANTHROPIC_EVENTS)
 async def messages(request: Request, tenant: Tenant, body: MessagesBody):
     state = request.app.state.frontier
     serving = state.serving
@@ -93,7 +84,7 @@ async def messages(request: Request, tenant: Tenant, body: MessagesBody):
         await run_in_threadpool(check_grammar, shape.grammar, tokenizer)  # a 400 before any stream
     serving.check_room(target, [prompt], params.max_tokens)
     if body.stream:
-        stream = GenerationStream(state, tenant, target, [prompt], params, 1, False, tokenizer)
+        stream = GenerationStream.serving(state, tenant, target, [prompt], params, 1, tokenizer)
         events = _events(body, shape, len(prompt), tokenizer)
         return stream.response(events, _frame, _error_frame)
     with state.requests.counted(tenant):

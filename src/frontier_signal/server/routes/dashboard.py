@@ -14,6 +14,7 @@ from fastapi.staticfiles import StaticFiles
 
 from frontier_signal.server.auth import tenant_id
 from frontier_signal.server.openapi import DASHBOARD_ERRORS
+from frontier_signal.server.schemas import misc_responses as wire
 from frontier_signal.service.errors import Forbidden, Unauthorized
 
 STATIC = Path(__file__).resolve().parent.parent / "dashboard"
@@ -43,7 +44,11 @@ async def favicon() -> Response:
     return Response(status_code=204)
 
 
-@router.get("/v1/dashboard/session")
+@router.get(
+    "/v1/dashboard/session",
+    response_model=wire.DashboardSession,
+    response_model_exclude_unset=True,
+)
 async def session(request: Request) -> dict:
     """Whether the request's key is accepted (always 200, so the sign-in page's probe is not a
     console error) and whether this server asks for a key at all."""
@@ -55,28 +60,28 @@ async def session(request: Request) -> dict:
     return {"signed_in": True, "no_auth": no_auth, "tenant_id": tenant}
 
 
-@router.get("/v1/dashboard/runs")
+@router.get("/v1/dashboard/runs", response_model=wire.RunSummaryList)
 async def runs(request: Request, tenant: Tenant) -> dict:
     return {"data": _service(request).list_runs(tenant)}
 
 
-@router.get("/v1/dashboard/runs/{run_id}")
+@router.get("/v1/dashboard/runs/{run_id}", response_model=wire.RunDetail)
 async def run(request: Request, tenant: Tenant, run_id: str) -> dict:
     return _service(request).run_detail(tenant, run_id)
 
 
-@router.get("/v1/dashboard/runs/{run_id}/metrics")
+@router.get("/v1/dashboard/runs/{run_id}/metrics", response_model=wire.MetricPoints)
 async def run_metrics(
     request: Request, tenant: Tenant, run_id: str, after: int = Query(-1, ge=-1)
 ) -> dict:
     return _service(request).metrics(tenant, run_id, after)
 
 
-@router.get("/v1/dashboard/queue")
+@router.get("/v1/dashboard/queue", response_model=wire.Queue)
 async def queue(request: Request, tenant: Tenant) -> dict:
     return _service(request).queue(tenant)
 
 
-@router.get("/v1/dashboard/models")
+@router.get("/v1/dashboard/models", response_model=wire.BaseModelList)
 async def models(request: Request, tenant: Tenant) -> dict:
     return {"data": _service(request).base_models()}

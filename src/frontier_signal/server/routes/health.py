@@ -6,16 +6,17 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from frontier_signal.server.openapi import errors
+from frontier_signal.server.schemas.misc_responses import Health, Ready
 
 router = APIRouter(tags=["health"])
 
 
-@router.get("/health")
+@router.get("/health", response_model=Health)
 async def health() -> dict:
     return {"status": "ok"}
 
 
-@router.get("/ready", responses=errors(503))
+@router.get("/ready", response_model=Ready, responses=errors(503))
 async def ready(request: Request):
     state = request.app.state.frontier
     try:

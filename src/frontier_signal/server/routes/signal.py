@@ -19,6 +19,7 @@ from frontier_signal.server.openapi import (
     SIGNAL_ERRORS,
     EventStreamResponse,
 )
+from frontier_signal.server.schemas import signal_responses as wire
 from frontier_signal.server.schemas.signal import (
     CreateRunBody,
     EmbeddingsBody,
@@ -30,9 +31,10 @@ from frontier_signal.server.schemas.signal import (
     metric_row,
     run_status,
 )
-from frontier_signal.server.streaming import IncrementalText, settled, sse
+from frontier_signal.server.streaming import GenerationStream, sse
 from frontier_signal.service import files
-from frontier_signal.service.errors import InvalidRequest, describe
+from frontier_signal.service.errors import InvalidRequest
+from frontier_signal.service.streaming import settled
 
 router = APIRouter(prefix="/v1", tags=["signal"], responses=SIGNAL_ERRORS)
 Tenant = Annotated[str, Depends(tenant_id)]
@@ -53,12 +55,12 @@ async def _logged(request: Request, tenant: str, run_id: str | None, kind: str, 
     )
 
 
-@router.get("/base-models")
+@router.get("/base-models", response_model=wire.BaseModelList)
 async def list_base_models(request: Request, tenant: Tenant) -> dict:
     return {"data": _state(request).runs.list_models()}
 
 
-@router.post("/runs")
+@router.post("/runs", response_model=wire.RunStatus)
 async def create_run(request: Request, tenant: Tenant, body: CreateRunBody) -> dict:
     async def operation():
         return run_status(await _state(request).runs.create_run(body.to_run_spec(tenant)))
@@ -66,23 +68,23 @@ async def create_run(request: Request, tenant: Tenant, body: CreateRunBody) -> d
     return await _logged(request, tenant, None, "create_run", body, operation)
 
 
-@router.get("/runs")
+@router.get("/runs", response_model=wire.RunList)
 async def list_runs(request: Request, tenant: Tenant) -> dict:
     return {"data": [run_status(row) for row in _state(request).store.list_runs(tenant)]}
 
 
-@router.get("/runs/{run_id}")
+@router.get("/runs/{run_id}", response_model=wire.RunStatus)
 async def get_run(request: Request, tenant: Tenant, run_id: str) -> dict:
     return run_status(_state(request).runs.run_row(tenant, run_id))
 
 
-@router.delete("/runs/{run_id}")
+@router.delete("/runs/{run_id}", response_model=wire.DeletedRun)
 async def delete_run(request: Request, tenant: Tenant, run_id: str) -> dict:
     await _state(request).runs.delete_run(tenant, run_id)
     return {"run_id": run_id, "deleted": True}
 
 
-@router.post("/runs/{run_id}/forward_backward")
+@router.post("/runs/{run_id}/forward_backward", response_model=wire.ForwardBackwardResult)
 async def forward_backward(
     request: Request, tenant: Tenant, run_id: str, body: ForwardBackwardBody
 ) -> dict:
@@ -95,7 +97,7 @@ async def forward_backward(
     return await _logged(request, tenant, run_id, "forward_backward", body, operation)
 
 
-@router.post("/runs/{run_id}/optim_step")
+@router.post("/runs/{run_id}/optim_step", response_model=wire.OptimStepResult)
 async def optim_step(request: Request, tenant: Tenant, run_id: str, body: OptimStepBody) -> dict:
     service = _state(request).runs
     service.run_row(tenant, run_id)
@@ -127,7 +129,7 @@ def _check_prompts(prompts: list[str]) -> None:
             raise InvalidRequest(f"prompts[{index}] is empty: send text to continue")
 
 
-@router.post("/runs/{run_id}/sample")
+@router.post("/runs/{run_id}/sample", response_model=wire.SampleResult)
 async def sample(request: Request, tenant: Tenant, run_id: str, body: SampleBody) -> dict:
     prompts = body.prompt_list()
     _check_prompts(prompts)
@@ -153,69 +155,48 @@ async def sample_stream(request: Request, tenant: Tenant, run_id: str, body: Sam
     _check_prompts(prompts)
     if len(prompts) != 1:
         raise InvalidRequest(f"streaming takes exactly one prompt, got {len(prompts)}")
-    service = _state(request).runs
-    row = service.run_row(tenant, run_id)
+    app = _state(request)
+    row = app.runs.run_row(tenant, run_id)
     if body.step is not None:
-        service.sampler_path(run_id, body.step)  # a step not kept is a 404 before streaming
-    tokenizer = service.tokenizer(row.base_model)
-    loop = asyncio.get_running_loop()
-    queue: asyncio.Queue = asyncio.Queue()
+        app.runs.sampler_path(run_id, body.step)  # a step not kept is a 404 before streaming
+    tokenizer = app.runs.tokenizer(row.base_model)
+    params = _params(body)
 
-    def on_token(_index: int, _sample: int, token: int, logprob: float) -> None:
-        loop.call_soon_threadsafe(queue.put_nowait, (token, logprob))
+    def generate(on_token):
+        return app.runs.sample_requests(tenant, run_id, prompts, params, body.step, on_token)
 
-    async def counted_sample():
-        with _state(request).requests.counted(tenant):
-            return await service.sample_requests(
-                tenant, run_id, prompts, _params(body), body.step, on_token
-            )
+    stream = GenerationStream(app, tenant, tokenizer, params, 1, generate)
+    prompt_tokens = len(tokenizer(prompts[0], add_special_tokens=False)["input_ids"])
+    return stream.response(_events(params, prompt_tokens), sse, _error_event, "data: [DONE]\n\n")
 
-    _state(request).requests.admit(tenant)  # over the limit: a 429 before the stream starts
-    task = asyncio.ensure_future(counted_sample())
-    task.add_done_callback(lambda _: queue.put_nowait(None))
 
-    async def events():
-        try:
-            async for event in _events():
-                yield event
-        finally:  # the client left (or the stream ended): stop generating for nobody
-            if not task.done():
-                task.cancel()
+def _events(params: SamplingParams, prompt_tokens: int):
+    """Signal's stream: one event per token (its settled text, id and logprob), then the rest
+    of the text with the finish reason and usage."""
 
-    async def _events():
-        grown = IncrementalText(tokenizer)
+    async def events(tokens, final):
         sent = ""
-        special = set(tokenizer.all_special_ids)
-        stops = tuple(body.stop or ())
-        while (item := await queue.get()) is not None:
-            token, logprob = item
-            if token not in special:
-                grown.add(token)
+        async for _row, token, logprob, text in tokens():
             # Text a stop string may still claim is held back (the output cuts it).
-            visible = settled(grown.text, stops)
+            visible = settled(text, params.stop_strings)
             delta = ""
             if visible.startswith(sent):
                 delta, sent = visible[len(sent) :], visible
-            yield sse({"text": delta, "token_id": token, "logprob": logprob})
-        try:
-            results, _ = task.result()
-        except Exception as exc:  # noqa: BLE001 - reported in the stream
-            status, type_, message, _ = describe(exc)
-            yield sse({"error": {"message": message, "type": type_, "status": status}})
-        else:
-            sequence = results[0].sequences[0]
-            usage = {
-                "prompt_tokens": len(tokenizer(prompts[0], add_special_tokens=False)["input_ids"]),
-                "completion_tokens": len(sequence.tokens),
-            }
-            rest = sequence.text[len(sent) :] if sequence.text.startswith(sent) else ""
-            yield sse({"text": rest, "finish_reason": sequence.stop_reason, "usage": usage})
-        yield "data: [DONE]\n\n"
+            yield {"text": delta, "token_id": token, "logprob": logprob}
+        results, _ = await final()
+        sequence = results[0].sequences[0]
+        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": len(sequence.tokens)}
+        rest = sequence.text[len(sent) :] if sequence.text.startswith(sent) else ""
+        yield {"text": rest, "finish_reason": sequence.stop_reason, "usage": usage}
 
-    return EventStreamResponse(events())
+    return events
 
 
-@router.post("/runs/{run_id}/embeddings")
+def _error_event(status: int, type_: str, message: str) -> str:
+    return sse({"error": {"message": message, "type": type_, "status": status}})
+
+
+@router.post("/runs/{run_id}/embeddings", response_model=wire.Embeddings)
 async def embeddings(request: Request, tenant: Tenant, run_id: str, body: EmbeddingsBody) -> dict:
     _check_prompts(body.texts)
     state = _state(request)
@@ -224,7 +205,7 @@ async def embeddings(request: Request, tenant: Tenant, run_id: str, body: Embedd
     return {"embeddings": vectors, "dim": len(vectors[0]), "step": step}
 
 
-@router.post("/runs/{run_id}/save_state")
+@router.post("/runs/{run_id}/save_state", response_model=wire.SavedState)
 async def save_state(request: Request, tenant: Tenant, run_id: str, body: SaveStateBody) -> dict:
     service = _state(request).runs
     service.run_row(tenant, run_id)
@@ -237,14 +218,14 @@ async def save_state(request: Request, tenant: Tenant, run_id: str, body: SaveSt
     return await _logged(request, tenant, run_id, "save_state", body, operation)
 
 
-@router.get("/runs/{run_id}/metrics")
+@router.get("/runs/{run_id}/metrics", response_model=wire.MetricList)
 async def metrics(request: Request, tenant: Tenant, run_id: str) -> dict:
     state = _state(request)
     state.runs.run_row(tenant, run_id)
     return {"data": [metric_row(row) for row in state.store.list_metrics(run_id)]}
 
 
-@router.get("/runs/{run_id}/checkpoints")
+@router.get("/runs/{run_id}/checkpoints", response_model=wire.CheckpointList)
 async def checkpoints(request: Request, tenant: Tenant, run_id: str) -> dict:
     state = _state(request)
     state.runs.run_row(tenant, run_id)
@@ -268,6 +249,6 @@ async def checkpoint_archive(request: Request, tenant: Tenant, run_id: str, chec
     )
 
 
-@router.get("/runs/{run_id}/steps")
+@router.get("/runs/{run_id}/steps", response_model=wire.KeptSteps)
 async def steps(request: Request, tenant: Tenant, run_id: str) -> dict:
     return {"steps": _state(request).runs.kept_steps(tenant, run_id)}

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -60,7 +60,7 @@ class CountTokensBody(BaseModel):
         return out
 
     def tool_mode(self) -> tuple[str, str]:
-        """`tool_choice` as (mode, tool name) for server/chat_shapes.py."""
+        """`tool_choice` as (mode, tool name) for service/chat.py."""
         choice = self.tool_choice or {"type": "auto"}
         kind = choice.get("type")
         modes = {"auto": "auto", "any": "required", "none": "none", "tool": "named"}
@@ -215,3 +215,23 @@ def message(model: str, content: list[dict], stop: tuple, usage: dict, id_: str 
         "stop_sequence": stop[1],
         "usage": usage,
     }
+
+
+# ----- response models (what /openapi.json documents; `extra="allow"` drops no key) ----------
+class TokenCount(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    input_tokens: int
+
+
+class Message(BaseModel):
+    """A Messages answer: text and `tool_use` content blocks, why it stopped, token usage."""
+
+    model_config = ConfigDict(extra="allow")
+    id: str
+    type: Literal["message"]
+    role: Literal["assistant"]
+    model: str
+    content: list[dict]
+    stop_reason: str | None
+    stop_sequence: str | None
+    usage: dict[str, int]

@@ -89,6 +89,7 @@ class Body(WireBody):
             min_p=self.min_p,
             logit_bias=self.bias(),
             grammar=grammar,
+            ignore_eos=self.ignore_eos,
         )
 
 

@@ -335,8 +335,9 @@ def to_datums(batch: ForwardBackwardInput) -> tuple[list[Datum], str, dict[str, 
 
 
 def to_sampling_params(wire: WireSamplingParams) -> SamplingParams:
-    """Stop strings become stop strings, stop token ids become stop ids (see the service for
-    the end-of-sequence rule); a null max_tokens becomes DEFAULT_MAX_TOKENS."""
+    """Stop strings become stop strings; stop token ids become stop ids and are then the only
+    stop tokens (`ignore_eos`: "exactly those", docs/tinker-api.md; service/sampling.py holds
+    the stop policy); a null max_tokens becomes DEFAULT_MAX_TOKENS."""
     stop = [wire.stop] if isinstance(wire.stop, str) else list(wire.stop or [])
     strings = tuple(s for s in stop if isinstance(s, str))
     token_ids = tuple(s for s in stop if isinstance(s, int))
@@ -347,10 +348,25 @@ def to_sampling_params(wire: WireSamplingParams) -> SamplingParams:
         top_k=wire.top_k,
         stop_strings=strings,
         stop_token_ids=token_ids,
+        ignore_eos=bool(token_ids),
         seed=wire.seed,
         min_p=wire.min_p,
         logit_bias=logit_bias_from_wire(wire.logit_bias),
     )
+
+
+def check_sample_supported(body: SampleBody) -> None:
+    """Refuse (400) the sampling options this server does not implement."""
+    unsupported = {
+        "topk_prompt_logprobs": body.topk_prompt_logprobs,
+        "topk_sample_logprobs": body.topk_sample_logprobs,
+        "target_prompt_logprobs": body.target_prompt_logprobs,
+        "prompt_alt_tokens_k": body.prompt_alt_tokens_k,
+        "prompt_logprobs_last_n": body.prompt_logprobs_last_n,
+    }
+    for name, value in unsupported.items():
+        if value:
+            raise InvalidRequest(f"{name} is not supported by this server; leave it unset")
 
 
 def to_optimizer_overrides(body: OptimStepBody) -> dict[str, float]:

@@ -12,8 +12,9 @@ The rules (docs/openai-api.md, "Tools" and "Structured output"):
 - JSON mode (`json_object`, `json_schema`): the answer is one JSON value (an object for
   `json_object`) that follows the schema.
 
-Faces translate their wire spelling into these calls; they hold no rule of their own. (Here
-beside the faces, not in service/, because streaming what is settled is part of it.)
+Faces translate their wire spelling (OpenAI's `tool_choice` / `response_format`, Anthropic's
+`tool_choice` / `output_config.format` and final assistant turn) into `openai_shape` and
+`anthropic_shape`; they hold no rule of their own. It knows nothing about HTTP.
 """
 
 from __future__ import annotations
@@ -27,8 +28,8 @@ from frontier_signal.engine.structured import (
     tool_call_grammar,
 )
 from frontier_signal.engine.tools import CALL_OPEN, check_tools, parse_tool_calls, render_call
-from frontier_signal.server.streaming import settled
 from frontier_signal.service.errors import InvalidRequest
+from frontier_signal.service.streaming import settled
 
 TOOL_MODES = ("auto", "none", "required", "named")
 
@@ -107,3 +108,86 @@ def tool_shape(tools: list, mode: str, name: str = "") -> tuple[ChatShape, list[
 def json_shape(schema: dict | None) -> ChatShape:
     """JSON mode: any JSON object (`schema` None), or one JSON value following `schema`."""
     return ChatShape(json_mode=True, grammar=json_schema_grammar(schema or ANY_OBJECT))
+
+
+# ----- the faces' requests ---------------------------------------------------------------------
+def openai_tool_mode(choice) -> tuple[str, str]:
+    """OpenAI's `tool_choice` as (mode, function name).
+
+    Raises:
+        InvalidRequest: not one of OpenAI's spellings.
+    """
+    if choice in (None, "auto", "none", "required"):
+        return choice or "auto", ""
+    if isinstance(choice, dict) and isinstance(choice.get("function"), dict):
+        return "named", choice["function"].get("name")
+    raise InvalidRequest(
+        "tool_choice must be 'auto', 'none', 'required' or "
+        "{'type': 'function', 'function': {'name': ...}}"
+    )
+
+
+def openai_shape(
+    tools: list | None,
+    tool_choice,
+    response_format: str,
+    schema: dict | None,
+    messages: list[dict],
+) -> tuple[ChatShape, list[dict] | None]:
+    """The shape of an OpenAI chat request and the functions to render, validated.
+
+    `response_format` is "text", "json_object" or "json_schema" (with `schema`).
+
+    Raises:
+        InvalidRequest: bad tools, a tool_choice without tools, JSON mode with a forced tool
+            call, or `json_object` whose messages never ask for JSON (OpenAI's rule).
+    """
+    shape, functions = ChatShape(), None
+    if tools:
+        shape, functions = tool_shape(tools, *openai_tool_mode(tool_choice))
+    elif tool_choice not in (None, "none", "auto"):
+        raise InvalidRequest("tool_choice needs tools")
+    if response_format == "text":
+        return shape, functions
+    if shape.prefill:
+        raise InvalidRequest(
+            f"response_format {response_format} cannot be combined with a forced tool_choice"
+        )
+    if response_format == "json_object" and not any(
+        "json" in json.dumps(m.get("content", "")).lower() for m in messages
+    ):
+        raise InvalidRequest(
+            "response_format json_object: the messages must ask for JSON (say 'JSON' in "
+            "a system or user message), as with OpenAI"
+        )
+    return json_shape(schema), functions
+
+
+def anthropic_shape(
+    tools: list | None, mode: str, name: str, schema: dict | None, messages: list[dict]
+) -> tuple[ChatShape, list[dict] | None, str]:
+    """The shape of an Anthropic Messages request (its tools already in OpenAI's form, its
+    `tool_choice` as a mode), the functions to render, and the text a final assistant turn
+    prefills (popped from `messages`: the answer continues it, Anthropic's rule).
+
+    Raises:
+        InvalidRequest: bad tools, or a forced tool call with a JSON format or a prefill.
+    """
+    shape, functions = ChatShape(), None
+    if tools:
+        shape, functions = tool_shape(tools, mode, name)
+    if schema is not None:
+        if shape.prefill:
+            raise InvalidRequest(
+                "output_config.format cannot be combined with tool_choice 'any' or 'tool'"
+            )
+        shape = json_shape(schema)
+    continued = ""
+    if messages[-1]["role"] == "assistant" and not messages[-1].get("tool_calls"):
+        continued = messages.pop()["content"]
+        if shape.prefill:
+            raise InvalidRequest(
+                "a final assistant turn (a prefill) cannot be combined with tool_choice "
+                "'any' or 'tool'; drop one of them"
+            )
+    return shape, functions, continued
