@@ -51,7 +51,7 @@ def test_the_background_sweep_expires_a_silent_session_and_unloads_its_models(se
             if polled.json().get("type") != "try_again":
                 break
         assert polled.json()["model_id"] == model_id
-        assert model_id in server.state.scheduler.engine.list_runs()
+        assert model_id in server.state.worker.info().runs
         real_clock = sessions.clock
         sessions.clock = lambda: real_clock() + sessions.heartbeat_timeout + 1
         try:  # no traffic at all: the sweep alone finds the session silent
@@ -60,4 +60,4 @@ def test_the_background_sweep_expires_a_silent_session_and_unloads_its_models(se
             sessions.clock = real_clock
         assert session_id in swept
         assert http.get(f"/api/v1/sessions/{session_id}").json()["status"] == "expired"
-        assert model_id not in server.state.scheduler.engine.list_runs()
+        assert model_id not in server.state.worker.info().runs
