@@ -1,6 +1,7 @@
-"""RequestLog pruning on a real store (SQLite and PostgreSQL), without a server: finished Signal requests older
-than the retention go (a replay then runs afresh), recent and in-flight ones stay (a replay
-returns the stored result), and the Tinker face's futures in the same table are not touched."""
+"""RequestLog pruning on a real store (SQLite and PostgreSQL), without a server: finished Signal
+requests older than the retention go (a replay then runs afresh), recent and in-flight ones stay
+(a replay returns the stored result), and the Tinker face's futures in the same table are not
+touched."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""FutureService on a real store (SQLite and PostgreSQL), without a server: polling, failures, idempotency,
-per-model order, pruning and tenants."""
+"""FutureService on a real store (SQLite and PostgreSQL), without a server: polling, failures,
+idempotency, per-model order, pruning and tenants."""
 
 from __future__ import annotations
 
