@@ -4,11 +4,15 @@ writers show: ids and idempotency keys stay unique when many threads write at on
 
 from __future__ import annotations
 
+import os
+import socket
 import threading
 import time
 
 import pytest
+from sqlalchemy import update
 
+from frontier_signal.service.owners import process_owner
 from frontier_signal.service.store import Store, new_id
 from frontier_signal.service.tables import (
     Checkpoint,
@@ -198,8 +202,25 @@ def test_requests_replay_by_key_and_finish_prune_and_forget(store):
     assert store.get_request("req_3").status == "failed"
     assert store.find_request_by_key("k1").id == "req_1"
     assert store.prune_requests("", 20.0, except_prefix="tinker.") == 2
-    assert store.forget_unfinished_requests() == 1  # req_4, still pending
-    assert store.get_request("req_4") is None
+    assert store.forget_unfinished_requests() == 0  # req_4: pending in this live process
+
+
+def test_a_starting_process_forgets_only_the_unfinished_requests_of_dead_processes(store):
+    host, pid = socket.gethostname(), os.getpid()
+    owners = {
+        "mine": process_owner(),
+        "earlier": f"{host}:{pid}:an-earlier-token",  # same pid, another process: gone
+        "unknown": None,  # written before owners were recorded
+        "elsewhere": "another-host:1:token",  # cannot be checked: alive
+    }
+    for name, owner in owners.items():
+        store.begin_request(request_row(f"req_{name}", name, owner=owner))
+    with store.engine.begin() as connection:  # begin_request records this process as owner
+        connection.execute(update(Request).where(Request.id == "req_unknown").values(owner=None))
+    shared = store.engine.dialect.name != "sqlite"  # a SQLite file is not shared across hosts
+    assert store.forget_unfinished_requests() == (2 if shared else 3)
+    left = {name for name in owners if store.get_request(f"req_{name}") is not None}
+    assert left == ({"mine", "elsewhere"} if shared else {"mine"})
 
 
 def test_concurrent_writers_get_unique_ids_and_one_winner_per_idempotency_key(store):

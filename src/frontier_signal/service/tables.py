@@ -107,6 +107,9 @@ class Request(Base):
     fingerprint: Mapped[str] = mapped_column(String(64))  # sha256 of kind + path + body
     created_at: Mapped[float] = mapped_column(Float)
     finished_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # `host:pid:token` of the process running it (migration 0005): a starting process forgets
+    # only the unfinished requests of dead processes of its host.
+    owner: Mapped[str | None] = mapped_column(String(200), nullable=True)
 
 
 class TinkerSession(Base):
