@@ -38,6 +38,7 @@ from frontier_signal.service import cleanup, files
 from frontier_signal.service.admission import ESTIMATE_KEY, MemoryBudget
 from frontier_signal.service.errors import InvalidRequest, NotFound, RateLimited, UpstreamError
 from frontier_signal.service.settings import ServiceSettings
+from frontier_signal.service.storage import CheckpointStorage
 from frontier_signal.service.store import Store, new_id
 from frontier_signal.service.tables import Checkpoint, Metric, Run
 
@@ -114,6 +115,7 @@ class RunService:
         self.store = store
         self.scheduler = scheduler
         self.data_dir = Path(settings.data_dir)
+        self.storage = CheckpointStorage(settings.storage_url, self.data_dir)
         self._loading: dict[str, asyncio.Future] = {}
         self._pending_loss: dict[str, PendingLoss] = {}
         self._tokenizers: dict[str, object] = {}
@@ -271,7 +273,9 @@ class RunService:
         """The training checkpoint written last (not the highest step: after a Tinker
         `load_weights` of an earlier state, the newest one holds that state)."""
         saved = [
-            c for c in self.store.list_checkpoints(run_id, "training") if Path(c.path).is_dir()
+            c
+            for c in self.store.list_checkpoints(run_id, "training")
+            if self.storage.exists(c.path)
         ]
         return max(saved, key=lambda c: c.created_at, default=None)
 
@@ -280,7 +284,8 @@ class RunService:
         if newest is not None:
             # The optimizer hyperparameters stay the run's own (a checkpoint may predate them).
             optimizer = engine_config(row.config).optimizer
-            return engine.create_run_from_checkpoint(newest.path, row.id, optimizer=optimizer).step
+            folder = self.storage.local(newest.path)  # shared storage: downloaded if need be
+            return engine.create_run_from_checkpoint(folder, row.id, optimizer=optimizer).step
         engine.create_run(engine_config(row.config), row.id)
         return 0
 
@@ -291,7 +296,7 @@ class RunService:
             self.store.delete_metrics_after(row.id, step)
             for checkpoint in self.store.list_checkpoints(row.id, "sampler"):
                 if checkpoint.step > step:
-                    files.remove(Path(checkpoint.path))
+                    self.remove_files(checkpoint.path)
                     self.store.delete_checkpoint(checkpoint.id)
 
     # ----- training ----------------------------------------------------------------------
@@ -442,6 +447,7 @@ class RunService:
         name: str | None = None,
     ) -> Checkpoint:
         size, sha256 = files.folder_digest(folder)
+        self.storage.publish(folder)  # shared storage: complete there before it is recorded
         checkpoint = Checkpoint(
             id=checkpoint_id or new_id("ckpt"),
             run_id=run_id,
@@ -455,6 +461,11 @@ class RunService:
         )
         return self.store.add_checkpoint(checkpoint)
 
+    def remove_files(self, folder: str) -> None:
+        """Remove a checkpoint folder: the local copy and the shared one."""
+        files.remove(Path(folder))
+        self.storage.remove(folder)
+
     def _prune_sampler_steps(self, run_id: str, current: int) -> None:
         sampler = self.store.list_checkpoints(run_id, "sampler")
         keep = files.kept_steps(
@@ -465,12 +476,12 @@ class RunService:
         )
         for checkpoint in sampler:
             if checkpoint.step not in keep:
-                files.remove(Path(checkpoint.path))
+                self.remove_files(checkpoint.path)
                 self.store.delete_checkpoint(checkpoint.id)
 
     def prune_automatic_checkpoints(self, run_id: str) -> int:
         return cleanup.prune_automatic_checkpoints(
-            self.store, run_id, self.settings.keep_auto_checkpoints
+            self.store, run_id, self.settings.keep_auto_checkpoints, self.storage
         )
 
     def kept_steps(self, tenant_id: str, run_id: str) -> list[int]:
@@ -479,8 +490,8 @@ class RunService:
 
     def sampler_path(self, run_id: str, step: int) -> str:
         for checkpoint in self.store.list_checkpoints(run_id, "sampler"):
-            if checkpoint.step == step and Path(checkpoint.path).is_dir():
-                return checkpoint.path
+            if checkpoint.step == step and self.storage.exists(checkpoint.path):
+                return self.storage.local(checkpoint.path)
         kept = sorted({c.step for c in self.store.list_checkpoints(run_id, "sampler")})
         raise NotFound(
             f"step {step} of run {run_id!r} is not kept; kept steps: {kept} (policy: step 0, "
@@ -563,7 +574,7 @@ class RunService:
         # The contract (contract-notes, "Shapes"): the folder and its file:// URI. A path gives
         # another tenant nothing: base models are registered names, checkpoint references are
         # checked against the caller's runs.
-        path, uri = str(folder), folder.resolve().as_uri()
+        path, uri = str(folder), self.storage.uri(folder)
         pushed = False
         if push_to_hub:
             try:
@@ -589,8 +600,11 @@ class RunService:
     def checkpoint(self, tenant_id: str, run_id: str, checkpoint_id: str) -> Checkpoint:
         self.run_row(tenant_id, run_id)
         checkpoint = self.store.get_checkpoint(checkpoint_id)
-        if checkpoint is None or checkpoint.run_id != run_id or not Path(checkpoint.path).is_dir():
+        if checkpoint is None or checkpoint.run_id != run_id:
             raise NotFound(f"run {run_id!r} has no checkpoint {checkpoint_id!r}")
+        if not self.storage.exists(checkpoint.path):
+            raise NotFound(f"run {run_id!r} has no checkpoint {checkpoint_id!r}")
+        checkpoint.path = self.storage.local(checkpoint.path)  # a detached row: this copy
         return checkpoint
 
     async def shutdown(self) -> None:
@@ -623,7 +637,7 @@ class RunService:
         self.store.delete_metrics_after(run_id, step)
         for checkpoint in self.store.list_checkpoints(run_id, "sampler"):
             if checkpoint.step > step:
-                files.remove(Path(checkpoint.path))
+                self.remove_files(checkpoint.path)
             if checkpoint.step >= step:
                 self.store.delete_checkpoint(checkpoint.id)
         self._record_checkpoint(run_id, "sampler", step, steps_folder)
