@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import text, update
 
 from frontier_signal.service.owners import process_owner
 from frontier_signal.service.store import Store, new_id
@@ -22,6 +24,39 @@ from frontier_signal.service.tables import (
     Sampler,
     TinkerSession,
 )
+
+STARTER = """
+import sys, time
+from frontier_signal.service.store import Store
+time.sleep(max(0.0, float(sys.argv[2]) - time.time()))  # all start at the same moment
+store = Store(sys.argv[1])
+store.ensure_tenant("local", "local")
+store.close()
+"""
+
+
+def test_processes_starting_at_once_on_an_empty_database_all_migrate_and_add_one_tenant(
+    database_url,
+):
+    """Four processes open one empty database at the same moment (as four servers would):
+    each migrates or finds it migrated, and `ensure_tenant` of one id leaves one row."""
+    start_at = str(time.time() + 3)
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", STARTER, database_url, start_at],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        for _ in range(4)
+    ]
+    outputs = [process.communicate(timeout=120)[0].decode() for process in processes]
+    assert [process.returncode for process in processes] == [0] * 4, outputs
+    store = Store(database_url)
+    try:
+        with store.engine.connect() as connection:
+            assert connection.execute(text("SELECT count(*) FROM tenants")).scalar() == 1
+    finally:
+        store.close()
 
 
 @pytest.fixture

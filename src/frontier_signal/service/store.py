@@ -17,7 +17,7 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import create_engine, delete, event, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from frontier_signal.service.owners import owner_alive, process_owner, same_host
@@ -34,6 +34,8 @@ from frontier_signal.service.tables import (
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 KEY_PREFIX = "sk-fs-"
+# The PostgreSQL advisory lock that serializes migrations of processes starting at once.
+MIGRATION_LOCK = 0x46534D47
 TINKER_KEY_PREFIX = "tml-"
 
 
@@ -71,11 +73,26 @@ class Store:
         self.migrate()
 
     def migrate(self) -> None:
+        """Upgrade to the newest schema. Several processes may start at once on one database:
+        on PostgreSQL an advisory lock makes them migrate one after the other (DDL is
+        transactional there: the next one finds the schema at head); elsewhere a migration
+        that collides with another one is retried."""
         config = Config()
         config.set_main_option("script_location", str(MIGRATIONS))
-        with self.engine.begin() as connection:
-            config.attributes["connection"] = connection
-            command.upgrade(config, "head")
+        for attempt in range(5):
+            try:
+                with self.engine.begin() as connection:
+                    if self.engine.dialect.name == "postgresql":
+                        connection.exec_driver_sql(
+                            f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})"
+                        )
+                    config.attributes["connection"] = connection
+                    command.upgrade(config, "head")
+                return
+            except DBAPIError:
+                if attempt == 4:
+                    raise
+                time.sleep(0.2 * (attempt + 1))
 
     def ping(self) -> bool:
         with self.engine.connect() as connection:
@@ -90,9 +107,14 @@ class Store:
 
     # ----- tenants and keys --------------------------------------------------------------
     def ensure_tenant(self, tenant_id: str, name: str) -> None:
-        with self._session() as session, session.begin():
-            if session.get(Tenant, tenant_id) is None:
-                session.add(Tenant(id=tenant_id, name=name, created_at=time.time()))
+        try:
+            with self._session() as session, session.begin():
+                if session.get(Tenant, tenant_id) is None:
+                    session.add(Tenant(id=tenant_id, name=name, created_at=time.time()))
+        except IntegrityError:  # another process added it in between: it exists
+            with self._session() as session:
+                if session.get(Tenant, tenant_id) is None:
+                    raise
 
     def create_key(self, name: str, tenant_id: str | None = None) -> tuple[str, ApiKey]:
         """A new key (returned once, stored hashed) for a new tenant or an existing one."""
