@@ -64,7 +64,10 @@ def test_old_finished_requests_are_pruned_recent_and_in_flight_ones_stay(store):
         in_flight = asyncio.ensure_future(
             log.run("r-slow", "alice", "run_1", "optim_step", {}, "k-slow", slow)
         )
-        await asyncio.sleep(0)
+        for _ in range(500):  # bounded: the row is written in a worker thread
+            if store.get_request("r-slow") is not None:
+                break
+            await asyncio.sleep(0.01)
         assert store.get_request("r-slow").status == "pending"
 
         # A Tinker future, finished as long ago: FutureService prunes those, not the log.

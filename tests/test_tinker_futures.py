@@ -140,6 +140,7 @@ def test_old_results_are_pruned_and_other_tenants_never_see_a_future(store):
         now[0] += 1000
         fresh = futures.submit("alice", None, "sample", {}, None, operation)
         await futures.retrieve("alice", fresh)
+        assert await futures.pruning == 1  # started by that submit, in a worker thread
         with pytest.raises(NotFound):
             await futures.retrieve("alice", old)
 

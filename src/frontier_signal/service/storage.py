@@ -143,16 +143,20 @@ class CheckpointStorage:
     # ----- reading ---------------------------------------------------------------------------
     def exists(self, folder: str | Path) -> bool:
         """Whether a recorded folder can be read here (a local copy, or a published one)."""
+        if not self.shared:
+            return Path(folder).is_dir()
         if self._local_copy(folder).is_dir():
             return True
-        return self.shared and self.fs.exists(f"{self.root}/{_key(folder)}/{MANIFEST}")
+        return self.fs.exists(f"{self.root}/{_key(folder)}/{MANIFEST}")
 
     def local(self, folder: str | Path) -> str:
         """The local copy of a recorded folder, downloaded first if this process has none.
         Without shared storage (or for a folder that is nowhere) the path as recorded."""
+        if not self.shared:
+            return str(folder)
         local = self._local_copy(folder)
-        if local.is_dir() or not self.shared:
-            return str(local if local.is_dir() else folder)
+        if local.is_dir():
+            return str(local)
         source = f"{self.root}/{_key(folder)}"
         for attempt in range(3):  # a folder rewritten while read is read again
             try:
