@@ -1,6 +1,7 @@
-"""RequestLog pruning on a real SQLite store, without a server: finished Signal requests older
-than the retention go (a replay then runs afresh), recent and in-flight ones stay (a replay
-returns the stored result), and the Tinker face's futures in the same table are not touched."""
+"""RequestLog pruning on a real store (SQLite and PostgreSQL), without a server: finished Signal
+requests older than the retention go (a replay then runs afresh), recent and in-flight ones stay
+(a replay returns the stored result), and the Tinker face's futures in the same table are not
+touched."""
 
 from __future__ import annotations
 
@@ -15,8 +16,8 @@ from frontier_signal.service.tables import Request
 
 
 @pytest.fixture
-def store(tmp_path):
-    store = Store(f"sqlite:///{tmp_path / 'requests.db'}")
+def store(database_url):
+    store = Store(database_url)
     store.ensure_tenant("alice", "alice")
     yield store
     store.close()
@@ -63,7 +64,10 @@ def test_old_finished_requests_are_pruned_recent_and_in_flight_ones_stay(store):
         in_flight = asyncio.ensure_future(
             log.run("r-slow", "alice", "run_1", "optim_step", {}, "k-slow", slow)
         )
-        await asyncio.sleep(0)
+        for _ in range(500):  # bounded: the row is written in a worker thread
+            if store.get_request("r-slow") is not None:
+                break
+            await asyncio.sleep(0.01)
         assert store.get_request("r-slow").status == "pending"
 
         # A Tinker future, finished as long ago: FutureService prunes those, not the log.

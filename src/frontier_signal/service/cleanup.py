@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from frontier_signal.service import files
+from frontier_signal.service.storage import CheckpointStorage
 from frontier_signal.service.store import Store
 
 if TYPE_CHECKING:
@@ -25,7 +26,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-def prune_automatic_checkpoints(store: Store, run_id: str, keep: int) -> int:
+def prune_automatic_checkpoints(
+    store: Store, run_id: str, keep: int, storage: CheckpointStorage | None = None
+) -> int:
     """Keep a run's newest `keep` automatic training checkpoints (`auto-step-N`,
     `shutdown-step-N`, `unload-step-N`); checkpoints a caller saved (save_state,
     save_weights) are never pruned here. Returns how many were removed."""
@@ -41,6 +44,8 @@ def prune_automatic_checkpoints(store: Store, run_id: str, keep: int) -> int:
     for checkpoint in automatic[keep:]:
         store.delete_checkpoint(checkpoint.id)
         files.remove(Path(checkpoint.path))
+        if storage is not None:
+            storage.remove(checkpoint.path)
     return len(automatic[keep:])
 
 

@@ -21,6 +21,8 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 
 from frontier_signal.service.errors import InvalidRequest, NotFound, RateLimited, describe
+from frontier_signal.service.ledger import RequestLedger
+from frontier_signal.service.owners import owner_alive
 from frontier_signal.service.requests import fingerprint
 from frontier_signal.service.store import Store, new_id
 from frontier_signal.service.tables import Request
@@ -63,6 +65,8 @@ class FutureService:
         self._by_seq: dict[tuple[str, int], asyncio.Task] = {}
         self._seq_arrived: dict[tuple[str, int], asyncio.Event] = {}
         self.store = store
+        self.ledger = RequestLedger(store)
+        self.pruning: asyncio.Task | None = None  # the latest prune (tests await it)
         self.max_in_flight = max_in_flight_per_tenant
         self.poll_seconds = poll_seconds
         self.keep_seconds = keep_seconds
@@ -129,7 +133,7 @@ class FutureService:
             elif previous is not None:
                 with contextlib.suppress(Exception):
                     await previous  # its own failure is recorded on its own future
-            return await operation()
+            return await self._recorded(row.id, operation)
 
         self._done_events[row.id] = asyncio.Event()
         self._kinds[row.id] = row.kind
@@ -169,7 +173,7 @@ class FutureService:
         """Wait until operation `seq_id - 1` of the model (if it is known or arrives in time)
         has finished. Seq 1 follows the model's creation (seq 0), which is already done."""
         key = (model_id, seq_id - 1)
-        if seq_id <= 1 or self._seq_done(model_id, seq_id - 1):
+        if seq_id <= 1 or await asyncio.to_thread(self._seq_done, model_id, seq_id - 1):
             return
         arrived = self._seq_arrived.setdefault(key, asyncio.Event())
         with contextlib.suppress(TimeoutError):
@@ -199,9 +203,33 @@ class FutureService:
         if now - self._last_prune < self.keep_seconds / 10:
             return
         self._last_prune = now
-        pruned = self.store.prune_requests("tinker.", now - self.keep_seconds)
+        self.pruning = asyncio.ensure_future(self._prune_quietly(now - self.keep_seconds))
+
+    async def _prune_quietly(self, finished_before: float) -> int:
+        try:
+            pruned = await self.ledger.prune("tinker.", finished_before)
+        except Exception:  # the store is down: try again at the next interval
+            logger.exception("could not prune the futures")
+            return 0
         if pruned:
             logger.info("pruned %d finished futures older than %.0f s", pruned, self.keep_seconds)
+        return pruned
+
+    async def _recorded(self, request_id: str, operation: Callable[[], Awaitable[dict]]) -> dict:
+        """Run the operation and record its outcome (in a worker thread) before the future
+        counts as done, so a poll that wakes on it reads the outcome. A cancellation is
+        recorded by `_finished`."""
+        try:
+            result = await operation()
+        except Exception as exc:  # a cancellation is recorded by _finished
+            status, type_, message, _ = describe(exc)
+            if status >= 500:
+                logger.error("future %s failed", request_id, exc_info=exc)
+            error = {"status": status, "type": type_, "message": message}
+            await self.ledger.record(request_id, error=error, finished_at=self.clock())
+            raise
+        await self.ledger.record(request_id, result=result, finished_at=self.clock())
+        return result
 
     def _finished(
         self, request_id: str, tenant_id: str, model_id: str | None, task: asyncio.Task
@@ -211,26 +239,14 @@ class FutureService:
         self._kinds.pop(request_id, None)
         if model_id and self._tails.get(model_id) is task:
             del self._tails[model_id]
-        try:
-            if task.cancelled():
-                if request_id in self._cancelled:
-                    message, status = "the future was cancelled (cancel_future)", 400
-                else:
-                    message, status = "cancelled at shutdown", 503
-                self._cancelled.discard(request_id)
-                error = {"status": status, "type": "cancelled", "message": message}
-                self.store.finish_request(request_id, error=error)
-            elif task.exception() is not None:
-                exc = task.exception()
-                status, type_, message, _ = describe(exc)
-                if status >= 500:
-                    logger.error("future %s failed", request_id, exc_info=exc)
-                error = {"status": status, "type": type_, "message": message}
-                self.store.finish_request(request_id, error=error)
+        if task.cancelled():
+            if request_id in self._cancelled:
+                message, status = "the future was cancelled (cancel_future)", 400
             else:
-                self.store.finish_request(request_id, result=task.result())
-        except Exception:  # the store is down: keep serving; the poll will say so
-            logger.exception("could not record the outcome of future %s", request_id)
+                message, status = "cancelled at shutdown", 503
+            self._cancelled.discard(request_id)
+            error = {"status": status, "type": "cancelled", "message": message}
+            self.ledger.record_now(request_id, error, finished_at=self.clock())
         event = self._done_events.pop(request_id, None)
         if event is not None:
             event.set()
@@ -243,13 +259,15 @@ class FutureService:
             FutureFailed: the operation failed (the message says why).
         """
         event = self._done_events.get(request_id)
-        row = self.store.get_request(request_id)
+        row = await self.ledger.get(request_id)
         if row is None or row.tenant_id != tenant_id or not row.kind.startswith("tinker."):
             raise NotFound(f"no future {request_id!r}: it does not exist or belongs to another key")
         if row.status == "pending" and event is not None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(event.wait(), self.poll_seconds)
-            row = self.store.get_request(request_id) or row
+            row = await self.ledger.get(request_id) or row
+        elif row.status == "pending" and owner_alive(row.owner):
+            row = await self._poll_elsewhere(row)  # another server process runs it
         if row.status == "done":
             return row.result or {}
         if row.status == "failed":
@@ -257,7 +275,18 @@ class FutureService:
             status = int(error.get("status") or 500)
             category = "user" if 400 <= status < 500 else "server"
             raise FutureFailed(error.get("message") or "the operation failed", category)
-        if event is None and request_id not in self._done_events:
-            # Pending in the store but unknown to this process: it was cut off by a restart.
+        if event is None and not owner_alive(row.owner):
+            # Pending in the store, its process gone: it was cut off by a restart.
             raise FutureFailed("the operation was interrupted by a server restart; send it again")
         return {"type": "try_again", "request_id": request_id, "queue_state": "active"}
+
+    async def _poll_elsewhere(self, row: Request) -> Request:
+        """Poll the store for up to `poll_seconds` while another server process (same
+        database) runs the future; the newest row."""
+        deadline = time.monotonic() + self.poll_seconds
+        delay = 0.02
+        while row.status == "pending" and time.monotonic() < deadline:
+            await asyncio.sleep(delay)
+            row = await self.ledger.get(row.id) or row
+            delay = min(delay * 2, 0.5)
+        return row

@@ -22,6 +22,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 
 from frontier_signal.service.errors import Conflict, RateLimited, StoredError, describe
+from frontier_signal.service.ledger import RequestLedger
 from frontier_signal.service.store import Store
 from frontier_signal.service.tables import Request
 
@@ -46,6 +47,8 @@ class RequestLog:
         keep_seconds: how long a finished request's outcome (and its idempotency key) is kept;
             older ones are pruned, in a worker thread, as new requests come in.
         clock: the time source (injectable for tests).
+        wait_elsewhere_seconds: how long a replay of a request that another server process
+            (same database) is still running waits for its outcome before answering 409.
     """
 
     def __init__(
@@ -54,11 +57,14 @@ class RequestLog:
         max_in_flight_per_tenant: int,
         keep_seconds: float = 24 * 3600.0,
         clock: Callable[[], float] = time.time,
+        wait_elsewhere_seconds: float = 30.0,
     ):
         self.store = store
+        self.ledger = RequestLedger(store)
         self.max_in_flight = max_in_flight_per_tenant
         self.keep_seconds = keep_seconds
         self.clock = clock
+        self.wait_elsewhere_seconds = wait_elsewhere_seconds
         self._last_prune = -math.inf  # the first request prunes what an earlier process left
         self.pruning: asyncio.Task | None = None  # the latest prune (tests await it)
         self._tasks: dict[str, asyncio.Task] = {}
@@ -108,14 +114,46 @@ class RequestLog:
             fingerprint=fingerprint(kind, body),
             created_at=self.clock(),
         )
-        row, new = self.store.begin_request(row)
+        self._in_flight[tenant_id] += 1  # counted while the row is written, too
+        try:
+            row, new = await self.ledger.begin(row)
+        except BaseException:
+            self._in_flight[tenant_id] -= 1
+            raise
         if not new:
+            self._in_flight[tenant_id] -= 1
             return await self._replay(row, fingerprint(kind, body))
-        task = asyncio.ensure_future(operation())
+        task = asyncio.ensure_future(self._execute(row.id, tenant_id, operation))
         self._tasks[row.id] = task
-        self._in_flight[tenant_id] += 1
-        task.add_done_callback(lambda t: self._finished(row.id, tenant_id, t))
         return await asyncio.shield(task)
+
+    async def _execute(
+        self, request_id: str, tenant_id: str, operation: Callable[[], Awaitable[dict]]
+    ) -> dict:
+        """Run the operation and record its outcome before answering, so that a retry sent
+        right after the answer (to any process) finds it."""
+        try:
+            result = await operation()
+        except asyncio.CancelledError:
+            error = {"status": 503, "type": "cancelled", "message": "cancelled at shutdown"}
+            self.ledger.record_now(request_id, error, finished_at=self.clock())
+            raise
+        except Exception as exc:
+            status, type_, message, _ = describe(exc)
+            if status in (429, 503):  # not applied, and worth retrying: forget the key
+                await self.ledger.record(request_id, forget=True)
+                raise
+            if status >= 500 and not isinstance(exc, StoredError):
+                logger.error("request %s failed", request_id, exc_info=exc)
+            error = {"status": status, "type": type_, "message": message}
+            await self.ledger.record(request_id, error=error, finished_at=self.clock())
+            raise
+        else:
+            await self.ledger.record(request_id, result=_jsonable(result), finished_at=self.clock())
+            return result
+        finally:
+            self._in_flight[tenant_id] -= 1
+            self._tasks.pop(request_id, None)
 
     def _maybe_prune(self) -> None:
         """At most once every tenth of `keep_seconds`, and one at a time: start a prune in a
@@ -139,11 +177,8 @@ class RequestLog:
         """Delete the Signal requests that finished more than `keep_seconds` before `now`
         (default: the clock), in a worker thread. Pending ones always stay. Returns the count."""
         now = self.clock() if now is None else now
-        pruned = await asyncio.to_thread(
-            self.store.prune_requests,
-            "",
-            now - self.keep_seconds,
-            except_prefix=TINKER_KIND_PREFIX,
+        pruned = await self.ledger.prune(
+            "", now - self.keep_seconds, except_prefix=TINKER_KIND_PREFIX
         )
         if pruned:
             logger.info("pruned %d finished requests older than %.0f s", pruned, self.keep_seconds)
@@ -171,39 +206,13 @@ class RequestLog:
         task = self._tasks.get(row.id)
         if task is not None:
             return await asyncio.shield(task)
+        finished = await self.ledger.wait_elsewhere(row.id, self.wait_elsewhere_seconds)
+        if finished is not None:
+            return await self._replay(finished, print_)
         raise Conflict(
             "a request with this Idempotency-Key is still running in another server process",
             headers={"Retry-After": "1"},
         )
-
-    def _finished(self, request_id: str, tenant_id: str, task: asyncio.Task) -> None:
-        self._in_flight[tenant_id] -= 1
-        self._tasks.pop(request_id, None)
-        try:
-            if task.cancelled():
-                self.store.finish_request(
-                    request_id,
-                    error={"status": 503, "type": "cancelled", "message": "cancelled at shutdown"},
-                    finished_at=self.clock(),
-                )
-            elif task.exception() is not None:
-                status, type_, message, _ = describe(task.exception())
-                if status in (429, 503):  # not applied, and worth retrying: forget the key
-                    self.store.delete_request(request_id)
-                    return
-                if status >= 500 and not isinstance(task.exception(), StoredError):
-                    logger.error("request %s failed", request_id, exc_info=task.exception())
-                self.store.finish_request(
-                    request_id,
-                    error={"status": status, "type": type_, "message": message},
-                    finished_at=self.clock(),
-                )
-            else:
-                self.store.finish_request(
-                    request_id, result=_jsonable(task.result()), finished_at=self.clock()
-                )
-        except Exception:  # the store is down: the request already answered; keep serving
-            logger.exception("could not record the outcome of request %s", request_id)
 
 
 def _jsonable(result: object) -> dict | None:

@@ -33,6 +33,7 @@ from frontier_signal.service.errors import InvalidRequest, NotFound, RateLimited
 from frontier_signal.service.run_spec import RunSpec, spec_columns
 from frontier_signal.service.sampling import sample_requests
 from frontier_signal.service.settings import ServiceSettings
+from frontier_signal.service.storage import CheckpointStorage
 from frontier_signal.service.store import Store, new_id
 from frontier_signal.service.tables import Checkpoint, Metric, Run
 
@@ -79,6 +80,7 @@ class RunService:
         self.store = store
         self.worker = worker
         self.data_dir = Path(settings.data_dir)
+        self.storage = CheckpointStorage(settings.storage_url, self.data_dir)
         self._loading: dict[str, asyncio.Future] = {}
         self._pending_loss: dict[str, PendingLoss] = {}
         self._tokenizers: dict[str, object] = {}
@@ -225,7 +227,9 @@ class RunService:
         """The training checkpoint written last (not the highest step: after a Tinker
         `load_weights` of an earlier state, the newest one holds that state)."""
         saved = [
-            c for c in self.store.list_checkpoints(run_id, "training") if Path(c.path).is_dir()
+            c
+            for c in self.store.list_checkpoints(run_id, "training")
+            if self.storage.exists(c.path)
         ]
         return max(saved, key=lambda c: c.created_at, default=None)
 
@@ -234,7 +238,9 @@ class RunService:
         the optimizer hyperparameters stay the run's own: a checkpoint may predate them);
         returns the step it resumed at. `ensure_loaded` does this once per run."""
         newest = self.newest_training_checkpoint(row.id)
-        op = ops.RestoreRun(row.id, row.spec.engine_config(), newest.path if newest else "")
+        # Shared storage: the newest checkpoint is downloaded here first if need be.
+        folder = self.storage.local(newest.path) if newest else ""
+        op = ops.RestoreRun(row.id, row.spec.engine_config(), folder)
         return (await self.submit(op, row.id)).step
 
     def _after_restore(self, row: Run, step: int) -> None:
@@ -244,7 +250,7 @@ class RunService:
             self.store.delete_metrics_after(row.id, step)
             for checkpoint in self.store.list_checkpoints(row.id, "sampler"):
                 if checkpoint.step > step:
-                    files.remove(Path(checkpoint.path))
+                    self.remove_files(checkpoint.path)
                     self.store.delete_checkpoint(checkpoint.id)
 
     # ----- training ----------------------------------------------------------------------
@@ -397,6 +403,7 @@ class RunService:
         """Store a checkpoint folder's row (its size and digest: hashing tens of MiB takes a
         while, so call it off the event loop)."""
         size, sha256 = files.folder_digest(folder)
+        self.storage.publish(folder)  # shared storage: complete there before it is recorded
         checkpoint = Checkpoint(
             id=checkpoint_id or new_id("ckpt"),
             run_id=run_id,
@@ -410,6 +417,11 @@ class RunService:
         )
         return self.store.add_checkpoint(checkpoint)
 
+    def remove_files(self, folder: str) -> None:
+        """Remove a checkpoint folder: the local copy and the shared one."""
+        files.remove(Path(folder))
+        self.storage.remove(folder)
+
     def _prune_sampler_steps(self, run_id: str, current: int) -> None:
         sampler = self.store.list_checkpoints(run_id, "sampler")
         keep = files.kept_steps(
@@ -420,12 +432,12 @@ class RunService:
         )
         for checkpoint in sampler:
             if checkpoint.step not in keep:
-                files.remove(Path(checkpoint.path))
+                self.remove_files(checkpoint.path)
                 self.store.delete_checkpoint(checkpoint.id)
 
     def prune_automatic_checkpoints(self, run_id: str) -> int:
         return cleanup.prune_automatic_checkpoints(
-            self.store, run_id, self.settings.keep_auto_checkpoints
+            self.store, run_id, self.settings.keep_auto_checkpoints, self.storage
         )
 
     def kept_steps(self, tenant_id: str, run_id: str) -> list[int]:
@@ -434,8 +446,8 @@ class RunService:
 
     def sampler_path(self, run_id: str, step: int) -> str:
         for checkpoint in self.store.list_checkpoints(run_id, "sampler"):
-            if checkpoint.step == step and Path(checkpoint.path).is_dir():
-                return checkpoint.path
+            if checkpoint.step == step and self.storage.exists(checkpoint.path):
+                return self.storage.local(checkpoint.path)
         kept = sorted({c.step for c in self.store.list_checkpoints(run_id, "sampler")})
         raise NotFound(
             f"step {step} of run {run_id!r} is not kept; kept steps: {kept} (policy: step 0, "
@@ -511,7 +523,7 @@ class RunService:
         # The contract (contract-notes, "Shapes"): the folder and its file:// URI. A path gives
         # another tenant nothing: base models are registered names, checkpoint references are
         # checked against the caller's runs.
-        path, uri = str(folder), folder.resolve().as_uri()
+        path, uri = str(folder), self.storage.uri(folder)
         pushed = False
         if push_to_hub:
             try:
@@ -537,8 +549,11 @@ class RunService:
     def checkpoint(self, tenant_id: str, run_id: str, checkpoint_id: str) -> Checkpoint:
         self.run_row(tenant_id, run_id)
         checkpoint = self.store.get_checkpoint(checkpoint_id)
-        if checkpoint is None or checkpoint.run_id != run_id or not Path(checkpoint.path).is_dir():
+        if checkpoint is None or checkpoint.run_id != run_id:
             raise NotFound(f"run {run_id!r} has no checkpoint {checkpoint_id!r}")
+        if not self.storage.exists(checkpoint.path):
+            raise NotFound(f"run {run_id!r} has no checkpoint {checkpoint_id!r}")
+        checkpoint.path = self.storage.local(checkpoint.path)  # a detached row: this copy
         return checkpoint
 
     async def shutdown(self) -> None:
@@ -571,7 +586,7 @@ class RunService:
         self.store.delete_metrics_after(run_id, step)
         for checkpoint in self.store.list_checkpoints(run_id, "sampler"):
             if checkpoint.step > step:
-                files.remove(Path(checkpoint.path))
+                self.remove_files(checkpoint.path)
             if checkpoint.step >= step:
                 self.store.delete_checkpoint(checkpoint.id)
         self.record_checkpoint(run_id, "sampler", step, steps_folder)

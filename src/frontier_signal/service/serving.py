@@ -212,7 +212,8 @@ class ServingService:
                 "a base model; name the run or one of its adapter checkpoints instead"
             )
         row = self.runs.store.get_run(run_id)
-        return Target(model, row.base_model, row.id, checkpoint.path, row)
+        folder = self.runs.storage.local(checkpoint.path)  # shared storage: downloaded once
+        return Target(model, row.base_model, row.id, folder, row)
 
     # ----- generation -----------------------------------------------------------------------
     def tokenizer(self, target: Target):

@@ -25,6 +25,11 @@ class ServiceSettings(BaseSettings):
     port: int = Field(8000, description="Port to listen on (0 picks a free one).")
     data_dir: Path = Field(default_factory=data_home, description="Database and checkpoints.")
     database_url: str = Field("", description="SQLAlchemy URL; default SQLite in data_dir.")
+    storage_url: str = Field(
+        "",
+        description="Where checkpoints are shared (fsspec URL: a path, file://, s3:// with "
+        "s3fs); default: only the data folder (docs/storage.md).",
+    )
     models: list[str] = Field(default_factory=list, description="Base models loaded at start.")
     model_dirs: list[Path] = Field(
         default_factory=list,

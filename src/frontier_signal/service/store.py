@@ -17,9 +17,10 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import create_engine, delete, event, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from frontier_signal.service.store_requests import RequestRows
 from frontier_signal.service.tables import (
     ApiKey,
     Checkpoint,
@@ -33,6 +34,8 @@ from frontier_signal.service.tables import (
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 KEY_PREFIX = "sk-fs-"
+# The PostgreSQL advisory lock that serializes migrations of processes starting at once.
+MIGRATION_LOCK = 0x46534D47
 TINKER_KEY_PREFIX = "tml-"
 
 
@@ -58,7 +61,7 @@ def new_id(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex[:16]}"
 
 
-class Store:
+class Store(RequestRows):
     """Open (and migrate) the database at `url`."""
 
     def __init__(self, url: str):
@@ -70,11 +73,26 @@ class Store:
         self.migrate()
 
     def migrate(self) -> None:
+        """Upgrade to the newest schema. Several processes may start at once on one database:
+        on PostgreSQL an advisory lock makes them migrate one after the other (DDL is
+        transactional there: the next one finds the schema at head); elsewhere a migration
+        that collides with another one is retried."""
         config = Config()
         config.set_main_option("script_location", str(MIGRATIONS))
-        with self.engine.begin() as connection:
-            config.attributes["connection"] = connection
-            command.upgrade(config, "head")
+        for attempt in range(5):
+            try:
+                with self.engine.begin() as connection:
+                    if self.engine.dialect.name == "postgresql":
+                        connection.exec_driver_sql(
+                            f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})"
+                        )
+                    config.attributes["connection"] = connection
+                    command.upgrade(config, "head")
+                return
+            except DBAPIError:
+                if attempt == 4:
+                    raise
+                time.sleep(0.2 * (attempt + 1))
 
     def ping(self) -> bool:
         with self.engine.connect() as connection:
@@ -89,9 +107,14 @@ class Store:
 
     # ----- tenants and keys --------------------------------------------------------------
     def ensure_tenant(self, tenant_id: str, name: str) -> None:
-        with self._session() as session, session.begin():
-            if session.get(Tenant, tenant_id) is None:
-                session.add(Tenant(id=tenant_id, name=name, created_at=time.time()))
+        try:
+            with self._session() as session, session.begin():
+                if session.get(Tenant, tenant_id) is None:
+                    session.add(Tenant(id=tenant_id, name=name, created_at=time.time()))
+        except IntegrityError:  # another process added it in between: it exists
+            with self._session() as session:
+                if session.get(Tenant, tenant_id) is None:
+                    raise
 
     def create_key(self, name: str, tenant_id: str | None = None) -> tuple[str, ApiKey]:
         """A new key (returned once, stored hashed) for a new tenant or an existing one."""
@@ -306,91 +329,6 @@ class Store:
     def delete_metrics_after(self, run_id: str, step: int) -> None:
         with self._session() as session, session.begin():
             session.execute(delete(Metric).where(Metric.run_id == run_id, Metric.step > step))
-
-    # ----- requests (the record of every operation, and idempotency) ---------------------
-    def begin_request(self, request: Request) -> tuple[Request, bool]:
-        """Record a request; with an idempotency key already used, return that one instead.
-
-        Returns:
-            (the row, True when it is new).
-        """
-        try:
-            with self._session() as session, session.begin():
-                session.add(request)
-            return request, True
-        except IntegrityError:
-            with self._session() as session:
-                existing = session.scalar(
-                    select(Request).where(
-                        Request.tenant_id == request.tenant_id,
-                        Request.idempotency_key == request.idempotency_key,
-                    )
-                )
-            if existing is None:  # pragma: no cover - a constraint other than the key
-                raise
-            return existing, False
-
-    def find_request_by_key(self, idempotency_key: str) -> Request | None:
-        with self._session() as session:
-            query = select(Request).where(Request.idempotency_key == idempotency_key)
-            return session.scalar(query.limit(1))
-
-    def finish_request(
-        self,
-        request_id: str,
-        result: dict | None = None,
-        error: dict | None = None,
-        finished_at: float | None = None,
-    ) -> None:
-        with self._session() as session, session.begin():
-            session.execute(
-                update(Request)
-                .where(Request.id == request_id)
-                .values(
-                    status="failed" if error is not None else "done",
-                    result=result,
-                    error=error,
-                    finished_at=time.time() if finished_at is None else finished_at,
-                )
-            )
-
-    def delete_request(self, request_id: str) -> None:
-        with self._session() as session, session.begin():
-            session.execute(delete(Request).where(Request.id == request_id))
-
-    def get_request(self, request_id: str) -> Request | None:
-        with self._session() as session:
-            return session.get(Request, request_id)
-
-    def prune_requests(
-        self, kind_prefix: str, finished_before: float, *, except_prefix: str | None = None
-    ) -> int:
-        """Delete finished requests of kinds starting with `kind_prefix` (with their results),
-        but not those of kinds starting with `except_prefix`; pending ones always stay."""
-        conditions = [
-            Request.kind.startswith(kind_prefix),
-            Request.status != "pending",
-            Request.finished_at < finished_before,
-        ]
-        if except_prefix is not None:
-            conditions.append(~Request.kind.startswith(except_prefix))
-        with self._session() as session, session.begin():
-            return session.execute(delete(Request).where(*conditions)).rowcount
-
-    def forget_results_since(self, run_id: str, since: float) -> int:
-        """Drop the stored results of a run's operations begun after `since` (the state the
-        run resumed from after a crash): a retry with their key runs afresh instead of
-        replaying an effect that the rollback undid."""
-        with self._session() as session, session.begin():
-            return session.execute(
-                delete(Request).where(Request.run_id == run_id, Request.created_at > since)
-            ).rowcount
-
-    def forget_unfinished_requests(self) -> int:
-        """At start: requests left pending by a crash never finish; drop them so a retry with
-        the same idempotency key runs afresh."""
-        with self._session() as session, session.begin():
-            return session.execute(delete(Request).where(Request.status == "pending")).rowcount
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:

@@ -333,7 +333,7 @@ class TinkerService:
         row = self.model_row(tenant_id, model_id)
         checkpoint = self.resolve(tenant_id, path)
         await self.runs.ensure_loaded(row)
-        source = checkpoint.path
+        source = await asyncio.to_thread(self.runs.storage.local, checkpoint.path)
         checkpoint_id = new_id("ckpt")
         training = files.checkpoint_folder(self.runs.data_dir, model_id, checkpoint_id)
         # Then the loaded weights as this step's sampler weights, and the run's own training
@@ -399,7 +399,7 @@ class TinkerService:
                 c
                 for c in self.store.list_checkpoints(run_id, wanted)
                 if (c.name == name or c.id == name)
-                and Path(c.path).is_dir()
+                and self.runs.storage.exists(c.path)
                 and not self._expired(c)
             ]
             if matches:
@@ -449,7 +449,7 @@ class TinkerService:
         may read (its own, or a public one). A URL needs no API key and grants one file."""
         name, kind = _split_id(checkpoint_id)
         checkpoint = self._readable(tenant_id, run_id, name, kind)
-        folder = Path(checkpoint.path)
+        folder = Path(self.runs.storage.local(checkpoint.path))
         expires = self.signer.expiry(seconds)
         urls = {}
         for path in sorted(p for p in folder.rglob("*") if p.is_file()):
@@ -468,7 +468,7 @@ class TinkerService:
         checkpoint = self.store.get_checkpoint(checkpoint_id)
         if checkpoint is None or self._expired(checkpoint):
             raise NotFound(f"checkpoint {checkpoint_id!r} no longer exists")
-        folder = Path(checkpoint.path).resolve()
+        folder = Path(self.runs.storage.local(checkpoint.path)).resolve()
         path = (folder / relpath).resolve()
         if not path.is_relative_to(folder) or not path.is_file():
             raise NotFound(f"checkpoint {checkpoint_id!r} has no file {relpath!r}")
@@ -492,7 +492,7 @@ class TinkerService:
         self._remove(self.checkpoint_by_id(tenant_id, run_id, checkpoint_id))
 
     def _remove(self, checkpoint: Checkpoint) -> None:
-        files.remove(Path(checkpoint.path))
+        self.runs.remove_files(checkpoint.path)
         self.store.delete_checkpoint(checkpoint.id)
 
     # ----- training runs (REST) ------------------------------------------------------------
@@ -542,7 +542,7 @@ class TinkerService:
         """
         if model_path:
             checkpoint = self.resolve(tenant_id, model_path)
-            folder = checkpoint.path
+            folder = await asyncio.to_thread(self.runs.storage.local, checkpoint.path)
             base = self.store.get_run(checkpoint.run_id).base_model
         elif base_model:
             self.check_base_model(base_model)
