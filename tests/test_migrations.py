@@ -86,7 +86,7 @@ def test_a_database_at_0002_with_rows_upgrades_and_keeps_them(database_url):
 
     store = Store(database_url)  # migrates to head
     try:
-        assert store.get_run("run_old").config == {"lora_r": 4}
+        assert store.get_run("run_old").spec.lora_rank == 4  # the old JSON, as columns (0004)
         (old,) = store.list_metrics("run_old")
         assert (old.loss, old.tokens, old.seconds) == (2.5, 40, None)
         checkpoint = store.get_checkpoint("c1")

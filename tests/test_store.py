@@ -14,7 +14,9 @@ import time
 import pytest
 from sqlalchemy import text, update
 
+from frontier_signal.engine.types import OptimizerSpec
 from frontier_signal.service.owners import process_owner
+from frontier_signal.service.run_spec import RunSpec, spec_columns
 from frontier_signal.service.store import Store, new_id
 from frontier_signal.service.tables import (
     Checkpoint,
@@ -67,13 +69,30 @@ def store(database_url):
     store.close()
 
 
+def make_spec(tenant: str = "alice") -> RunSpec:
+    return RunSpec(
+        base_model="frontier-signal/tiny-llama",
+        tenant_id=tenant,
+        face="signal",
+        lora_rank=4,
+        lora_alpha=8.0,
+        lora_dropout=0.0,
+        target_modules=("q_proj", "v_proj"),
+        optimizer=OptimizerSpec("adamw_8bit", learning_rate=1e-4),
+        max_seq_length=512,
+        gradient_checkpointing=True,
+        bf16=True,
+        seed=2**31 - 1,
+        session_id="sess ✓",
+        user_metadata={"note": "Zörbia ✓"},
+    )
+
+
 def make_run(run_id: str, tenant: str = "alice", **values) -> Run:
     now = time.time()
     fields = {
         "id": run_id,
-        "tenant_id": tenant,
-        "base_model": "frontier-signal/tiny-llama",
-        "config": {"lora_r": 4, "targets": ["q_proj", "v_proj"], "note": "Zörbia ✓", "lr": 1e-4},
+        **spec_columns(make_spec(tenant)),
         "effective": {"dtype": "float32", "gradient_checkpointing": False, "nested": {"a": None}},
         "status": "active",
         "step": 0,
@@ -125,7 +144,8 @@ def test_runs_keep_their_json_exactly_and_updates_are_seen(store):
     store.add_run(make_run("run_a"))
     store.add_run(make_run("run_b", status="deleted"))
     run = store.get_run("run_a")
-    assert run.config == make_run("x").config
+    assert run.spec == make_spec()
+    assert run.spec.user_metadata == {"note": "Zörbia ✓"}
     assert run.effective["gradient_checkpointing"] is False
     assert run.effective["nested"] == {"a": None}
     assert [r.id for r in store.list_runs("alice")] == ["run_a"]
