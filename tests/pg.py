@@ -9,6 +9,7 @@ the tests skip with the reason, unless FRONTIER_SIGNAL_REQUIRE_POSTGRES=1 (CI), 
 
 from __future__ import annotations
 
+import atexit
 import glob
 import os
 import pwd
@@ -75,9 +76,12 @@ class PostgresServer:
         )
         log = str(self.folder / "server.log")
         self._run("pg_ctl", "-D", str(self.data), "-o", options, "-l", log, "-w", "start")
+        atexit.register(self.stop)  # also when the session ends without its teardown
         return self
 
     def stop(self) -> None:
+        if not self.data.exists():
+            return  # stopped already
         try:
             self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop", timeout=60)
         finally:

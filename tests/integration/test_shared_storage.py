@@ -4,6 +4,9 @@ shared folder here, as NFS would be); a checkpoint saved through one is served b
 
 from __future__ import annotations
 
+import io
+import tarfile
+
 import httpx
 
 from frontier_signal import SignalClient
@@ -50,3 +53,17 @@ def test_a_checkpoint_saved_through_one_process_is_served_by_another(tmp_path, d
         assert (tmp_path / "b" / key_path).is_dir()  # the second process's local copy
         base = complete(second.base_url, key, TINY)
         assert base != expected  # the adapter was applied, not the bare base model
+
+        # Its archive, from the other process, through both faces.
+        ckpt = saved["checkpoint_id"]
+        headers = {"Authorization": f"Bearer {key}", "X-API-Key": key}
+        with httpx.Client(base_url=second.base_url, headers=headers, timeout=120) as http:
+            for path in (
+                f"/v1/runs/{run.run_id}/checkpoints/{ckpt}/archive",
+                f"/api/v1/training_runs/{run.run_id}/checkpoints/{ckpt}/archive",
+            ):
+                archive = http.get(path)
+                assert archive.status_code == 200, (path, archive.text)
+                with tarfile.open(fileobj=io.BytesIO(archive.content)) as tar:
+                    names = tar.getnames()
+                assert any(name.endswith("adapter_model.safetensors") for name in names), names

@@ -549,9 +549,8 @@ class RunService:
     def checkpoint(self, tenant_id: str, run_id: str, checkpoint_id: str) -> Checkpoint:
         self.run_row(tenant_id, run_id)
         checkpoint = self.store.get_checkpoint(checkpoint_id)
-        if checkpoint is None or checkpoint.run_id != run_id:
-            raise NotFound(f"run {run_id!r} has no checkpoint {checkpoint_id!r}")
-        if not self.storage.exists(checkpoint.path):
+        readable = checkpoint is not None and self.storage.exists(checkpoint.path)
+        if not readable or checkpoint.run_id != run_id:
             raise NotFound(f"run {run_id!r} has no checkpoint {checkpoint_id!r}")
         checkpoint.path = self.storage.local(checkpoint.path)  # a detached row: this copy
         return checkpoint

@@ -139,7 +139,8 @@ async def list_model_checkpoints(request: Request, tenant: Tenant, run_id: str):
 async def checkpoint_archive(request: Request, tenant: Tenant, run_id: str, checkpoint_id: str):
     checkpoint = state(request).tinker.find_checkpoint(tenant, run_id, checkpoint_id)
     arcname = checkpoint.name.replace("/", "_")
-    path = await asyncio.to_thread(files.archive, Path(checkpoint.path), arcname)
+    folder = await asyncio.to_thread(state(request).runs.storage.local, checkpoint.path)
+    path = await asyncio.to_thread(files.archive, Path(folder), arcname)
     return FileResponse(
         path,
         media_type="application/gzip",
