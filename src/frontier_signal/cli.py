@@ -52,7 +52,8 @@ def list_models() -> None:
     from frontier_signal.backend.models import registered_models
 
     for name, source in registered_models().items():
-        where = source.path / source.gguf_file if source.gguf_file else source.path or "built-in"
+        file = source.path / source.gguf_file if source.gguf_file and source.path else None
+        where = file or source.path or "built-in"
         typer.echo(f"{name}\t{where}")
 
 
@@ -67,7 +68,7 @@ def _serve_parameters(settings_type: type[BaseModel]) -> list[inspect.Parameter]
     """One keyword-only typer option per settings field, default None (left to the settings)."""
     parameters = []
     for name, field in settings_type.model_fields.items():
-        kind = field.annotation
+        kind: Any = field.annotation
         if typing.get_origin(kind) in (types.UnionType, typing.Union):  # `int | None` → int
             kind = next(arg for arg in typing.get_args(kind) if arg is not type(None))
         flag = SERVE_FLAGS.get(name, "--" + name.replace("_", "-"))
@@ -182,7 +183,7 @@ def _store(data_dir: Path | None, database_url: str | None):
     from frontier_signal.service.settings import ServiceSettings
     from frontier_signal.service.store import Store
 
-    overrides = {"data_dir": data_dir} if data_dir is not None else {}
+    overrides: dict[str, Any] = {"data_dir": data_dir} if data_dir is not None else {}
     if database_url:
         overrides["database_url"] = database_url
     return Store(ServiceSettings(**overrides).resolved_database_url())

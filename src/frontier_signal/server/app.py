@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 import uuid
@@ -78,61 +79,16 @@ def create_app(settings: ServiceSettings | None = None, engine: Engine | None = 
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
-        store = Store(settings.resolved_database_url())
-        dropped = store.forget_unfinished_requests()
-        if dropped:
-            logger.warning(
-                "%d requests were interrupted by the last stop; retries run afresh", dropped
-            )
-        if settings.no_auth:
-            store.ensure_tenant(LOCAL_TENANT, "local (no-auth)")
-            logger.warning("NO AUTH: every caller on %s is the same tenant", settings.host)
-        scheduler = Scheduler(
-            engine
-            or Engine(
-                settings.device,
-                settings.dtype,
-                decode_4bit=settings.decode_4bit,
-                activation_budget_mib=settings.activation_budget_mib,
-            ),
-            sample_gather_s=settings.sample_gather_ms / 1000,
-            sample_gather_cap_s=5 * settings.sample_gather_ms / 1000,
-            slice_tokens=settings.decode_slice_tokens,
-        )
-        scheduler.engine.configure_caches(
-            settings.adapter_cache_mib, settings.adapter_cache_count, settings.prefix_cache_mib
-        )
-        scheduler.start()
-        runs = RunService(settings, store, scheduler)
-        runs.reconcile_after_restart()
-        await asyncio.to_thread(repair_at_start, runs)
-        state = AppState(
-            settings,
-            store,
-            scheduler,
-            runs,
-            RequestLog(
-                store,
-                settings.max_queued_per_tenant,
-                keep_seconds=settings.request_retention_hours * 3600,
-            ),
-            FutureService(store, settings.max_queued_per_tenant),
-            tinker_service := TinkerService(runs),
-            SessionService(store),
-            ServingService(runs, tinker_service),
-        )
-        state.dashboard = DashboardService(runs)
-        telemetry.bind(scheduler)
-        runs.telemetry = telemetry
+        state = await _open_state(settings, engine, telemetry)
         app.state.frontier = state
         state.tasks.append(asyncio.ensure_future(_load_models(state)))
         try:
             yield
         finally:
-            await runs.shutdown()
-            await asyncio.to_thread(scheduler.stop)
+            await state.runs.shutdown()
+            await asyncio.to_thread(state.scheduler.stop)
             await state.requests.close()
-            store.close()
+            state.store.close()
             logger.info("stopped")
 
     app = FastAPI(
@@ -144,9 +100,75 @@ def create_app(settings: ServiceSettings | None = None, engine: Engine | None = 
     app.state.settings = settings
     app.state.telemetry = telemetry = Telemetry()
     install_error_handlers(app)
-
     app.add_middleware(TelemetryMiddleware, telemetry=telemetry)
     app.add_middleware(RequestIdMiddleware)
+    _install_routes(app)
+    return app
+
+
+def _open_store(settings: ServiceSettings) -> Store:
+    """The store, migrated, with what the last stop interrupted forgotten."""
+    store = Store(settings.resolved_database_url())
+    dropped = store.forget_unfinished_requests()
+    if dropped:
+        logger.warning("%d requests were interrupted by the last stop; retries run afresh", dropped)
+    if settings.no_auth:
+        store.ensure_tenant(LOCAL_TENANT, "local (no-auth)")
+        logger.warning("NO AUTH: every caller on %s is the same tenant", settings.host)
+    return store
+
+
+def _start_scheduler(settings: ServiceSettings, engine: Engine | None) -> Scheduler:
+    scheduler = Scheduler(
+        engine
+        or Engine(
+            settings.device,
+            settings.dtype,
+            decode_4bit=settings.decode_4bit,
+            activation_budget_mib=settings.activation_budget_mib,
+        ),
+        sample_gather_s=settings.sample_gather_ms / 1000,
+        sample_gather_cap_s=5 * settings.sample_gather_ms / 1000,
+        slice_tokens=settings.decode_slice_tokens,
+    )
+    scheduler.engine.configure_caches(
+        settings.adapter_cache_mib, settings.adapter_cache_count, settings.prefix_cache_mib
+    )
+    scheduler.start()
+    return scheduler
+
+
+async def _open_state(
+    settings: ServiceSettings, engine: Engine | None, telemetry: Telemetry
+) -> AppState:
+    """Store, scheduler and services, with the runs reconciled and a crash's leftovers repaired."""
+    store = _open_store(settings)
+    scheduler = _start_scheduler(settings, engine)
+    runs = RunService(settings, store, scheduler)
+    runs.reconcile_after_restart()
+    await asyncio.to_thread(repair_at_start, runs)
+    state = AppState(
+        settings,
+        store,
+        scheduler,
+        runs,
+        RequestLog(
+            store,
+            settings.max_queued_per_tenant,
+            keep_seconds=settings.request_retention_hours * 3600,
+        ),
+        FutureService(store, settings.max_queued_per_tenant),
+        tinker_service := TinkerService(runs),
+        SessionService(store),
+        ServingService(runs, tinker_service),
+    )
+    state.dashboard = DashboardService(runs)
+    telemetry.bind(scheduler)
+    runs.telemetry = telemetry
+    return state
+
+
+def _install_routes(app: FastAPI) -> None:
     app.include_router(health.router)
     app.include_router(signal.router)
     app.include_router(tinker.router)
@@ -164,7 +186,6 @@ def create_app(settings: ServiceSettings | None = None, engine: Engine | None = 
             )
         },
     )
-    return app
 
 
 class RequestIdMiddleware:
@@ -204,7 +225,8 @@ async def _load_models(state: AppState) -> None:
     try:
         for name in state.settings.models:
             started = time.perf_counter()
-            await asyncio.wrap_future(state.scheduler.call("", lambda e, n=name: e.load_model(n)))
+            load = functools.partial(Engine.load_model, name=name)
+            await asyncio.wrap_future(state.scheduler.call("", load))
             logger.info("loaded %s in %.1f s", name, time.perf_counter() - started)
         state.ready = True
     except Exception as exc:  # noqa: BLE001 - reported by /ready and the log

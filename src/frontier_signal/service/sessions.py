@@ -11,6 +11,7 @@ never wait. It knows nothing about HTTP.
 
 from __future__ import annotations
 
+import builtins
 import time
 from collections.abc import Callable
 
@@ -128,5 +129,5 @@ class SessionService:
             )
         return row
 
-    def samplers_of(self, session_id: str) -> list[str]:
+    def samplers_of(self, session_id: str) -> builtins.list[str]:  # `list` is a method here
         return [row.id for row in self.store.list_samplers(session_id)]
