@@ -13,6 +13,8 @@ Nothing here changes what a route does.
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import FastAPI
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
@@ -64,17 +66,21 @@ WHY = {
 }
 
 
-def errors(*codes: int) -> dict[int | str, dict]:
+# FastAPI's `responses=` argument: extra answers by status code, for /openapi.json.
+Responses = dict[int | str, dict[str, Any]]
+
+
+def errors(*codes: int) -> Responses:
     return {code: {"model": ErrorBody, "description": WHY[code]} for code in codes}
 
 
 SIGNAL_ERRORS = errors(400, 401, 404, 409, 422, 429, 500, 502, 503)
 DASHBOARD_ERRORS = errors(400, 401, 404, 422, 500)
-ANTHROPIC_ERRORS: dict[int | str, dict] = {
+ANTHROPIC_ERRORS: Responses = {
     code: {"model": AnthropicErrorBody, "description": WHY[code]}
     for code in (400, 401, 404, 429, 500, 503)
 }
-PROMETHEUS_TEXT = {
+PROMETHEUS_TEXT: Responses = {
     200: {
         "description": "The Prometheus text exposition format.",
         "content": {"text/plain": {"schema": {"type": "string"}}},
@@ -85,32 +91,32 @@ TINKER_ERRORS = errors(400, 401, 403, 404, 409, 410, 422, 429, 500, 503)
 OPENAI_ERRORS = errors(400, 401, 404, 429, 500, 503)
 
 BINARY_SCHEMA = {"type": "string", "format": "binary"}
-EVENT_STREAM = {
+EVENT_STREAM: Responses = {
     200: {
         "description": "Server-sent events (`data: {json}` lines, then `data: [DONE]`).",
         "content": {"text/event-stream": {"schema": {"type": "string"}}},
     }
 }
-GZIP = {
+GZIP: Responses = {
     200: {
         "description": "The checkpoint folder as a .tar.gz archive.",
         "content": {"application/gzip": {"schema": BINARY_SCHEMA}},
     }
 }
-BINARY = {
+BINARY: Responses = {
     200: {
         "description": "The file's bytes.",
         "content": {"application/octet-stream": {"schema": BINARY_SCHEMA}},
     }
 }
-NO_CONTENT = {204: {"description": "Done; no body."}}
+NO_CONTENT: Responses = {204: {"description": "Done; no body."}}
 
 
 class EventStreamResponse(StreamingResponse):
     media_type = "text/event-stream"
 
 
-def json_or_events(description: str) -> dict:
+def json_or_events(description: str) -> Responses:
     """A 200 that is JSON, or server-sent events when the body asks for `stream: true`."""
     return {
         200: {
