@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import inspect
+import types
+import typing
 from pathlib import Path
+from typing import Any
 
 import typer
+from pydantic import BaseModel
 
 from frontier_signal.local.cli import app as local_app  # typer only: no torch
 
@@ -47,68 +52,89 @@ def list_models() -> None:
     from frontier_signal.backend.models import registered_models
 
     for name, source in registered_models().items():
-        where = source.path / source.gguf_file if source.gguf_file else source.path or "built-in"
+        file = source.path / source.gguf_file if source.gguf_file and source.path else None
+        where = file or source.path or "built-in"
         typer.echo(f"{name}\t{where}")
 
 
-@app.command()
-def serve(
-    host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
-    port: int = typer.Option(8000, help="Port to listen on."),
-    data_dir: Path | None = typer.Option(
-        None,
-        help="Database and checkpoints (default: $FRONTIER_SIGNAL_HOME or ~/.frontier-signal).",
-    ),
-    models: list[str] = typer.Option(
-        [], "--models", help="Base models to load at start (repeatable)."
-    ),
-    model_dir: list[Path] = typer.Option(
-        [],
-        "--model-dir",
-        help="A base-model folder callers may use by its path (repeatable); no other is.",
-    ),
-    no_auth: bool = typer.Option(
-        False, "--no-auth", help="No API keys. Local development only: binds to loopback."
-    ),
-    database_url: str | None = typer.Option(
-        None, help="SQLAlchemy URL (default: SQLite in the data folder)."
-    ),
-    adapter: list[str] = typer.Option(
-        [], "--adapter", help="Serve a PEFT LoRA folder by name: NAME=PATH (repeatable)."
-    ),
-) -> None:
-    """Run the API server (Signal, Tinker, OpenAI faces); more settings: FRONTIER_SIGNAL_* env."""
+# `serve`'s options are generated from the typed settings (service/settings.py), so a setting has
+# one name, one type, one default and one validation: a flag left out is None here and the setting
+# then comes from its FRONTIER_SIGNAL_* environment variable, `.env` or its default, in that order.
+# Legacy spellings of the repeatable options; every other flag is the field's name in kebab case.
+SERVE_FLAGS = {"model_dirs": "--model-dir", "adapters": "--adapter", "no_auth": "--no-auth/--auth"}
+
+
+def _serve_parameters(settings_type: type[BaseModel]) -> list[inspect.Parameter]:
+    """One keyword-only typer option per settings field, default None (left to the settings)."""
+    parameters = []
+    for name, field in settings_type.model_fields.items():
+        kind: Any = field.annotation
+        if typing.get_origin(kind) in (types.UnionType, typing.Union):  # `int | None` → int
+            kind = next(arg for arg in typing.get_args(kind) if arg is not type(None))
+        flag = SERVE_FLAGS.get(name, "--" + name.replace("_", "-"))
+        default = field.get_default(call_default_factory=False)
+        if field.default_factory is list:
+            shown = "none"
+        elif field.default_factory:
+            shown = "computed at start"
+        else:
+            shown = repr(default)
+        env = f"FRONTIER_SIGNAL_{name.upper()}"
+        element = (typing.get_args(kind) or (kind,))[0]
+        repeat = " Repeatable; the env var takes a JSON list." if typing.get_origin(kind) else ""
+        text = f"{field.description}{repeat} (env {env}; default {shown})"
+        metavar = None if kind is bool else element.__name__.upper()
+        option = typer.Option(None, flag, help=text, show_default=False, metavar=metavar)
+        parameters.append(
+            inspect.Parameter(
+                name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=kind | None
+            )
+        )
+    return parameters
+
+
+def serve(**options: Any) -> None:
+    """Run the API server (Signal, Tinker, OpenAI, Anthropic faces). Every option is a setting
+    that may also come from its FRONTIER_SIGNAL_* environment variable or `.env`; a flag wins."""
     import uvicorn
 
     from frontier_signal.server import logs
     from frontier_signal.server.app import create_app
     from frontier_signal.service.settings import ServiceSettings
 
-    overrides = {"host": host, "port": port, "no_auth": no_auth}
-    if data_dir is not None:
-        overrides["data_dir"] = data_dir
-    if models:
-        overrides["models"] = models
-    if model_dir:
-        overrides["model_dirs"] = model_dir
-    if database_url:
-        overrides["database_url"] = database_url
-    if adapter:
-        overrides["adapters"] = adapter
+    overrides = {name: value for name, value in options.items() if value is not None}
     try:
         settings = ServiceSettings(**overrides)
-    except ValueError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
-    logs.configure(settings.log_level)
-    try:
+        logs.configure(settings.log_level)
         application = create_app(settings)
-    except ValueError as exc:
+    except ValueError as exc:  # pydantic's ValidationError included: it names the setting
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     uvicorn.run(
         application, host=settings.host, port=settings.port, log_config=None, access_log=False
     )
+
+
+def _register_serve() -> None:
+    try:
+        from frontier_signal.service.settings import ServiceSettings
+    except ImportError as exc:  # the SDK-only install: no pydantic-settings
+        missing = str(exc)
+
+        @app.command("serve")
+        def serve_missing() -> None:
+            """Run the API server: needs `pip install frontier-signal[server]`."""
+            typer.echo(f"error: {missing}: install frontier-signal[server]", err=True)
+            raise typer.Exit(2)
+
+        return
+    parameters = _serve_parameters(ServiceSettings)
+    serve.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
+    serve.__annotations__ = {p.name: p.annotation for p in parameters}
+    app.command("serve")(serve)
+
+
+_register_serve()
 
 
 @app.command()
@@ -155,7 +181,7 @@ def _store(data_dir: Path | None, database_url: str | None):
     from frontier_signal.service.settings import ServiceSettings
     from frontier_signal.service.store import Store
 
-    overrides = {"data_dir": data_dir} if data_dir is not None else {}
+    overrides: dict[str, Any] = {"data_dir": data_dir} if data_dir is not None else {}
     if database_url:
         overrides["database_url"] = database_url
     return Store(ServiceSettings(**overrides).resolved_database_url())

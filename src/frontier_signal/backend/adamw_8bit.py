@@ -69,6 +69,7 @@ class AdamW8bit(torch.optim.Optimizer):
         defaults = {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay}
         super().__init__(params, defaults)
         self._flat: dict[int, dict[str, torch.Tensor]] = {}
+        self._flat_ids: dict[int, list[int]] = {}  # whose parameters each group's buffers hold
 
     @torch.no_grad()
     def step(self, closure=None):  # noqa: D102 - torch's Optimizer.step contract
@@ -90,19 +91,18 @@ class AdamW8bit(torch.optim.Optimizer):
         """The group's flat state buffers, (re)built when the per-parameter views are stale."""
         flat = self._flat.get(index)
         layout = self._layout(params)
-        fresh = flat is None or flat["ids"] != [id(p) for p in params]
-        if not fresh:
+        fresh = flat is None or self._flat_ids.get(index) != [id(p) for p in params]
+        if flat is not None and not fresh:
             for p, (start, _numel) in zip(params, layout, strict=True):
                 view = self.state[p].get("exp_avg_q")
                 if view is None or view.data_ptr() != flat["exp_avg_q"][start:].data_ptr():
                     fresh = True
                     break
-        if not fresh:
+        if flat is not None and not fresh:
             return flat
         total = layout[-1][0] + _padded(layout[-1][1]) if layout else 0
         device = params[0].device
         flat = {
-            "ids": [id(p) for p in params],
             "exp_avg_q": torch.zeros(total, dtype=CODE_DTYPE, device=device),
             "exp_avg_sq_q": torch.zeros(total, dtype=CODE_DTYPE, device=device),
             "exp_avg_scale": torch.ones(total // BLOCK, device=device),
@@ -138,6 +138,7 @@ class AdamW8bit(torch.optim.Optimizer):
                 flat["step"].fill_(float(old.get("step", 0)))
             self.state[p] = {**views, "step": flat["step"]}
         self._flat[index] = flat
+        self._flat_ids[index] = [id(p) for p in params]
         return flat
 
     def _step_group(self, index: int, group: dict, params: list[torch.Tensor]) -> None:
@@ -152,7 +153,8 @@ class AdamW8bit(torch.optim.Optimizer):
         layout = self._layout(params)
         grad = torch.zeros(flat["exp_avg_q"].numel(), device=params[0].device)
         for p, (start, numel) in zip(params, layout, strict=True):
-            grad[start : start + numel].copy_(p.grad.reshape(-1))
+            if p.grad is not None:  # the caller steps only parameters with a gradient
+                grad[start : start + numel].copy_(p.grad.reshape(-1))
         update = torch.empty_like(grad)
 
         m_codes = flat["exp_avg_q"].view(-1, BLOCK)

@@ -85,10 +85,9 @@ class AdapterCache:
         """Pin every adapter `get` returns until the block ends (then trim to the budget);
         yields the keys pinned so far, for a caller that must `hold` them longer."""
         outer = self._pinned
-        if outer is None:
-            self._pinned = set()
+        pinned = self._pinned = set() if outer is None else outer
         try:
-            yield self._pinned
+            yield pinned
         finally:
             if outer is None:
                 self._pinned = None

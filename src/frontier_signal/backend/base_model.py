@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -19,6 +20,9 @@ from transformers import PreTrainedTokenizerBase
 from frontier_signal.backend import models
 from frontier_signal.backend.lora import LoraLinear, Routing, Segment, install_lora_layers
 from frontier_signal.engine.errors import EngineError, InvalidInputError
+
+if TYPE_CHECKING:  # imported where used: it is only needed once decoding starts
+    from frontier_signal.backend.llama_decode import LlamaWeights
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +60,9 @@ class BaseModel:
     """One frozen base model in memory plus its LoRA layers and tokenizer."""
 
     name: str
-    model: torch.nn.Module  # a transformers *ForCausalLM with LoraLinear layers installed
+    # A transformers *ForCausalLM with LoraLinear layers installed. Any: torch types every
+    # attribute of a Module as `Tensor | Module`, so its config and submodules need no casts.
+    model: Any
     tokenizer: PreTrainedTokenizerBase
     layers: dict[str, LoraLinear]
     routing: Routing
@@ -71,9 +77,9 @@ class BaseModel:
     # own values at a quarter of the bf16 bytes (docs/engine.md, "Decode weights").
     decode_4bit: bool = False
     decode_4bit_ready: bool | None = None  # None: not tried yet
-    _decode_weights: object = None
+    _decode_weights: LlamaWeights | None = None
 
-    def decode_weights(self):
+    def decode_weights(self) -> LlamaWeights | None:
         """The fused-weight view the fast decode step uses, or None where it does not apply.
 
         Built on first use; it turns the q|k|v and gate|up base weights into views of fused
@@ -83,22 +89,23 @@ class BaseModel:
 
         if not self.fast_decode or not llama_decode.supports(self.model):
             return None
-        if self._decode_weights is None:
-            self._decode_weights = llama_decode.LlamaWeights(self.model, self.layers)
+        weights = self._decode_weights
+        if weights is None:
+            weights = self._decode_weights = llama_decode.LlamaWeights(self.model, self.layers)
         if self.decode_int8 and self.device.type == "cpu":
-            self._decode_weights.quantize_int8()
+            weights.quantize_int8()
         if self.decode_4bit and self.decode_4bit_ready is None:
-            self.decode_4bit_ready = self._pack_4bit()  # tried once, when first wanted
-        return self._decode_weights
+            self.decode_4bit_ready = self._pack_4bit(weights)  # tried once, when first wanted
+        return weights
 
-    def _pack_4bit(self) -> bool:
+    def _pack_4bit(self, weights: LlamaWeights) -> bool:
         if self.device.type != "cpu" or self.dtype != torch.bfloat16:
             return False
         reader = models.gguf_weights(self.name)
         if reader is None:
             return False
         with reader() as get:
-            packed = self._decode_weights.pack_4bit(get)
+            packed = weights.pack_4bit(get)
         logger.info("%s: %d weight groups decode from their GGUF 4-bit codes", self.name, packed)
         return packed > 0
 

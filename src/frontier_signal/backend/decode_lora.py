@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import weakref
 from collections import OrderedDict
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -128,10 +128,10 @@ class LoraPlan:
             self._cache.popitem(last=False)
         return terms
 
-    def for_segments(self, segments: list[Segment], dtype) -> list[dict]:
+    def for_segments(self, segments: list[Segment], dtype) -> list[dict[str, Any]]:
         """Per layer and group, the LoRA terms to add and the rows each applies to: a list of
         `RowTerm`s, or one `JointTerm` where 2 to `JOINT_MAX_RUNS` runs share the batch."""
-        plan = self._row_terms(segments, dtype)
+        plan: list[dict[str, Any]] = list(self._row_terms(segments, dtype))
         rows = segments[-1][2] if segments else 0
         for groups in plan:
             for group, terms in groups.items():

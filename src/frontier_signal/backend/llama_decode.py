@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -62,7 +63,10 @@ def _fuse(linears: list[LoraLinear]) -> tuple[torch.Tensor, torch.Tensor | None]
 
 # A base matmul: (weight, bias); int8 weight-only (int8 weight, per-row scales, bias); or 4-bit
 # group-wise (packed codes, scales and zeros [K/32, N, 2], bias).
-Matmul = tuple[torch.Tensor, ...]
+Matmul = (
+    tuple[torch.Tensor, torch.Tensor | None]
+    | tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]
+)
 GROUP_4BIT = 32  # GGUF's block size
 # The 4-bit kernel de-quantizes per row: up to about 12 rows it beats the bf16 GEMM on this CPU
 # (measured: 16 µs vs 46 µs at 1 row, equal near 8-12, 1.5x slower at 16), so bigger batches
@@ -132,20 +136,23 @@ class LlamaWeights:
     """The decode view of one loaded Llama model (built once per base model)."""
 
     def __init__(self, model: torch.nn.Module, layers: dict[str, LoraLinear]):
-        config = model.config
-        self.model = model
-        self.num_heads = config.num_attention_heads
-        self.num_kv_heads = config.num_key_value_heads
-        self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.num_heads
-        self.eps = config.rms_norm_eps
-        self.embed = model.model.embed_tokens.weight
-        self.final_norm = model.model.norm.weight
+        # A transformers Llama model: its attributes are untyped to torch (Tensor | Module).
+        self.model: Any = cast(Any, model)
+        config = self.model.config
+        self.num_heads: int = config.num_attention_heads
+        self.num_kv_heads: int = config.num_key_value_heads
+        self.head_dim: int = (
+            getattr(config, "head_dim", None) or config.hidden_size // self.num_heads
+        )
+        self.eps: float = config.rms_norm_eps
+        self.embed: torch.Tensor = self.model.model.embed_tokens.weight
+        self.final_norm: torch.Tensor = self.model.model.norm.weight
         self.lm_head = layers["lm_head"]
         # Per layer, per fused group, the LoraLinears in fused order (what LoRA plans index).
         self.group_linears: list[dict[str, list[LoraLinear]]] = []
         self.layers: list[LayerWeights] = []
         with torch.no_grad():
-            for index, block in enumerate(model.model.layers):
+            for index, block in enumerate(self.model.model.layers):
                 prefix = f"model.layers.{index}."
                 linears = {
                     group: [layers[prefix + path] for path in paths]
@@ -199,12 +206,15 @@ class LlamaWeights:
                     parts = []
                     for path in GROUPS[group]:
                         weight = source(f"model.layers.{index}.{path}.weight")
-                        parts.append(None if weight is None else recover_4bit(weight))
-                    if all(part is not None for part in parts):
+                        part = None if weight is None else recover_4bit(weight)
+                        if part is None:
+                            break
+                        parts.append(part)
+                    else:
                         groups[group] = _pack_4bit(parts, matmul[1])
                         packed_groups += 1
-                    else:
-                        groups[group] = matmul
+                        continue
+                    groups[group] = matmul
                 layers_4bit.append(groups)
         self.layers_4bit = layers_4bit if packed_groups else []
         self.packed_4bit = packed_groups

@@ -17,6 +17,7 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, PreTrainedTokenizerBase
@@ -245,8 +246,9 @@ def tiny_llama_config(vocab_size: int = 49152) -> LlamaConfig:
     )
 
 
-def load_hf_model(name: str, dtype: torch.dtype = torch.float32) -> torch.nn.Module:
-    """Load a base model as a transformers causal LM in `dtype`, in eval mode."""
+def load_hf_model(name: str, dtype: torch.dtype = torch.float32) -> Any:
+    """Load a base model as a transformers causal LM in `dtype`, in eval mode (typed Any: torch
+    types a Module's attributes as `Tensor | Module`, so its config would need casts)."""
     source = resolve_model(name)
     if source.tiny_seed is not None:
         config = tiny_llama_config()

@@ -21,6 +21,7 @@ blocks, which store them once a pass computed them.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from transformers import DynamicCache
@@ -149,8 +150,8 @@ def _store(prefix: PrefixCache, cache: DynamicCache, prompts: list[_Prompt], wid
             continue
         first = width - len(p.tokens) + new[0] * BLOCK
         last = width - len(p.tokens) + full * BLOCK
-        keys = torch.stack([layer.keys[i, :, first:last] for layer in cache.layers])
-        values = torch.stack([layer.values[i, :, first:last] for layer in cache.layers])
+        keys = torch.stack([layer.keys[i, :, first:last] for layer in _layers(cache)])
+        values = torch.stack([layer.values[i, :, first:last] for layer in _layers(cache)])
         for j in new:
             offset = (j - new[0]) * BLOCK
             lps = p.logprobs[j * BLOCK : (j + 1) * BLOCK] if p.logprobs is not None else None
@@ -162,6 +163,32 @@ def _store(prefix: PrefixCache, cache: DynamicCache, prompts: list[_Prompt], wid
                     lps,
                 ),
             )
+
+
+def _layers(cache: DynamicCache) -> list[Any]:
+    """The cache's per-layer holders of `.keys` and `.values` [B, kv_heads, T, head_dim]. Any:
+    transformers types them as a union that includes layer kinds without keys (linear
+    attention), which the models served here do not have."""
+    return list(cache.layers)
+
+
+def _inputs(
+    base: BaseModel, prompts: list[_Prompt], width: int, longest: int, prefix: PrefixCache | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The tokens computed this pass (left-padded to `width`) and the attention mask over every
+    prompt's whole length (left-padded to `longest`); counts the prefix cache's hits."""
+    input_ids = torch.full((len(prompts), width), base.pad_token_id, dtype=torch.long)
+    mask = torch.zeros((len(prompts), longest), dtype=torch.long)
+    for i, p in enumerate(prompts):
+        p.past = max(0, len(p.tokens) - width)
+        computed = p.tokens[p.past :]
+        input_ids[i, width - len(computed) :] = torch.tensor(computed)
+        mask[i, longest - len(p.tokens) :] = 1
+        if prefix is not None and prefix.enabled:
+            prefix.stats.lookups += 1
+            prefix.stats.hit_tokens += p.past
+            prefix.stats.miss_tokens += len(p.tokens) - p.past
+    return input_ids.to(base.device), mask.to(base.device)
 
 
 @torch.no_grad()
@@ -190,18 +217,7 @@ def prefill(
     longest = max(len(p.tokens) for p in prompts)
     width = max(len(p.tokens) - p.reuse for p in prompts)  # slots computed this pass
     past = longest - width
-    input_ids = torch.full((len(prompts), width), base.pad_token_id, dtype=torch.long)
-    mask = torch.zeros((len(prompts), longest), dtype=torch.long)
-    for i, p in enumerate(prompts):
-        p.past = max(0, len(p.tokens) - width)
-        computed = p.tokens[p.past :]
-        input_ids[i, width - len(computed) :] = torch.tensor(computed)
-        mask[i, longest - len(p.tokens) :] = 1
-        if prefix is not None and prefix.enabled:
-            prefix.stats.lookups += 1
-            prefix.stats.hit_tokens += p.past
-            prefix.stats.miss_tokens += len(p.tokens) - p.past
-    input_ids, mask = input_ids.to(device), mask.to(device)
+    input_ids, mask = _inputs(base, prompts, width, longest, prefix)
     positions = (mask.cumsum(-1) - 1).clamp_min(0)
     cache = _past_cache(base, prompts, past)
     with base.routing.use(segments_of([p.key for p in prompts])):
@@ -220,7 +236,7 @@ def prefill(
         _store(prefix, cache, prompts, longest)
     if owners != list(range(len(prompts))):
         index = torch.tensor(owners, device=device)
-        for layer in cache.layers:
+        for layer in _layers(cache):
             layer.keys = layer.keys.index_select(0, index)
             layer.values = layer.values.index_select(0, index)
         mask, positions, logits = mask[index], positions[index], logits[index]

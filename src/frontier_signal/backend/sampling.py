@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 
@@ -45,7 +46,7 @@ class SampleRow:
     tokens: list[int] = field(default_factory=list)
     logprobs: list[float] = field(default_factory=list)
     top_logprobs: list[TopLogprobs] = field(default_factory=list)
-    stop_reason: str = ""
+    stop_reason: Literal["", "stop", "length", "cancelled"] = ""  # "": not finished
     text_end: int = -1  # where a stop string begins in the decoded text, -1 if none
 
 
@@ -89,6 +90,8 @@ def _finish(row: SampleRow, tokenizer) -> SampledSequence:
     text = tokenizer.decode(text_tokens, skip_special_tokens=False)
     if row.text_end >= 0:
         text = text[: row.text_end]
+    if not row.stop_reason:
+        raise ValueError("a row is decoded once it has finished")
     return SampledSequence(
         list(row.tokens), text, list(row.logprobs), row.stop_reason, list(row.top_logprobs)
     )
@@ -199,7 +202,7 @@ class Generation:
                     grammar_done = grammar is not None and grammar.ends_with(token, row.params)
                     done[i] = _check_stop(row, base.tokenizer, grammar_done)
                     next_tokens.append(token)
-                if self.finished:
+                if self.finished or self.stepper is None:  # no stepper: released
                     break
                 self.logits_BV = self.stepper.step(torch.tensor(next_tokens, device=base.device))
         if self.finished:

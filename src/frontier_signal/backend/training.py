@@ -56,7 +56,7 @@ class RunState:
 
     def memory_bytes(self) -> int:
         """Adapter + gradient + optimizer state actually allocated for this run."""
-        tensors = list(self.parameters())
+        tensors: list[torch.Tensor] = list(self.parameters())
         tensors += [p.grad for p in self.parameters() if p.grad is not None]
         for state in self.optimizer.state.values():
             tensors += [t for t in state.values() if isinstance(t, torch.Tensor)]
@@ -104,11 +104,148 @@ def gradient_stats(run: RunState) -> tuple[float, float, int]:
 
 def _flat_input(datums: list[Datum], field: str, fill: float, device) -> torch.Tensor:
     """One per-token float input of every datum, concatenated; `fill` where a datum has none."""
-    values = []
+    values: list[float] = []
     for datum in datums:
         given = getattr(datum, field)
         values.extend(given if given else [fill] * len(datum.target_tokens))
     return torch.tensor(values, dtype=torch.float32, device=device)
+
+
+@dataclass
+class _Batch:
+    """The rows of one forward: right-padded inputs, which positions are real, the targets of
+    the real ones, and per request its rows' and tokens' LoRA segments and token range."""
+
+    input_ids: torch.Tensor
+    valid_BT: torch.Tensor
+    targets_N: torch.Tensor
+    lengths: list[int]
+    row_segments: list[Segment]
+    token_segments: list[Segment]
+    token_ranges: list[tuple[int, int]]
+
+
+@dataclass
+class _RequestLoss:
+    losses_N: torch.Tensor  # detached
+    loss_sum: float
+    weight_sum: float
+    trained: int  # tokens with a non-zero weight
+    scale: float  # 1 (sum) or 1/trained (mean)
+
+
+def _build_batch(
+    base: BaseModel, runs: dict[str, RunState], requests: list[ForwardBackwardRequest]
+) -> _Batch:
+    datums = [d for r in requests for d in r.datums]
+    lengths = [len(d.input_tokens) for d in datums]
+    device = base.device
+    input_ids = torch.full((len(datums), max(lengths)), base.pad_token_id, dtype=torch.long)
+    for row, datum in enumerate(datums):
+        input_ids[row, : lengths[row]] = torch.tensor(datum.input_tokens)
+    input_ids = input_ids.to(device)
+    # Right padding under a causal mask: real tokens never attend to pads, so no mask is needed
+    # and SDPA keeps its fast causal path. Pads are dropped before the unembedding.
+    valid_BT = (
+        torch.arange(input_ids.shape[1], device=device)[None, :]
+        < torch.tensor(lengths, device=device)[:, None]
+    )
+    targets_N = torch.tensor(
+        [t for d in datums for t in d.target_tokens], dtype=torch.long, device=device
+    )
+    batch = _Batch(input_ids, valid_BT, targets_N, lengths, [], [], [])
+    row = token = 0
+    for request in requests:
+        key = runs[request.run_id].adapter.key
+        n_rows = len(request.datums)
+        n_tokens = sum(lengths[row : row + n_rows])
+        batch.row_segments.append((key, row, row + n_rows))
+        batch.token_segments.append((key, token, token + n_tokens))
+        batch.token_ranges.append((token, token + n_tokens))
+        row, token = row + n_rows, token + n_tokens
+    return batch
+
+
+def _wants_checkpointing(
+    base: BaseModel,
+    runs: dict[str, RunState],
+    requests: list[ForwardBackwardRequest],
+    batch: _Batch,
+    activation_budget_bytes: int | None,
+) -> bool:
+    # Checkpointing trades time (10-56% per step here) for memory. A run that asks for it gets
+    # it (the contract: "honoured"; in a mixed batch, if any run asks); a batch whose
+    # activations would exceed the budget gets it anyway, so no run can exhaust the memory.
+    if any(runs[r.run_id].config.gradient_checkpointing for r in requests):
+        return True
+    return (
+        activation_budget_bytes is not None
+        and base.activation_bytes(len(batch.lengths), max(batch.lengths)) > activation_budget_bytes
+    )
+
+
+def _objective(
+    requests: list[ForwardBackwardRequest], batch: _Batch, logprobs_N: torch.Tensor
+) -> tuple[torch.Tensor, list[_RequestLoss]]:
+    """Each request's per-token losses, and the training objective: the sum of the training
+    requests' losses, each with its own scale."""
+    device = logprobs_N.device
+    objective = logprobs_N.new_zeros(())
+    per_request = []
+    for request, (start, end) in zip(requests, batch.token_ranges, strict=True):
+        weights = _flat_input(request.datums, "weights", 1.0, device)
+        sampler = _flat_input(request.datums, "sampler_logprobs", 0.0, device)
+        advantages = _flat_input(request.datums, "advantages", 0.0, device)
+        losses_N = per_token_loss(
+            request.loss_fn,
+            logprobs_N[start:end],
+            weights,
+            sampler,
+            advantages,
+            request.loss_fn_config,
+        )
+        loss_sum = losses_N.sum()
+        trained = int((weights != 0).sum())
+        scale = 1.0 if request.reduction == "sum" else 1.0 / max(trained, 1)
+        if not request.forward_only:
+            objective = objective + loss_sum * scale
+        per_request.append(
+            _RequestLoss(losses_N.detach(), loss_sum.item(), weights.sum().item(), trained, scale)
+        )
+    return objective, per_request
+
+
+def _result(
+    request: ForwardBackwardRequest,
+    run: RunState,
+    logprobs_cpu: torch.Tensor,
+    start: int,
+    loss: _RequestLoss,
+) -> ForwardBackwardResult:
+    losses_cpu = loss.losses_N.float().cpu()
+    per_datum_lp, per_datum_loss, offset = [], [], start
+    for datum in request.datums:
+        length = len(datum.input_tokens)
+        per_datum_lp.append(logprobs_cpu[offset : offset + length].tolist())
+        per_datum_loss.append(losses_cpu[offset - start : offset - start + length].tolist())
+        offset += length
+    norm, max_abs, nonfinite = (
+        gradient_stats(run) if not request.forward_only else (math.nan, math.nan, 0)
+    )
+    return ForwardBackwardResult(
+        run_id=request.run_id,
+        logprobs=per_datum_lp,
+        elementwise_loss=per_datum_loss,
+        loss=loss.loss_sum * loss.scale,
+        loss_sum=loss.loss_sum,
+        weight_sum=loss.weight_sum,
+        num_tokens=loss.trained,
+        step=run.step + 1,
+        grad_norm=norm,
+        grad_max_abs=max_abs,
+        grad_nonfinite=nonfinite,
+        num_params=run.adapter.num_params(),
+    )
 
 
 def run_forward_backward(
@@ -130,116 +267,30 @@ def run_forward_backward(
     for request in requests:
         if not request.forward_only and not request.accumulate:
             runs[request.run_id].clear_gradient()
-
-    datums = [d for r in requests for d in r.datums]
-    lengths = [len(d.input_tokens) for d in datums]
-    device = base.device
-    input_ids = torch.full((len(datums), max(lengths)), base.pad_token_id, dtype=torch.long)
-    for row, datum in enumerate(datums):
-        input_ids[row, : lengths[row]] = torch.tensor(datum.input_tokens)
-    input_ids = input_ids.to(device)
-    # Right padding under a causal mask: real tokens never attend to pads, so no mask is needed
-    # and SDPA keeps its fast causal path. Pads are dropped before the unembedding.
-    valid_BT = (
-        torch.arange(input_ids.shape[1], device=device)[None, :]
-        < torch.tensor(lengths, device=device)[:, None]
-    )
-    targets_N = torch.tensor(
-        [t for d in datums for t in d.target_tokens], dtype=torch.long, device=device
-    )
-
-    row_segments: list[Segment] = []
-    token_segments: list[Segment] = []
-    token_ranges: list[tuple[int, int]] = []
-    row = token = 0
-    for request in requests:
-        key = runs[request.run_id].adapter.key
-        n_rows = len(request.datums)
-        n_tokens = sum(lengths[row : row + n_rows])
-        row_segments.append((key, row, row + n_rows))
-        token_segments.append((key, token, token + n_tokens))
-        token_ranges.append((token, token + n_tokens))
-        row, token = row + n_rows, token + n_tokens
-
+    batch = _build_batch(base, runs, requests)
     base.model.train(train)
-    # Checkpointing trades time (10-56% per step here) for memory. A run that asks for it gets
-    # it (the contract: "honoured"; in a mixed batch, if any run asks); a batch whose
-    # activations would exceed the budget gets it anyway, so no run can exhaust the memory.
     base.set_gradient_checkpointing(
-        train
-        and (
-            any(runs[r.run_id].config.gradient_checkpointing for r in requests)
-            or (
-                activation_budget_bytes is not None
-                and base.activation_bytes(len(datums), max(lengths)) > activation_budget_bytes
-            )
-        )
+        train and _wants_checkpointing(base, runs, requests, batch, activation_budget_bytes)
     )
     try:
-        with base.routing.use(row_segments), torch.set_grad_enabled(train):
-            hidden_BTD = base.hidden_states(input_ids)
-            hidden_ND = hidden_BTD[valid_BT]
-            logprobs_N = target_logprobs(base, hidden_ND, targets_N, token_segments, chunk_tokens)
-            objective = logprobs_N.new_zeros(())
-            per_request = []
-            for request, (start, end) in zip(requests, token_ranges, strict=True):
-                weights = _flat_input(request.datums, "weights", 1.0, device)
-                sampler = _flat_input(request.datums, "sampler_logprobs", 0.0, device)
-                advantages = _flat_input(request.datums, "advantages", 0.0, device)
-                losses_N = per_token_loss(
-                    request.loss_fn,
-                    logprobs_N[start:end],
-                    weights,
-                    sampler,
-                    advantages,
-                    request.loss_fn_config,
-                )
-                loss_sum = losses_N.sum()
-                trained = int((weights != 0).sum())
-                scale = 1.0 if request.reduction == "sum" else 1.0 / max(trained, 1)
-                if not request.forward_only:
-                    objective = objective + loss_sum * scale
-                per_request.append(
-                    (losses_N.detach(), loss_sum.item(), weights.sum().item(), trained, scale)
-                )
+        with base.routing.use(batch.row_segments), torch.set_grad_enabled(train):
+            hidden_BTD = base.hidden_states(batch.input_ids)
+            hidden_ND = hidden_BTD[batch.valid_BT]
+            logprobs_N = target_logprobs(
+                base, hidden_ND, batch.targets_N, batch.token_segments, chunk_tokens
+            )
+            objective, per_request = _objective(requests, batch, logprobs_N)
             if train and objective.requires_grad:
                 objective.backward()
     finally:
         base.model.train(False)
-
     logprobs_cpu = logprobs_N.detach().float().cpu()
-    results = []
-    for request, (start, _end), (losses_N, loss_sum, weight_sum, trained, scale) in zip(
-        requests, token_ranges, per_request, strict=True
-    ):
-        run = runs[request.run_id]
-        losses_cpu = losses_N.float().cpu()
-        per_datum_lp, per_datum_loss, offset = [], [], start
-        for datum in request.datums:
-            length = len(datum.input_tokens)
-            per_datum_lp.append(logprobs_cpu[offset : offset + length].tolist())
-            per_datum_loss.append(losses_cpu[offset - start : offset - start + length].tolist())
-            offset += length
-        norm, max_abs, nonfinite = (
-            gradient_stats(run) if not request.forward_only else (math.nan, math.nan, 0)
+    return [
+        _result(request, runs[request.run_id], logprobs_cpu, start, loss)
+        for request, (start, _end), loss in zip(
+            requests, batch.token_ranges, per_request, strict=True
         )
-        results.append(
-            ForwardBackwardResult(
-                run_id=request.run_id,
-                logprobs=per_datum_lp,
-                elementwise_loss=per_datum_loss,
-                loss=loss_sum * scale,
-                loss_sum=loss_sum,
-                weight_sum=weight_sum,
-                num_tokens=trained,
-                step=run.step + 1,
-                grad_norm=norm,
-                grad_max_abs=max_abs,
-                grad_nonfinite=nonfinite,
-                num_params=run.adapter.num_params(),
-            )
-        )
-    return results
+    ]
 
 
 def run_optim_step(run: RunState, spec: OptimizerSpec) -> OptimStepResult:

@@ -201,10 +201,10 @@ def _positive_float(value: object, name: str) -> float:
 
 
 def _non_negative_int(value: object, name: str) -> int:
-    if isinstance(value, bool):
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
         raise ConfigError(f"{name} must be a whole number >= 0, got {value!r}")
     try:
-        number = int(value)  # type: ignore[arg-type]
+        number = int(value)
     except (TypeError, ValueError):
         raise ConfigError(f"{name} must be a whole number >= 0, got {value!r}") from None
     if number < 0 or (isinstance(value, float) and value != number):

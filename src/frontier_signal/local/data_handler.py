@@ -15,6 +15,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 ROLES = ("system", "user", "assistant", "tool")
 
@@ -102,8 +103,8 @@ def record_messages(record: dict) -> list[dict]:
     ]
 
 
-def write_json_atomic(path: Path, payload: object, lines: bool = False) -> None:
-    """Write JSON (or JSONL) to a temp file beside `path`, fsync, rename."""
+def write_json_atomic(path: Path, payload: Any, lines: bool = False) -> None:
+    """Write JSON (or JSONL: `payload` a list) to a temp file beside `path`, fsync, rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)

@@ -166,27 +166,32 @@ class ONNXConverter:
             model.config.save_pretrained(tmp)
             generation.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
-            export_seconds = time.perf_counter() - started
-            meta = {
-                "format": "frontier-signal-onnx-decoder",
-                "format_version": 1,
-                "source_model": self.model_path,
-                "opset_version": opset_version,
-                "exporter": f"torch.onnx TorchScript exporter (torch {torch.__version__})",
-                "dtype": "float32",
-                "num_layers": num_layers,
-                "num_key_value_heads": model.config.num_key_value_heads,
-                "head_dim": _head_dim(model.config),
-                "kv_layout": "past_key_values.{i}.key|value -> present.{i}.key|value, "
-                "[batch, num_key_value_heads, sequence, head_dim]",
-                "export_seconds": round(export_seconds, 2),
-            }
+            meta = self._meta(model.config, opset_version, time.perf_counter() - started)
             (tmp / META_FILE).write_text(json.dumps(meta, indent=2))
 
         atomic_write_folder(Path(output_dir), write)
         logger.info("exported %s to %s", self.model_path, output_dir)
         self.onnx_path = str(output_dir)
         return str(output_dir)
+
+    def _meta(self, config, opset_version: int, export_seconds: float) -> dict:
+        """The folder's frontier-signal-onnx.json: what wrote it and the KV cache's layout."""
+        import torch
+
+        return {
+            "format": "frontier-signal-onnx-decoder",
+            "format_version": 1,
+            "source_model": self.model_path,
+            "opset_version": opset_version,
+            "exporter": f"torch.onnx TorchScript exporter (torch {torch.__version__})",
+            "dtype": "float32",
+            "num_layers": config.num_hidden_layers,
+            "num_key_value_heads": config.num_key_value_heads,
+            "head_dim": _head_dim(config),
+            "kv_layout": "past_key_values.{i}.key|value -> present.{i}.key|value, "
+            "[batch, num_key_value_heads, sequence, head_dim]",
+            "export_seconds": round(export_seconds, 2),
+        }
 
     def verify_onnx_model(
         self, onnx_path: str | Path | None = None, atol: float = LOGITS_ATOL
@@ -228,22 +233,7 @@ class ONNXConverter:
         prompt, last = np.array([ids[:-1]], dtype=np.int64), ids[-1]
         with torch.no_grad():
             reference = model(input_ids=torch.tensor([ids])).logits.float().numpy()
-        kv_heads, head_dim = model.config.num_key_value_heads, _head_dim(model.config)
-        feed = {
-            "input_ids": prompt,
-            "attention_mask": np.ones_like(prompt),
-            "position_ids": np.arange(prompt.shape[1], dtype=np.int64)[None],
-        }
-        feed.update({name: np.zeros((1, kv_heads, 0, head_dim), np.float32) for name in past})
-        prefill = session.run(None, feed)
-        step = {
-            "input_ids": np.array([[last]], dtype=np.int64),
-            "attention_mask": np.ones((1, len(ids)), dtype=np.int64),
-            "position_ids": np.array([[len(ids) - 1]], dtype=np.int64),
-        }
-        step.update(dict(zip(past, prefill[1:], strict=True)))
-        decoded = session.run(None, step)
-        onnx_logits = np.concatenate([prefill[0], decoded[0]], axis=1)
+        onnx_logits = _prefill_and_step(session, prompt, last, past, model.config)
         difference = float(np.abs(onnx_logits - reference).max())
         self.last_max_logit_difference = difference
         if difference > atol:
@@ -298,6 +288,29 @@ def onnx_file_info(folder: Path) -> dict:
         "kv_layout": meta.get("kv_layout"),
         "export_seconds": meta.get("export_seconds"),
     }
+
+
+def _prefill_and_step(
+    session, prompt: np.ndarray, last: int, past: list[str], config
+) -> np.ndarray:
+    """The ONNX logits of `prompt` (from an empty cache) then of `last` from the returned cache."""
+    kv_heads, head_dim = config.num_key_value_heads, _head_dim(config)
+    length = prompt.shape[1] + 1
+    feed = {
+        "input_ids": prompt,
+        "attention_mask": np.ones_like(prompt),
+        "position_ids": np.arange(prompt.shape[1], dtype=np.int64)[None],
+    }
+    feed.update({name: np.zeros((1, kv_heads, 0, head_dim), np.float32) for name in past})
+    prefill = session.run(None, feed)
+    step = {
+        "input_ids": np.array([[last]], dtype=np.int64),
+        "attention_mask": np.ones((1, length), dtype=np.int64),
+        "position_ids": np.array([[length - 1]], dtype=np.int64),
+    }
+    step.update(dict(zip(past, prefill[1:], strict=True)))
+    decoded = session.run(None, step)
+    return np.concatenate([prefill[0], decoded[0]], axis=1)
 
 
 def _head_dim(config) -> int:

@@ -15,6 +15,8 @@ file: `input_ids`, `attention_mask` (over past + new tokens), `position_ids`,
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb, repeat_kv
 
@@ -41,7 +43,7 @@ def kv_names(num_layers: int) -> tuple[list[str], list[str]]:
 class DecoderWithCache(torch.nn.Module):
     """`forward(input_ids, attention_mask, position_ids, *past)` → `(logits, *present)`."""
 
-    def __init__(self, model: torch.nn.Module):
+    def __init__(self, model: Any):  # a transformers Llama-family causal LM
         super().__init__()
         check_supported(model)
         self.model = model
@@ -89,7 +91,7 @@ class DecoderWithCache(torch.nn.Module):
         return (logits_NV.reshape(batch, new_len, -1).float(), *present)
 
 
-def example_inputs(model: torch.nn.Module, batch: int = 2, new_len: int = 3, past_len: int = 2):
+def example_inputs(model: Any, batch: int = 2, new_len: int = 3, past_len: int = 2):
     """Tracing inputs with a non-empty past, so no shape is specialised to 0 or 1."""
     config = model.config
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads

@@ -111,9 +111,25 @@ def create_app(
     app.state.settings = settings
     app.state.telemetry = telemetry = Telemetry()
     install_error_handlers(app)
-
     app.add_middleware(TelemetryMiddleware, telemetry=telemetry)
     app.add_middleware(RequestIdMiddleware)
+    _install_routes(app)
+    return app
+
+
+def _open_store(settings: ServiceSettings) -> Store:
+    """The store, migrated, with what the last stop interrupted forgotten."""
+    store = Store(settings.resolved_database_url())
+    dropped = store.forget_unfinished_requests()
+    if dropped:
+        logger.warning("%d requests were interrupted by the last stop; retries run afresh", dropped)
+    if settings.no_auth:
+        store.ensure_tenant(LOCAL_TENANT, "local (no-auth)")
+        logger.warning("NO AUTH: every caller on %s is the same tenant", settings.host)
+    return store
+
+
+def _install_routes(app: FastAPI) -> None:
     app.include_router(health.router)
     app.include_router(signal.router)
     app.include_router(tinker.router)
@@ -131,7 +147,6 @@ def create_app(
             )
         },
     )
-    return app
 
 
 class RequestIdMiddleware:
@@ -169,13 +184,7 @@ class RequestIdMiddleware:
 
 async def start_state(settings: ServiceSettings, worker: EngineWorker) -> AppState:
     """Open the store, start the worker and build the services over them (at startup)."""
-    store = Store(settings.resolved_database_url())
-    dropped = store.forget_unfinished_requests()
-    if dropped:
-        logger.warning("%d requests were interrupted by the last stop; retries run afresh", dropped)
-    if settings.no_auth:
-        store.ensure_tenant(LOCAL_TENANT, "local (no-auth)")
-        logger.warning("NO AUTH: every caller on %s is the same tenant", settings.host)
+    store = _open_store(settings)
     worker.start()
     runs = RunService(settings, store, worker)
     runs.reconcile_after_restart()

@@ -15,6 +15,8 @@ Nothing here changes what a route does.
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import FastAPI
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
@@ -66,17 +68,21 @@ WHY = {
 }
 
 
-def errors(*codes: int) -> dict[int | str, dict]:
+# FastAPI's `responses=` argument: extra answers by status code, for /openapi.json.
+Responses = dict[int | str, dict[str, Any]]
+
+
+def errors(*codes: int) -> Responses:
     return {code: {"model": ErrorBody, "description": WHY[code]} for code in codes}
 
 
 SIGNAL_ERRORS = errors(400, 401, 404, 409, 422, 429, 500, 502, 503)
 DASHBOARD_ERRORS = errors(400, 401, 404, 422, 500)
-ANTHROPIC_ERRORS: dict[int | str, dict] = {
+ANTHROPIC_ERRORS: Responses = {
     code: {"model": AnthropicErrorBody, "description": WHY[code]}
     for code in (400, 401, 404, 429, 500, 503)
 }
-PROMETHEUS_TEXT = {
+PROMETHEUS_TEXT: Responses = {
     200: {
         "description": "The Prometheus text exposition format.",
         "content": {"text/plain": {"schema": {"type": "string"}}},
@@ -87,32 +93,32 @@ TINKER_ERRORS = errors(400, 401, 403, 404, 409, 410, 422, 429, 500, 503)
 OPENAI_ERRORS = errors(400, 401, 404, 429, 500, 503)
 
 BINARY_SCHEMA = {"type": "string", "format": "binary"}
-EVENT_STREAM = {
+EVENT_STREAM: Responses = {
     200: {
         "description": "Server-sent events (`data: {json}` lines, then `data: [DONE]`).",
         "content": {"text/event-stream": {"schema": {"type": "string"}}},
     }
 }
-GZIP = {
+GZIP: Responses = {
     200: {
         "description": "The checkpoint folder as a .tar.gz archive.",
         "content": {"application/gzip": {"schema": BINARY_SCHEMA}},
     }
 }
-BINARY = {
+BINARY: Responses = {
     200: {
         "description": "The file's bytes.",
         "content": {"application/octet-stream": {"schema": BINARY_SCHEMA}},
     }
 }
-NO_CONTENT = {204: {"description": "Done; no body."}}
+NO_CONTENT: Responses = {204: {"description": "Done; no body."}}
 
 
 class EventStreamResponse(StreamingResponse):
     media_type = "text/event-stream"
 
 
-EVENT_STREAM_ALTERNATIVE = {
+EVENT_STREAM_ALTERNATIVE: Responses = {
     200: {
         "description": "The answer (JSON), or its chunks as server-sent events when the body "
         "asks for `stream: true`.",
@@ -138,7 +144,7 @@ def _errors_are_json(schema: dict) -> None:
 
 
 def install_openapi(
-    app: FastAPI, bodies: dict[tuple[str, str], tuple[type, str, list[str]]]
+    app: FastAPI, bodies: dict[tuple[str, str], tuple[type[BaseModel], str, list[str]]]
 ) -> None:
     """Error answers as JSON everywhere, and `{(method, path): (pydantic model, component
     name, [content types])}` documented as the request bodies of routes that read the raw
@@ -169,4 +175,5 @@ def install_openapi(
         app.openapi_schema = schema
         return schema
 
-    app.openapi = openapi
+    # FastAPI's documented way to customise the schema: replace the app's `openapi` method.
+    app.openapi = openapi  # type: ignore[method-assign]

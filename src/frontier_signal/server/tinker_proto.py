@@ -45,7 +45,7 @@ SampleResponsePB = _message("SampleResponse")
 
 # DType enum of tinker_public.proto.
 _DTYPE_FLOAT32, _DTYPE_INT64, _DTYPE_INT32, _DTYPE_BFLOAT16 = 1, 2, 3, 4
-_NUMPY = {
+_NUMPY: dict[int, np.dtype] = {
     _DTYPE_FLOAT32: np.dtype("<f4"),
     _DTYPE_INT64: np.dtype("<i8"),
     _DTYPE_INT32: np.dtype("<i4"),

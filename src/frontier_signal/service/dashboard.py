@@ -117,7 +117,7 @@ class DashboardService:
         snapshot = self.runs.worker.snapshot()
         answer: dict = {"workers": 1}
         for part in ("running", "pending"):
-            mine, others = [], Counter()
+            mine, others = [], Counter[str]()
             for position, work in enumerate(snapshot[part]):
                 if work["key"] in own:
                     mine.append({**work, "run_id": work.pop("key"), "position": position})

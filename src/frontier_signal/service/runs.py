@@ -36,6 +36,7 @@ from frontier_signal.service.settings import ServiceSettings
 from frontier_signal.service.storage import CheckpointStorage
 from frontier_signal.service.store import Store, new_id
 from frontier_signal.service.tables import Checkpoint, Metric, Run
+from frontier_signal.service.telemetry import Telemetry
 
 # save_state modes that write GGUFs for llama.cpp / Ollama → the weights' type.
 GGUF_MODES = {"gguf": "f16", "gguf-q8_0": "q8_0"}
@@ -84,7 +85,7 @@ class RunService:
         self._loading: dict[str, asyncio.Future] = {}
         self._pending_loss: dict[str, PendingLoss] = {}
         self._tokenizers: dict[str, object] = {}
-        self.telemetry = None  # service/telemetry.Telemetry, set by the app: checkpoint writes
+        self.telemetry: Telemetry | None = None  # set by the app: checkpoint writes
         self.memory = MemoryBudget.from_settings(settings)
         for row in store.list_runs():
             self.memory.hold(row.tenant_id, row.id, int((row.effective or {}).get(ESTIMATE_KEY, 0)))

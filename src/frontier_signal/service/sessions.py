@@ -16,6 +16,7 @@ run yet. It knows nothing about HTTP.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import logging
 import time
@@ -176,7 +177,7 @@ class SessionService:
             )
         return row
 
-    def samplers_of(self, session_id: str) -> list[str]:
+    def samplers_of(self, session_id: str) -> builtins.list[str]:  # `list` is a method here
         return [row.id for row in self.store.list_samplers(session_id)]
 
 

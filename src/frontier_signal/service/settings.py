@@ -23,7 +23,10 @@ class ServiceSettings(BaseSettings):
 
     host: str = Field("127.0.0.1", description="Interface to listen on.")
     port: int = Field(8000, description="Port to listen on (0 picks a free one).")
-    data_dir: Path = Field(default_factory=data_home, description="Database and checkpoints.")
+    data_dir: Path = Field(
+        default_factory=data_home,
+        description="Database and checkpoints: $FRONTIER_SIGNAL_HOME, else ~/.frontier-signal.",
+    )
     database_url: str = Field("", description="SQLAlchemy URL; default SQLite in data_dir.")
     storage_url: str = Field(
         "",
@@ -80,7 +83,7 @@ class ServiceSettings(BaseSettings):
     )
     adapters: list[str] = Field(
         default_factory=list,
-        description="Named PEFT LoRA folders served by name: NAME=PATH (repeatable).",
+        description="Named PEFT LoRA folders served by name: NAME=PATH.",
     )
     adapter_cache_mib: float = Field(
         1024.0, gt=0, description="Frozen adapters kept in memory (LRU): at most this many MiB..."

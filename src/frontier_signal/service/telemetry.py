@@ -39,7 +39,13 @@ class Telemetry:
     """The metrics of one server; `render()` is the `/metrics` body."""
 
     def __init__(self) -> None:
-        self.registry = registry = CollectorRegistry()
+        self.registry = CollectorRegistry()
+        self._http_metrics(self.registry)
+        self._engine_metrics(self.registry)
+        self._checkpoint_metrics(self.registry)
+        self._gauges(self.registry)
+
+    def _http_metrics(self, registry: CollectorRegistry) -> None:
         self.http_requests = Counter(
             "frontier_http_requests",
             "HTTP requests answered, by API face, route template and status code.",
@@ -53,6 +59,8 @@ class Telemetry:
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )
+
+    def _engine_metrics(self, registry: CollectorRegistry) -> None:
         self.queue_wait = Histogram(
             "frontier_scheduler_wait_seconds",
             "Time work waited in the scheduler queue before the engine took it, by kind.",
@@ -93,6 +101,8 @@ class Telemetry:
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )
+
+    def _checkpoint_metrics(self, registry: CollectorRegistry) -> None:
         self.checkpoint_seconds = Histogram(
             "frontier_checkpoint_write_seconds",
             "Time to write one checkpoint folder, by kind (sampler, training, merged).",
@@ -107,6 +117,9 @@ class Telemetry:
             buckets=BYTES_BUCKETS,
             registry=registry,
         )
+
+    def _gauges(self, registry: CollectorRegistry) -> None:
+        """Read when scraped: the scheduler's (see `bind`), the process's and CUDA's memory."""
         self.queue_depth = Gauge(
             "frontier_scheduler_queue_depth",
             "Work items waiting in the scheduler (not counting the batch running).",
