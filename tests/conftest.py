@@ -25,6 +25,25 @@ def home() -> Path:
 
 
 @pytest.fixture(scope="session")
+def postgres():
+    """A real PostgreSQL server for the session (tests/pg.py); skips (or, in CI, fails) when
+    PostgreSQL is not installed here."""
+    from tests.pg import start_server
+
+    server = start_server()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request, tmp_path) -> str:
+    """A fresh, empty database of each kind: a SQLite file, and a new PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'store.db'}"
+    return request.getfixturevalue("postgres").database()
+
+
+@pytest.fixture(scope="session")
 def engine():
     """One fp32 engine for the session (fp32 so equalities hold tightly); tests make own runs."""
     from frontier_signal.engine.engine import Engine

@@ -1,6 +1,7 @@
-"""RequestLog pruning on a real SQLite store, without a server: finished Signal requests older
-than the retention go (a replay then runs afresh), recent and in-flight ones stay (a replay
-returns the stored result), and the Tinker face's futures in the same table are not touched."""
+"""RequestLog pruning on a real store (SQLite and PostgreSQL), without a server: finished Signal
+requests older than the retention go (a replay then runs afresh), recent and in-flight ones stay
+(a replay returns the stored result), and the Tinker face's futures in the same table are not
+touched."""
 
 from __future__ import annotations
 
@@ -15,8 +16,8 @@ from frontier_signal.service.tables import Request
 
 
 @pytest.fixture
-def store(tmp_path):
-    store = Store(f"sqlite:///{tmp_path / 'requests.db'}")
+def store(database_url):
+    store = Store(database_url)
     store.ensure_tenant("alice", "alice")
     yield store
     store.close()

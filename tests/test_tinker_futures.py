@@ -1,5 +1,5 @@
-"""FutureService on a real SQLite store, without a server: polling, failures, idempotency,
-per-model order, pruning and tenants."""
+"""FutureService on a real store (SQLite and PostgreSQL), without a server: polling, failures,
+idempotency, per-model order, pruning and tenants."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from frontier_signal.service.store import Store
 
 
 @pytest.fixture
-def store(tmp_path):
-    store = Store(f"sqlite:///{tmp_path / 'futures.db'}")
+def store(database_url):
+    store = Store(database_url)
     store.ensure_tenant("alice", "alice")
     store.ensure_tenant("bob", "bob")
     yield store

@@ -21,6 +21,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 
 from frontier_signal.service.errors import InvalidRequest, NotFound, RateLimited, describe
+from frontier_signal.service.owners import owner_alive
 from frontier_signal.service.requests import fingerprint
 from frontier_signal.service.store import Store, new_id
 from frontier_signal.service.tables import Request
@@ -250,6 +251,8 @@ class FutureService:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(event.wait(), self.poll_seconds)
             row = self.store.get_request(request_id) or row
+        elif row.status == "pending" and owner_alive(row.owner):
+            row = await self._poll_elsewhere(row)  # another server process runs it
         if row.status == "done":
             return row.result or {}
         if row.status == "failed":
@@ -257,7 +260,18 @@ class FutureService:
             status = int(error.get("status") or 500)
             category = "user" if 400 <= status < 500 else "server"
             raise FutureFailed(error.get("message") or "the operation failed", category)
-        if event is None and request_id not in self._done_events:
-            # Pending in the store but unknown to this process: it was cut off by a restart.
+        if event is None and not owner_alive(row.owner):
+            # Pending in the store, its process gone: it was cut off by a restart.
             raise FutureFailed("the operation was interrupted by a server restart; send it again")
         return {"type": "try_again", "request_id": request_id, "queue_state": "active"}
+
+    async def _poll_elsewhere(self, row: Request) -> Request:
+        """Poll the store for up to `poll_seconds` while another server process (same
+        database) runs the future; the newest row."""
+        deadline = time.monotonic() + self.poll_seconds
+        delay = 0.02
+        while row.status == "pending" and time.monotonic() < deadline:
+            await asyncio.sleep(delay)
+            row = await asyncio.to_thread(self.store.get_request, row.id) or row
+            delay = min(delay * 2, 0.5)
+        return row

@@ -46,6 +46,8 @@ class RequestLog:
         keep_seconds: how long a finished request's outcome (and its idempotency key) is kept;
             older ones are pruned, in a worker thread, as new requests come in.
         clock: the time source (injectable for tests).
+        wait_elsewhere_seconds: how long a replay of a request that another server process
+            (same database) is still running waits for its outcome before answering 409.
     """
 
     def __init__(
@@ -54,11 +56,13 @@ class RequestLog:
         max_in_flight_per_tenant: int,
         keep_seconds: float = 24 * 3600.0,
         clock: Callable[[], float] = time.time,
+        wait_elsewhere_seconds: float = 30.0,
     ):
         self.store = store
         self.max_in_flight = max_in_flight_per_tenant
         self.keep_seconds = keep_seconds
         self.clock = clock
+        self.wait_elsewhere_seconds = wait_elsewhere_seconds
         self._last_prune = -math.inf  # the first request prunes what an earlier process left
         self.pruning: asyncio.Task | None = None  # the latest prune (tests await it)
         self._tasks: dict[str, asyncio.Task] = {}
@@ -171,10 +175,29 @@ class RequestLog:
         task = self._tasks.get(row.id)
         if task is not None:
             return await asyncio.shield(task)
+        finished = await self._wait_elsewhere(row.id)
+        if finished is not None:
+            return await self._replay(finished, print_)
         raise Conflict(
             "a request with this Idempotency-Key is still running in another server process",
             headers={"Retry-After": "1"},
         )
+
+    async def _wait_elsewhere(self, request_id: str) -> Request | None:
+        """The row of a request that another server process (same database) is running, once
+        it has finished there: polled for up to `wait_elsewhere_seconds`; None if it has not.
+        A row that disappears was refused there (429/503) or forgotten: None as well."""
+        deadline = time.monotonic() + self.wait_elsewhere_seconds
+        delay = 0.02
+        while time.monotonic() < deadline:
+            await asyncio.sleep(delay)
+            row = await asyncio.to_thread(self.store.get_request, request_id)
+            if row is None:
+                return None
+            if row.status != "pending":
+                return row
+            delay = min(delay * 2, 0.5)
+        return None
 
     def _finished(self, request_id: str, tenant_id: str, task: asyncio.Task) -> None:
         self._in_flight[tenant_id] -= 1

@@ -20,6 +20,7 @@ from sqlalchemy import create_engine, delete, event, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from frontier_signal.service.owners import owner_alive, process_owner, same_host
 from frontier_signal.service.tables import (
     ApiKey,
     Checkpoint,
@@ -309,24 +310,34 @@ class Store:
     def begin_request(self, request: Request) -> tuple[Request, bool]:
         """Record a request; with an idempotency key already used, return that one instead.
 
+        The (tenant, key) unique constraint decides between concurrent writers, in this process
+        or another: one insert wins, the others read the winner's row. Should that row vanish
+        in between (its request was refused and forgotten), the insert is tried again.
+
         Returns:
             (the row, True when it is new).
         """
-        try:
-            with self._session() as session, session.begin():
-                session.add(request)
-            return request, True
-        except IntegrityError:
-            with self._session() as session:
-                existing = session.scalar(
-                    select(Request).where(
-                        Request.tenant_id == request.tenant_id,
-                        Request.idempotency_key == request.idempotency_key,
+        if request.owner is None:
+            request.owner = process_owner()
+        for _ in range(5):
+            try:
+                with self._session() as session, session.begin():
+                    session.add(request)
+                return request, True
+            except IntegrityError:
+                if request.idempotency_key is None:
+                    raise  # a constraint other than the key
+                with self._session() as session:
+                    existing = session.scalar(
+                        select(Request).where(
+                            Request.tenant_id == request.tenant_id,
+                            Request.idempotency_key == request.idempotency_key,
+                        )
                     )
-                )
-            if existing is None:  # pragma: no cover - a constraint other than the key
-                raise
-            return existing, False
+                if existing is not None:
+                    return existing, False
+                request = _fresh_copy(request)
+        raise RuntimeError("the idempotency key kept changing hands; retry the request")
 
     def find_request_by_key(self, idempotency_key: str) -> Request | None:
         with self._session() as session:
@@ -385,10 +396,30 @@ class Store:
             ).rowcount
 
     def forget_unfinished_requests(self) -> int:
-        """At start: requests left pending by a crash never finish; drop them so a retry with
-        the same idempotency key runs afresh."""
+        """At start: requests left pending by a process that died never finish; drop them so a
+        retry with the same idempotency key runs afresh. Those of live processes (another
+        server on the same database) stay; on a SQLite file, which only one host can share,
+        so do those of other host names (a container's name changes at each start)."""
+        sqlite = self.engine.dialect.name == "sqlite"
         with self._session() as session, session.begin():
-            return session.execute(delete(Request).where(Request.status == "pending")).rowcount
+            pending = session.execute(
+                select(Request.id, Request.owner).where(Request.status == "pending")
+            ).all()
+            dead = [
+                request_id
+                for request_id, owner in pending
+                if not owner_alive(owner) or (sqlite and not same_host(owner))
+            ]
+            if not dead:
+                return 0
+            return session.execute(delete(Request).where(Request.id.in_(dead))).rowcount
+
+
+def _fresh_copy(row: Request) -> Request:
+    """A transient copy of a row whose insert failed (the failed one stays bound to its
+    session's identity map)."""
+    columns = Request.__table__.columns.keys()
+    return Request(**{name: getattr(row, name) for name in columns})
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:

@@ -6,7 +6,17 @@ The schema itself is created by the Alembic migrations in `migrations/`, not by 
 
 from __future__ import annotations
 
-from sqlalchemy import JSON, Boolean, Float, ForeignKey, Index, Integer, String, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -58,7 +68,7 @@ class Checkpoint(Base):
     kind: Mapped[str] = mapped_column(String(32))  # training | sampler | merged
     step: Mapped[int] = mapped_column(Integer)
     path: Mapped[str] = mapped_column(String(1000))
-    size: Mapped[int] = mapped_column(Integer)
+    size: Mapped[int] = mapped_column(BigInteger)  # bytes; 64-bit since migration 0005
     sha256: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[float] = mapped_column(Float)
     # Tinker face: readable by any key when public; removed by the sweeper after expires_at.
@@ -97,6 +107,9 @@ class Request(Base):
     fingerprint: Mapped[str] = mapped_column(String(64))  # sha256 of kind + path + body
     created_at: Mapped[float] = mapped_column(Float)
     finished_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # `host:pid:token` of the process running it (migration 0005): a starting process forgets
+    # only the unfinished requests of dead processes of its host.
+    owner: Mapped[str | None] = mapped_column(String(200), nullable=True)
 
 
 class TinkerSession(Base):
