@@ -76,6 +76,15 @@ def serve(
     adapter: list[str] = typer.Option(
         [], "--adapter", help="Serve a PEFT LoRA folder by name: NAME=PATH (repeatable)."
     ),
+    ray: str | None = typer.Option(
+        None,
+        "--ray",
+        help="Engine workers as Ray actors: 'local' (start Ray here) or a cluster address "
+        "('auto', 'ray://HOST:PORT', 'HOST:PORT'); docs/scale-out.md.",
+    ),
+    workers: int | None = typer.Option(
+        None, "--workers", min=1, help="Engine workers with --ray (default 1)."
+    ),
 ) -> None:
     """Run the API server (Signal, Tinker, OpenAI faces); more settings: FRONTIER_SIGNAL_* env."""
     import uvicorn
@@ -95,6 +104,10 @@ def serve(
         overrides["database_url"] = database_url
     if adapter:
         overrides["adapters"] = adapter
+    if ray:
+        overrides["ray_address"] = ray
+    if workers is not None:
+        overrides["workers"] = workers
     try:
         settings = ServiceSettings(**overrides)
     except ValueError as exc:
