@@ -28,8 +28,11 @@ import contextlib
 import logging
 import math
 import os
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import ray
@@ -37,8 +40,8 @@ from ray.exceptions import RayActorError, RayTaskError
 
 from frontier_signal.engine import operations as ops
 from frontier_signal.engine.errors import RunNotHeld, WorkerLost
-from frontier_signal.engine.operations import WorkerInfo
-from frontier_signal.engine.ray_worker import NAMESPACE, held_run, start_actor
+from frontier_signal.engine.operations import WorkerInfo, held_run
+from frontier_signal.engine.ray_worker import NAMESPACE, start_actor
 from frontier_signal.engine.types import TokenCallback
 
 logger = logging.getLogger(__name__)
@@ -66,13 +69,35 @@ def connect(address: str, workers: int, cpus: float) -> bool:
     """Join (or, for `local`, start) a Ray instance; True when this call started it."""
     if ray.is_initialized():
         return False
-    options: dict = {"namespace": NAMESPACE, "log_to_driver": False}
-    if address == "local":
-        total = max(os.cpu_count() or 1, math.ceil(workers * (cpus or 1)))
-        ray.init(num_cpus=total, include_dashboard=False, **options)
-    else:
-        ray.init(address=address, **options)
+    options: dict = {"namespace": NAMESPACE, "log_to_driver": False, "configure_logging": False}
+    # ray.init replaces the SIGTERM handler with one that exits at once: the server's own
+    # (uvicorn's graceful shutdown, which writes the runs' checkpoints) is put back.
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        if address == "local":
+            total = max(os.cpu_count() or 1, math.ceil(workers * (cpus or 1)))
+            ray.init(num_cpus=total, include_dashboard=False, **options)
+        else:
+            _token_auth_when_available()
+            ray.init(address=address, **options)
+    finally:
+        if threading.current_thread() is threading.main_thread():
+            for sig, handler in handlers.items():
+                if handler is not None:
+                    signal.signal(sig, handler)
     return True
+
+
+def _token_auth_when_available() -> None:
+    """Joining a cluster: use Ray's token authentication when this machine has the token
+    (`ray start` turns it on by default and writes ~/.ray/auth_token; `ray.init(address=...)`
+    alone does not look for it), unless RAY_AUTH_MODE says otherwise."""
+    token_file = Path.home() / ".ray" / "auth_token"
+    if "RAY_AUTH_MODE" not in os.environ and (
+        os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")
+        or token_file.is_file()
+    ):  # fmt: skip
+        os.environ["RAY_AUTH_MODE"] = "token"
 
 
 class WorkerPool:

@@ -25,29 +25,11 @@ import ray
 
 from frontier_signal.engine import operations as ops
 from frontier_signal.engine.errors import RunNotHeld
+from frontier_signal.engine.operations import held_run
 from frontier_signal.engine.worker import InProcessWorker
 
 NAMESPACE = "frontier-signal"
 ACTOR_NAME = "frontier-signal-worker-{index}"
-
-
-def held_run(op: Any, key: str) -> str:
-    """The run `op` needs its worker to hold ("" for none): a run operation's run, or the run
-    a `Sample` / `Embed` / `PrepareSampling` reads (its `key`, when it names that run and no
-    checkpoint). `CreateRun` and `RestoreRun` make a run held instead."""
-    if isinstance(op, ops.CreateRun | ops.RestoreRun):
-        return ""
-    run_id = getattr(op, "run_id", "")
-    if run_id:
-        return run_id
-    if not key:
-        return ""
-    if isinstance(op, ops.Sample):
-        reads = any(r.model == key and not r.checkpoint for r in op.requests)
-        return key if reads else ""
-    if isinstance(op, ops.Embed | ops.PrepareSampling):
-        return key if op.model == key and not op.checkpoint else ""
-    return ""
 
 
 class EngineActor:
