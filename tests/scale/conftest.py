@@ -7,6 +7,7 @@ are marked `ray` (`-m "not ray"` leaves them out)."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import shutil
@@ -103,8 +104,8 @@ def bob(ray_data) -> str:
 
 @pytest.fixture(scope="module")
 def ray_head(tmp_path_factory):
-    """A Ray head on loopback (`ray start --head --block`, 2 CPUs); its address. Stopped by
-    signalling the `ray start` process we started, which stops what it started."""
+    """A Ray head on loopback (`ray start --head --block`, 2 CPUs, its own process group); its
+    address. Stopped by signalling that process group (the head and what it started)."""
     command = shutil.which("ray", path=os.path.dirname(sys.executable)) or "ray"
     port = free_port()
     log = tmp_path_factory.mktemp("ray-head") / "head.log"
@@ -112,7 +113,7 @@ def ray_head(tmp_path_factory):
     args = [command, "start", "--head", "--block", f"--port={port}", "--num-cpus=2"]
     args += ["--node-ip-address=127.0.0.1", "--include-dashboard=false", "--disable-usage-stats"]
     with open(log, "ab") as out:
-        process = subprocess.Popen(args, env=env, stdout=out, stderr=out)
+        process = subprocess.Popen(args, env=env, stdout=out, stderr=out, start_new_session=True)
     address = f"127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + START_S
@@ -121,10 +122,10 @@ def ray_head(tmp_path_factory):
                 raise RuntimeError(f"ray start failed; see {log}")
             time.sleep(0.2)
         yield address
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(60)
-        except subprocess.TimeoutExpired:
-            process.kill()
+    finally:  # the group of the `ray start` we started: it and the Ray processes it ran
+        os.killpg(process.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
             process.wait(30)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(30)

@@ -32,7 +32,6 @@ import signal
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import ray
@@ -90,14 +89,15 @@ def connect(address: str, workers: int, cpus: float) -> bool:
 
 def _token_auth_when_available() -> None:
     """Joining a cluster: use Ray's token authentication when this machine has the token
-    (`ray start` turns it on by default and writes ~/.ray/auth_token; `ray.init(address=...)`
-    alone does not look for it), unless RAY_AUTH_MODE says otherwise."""
-    token_file = Path.home() / ".ray" / "auth_token"
-    if "RAY_AUTH_MODE" not in os.environ and (
-        os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")
-        or token_file.is_file()
-    ):  # fmt: skip
-        os.environ["RAY_AUTH_MODE"] = "token"
+    (`ray start` turns it on by default and writes ~/.ray/auth_token, but
+    `ray.init(address=...)` alone does not look for it), unless RAY_AUTH_MODE says otherwise.
+    This is what `ray start` itself calls (a private helper: absent before Ray 2.5x)."""
+    try:
+        from ray._private.authentication import authentication_token_setup as setup
+    except ImportError:
+        return
+    with contextlib.suppress(Exception):
+        setup.maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
 
 
 class WorkerPool:
