@@ -75,7 +75,7 @@ def connect(address: str, workers: int, cpus: float) -> bool:
     try:
         if address == "local":
             total = max(os.cpu_count() or 1, math.ceil(workers * (cpus or 1)))
-            ray.init(num_cpus=total, include_dashboard=False, **options)
+            ray.init(address="local", num_cpus=total, include_dashboard=False, **options)
         else:
             _token_auth_when_available()
             ray.init(address=address, **options)
@@ -120,7 +120,7 @@ class WorkerPool:
         worker_options: dict | None = None,
         cpus: float = 0,
         poll_s: float = 0.5,
-        wait_ready_s: float = 120.0,
+        wait_ready_s: float = 300.0,
     ):
         self.address = address
         self.size = max(1, workers)
@@ -189,7 +189,7 @@ class WorkerPool:
         return total | {"queued": total.get("queued", 0)}
 
     def snapshot(self) -> dict[str, list[dict]]:
-        merged: dict[str, list[dict]] = {}
+        merged: dict[str, list[dict]] = {"running": [], "pending": []}
         for slot in self.ready_slots():
             for name, items in slot.description.get("snapshot", {}).items():
                 merged.setdefault(name, []).extend(items)

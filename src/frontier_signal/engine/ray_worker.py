@@ -53,6 +53,8 @@ class EngineActor:
 
     async def submit(self, op: Any, key: str = "", owner: str = "") -> Any:
         """`op`'s typed result (after earlier work of `key`)."""
+        if isinstance(op, ops.DeleteRun) and op.run_id not in self._held:
+            return ops.RunDeleted(op.run_id)  # nothing to free here
         self._check_held(op, key)
         result = await self._worker.submit(op, key=key, owner=owner)
         self._track(op)

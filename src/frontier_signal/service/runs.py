@@ -239,8 +239,9 @@ class RunService:
         self.run_row(tenant_id, run_id)
         self.store.update_run(run_id, status="deleted")
         self.memory.release(run_id)
-        if run_id in self._loading:
-            del self._loading[run_id]
+        # Held by a worker though never loaded here: another API process loaded it.
+        if run_id in self._loading or run_id in self.worker.info().runs:
+            self._loading.pop(run_id, None)
             await self.submit(ops.DeleteRun(run_id), run_id)
 
     async def ensure_loaded(self, row: Run) -> None:
