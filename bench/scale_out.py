@@ -21,6 +21,7 @@ import asyncio
 import json
 import os
 import statistics
+import sys
 import time
 
 MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -124,11 +125,13 @@ async def main() -> None:
             await asyncio.sleep(0.1)
     answer: dict = {"model": args.model, "tokens": args.tokens, "cpus": os.cpu_count()}
     answer["hop"] = await hop(one, args.model, datum, args.repeats)
+    print(json.dumps(answer["hop"]), file=sys.stderr)
     answer["runs"] = {}
     for count in map(int, args.runs.split(",")):
         for pool in (one, two):
             key = f"{count}_runs_{pool.size}_workers"
             answer["runs"][key] = await runs_at_once(pool, args.model, datum, count, args.steps)
+            print(key, json.dumps(answer["runs"][key]), file=sys.stderr)
     print(json.dumps(answer, indent=2))
     two.stop()
     one.stop()
