@@ -118,6 +118,25 @@ def test_the_tinker_sdk_trains_and_samples_through_the_workers(ray_server, alice
     assert training.model_id in {r for w in workers(ray_server.base_url) for r in w["runs"]}
 
 
+def test_a_stream_left_early_stops_its_generation_on_the_worker(ray_server, alice):
+    openai = pytest.importorskip("openai")
+    url = ray_server.base_url
+    before = httpx.get(f"{url}/ready", timeout=10).json()["scheduler"]["cancelled_generations"]
+    with openai.OpenAI(base_url=f"{url}/v1", api_key=alice, max_retries=0) as client:
+        stream = client.completions.create(
+            model=TINY, prompt=PROMPT, max_tokens=4000, temperature=1.0, stream=True
+        )
+        next(iter(stream))  # the first tokens came back through the Ray stream; then leave
+        stream.close()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # the Ray task is cancelled, so the generation stops
+        counts = httpx.get(f"{url}/ready", timeout=10).json()["scheduler"]
+        if counts["cancelled_generations"] > before and counts["generating"] == 0:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"the generation went on after its caller left: {counts}")
+
+
 def test_a_killed_worker_s_runs_resume_from_their_checkpoint_and_clients_finish(
     ray_server, alice, bob
 ):
