@@ -182,11 +182,11 @@ class WorkerPool:
         )
 
     def counts(self) -> dict:
-        total: dict = {}
+        total = dict.fromkeys(("pending", "generating", "cancelled_generations", "queued"), 0)
         for slot in self.ready_slots():
             for name, value in slot.description.get("counts", {}).items():
                 total[name] = total.get(name, 0) + value
-        return total | {"queued": total.get("queued", 0)}
+        return total
 
     def snapshot(self) -> dict[str, list[dict]]:
         merged: dict[str, list[dict]] = {"running": [], "pending": []}
