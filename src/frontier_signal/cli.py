@@ -61,7 +61,12 @@ def list_models() -> None:
 # one name, one type, one default and one validation: a flag left out is None here and the setting
 # then comes from its FRONTIER_SIGNAL_* environment variable, `.env` or its default, in that order.
 # Legacy spellings of the repeatable options; every other flag is the field's name in kebab case.
-SERVE_FLAGS = {"model_dirs": "--model-dir", "adapters": "--adapter", "no_auth": "--no-auth/--auth"}
+SERVE_FLAGS = {
+    "model_dirs": "--model-dir",
+    "adapters": "--adapter",
+    "no_auth": "--no-auth/--auth",
+    "ray_address": "--ray",
+}
 
 
 def _serve_parameters(settings_type: type[BaseModel]) -> list[inspect.Parameter]:

@@ -42,5 +42,22 @@ class CheckpointNotFoundError(NotFoundError):
     """A checkpoint path that does not exist or is not a Frontier Signal / PEFT checkpoint."""
 
 
+class RunNotHeld(RunNotFoundError):
+    """The engine worker asked holds no run of this id (a fresh or restarted worker, or the
+    run lives elsewhere): the service restores it from its newest training checkpoint."""
+
+    def __init__(self, run_id: str):
+        super().__init__(f"run {run_id!r} is not held by this engine worker")
+        self.run_id = run_id
+
+    def __reduce__(self):  # pickles across processes with its run id
+        return (RunNotHeld, (self.run_id,))
+
+
+class WorkerLost(EngineError):
+    """The engine worker running an operation died before it answered (a 503 the clients
+    retry): its runs resume on a live worker from their newest training checkpoint."""
+
+
 class SchedulerStopped(RuntimeError):
     """The engine worker is shutting down and no longer takes or finishes work (a 503)."""

@@ -180,6 +180,8 @@ def _(op: CreateRun, engine: Engine) -> RunCreated:
 
 @_run.register
 def _(op: RestoreRun, engine: Engine) -> RunRestored:
+    if op.run_id in engine.list_runs():  # held already (another API process restored it)
+        return RunRestored(op.run_id, engine.get_run(op.run_id).step)
     if op.checkpoint:
         optimizer = op.config.optimizer if op.config is not None else None
         info = engine.create_run_from_checkpoint(

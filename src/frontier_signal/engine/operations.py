@@ -320,6 +320,25 @@ def batch_model(op: object) -> str:
     return ""
 
 
+def held_run(op: object, key: str) -> str:
+    """The run `op` needs its worker to hold ("" for none): a run operation's run, or the run
+    a `Sample` / `Embed` / `PrepareSampling` reads (its `key`, when it names that run and no
+    checkpoint). `CreateRun` and `RestoreRun` make a run held instead."""
+    if isinstance(op, CreateRun | RestoreRun):
+        return ""
+    run_id = getattr(op, "run_id", "")
+    if run_id:
+        return run_id
+    if not key:
+        return ""
+    if isinstance(op, Sample):
+        reads = any(r.model == key and not r.checkpoint for r in op.requests)
+        return key if reads else ""
+    if isinstance(op, Embed | PrepareSampling):
+        return key if op.model == key and not op.checkpoint else ""
+    return ""
+
+
 @dataclass(frozen=True)
 class WorkerInfo:
     """What a worker's engine holds, as its engine thread last published it (after each

@@ -107,6 +107,10 @@ class Scheduler(SampleTurns):
     def start(self) -> None:
         self._thread.start()
 
+    def is_alive(self) -> bool:
+        """Whether the engine thread runs (started, not stopped)."""
+        return self._thread.is_alive()
+
     def submit(
         self, op: Any, key: str = "", owner: str = "", on_token: TokenCallback | None = None
     ) -> Future:

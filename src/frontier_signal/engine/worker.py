@@ -15,6 +15,8 @@ or the store.
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
 from typing import Any, Protocol, runtime_checkable
 
 from frontier_signal.engine import executor
@@ -57,6 +59,11 @@ class EngineWorker(Protocol):
 
     def observe(self, observer: Any) -> None:
         """Send batch starts, ends and first tokens to `observer` (service/telemetry.py)."""
+        ...
+
+    def workers(self) -> list[dict]:
+        """One entry per engine worker (`GET /ready`): id, node, pid, state ("ready" |
+        "starting" | "dead"), base models loaded, runs held, memory those runs hold."""
         ...
 
     def start(self) -> None: ...
@@ -118,6 +125,21 @@ class InProcessWorker:
 
     def observe(self, observer: Any) -> None:
         self._scheduler.observer = observer
+
+    def workers(self) -> list[dict]:
+        info = self.info()
+        state = "ready" if self._scheduler.is_alive() else "starting"
+        return [
+            {
+                "id": "worker-0",
+                "node": socket.gethostname(),
+                "pid": os.getpid(),
+                "state": state,
+                "base_models": list(info.loaded_models),
+                "runs": list(info.runs),
+                "memory_bytes": info.memory_bytes,
+            }
+        ]
 
     def start(self) -> None:
         self._scheduler.start()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import logging
 import time
 import uuid
@@ -82,12 +83,14 @@ def create_app(
     """Build the app. `worker` (not started) replaces the in-process one the settings describe:
     tests share an already-loaded engine that way, a deployment can pass a remote worker."""
     settings = settings or ServiceSettings()
+    if settings.ray_address and importlib.util.find_spec("ray") is None:
+        raise ValueError("--ray needs Ray: pip install 'frontier-signal[ray]'")
     if settings.no_auth and settings.host not in LOOPBACK:
         raise ValueError(f"--no-auth serves anyone who can connect; refusing host {settings.host}")
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
-        state = await start_state(settings, worker or in_process_worker(settings))
+        state = await start_state(settings, worker or make_worker(settings))
         state.runs.telemetry = app.state.telemetry
         app.state.telemetry.bind(state.worker)
         app.state.frontier = state
@@ -212,26 +215,47 @@ async def start_state(settings: ServiceSettings, worker: EngineWorker) -> AppSta
     return state
 
 
+def make_worker(settings: ServiceSettings) -> EngineWorker:
+    """The worker `settings` describe: a pool of Ray actors with `ray_address` (ray is imported
+    only then), else an engine on this process's scheduler thread."""
+    if settings.ray_address:
+        try:
+            from frontier_signal.engine.pool import WorkerPool
+        except ImportError as exc:
+            raise ValueError(
+                f"--ray needs Ray: pip install 'frontier-signal[ray]' ({exc})"
+            ) from None
+        return WorkerPool(
+            settings.ray_address, settings.workers, worker_options(settings), settings.worker_cpus
+        )
+    return in_process_worker(settings)
+
+
 def in_process_worker(settings: ServiceSettings) -> InProcessWorker:
-    """The worker `settings` describe: an engine on this process's scheduler thread."""
-    return InProcessWorker(
-        engine_options={
+    """An engine on this process's scheduler thread, as `settings` describe it."""
+    return InProcessWorker(**worker_options(settings))
+
+
+def worker_options(settings: ServiceSettings) -> dict:
+    """`InProcessWorker` arguments (plain data: a Ray actor builds its engine from them)."""
+    return {
+        "engine_options": {
             "device": settings.device,
             "dtype": settings.dtype,
             "decode_4bit": settings.decode_4bit,
             "activation_budget_mib": settings.activation_budget_mib,
         },
-        cache_options={
+        "cache_options": {
             "adapter_mib": settings.adapter_cache_mib,
             "adapter_count": settings.adapter_cache_count,
             "prefix_mib": settings.prefix_cache_mib,
         },
-        scheduler_options={
+        "scheduler_options": {
             "sample_gather_s": settings.sample_gather_ms / 1000,
             "sample_gather_cap_s": 5 * settings.sample_gather_ms / 1000,
             "slice_tokens": settings.decode_slice_tokens,
         },
-    )
+    }
 
 
 async def _load_models(state: AppState) -> None:

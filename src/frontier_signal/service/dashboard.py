@@ -115,7 +115,7 @@ class DashboardService:
         counts by kind (shared work, such as loading a base model, is counted there too)."""
         own = {run.id for run in self.store.list_runs(tenant_id)}
         snapshot = self.runs.worker.snapshot()
-        answer: dict = {"workers": 1}
+        answer: dict = {"workers": len(self.runs.worker.workers())}
         for part in ("running", "pending"):
             mine, others = [], Counter[str]()
             for position, work in enumerate(snapshot[part]):

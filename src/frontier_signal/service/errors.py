@@ -71,8 +71,18 @@ class UpstreamError(ServiceError):
 
 
 class Unavailable(ServiceError):
+    """Not now, worth retrying: 503 with `Retry-After` and `x-should-retry: true` (the SDK,
+    `openai`, `tinker` and `hpcai` clients retry it)."""
+
     status = 503
     type = "unavailable_error"
+
+    def __init__(self, message: str, retry_after: float = 1.0):
+        super().__init__(message, retry_headers(retry_after))
+
+
+def retry_headers(retry_after: float) -> dict[str, str]:
+    return {"Retry-After": str(max(1, round(retry_after))), "x-should-retry": "true"}
 
 
 class StoredError(ServiceError):
@@ -90,15 +100,22 @@ def describe(exc: BaseException) -> tuple[int, str, str, dict[str, str]]:
     Engine errors are the user's mistakes (400/404); anything unexpected is a 500 whose message
     does not leak internals (the traceback goes to the log).
     """
-    from frontier_signal.engine.errors import InvalidInputError, SchedulerStopped
+    from frontier_signal.engine.errors import (
+        InvalidInputError,
+        RunNotHeld,
+        SchedulerStopped,
+        WorkerLost,
+    )
     from frontier_signal.engine.errors import NotFoundError as EngineNotFound
 
     if isinstance(exc, ServiceError):
         return exc.status, exc.type, exc.message, exc.headers
+    if isinstance(exc, WorkerLost | RunNotHeld):  # a worker died or restarted: retry
+        return 503, "unavailable_error", str(exc), retry_headers(1)
     if isinstance(exc, EngineNotFound):
         return 404, "not_found_error", str(exc), {}
     if isinstance(exc, InvalidInputError):
         return 400, "invalid_request_error", str(exc), {}
     if isinstance(exc, SchedulerStopped):
-        return 503, "unavailable_error", str(exc), {"Retry-After": "5"}
+        return 503, "unavailable_error", str(exc), retry_headers(5)
     return 500, "server_error", "internal server error; the server log has the details", {}

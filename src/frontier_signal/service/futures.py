@@ -20,6 +20,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 
+from frontier_signal.engine.errors import WorkerLost
 from frontier_signal.service.errors import InvalidRequest, NotFound, RateLimited, describe
 from frontier_signal.service.ledger import RequestLedger
 from frontier_signal.service.owners import owner_alive
@@ -133,7 +134,7 @@ class FutureService:
             elif previous is not None:
                 with contextlib.suppress(Exception):
                     await previous  # its own failure is recorded on its own future
-            return await self._recorded(row.id, operation)
+            return await self._recorded(row.id, lambda: retried_on_worker_loss(operation))
 
         self._done_events[row.id] = asyncio.Event()
         self._kinds[row.id] = row.kind
@@ -290,3 +291,18 @@ class FutureService:
             row = await self.ledger.get(row.id) or row
             delay = min(delay * 2, 0.5)
         return row
+
+
+async def retried_on_worker_loss(operation: Callable[[], Awaitable[dict]], tries: int = 3) -> dict:
+    """`operation()`, run again (up to `tries` times, a second apart) when the engine worker
+    running it died: a future cannot answer 503 for its client to retry, so the server does
+    (the run resumes on a live worker from its newest training checkpoint, engine/pool.py)."""
+    for attempt in range(tries):
+        try:
+            return await operation()
+        except WorkerLost:
+            if attempt == tries - 1:
+                raise
+            logger.warning("an engine worker was lost under a future; running it again")
+            await asyncio.sleep(1.0)
+    raise AssertionError("unreachable")

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from frontier_signal.backend import models
 from frontier_signal.engine import operations as ops
+from frontier_signal.engine.errors import RunNotHeld
 from frontier_signal.engine.types import (
     ForwardBackwardResult,
     SamplingParams,
@@ -97,8 +98,25 @@ class RunService:
         return self._tokenizers[base_model]
 
     async def submit(self, op, key: str = "", owner: str = "", on_token=None):
-        """Run a typed engine operation through the worker (after earlier work of `key`)."""
-        return await self.worker.submit(op, key=key, owner=owner, on_token=on_token)
+        """Run a typed engine operation through the worker (after earlier work of `key`).
+
+        A worker that answers that it does not hold the run (it restarted after a crash, or
+        the run's worker died: `engine/pool.py`) gets the run restored on a live worker from
+        its newest training checkpoint, then the operation once more."""
+        try:
+            return await self.worker.submit(op, key=key, owner=owner, on_token=on_token)
+        except RunNotHeld as exc:
+            row = self.store.get_run(exc.run_id)
+            if row is None or row.status != "active":
+                raise NotFound(f"no run {exc.run_id!r}: it does not exist") from None
+            logger.warning("run %s is on no live worker: restoring it", exc.run_id)
+            if (
+                isinstance(self._loading.get(row.id), asyncio.Future)
+                and self._loading[row.id].done()
+            ):
+                del self._loading[row.id]
+            await self.ensure_loaded(row)
+            return await self.worker.submit(op, key=key, owner=owner, on_token=on_token)
 
     # ----- models and runs ---------------------------------------------------------------
     def base_models(self) -> list[str]:
@@ -188,8 +206,9 @@ class RunService:
         self.run_row(tenant_id, run_id)
         self.store.update_run(run_id, status="deleted")
         self.memory.release(run_id)
-        if run_id in self._loading:
-            del self._loading[run_id]
+        # Held by a worker though never loaded here: another API process loaded it.
+        if run_id in self._loading or run_id in self.worker.info().runs:
+            self._loading.pop(run_id, None)
             await self.submit(ops.DeleteRun(run_id), run_id)
 
     async def ensure_loaded(self, row: Run) -> None:
@@ -245,8 +264,10 @@ class RunService:
         return (await self.submit(op, row.id)).step
 
     def _after_restore(self, row: Run, step: int) -> None:
+        row = self.store.get_run(row.id) or row  # another API process may have moved it
         if step != row.step:
             logger.warning("run %s resumed at step %d (it had reached %d)", row.id, step, row.step)
+            self._pending_loss.pop(row.id, None)
             self.store.update_run(row.id, step=step)
             self.store.delete_metrics_after(row.id, step)
             for checkpoint in self.store.list_checkpoints(row.id, "sampler"):

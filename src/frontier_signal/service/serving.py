@@ -265,7 +265,7 @@ class ServingService:
             fit_context=True,
             default_max_tokens=DEFAULT_MAX_TOKENS,
         )
-        sampled = await self.worker.submit(
+        sampled = await self.runs.submit(
             op, key=target.key, owner=target.tenant_id, on_token=on_token
         )
         return sampled.results
@@ -318,7 +318,7 @@ class ServingService:
                 await self.runs.ensure_loaded(target.run)
             else:
                 op = ops.PrepareSampling(target.engine_model, target.checkpoint)
-                await self.worker.submit(op, key=target.key)
+                await self.runs.submit(op, key=target.key)
         except Exception as exc:  # noqa: BLE001 - reported through the status
             status.status, status.detail = "error", str(exc) or type(exc).__name__
         else:

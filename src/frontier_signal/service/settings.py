@@ -98,6 +98,19 @@ class ServiceSettings(BaseSettings):
         description="Automatic training checkpoints (auto-step-N) kept per run: the newest N; "
         "checkpoints a caller saved are never pruned.",
     )
+    ray_address: str | None = Field(
+        None,
+        description="Run the engine in Ray actors (docs/scale-out.md): 'local' starts Ray in this "
+        "process; 'auto', 'ray://HOST:PORT' or 'HOST:PORT' joins a cluster. Unset: one engine in "
+        "this process. Needs `pip install frontier-signal[ray]`.",
+    )
+    workers: int = Field(1, ge=1, le=1024, description="Engine workers (Ray actors) with --ray.")
+    worker_cpus: float = Field(
+        0,
+        ge=0,
+        description="CPUs (and torch threads) per engine worker without GPUs, with --ray "
+        "(0: the cluster's CPUs / workers). With GPUs each worker takes one GPU.",
+    )
     log_level: str = Field("info", description="debug | info | warning | error")
 
     @field_validator("adapters")

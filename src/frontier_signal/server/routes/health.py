@@ -35,4 +35,6 @@ async def ready(request: Request):
         "models": info.loaded_models,
         "caches": info.caches,
         "scheduler": state.worker.counts(),
+        # Every engine worker: id, node, pid, state, base models, runs held, memory.
+        "workers": state.worker.workers(),
     }
