@@ -100,7 +100,7 @@ def test_help_lists_every_setting_with_its_variable(tmp_path):
     env.update(COLUMNS="400", TERMINAL_WIDTH="400", NO_COLOR="1")
     done = subprocess.run([*SERVE, "--help"], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    aliases = {"model_dirs": "--model-dir", "adapters": "--adapter"}
+    aliases = {"model_dirs": "--model-dir", "adapters": "--adapter", "ray_address": "--ray"}
     for name in ServiceSettings.model_fields:
         assert aliases.get(name, "--" + name.replace("_", "-")) in done.stdout, name
         assert f"FRONTIER_SIGNAL_{name.upper()}" in done.stdout, name

@@ -1,11 +1,13 @@
-"""The one stop policy (service/sampling.py) and how each face's wire spelling maps onto it."""
+"""The one stop policy (engine/validation.stop_token_ids, applied by the executor) and how
+each face's wire spelling maps onto it."""
 
 from __future__ import annotations
 
 from frontier_signal.engine.types import SamplingParams
+from frontier_signal.engine.validation import stop_token_ids, tokens_to_generate
 from frontier_signal.server.schemas.openai import CompletionBody
 from frontier_signal.server.schemas.tinker import WireSamplingParams, to_sampling_params
-from frontier_signal.service.sampling import sample_requests, stop_token_ids
+from frontier_signal.service.sampling import sample_requests
 
 EOS = 2
 
@@ -32,10 +34,11 @@ def test_openai_ignore_eos_reaches_the_policy():
     assert stop_token_ids(plain.sampling_params(4, 0), EOS) == (EOS,)
 
 
-def test_the_builder_applies_the_policy_and_the_context_to_every_prompt():
-    [text] = sample_requests("run", ["Hello"], SamplingParams(max_tokens=5), EOS)
-    assert text.prompt_text == "Hello" and text.params.stop_token_ids == (EOS,)
-    params = SamplingParams(max_tokens=0)
-    short, long = sample_requests("base", [[1] * 10, [1] * 30], params, EOS, context=40)
-    assert short.params.max_tokens == 30 and long.params.max_tokens == 10
-    assert short.params.stop_token_ids == long.params.stop_token_ids == (EOS,)
+def test_the_builder_makes_one_request_per_prompt_and_the_context_caps_max_tokens():
+    [text] = sample_requests("run", ["Hello"], SamplingParams(max_tokens=5))
+    assert text.prompt_text == "Hello" and text.prompt_tokens == [] and text.params.max_tokens == 5
+    [tokens] = sample_requests("base", [[1, 2]], SamplingParams(), num_samples=3)
+    assert tokens.prompt_tokens == [1, 2] and tokens.num_samples == 3
+    # What the executor does with `fit_context`: 0 means as many as fit, up to the default.
+    assert tokens_to_generate(40, 10, 0, 512) == 30
+    assert tokens_to_generate(40, 30, 0, 512) == 10

@@ -19,7 +19,7 @@ from frontier_signal import SignalAPIError, SignalClient
 from frontier_signal.engine import operations as ops
 from frontier_signal.engine.types import SampleRequest, SamplingParams
 from frontier_signal.engine.worker import DirectWorker
-from frontier_signal.service.runs import engine_config
+from frontier_signal.server.schemas.signal import CreateRunBody
 from tests.conftest import TINY
 from tests.scale.conftest import wait_workers, workers
 
@@ -33,7 +33,8 @@ class OneProcess:
 
     def __init__(self, config: dict):
         self.worker = DirectWorker(device="cpu", dtype="float32")
-        self.worker.run(ops.CreateRun("same", engine_config(config)))
+        spec = CreateRunBody.model_validate(config).to_run_spec("same")
+        self.worker.run(ops.CreateRun("same", spec.engine_config()))
         self.max_length = config["max_seq_length"]
 
     def step(self) -> float:
