@@ -57,6 +57,13 @@ def test_the_one_process_server_imports_no_ray():
     assert shown.stdout.strip() == "False", shown.stderr
 
 
+def test_several_workers_without_ray_are_refused_with_the_fix(tmp_path):
+    from frontier_signal.server.app import create_app
+
+    with pytest.raises(ValueError, match="needs --ray"):
+        create_app(server_settings(tmp_path, workers=2))
+
+
 def test_routing_reads_the_run_an_operation_needs_held():
     request = SampleRequest("run_a", prompt_text="hi")
     assert ops.held_run(ops.ForwardBackward("run_a", TINY), "") == "run_a"

@@ -355,8 +355,10 @@ class WorkerPool:
         for run_id, holder in list(self._where.items()):
             if holder is slot and run_id not in described["runs"]:
                 del self._where[run_id]
-        for run_id in described["runs"]:
-            self._where[run_id] = slot
+        for run_id in described["runs"]:  # held twice (see docs): the lower-numbered worker
+            current = self._where.get(run_id)
+            if current is None or current.state != "ready" or current.index >= slot.index:
+                self._where[run_id] = slot
 
     def _ensure_poller(self) -> None:
         if self._poller is None or self._poller.done():

@@ -85,6 +85,11 @@ def create_app(
     settings = settings or ServiceSettings()
     if settings.ray_address and importlib.util.find_spec("ray") is None:
         raise ValueError("--ray needs Ray: pip install 'frontier-signal[ray]'")
+    if settings.workers > 1 and not settings.ray_address:
+        raise ValueError(
+            f"--workers {settings.workers} needs --ray: 'local' (this machine) or a Ray cluster "
+            "address (docs/scale-out.md); without it one engine runs in this process"
+        )
     if settings.no_auth and settings.host not in LOOPBACK:
         raise ValueError(f"--no-auth serves anyone who can connect; refusing host {settings.host}")
 
