@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from frontier_signal.backend import checkpoints, models
 from frontier_signal.backend.training import RunState
@@ -19,6 +20,7 @@ from frontier_signal.engine.types import (
     CheckpointInfo,
     CheckpointKind,
     OptimizerSpec,
+    RunConfig,
     RunInfo,
 )
 
@@ -28,6 +30,13 @@ class EngineCheckpoints:
     call (`_run`, `get_run`, `create_run`, `delete_run`)."""
 
     _runs: dict[str, RunState]
+
+    if TYPE_CHECKING:  # Engine's methods (engine/engine.py)
+
+        def _run(self, run_id: str) -> RunState: ...
+        def get_run(self, run_id: str) -> RunInfo: ...
+        def create_run(self, config: RunConfig, run_id: str | None = None) -> RunInfo: ...
+        def delete_run(self, run_id: str) -> None: ...
 
     def save_checkpoint(
         self, run_id: str, path: str | Path, kind: CheckpointKind = "training"

@@ -16,6 +16,7 @@ import gc
 import logging
 import uuid
 from dataclasses import replace
+from typing import Any
 
 import torch
 
@@ -35,6 +36,7 @@ from frontier_signal.engine.types import (
     ForwardBackwardRequest,
     ForwardBackwardResult,
     OptimStepResult,
+    Reduction,
     RunConfig,
     RunInfo,
     normalize_target_modules,
@@ -240,13 +242,13 @@ class Engine(EngineSampling, EngineCheckpoints):
         datums: list[Datum],
         loss_fn: str = "cross_entropy",
         loss_fn_config: dict[str, float] | None = None,
-        reduction: str = "sum",
+        reduction: Reduction = "sum",
         accumulate: bool = True,
     ) -> ForwardBackwardResult:
         """Forward + backward of one run; the gradient is added to the run's pending gradient."""
         request = ForwardBackwardRequest(
             run_id, datums, loss_fn, dict(loss_fn_config or {}), reduction, accumulate
-        )  # type: ignore[arg-type]
+        )
         return self.forward_backward_batch([request])[0]
 
     def forward(
@@ -291,9 +293,9 @@ class Engine(EngineSampling, EngineCheckpoints):
             results.update(zip(indices, outputs, strict=True))
         return [results[i] for i in range(len(requests))]
 
-    def optim_step(self, run_id: str, **overrides: float) -> OptimStepResult:
+    def optim_step(self, run_id: str, **overrides: float | None) -> OptimStepResult:
         """Apply the pending gradient; `overrides` (learning_rate, beta1, beta2, eps,
-        weight_decay, grad_clip_norm) apply to this step only.
+        weight_decay, grad_clip_norm) apply to this step only; None keeps the run's setting.
 
         Raises:
             InvalidInputError: no pending gradient, a bad override, or a non-finite gradient
@@ -310,9 +312,9 @@ class Engine(EngineSampling, EngineCheckpoints):
         }
         if unknown:
             raise InvalidInputError(f"unknown optimizer settings {sorted(unknown)}")
-        spec = replace(
-            run.config.optimizer, **{k: v for k, v in overrides.items() if v is not None}
-        )
+        # Any: mypy checks a `**dict` against every field, `kind` (a Literal) included.
+        given: dict[str, Any] = {k: v for k, v in overrides.items() if v is not None}
+        spec = replace(run.config.optimizer, **given)
         validation.check_optimizer(spec)
         if not run.has_pending_gradient():
             raise InvalidInputError("nothing to apply: call forward_backward first")

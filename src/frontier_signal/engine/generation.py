@@ -36,6 +36,12 @@ class SampleTurns:
     _cond: threading.Condition
     _stopping: bool
 
+    if TYPE_CHECKING:  # Scheduler's methods (engine/scheduler.py)
+
+        def _finish(self, works: list[Work], generating: Generating | None = None) -> None: ...
+        def _succeed(self, work: Work, outcome: Any) -> None: ...
+        def _fail(self, work: Work, exc: BaseException) -> None: ...
+
     def _gather_samples(self, head: Work) -> bool:
         """With the lock held: wait while samples keep arriving (see the module doc); True
         when more came. Stopping, or a full batch, ends the wait."""

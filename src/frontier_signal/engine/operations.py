@@ -180,12 +180,12 @@ class Forward(ForwardBackward):
 @dataclass(frozen=True)
 class OptimStep:
     """Apply the pending gradient (`overrides`: learning_rate, beta1, beta2, eps,
-    weight_decay, grad_clip_norm for this step only), then write the step's sampler weights to
-    `sampler_folder` and, when `training_every` divides the new step, a training checkpoint to
-    `training_folder` (both may hold `{step}`)."""
+    weight_decay, grad_clip_norm for this step only; None keeps the run's own), then write the
+    step's sampler weights to `sampler_folder` and, when `training_every` divides the new step,
+    a training checkpoint to `training_folder` (both may hold `{step}`)."""
 
     run_id: str
-    overrides: dict[str, float] = field(default_factory=dict)
+    overrides: dict[str, float | None] = field(default_factory=dict)
     sampler_folder: str = ""
     training_folder: str = ""
     training_every: int = 0

@@ -26,6 +26,7 @@ from frontier_signal.engine.types import SampleRequest, SampleResult, TokenCallb
 
 if TYPE_CHECKING:
     from frontier_signal.backend.base_model import BaseModel
+    from frontier_signal.backend.prefix_cache import PrefixCache
     from frontier_signal.backend.training import RunState
 
 
@@ -36,6 +37,11 @@ class EngineSampling:
     _bases: dict[str, BaseModel]
     _runs: dict[str, RunState]
     adapters: AdapterCache
+
+    if TYPE_CHECKING:  # Engine's methods (engine/engine.py)
+
+        def load_model(self, name: str) -> BaseModel: ...
+        def prefix_cache(self, base_model: str) -> PrefixCache: ...
 
     def sample(self, request: SampleRequest) -> SampleResult:
         return self.sample_batch([request])[0]

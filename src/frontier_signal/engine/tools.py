@@ -118,11 +118,12 @@ def _text_content(message: dict, where: str) -> str:
 
 def render_call(name: str, arguments: object) -> str:
     if isinstance(arguments, str):
+        text = arguments
         try:
-            arguments = json.loads(arguments) if arguments.strip() else {}
+            arguments = json.loads(text) if text.strip() else {}
         except json.JSONDecodeError:
             raise InvalidInputError(
-                f"tool call {name!r}: arguments are not valid JSON: {arguments[:80]!r}"
+                f"tool call {name!r}: arguments are not valid JSON: {text[:80]!r}"
             ) from None
     payload = json.dumps({"name": name, "arguments": arguments}, ensure_ascii=False)
     return f"{CALL_OPEN}{payload}{CALL_CLOSE}"

@@ -103,7 +103,8 @@ def create_app(
         try:
             yield
         finally:
-            await state.session_expiry.stop()
+            if state.session_expiry is not None:  # start_state sets it
+                await state.session_expiry.stop()
             await state.runs.shutdown()
             await asyncio.to_thread(state.worker.stop)
             await state.requests.close()

@@ -125,12 +125,17 @@ class FutureService:
                     f"{row.kind.removeprefix('tinker.')} request; use a new key"
                 )
             return row.id
-        ordered_by_seq = seq_id is not None and model_id is not None and seq_scope is None
-        previous = self._tails.get(model_id) if model_id and not ordered_by_seq else None
+        # (model, seq_id) when the model's operations are ordered by seq_id, else None.
+        seq_key = (
+            (model_id, seq_id)
+            if seq_id is not None and model_id is not None and seq_scope is None
+            else None
+        )
+        previous = self._tails.get(model_id) if model_id and seq_key is None else None
 
         async def in_order() -> dict:
-            if ordered_by_seq:
-                await self._after_predecessor(model_id, seq_id)
+            if seq_key is not None:
+                await self._after_predecessor(*seq_key)
             elif previous is not None:
                 with contextlib.suppress(Exception):
                     await previous  # its own failure is recorded on its own future
@@ -140,10 +145,10 @@ class FutureService:
         self._kinds[row.id] = row.kind
         self._in_flight[tenant_id] += 1
         task = asyncio.ensure_future(in_order())
-        if ordered_by_seq:
-            self._by_seq[(model_id, seq_id)] = task
-            self._seq_arrived.setdefault((model_id, seq_id), asyncio.Event()).set()
-            task.add_done_callback(lambda _: self._forget_seq(model_id, seq_id))
+        if seq_key is not None:
+            self._by_seq[seq_key] = task
+            self._seq_arrived.setdefault(seq_key, asyncio.Event()).set()
+            task.add_done_callback(lambda _: self._forget_seq(*seq_key))
         if model_id:
             self._tails[model_id] = task
         self._tasks[row.id] = task

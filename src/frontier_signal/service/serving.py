@@ -151,7 +151,8 @@ class ServingService:
             items.append(ServableModel(name, started, "frontier-signal", parent))
         for row in self.runs.store.list_runs(tenant_id):
             items.append(ServableModel(row.id, row.created_at, tenant_id, row.base_model))
-            names, steps = {}, {}
+            names: dict[str, float] = {}
+            steps: dict[int, float] = {}
             for checkpoint in self.runs.store.list_checkpoints(row.id):
                 if checkpoint.kind == "sampler":
                     steps.setdefault(checkpoint.step, checkpoint.created_at)
@@ -211,7 +212,7 @@ class ServingService:
                 f"model {model!r} is a {checkpoint.kind} export, which is served by loading it as "
                 "a base model; name the run or one of its adapter checkpoints instead"
             )
-        row = self.runs.store.get_run(run_id)
+        row = self.runs.store.existing_run(run_id)
         folder = self.runs.storage.local(checkpoint.path)  # shared storage: downloaded once
         return Target(model, row.base_model, row.id, folder, row)
 

@@ -27,6 +27,10 @@ import shutil
 import tempfile
 import uuid
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from fsspec import AbstractFileSystem
 
 MANIFEST = ".frontier-signal-manifest.json"
 
@@ -60,7 +64,7 @@ class CheckpointStorage:
     def __init__(self, url: str, data_dir: Path):
         self.data_dir = Path(data_dir)
         self.url = url.rstrip("/")
-        self.fs = None
+        self.fs: AbstractFileSystem | None = None
         self.root = ""
         if self.url:
             import fsspec  # only with a storage URL
@@ -72,6 +76,13 @@ class CheckpointStorage:
         self.shared = self.fs is not None
 
     @property
+    def _shared_fs(self) -> AbstractFileSystem:
+        """The storage's filesystem, for the paths that only run when storage is shared."""
+        if self.fs is None:
+            raise RuntimeError("checkpoint storage is not shared (no storage URL)")
+        return self.fs
+
+    @property
     def is_local(self) -> bool:
         protocol = self.fs.protocol if self.fs is not None else "file"
         return "file" in (protocol if isinstance(protocol, tuple) else (protocol,))
@@ -81,7 +92,7 @@ class CheckpointStorage:
         storage URL when storage is shared (contract-notes, save_state)."""
         if not self.shared:
             return Path(folder).resolve().as_uri()
-        return self.fs.unstrip_protocol(f"{self.root}/{_key(folder)}")
+        return self._shared_fs.unstrip_protocol(f"{self.root}/{_key(folder)}")
 
     # ----- writing ---------------------------------------------------------------------------
     def publish(self, folder: Path) -> None:
@@ -119,24 +130,25 @@ class CheckpointStorage:
             shutil.rmtree(tmp, ignore_errors=True)
 
     def _publish_with_manifest(self, folder: Path, target: str, manifest: dict) -> None:
-        if self.fs.exists(f"{target}/{MANIFEST}"):
-            self.fs.rm_file(f"{target}/{MANIFEST}")  # withdrawn while its files change
+        fs = self._shared_fs
+        if fs.exists(f"{target}/{MANIFEST}"):
+            fs.rm_file(f"{target}/{MANIFEST}")  # withdrawn while its files change
         for name in manifest["files"]:
-            self.fs.makedirs(f"{target}/{name}".rsplit("/", 1)[0], exist_ok=True)
-            self.fs.put_file(str(folder / name), f"{target}/{name}")
-        with self.fs.open(f"{target}/{MANIFEST}", "w") as handle:
+            fs.makedirs(f"{target}/{name}".rsplit("/", 1)[0], exist_ok=True)
+            fs.put_file(str(folder / name), f"{target}/{name}")
+        with fs.open(f"{target}/{MANIFEST}", "w") as handle:
             handle.write(json.dumps(manifest))
 
     def remove(self, folder: str | Path) -> None:
         """Remove the shared copy of a folder (the manifest first: readers stop trusting it)."""
         if not self.shared:
             return
-        target = f"{self.root}/{_key(folder)}"
+        fs, target = self._shared_fs, f"{self.root}/{_key(folder)}"
         try:
-            if self.fs.exists(f"{target}/{MANIFEST}"):
-                self.fs.rm_file(f"{target}/{MANIFEST}")
-            if self.fs.exists(target):
-                self.fs.rm(target, recursive=True)
+            if fs.exists(f"{target}/{MANIFEST}"):
+                fs.rm_file(f"{target}/{MANIFEST}")
+            if fs.exists(target):
+                fs.rm(target, recursive=True)
         except FileNotFoundError:
             pass
 
@@ -147,7 +159,7 @@ class CheckpointStorage:
             return Path(folder).is_dir()
         if self._local_copy(folder).is_dir():
             return True
-        return self.fs.exists(f"{self.root}/{_key(folder)}/{MANIFEST}")
+        return self._shared_fs.exists(f"{self.root}/{_key(folder)}/{MANIFEST}")
 
     def local(self, folder: str | Path) -> str:
         """The local copy of a recorded folder, downloaded first if this process has none.
@@ -160,7 +172,7 @@ class CheckpointStorage:
         source = f"{self.root}/{_key(folder)}"
         for attempt in range(3):  # a folder rewritten while read is read again
             try:
-                with self.fs.open(f"{source}/{MANIFEST}") as handle:
+                with self._shared_fs.open(f"{source}/{MANIFEST}") as handle:
                     manifest = json.loads(handle.read())
                 self._download(source, local, manifest)
                 return str(local)
@@ -186,7 +198,7 @@ class CheckpointStorage:
                 (tmp / name).parent.mkdir(parents=True, exist_ok=True)
                 # Replaced while read: the check below refuses the copy.
                 with contextlib.suppress(FileNotFoundError):
-                    self.fs.get_file(f"{source}/{name}", str(tmp / name))
+                    self._shared_fs.get_file(f"{source}/{name}", str(tmp / name))
             if _manifest(tmp)["files"] != manifest["files"]:
                 raise StorageError(
                     f"{source} changed while it was read (its files do not match its manifest); "

@@ -20,7 +20,7 @@ from sqlalchemy import create_engine, delete, event, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from frontier_signal.service.store_requests import RequestRows
+from frontier_signal.service.store_requests import RequestRows, rowcount
 from frontier_signal.service.tables import (
     ApiKey,
     Checkpoint,
@@ -150,7 +150,7 @@ class Store(RequestRows):
                 .where(ApiKey.revoked_at.is_(None))
                 .values(revoked_at=time.time())
             )
-            return result.rowcount
+            return rowcount(result)
 
     def find_key(self, key: str) -> ApiKey | None:
         with self._session() as session:
@@ -166,6 +166,14 @@ class Store(RequestRows):
     def get_run(self, run_id: str) -> Run | None:
         with self._session() as session:
             return session.get(Run, run_id)
+
+    def existing_run(self, run_id: str) -> Run:
+        """A run the caller knows is there (a recorded checkpoint's run: rows are never deleted,
+        a run only changes status). LookupError when it is not: a broken invariant."""
+        run = self.get_run(run_id)
+        if run is None:
+            raise LookupError(f"run {run_id} is not in the store, yet something refers to it")
+        return run
 
     def list_runs(
         self, tenant_id: str | None = None, status: str = "active", session_id: str | None = None
@@ -223,11 +231,13 @@ class Store(RequestRows):
         seconds after creation becomes exactly that (such dates broke every listing)."""
         with self._session() as session, session.begin():
             too_late = Checkpoint.expires_at > Checkpoint.created_at + latest_ttl
-            return session.execute(
-                update(Checkpoint)
-                .where(Checkpoint.expires_at.is_not(None), too_late)
-                .values(expires_at=Checkpoint.created_at + latest_ttl)
-            ).rowcount
+            return rowcount(
+                session.execute(
+                    update(Checkpoint)
+                    .where(Checkpoint.expires_at.is_not(None), too_late)
+                    .values(expires_at=Checkpoint.created_at + latest_ttl)
+                )
+            )
 
     def expired_checkpoints(self, now: float) -> list[Checkpoint]:
         query = select(Checkpoint).where(Checkpoint.expires_at.is_not(None))
@@ -273,7 +283,7 @@ class Store(RequestRows):
                 .where(TinkerSession.last_heartbeat_at < heartbeat_before)
                 .values(status="expired")
             )
-            return result.rowcount
+            return rowcount(result)
 
     def add_sampler(self, row: Sampler) -> Sampler:
         with self._session() as session, session.begin():

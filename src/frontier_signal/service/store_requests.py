@@ -7,8 +7,9 @@ process, exactly one wins."""
 from __future__ import annotations
 
 import time
+from typing import Any, cast
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import CursorResult, Engine, Result, delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -19,7 +20,7 @@ from frontier_signal.service.tables import Request
 class RequestRows:
     """`requests` rows: begin (once per key), finish, find, prune, forget."""
 
-    engine: object
+    engine: Engine
 
     def _session(self) -> Session:  # pragma: no cover - provided by Store
         raise NotImplementedError
@@ -101,16 +102,18 @@ class RequestRows:
         if except_prefix is not None:
             conditions.append(~Request.kind.startswith(except_prefix))
         with self._session() as session, session.begin():
-            return session.execute(delete(Request).where(*conditions)).rowcount
+            return rowcount(session.execute(delete(Request).where(*conditions)))
 
     def forget_results_since(self, run_id: str, since: float) -> int:
         """Drop the stored results of a run's operations begun after `since` (the state the
         run resumed from after a crash): a retry with their key runs afresh instead of
         replaying an effect that the rollback undid."""
         with self._session() as session, session.begin():
-            return session.execute(
-                delete(Request).where(Request.run_id == run_id, Request.created_at > since)
-            ).rowcount
+            return rowcount(
+                session.execute(
+                    delete(Request).where(Request.run_id == run_id, Request.created_at > since)
+                )
+            )
 
     def forget_unfinished_requests(self) -> int:
         """At start: requests left pending by a process that died never finish; drop them so a
@@ -129,7 +132,13 @@ class RequestRows:
             ]
             if not dead:
                 return 0
-            return session.execute(delete(Request).where(Request.id.in_(dead))).rowcount
+            return rowcount(session.execute(delete(Request).where(Request.id.in_(dead))))
+
+
+def rowcount(result: Result[Any]) -> int:
+    """How many rows an UPDATE or DELETE matched. `Session.execute` is typed to return a plain
+    `Result`; for DML statements it is a `CursorResult`, the one that has `rowcount`."""
+    return cast("CursorResult[Any]", result).rowcount
 
 
 def _fresh_copy(row: Request) -> Request:

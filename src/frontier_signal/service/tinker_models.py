@@ -105,7 +105,7 @@ class TinkerModels:
         base model."""
         if model_path:
             checkpoint = self.tinker.resolve(tenant_id, model_path)
-            base_model = self.store.get_run(checkpoint.run_id).base_model
+            base_model = self.store.existing_run(checkpoint.run_id).base_model
         elif base_model:
             self.tinker.check_base_model(base_model)
         else:

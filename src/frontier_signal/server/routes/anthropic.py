@@ -23,7 +23,7 @@ from starlette.concurrency import run_in_threadpool
 from frontier_signal.engine.structured import check_grammar
 from frontier_signal.server.auth import bearer_or_api_key_tenant_id
 from frontier_signal.server.errors import anthropic_error_body
-from frontier_signal.server.openapi import ANTHROPIC_ERRORS
+from frontier_signal.server.openapi import ANTHROPIC_ERRORS, Responses
 from frontier_signal.server.schemas.anthropic import (
     CountTokensBody,
     Message,
@@ -37,7 +37,7 @@ from frontier_signal.server.streaming import GenerationStream
 from frontier_signal.service.chat import ChatShape, anthropic_shape
 
 router = APIRouter(prefix="/v1", tags=["anthropic"], responses=ANTHROPIC_ERRORS)
-ANTHROPIC_EVENTS = {
+ANTHROPIC_EVENTS: Responses = {
     200: {
         "description": "A message, or its stream of Anthropic events (`event: TYPE` and "
         "`data: {json}` lines) when the body asks for `stream: true`.",

@@ -48,9 +48,9 @@ class Body(WireBody):
     UNSUPPORTED: ClassVar[tuple[str, ...]] = ()
 
     def check_supported(self) -> None:
-        extra = set(self.model_extra or {})
+        extra = self.model_extra or {}
         for name in self.UNSUPPORTED:
-            if name in extra and self.model_extra[name] not in (None, False, [], {}):
+            if name in extra and extra[name] not in (None, False, [], {}):
                 raise InvalidRequest(f"{name} is not supported by this server; leave it out")
 
     def stops(self) -> tuple[str, ...]:

@@ -98,10 +98,8 @@ def _stream(request, tenant, body, target: Target, prompt, params, shape: ChatSh
             if rest:
                 yield chunk(index, {"content": rest}, logprobs=entries(pending[index]))
             if calls:
-                delta = {
-                    "tool_calls": [call.as_openai() | {"index": i} for i, call in enumerate(calls)]
-                }
-                yield chunk(index, delta)
+                tool_calls = [call.as_openai() | {"index": i} for i, call in enumerate(calls)]
+                yield chunk(index, {"tool_calls": tool_calls})
             yield chunk(index, {}, finish)
         if body.include_usage():
             completion = sum(len(s.tokens) for s in result.sequences)

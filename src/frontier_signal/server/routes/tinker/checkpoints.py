@@ -182,22 +182,25 @@ async def checkpoint_file(
 
 
 _CHECKPOINT = "/training_runs/{run_id}/checkpoints/{checkpoint_id:path}"
-_NO_CONTENT = {"status_code": 204, "response_class": Response, "responses": NO_CONTENT}
 
 
-@router.post(_CHECKPOINT + "/publish", **_NO_CONTENT)
+@router.post(
+    _CHECKPOINT + "/publish", status_code=204, response_class=Response, responses=NO_CONTENT
+)
 async def publish_checkpoint(request: Request, tenant: Tenant, run_id: str, checkpoint_id: str):
     state(request).tinker.set_public(tenant, run_id, checkpoint_id, True)
     return Response(status_code=204)
 
 
-@router.delete(_CHECKPOINT + "/publish", **_NO_CONTENT)
+@router.delete(
+    _CHECKPOINT + "/publish", status_code=204, response_class=Response, responses=NO_CONTENT
+)
 async def unpublish_checkpoint(request: Request, tenant: Tenant, run_id: str, checkpoint_id: str):
     state(request).tinker.set_public(tenant, run_id, checkpoint_id, False)
     return Response(status_code=204)
 
 
-@router.put(_CHECKPOINT + "/ttl", **_NO_CONTENT)
+@router.put(_CHECKPOINT + "/ttl", status_code=204, response_class=Response, responses=NO_CONTENT)
 async def set_checkpoint_ttl(
     request: Request, tenant: Tenant, run_id: str, checkpoint_id: str, body: TtlBody
 ):
@@ -205,7 +208,7 @@ async def set_checkpoint_ttl(
     return Response(status_code=204)
 
 
-@router.delete(_CHECKPOINT, **_NO_CONTENT)
+@router.delete(_CHECKPOINT, status_code=204, response_class=Response, responses=NO_CONTENT)
 async def delete_checkpoint(request: Request, tenant: Tenant, run_id: str, checkpoint_id: str):
     state(request).tinker.delete_checkpoint(tenant, run_id, checkpoint_id)
     return Response(status_code=204)

@@ -9,7 +9,7 @@ from fastapi import Request
 from fastapi.responses import Response
 
 from frontier_signal.server import tinker_proto
-from frontier_signal.server.openapi import DetailBody, ErrorBody
+from frontier_signal.server.openapi import DetailBody, ErrorBody, Responses
 from frontier_signal.server.routes.tinker.common import (
     Tenant,
     TinkerJSONResponse,
@@ -34,7 +34,7 @@ _PROTO_RESULTS = {
     "tinker.forward": tinker_proto.encode_forward_backward_output,
     "tinker.sample": tinker_proto.encode_sample_response,
 }
-_RESULT = {
+_RESULT: Responses = {
     200: {
         "description": "The result (JSON, or protobuf when `Accept` asks for it): the "
         "operation's own result, `{type: try_again}` while it runs, `{status: "
@@ -67,6 +67,7 @@ async def retrieve_future(request: Request, tenant: Tenant, body: RetrieveFuture
         return result
     accept = request.headers.get("accept", "")
     encode = _PROTO_RESULTS.get(app.futures.kind_of(body.request_id) or "")
+    payload: bytes | memoryview  # a response's body may be either
     if encode is not None and tinker_proto.is_protobuf(accept):
         payload = await asyncio.to_thread(encode, result)
         content_type = tinker_proto.PROTO_CONTENT_TYPE

@@ -135,8 +135,8 @@ def upgrade() -> None:
     for run_id, config in bind.execute(sa.select(table.c.id, table.c.config)).all():
         values = columns_from_config(config or {})
         bind.execute(table.update().where(table.c.id == run_id).values(**values))
-    for name, column in INDEXES.items():
-        op.create_index(name, "runs", [column])
+    for index_name, column_name in INDEXES.items():
+        op.create_index(index_name, "runs", [column_name])
     op.drop_column("runs", "config")
 
 
