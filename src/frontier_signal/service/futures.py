@@ -100,6 +100,23 @@ class FutureService:
         scope = seq_scope or model_id
         if seq_id is not None and scope:
             idempotency_key = f"seq:{scope}:{seq_id}"
+        row, new = self._begin(tenant_id, model_id, kind, body, idempotency_key)
+        if not new:
+            return row.id
+        ordered_by_seq = seq_id is not None and model_id is not None and seq_scope is None
+        self._start(row, tenant_id, model_id, operation, seq_id if ordered_by_seq else None)
+        return row.id
+
+    def _begin(
+        self,
+        tenant_id: str,
+        model_id: str | None,
+        kind: str,
+        body: object,
+        idempotency_key: str | None,
+    ) -> tuple[Request, bool]:
+        """Admit the call (the tenant's in-flight limit) and store its row once per key;
+        returns (the row, whether it is new). A key reused for another body is a 400."""
         if self._in_flight[tenant_id] >= self.max_in_flight:
             raise RateLimited(
                 f"this key has {self._in_flight[tenant_id]} operations in flight (the limit is "
@@ -118,14 +135,24 @@ class FutureService:
             created_at=self.clock(),
         )
         row, new = self.store.begin_request(row)
-        if not new:
-            if row.fingerprint != print_:
-                raise InvalidRequest(
-                    f"X-Idempotency-Key {idempotency_key!r} was already used for a different "
-                    f"{row.kind.removeprefix('tinker.')} request; use a new key"
-                )
-            return row.id
-        ordered_by_seq = seq_id is not None and model_id is not None and seq_scope is None
+        if not new and row.fingerprint != print_:
+            raise InvalidRequest(
+                f"X-Idempotency-Key {idempotency_key!r} was already used for a different "
+                f"{row.kind.removeprefix('tinker.')} request; use a new key"
+            )
+        return row, new
+
+    def _start(
+        self,
+        row: Request,
+        tenant_id: str,
+        model_id: str | None,
+        operation: Callable[[], Awaitable[dict]],
+        seq_id: int | None,
+    ) -> None:
+        """Run the operation as a task: after the model's previous operation, or (`seq_id`)
+        after the model's operation of the seq_id before it."""
+        ordered_by_seq = seq_id is not None and model_id is not None
         previous = self._tails.get(model_id) if model_id and not ordered_by_seq else None
 
         async def in_order() -> dict:
@@ -148,7 +175,6 @@ class FutureService:
             self._tails[model_id] = task
         self._tasks[row.id] = task
         task.add_done_callback(lambda t: self._finished(row.id, tenant_id, model_id, t))
-        return row.id
 
     def kind_of(self, request_id: str) -> str | None:
         """The future's kind (`tinker.forward_backward`, `tinker.sample`, ...)."""
