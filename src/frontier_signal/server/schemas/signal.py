@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import ConfigDict, Field
 
@@ -22,8 +22,10 @@ from frontier_signal.engine.types import (
 from frontier_signal.server.schemas.rules import WireBody
 from frontier_signal.service.errors import InvalidRequest
 from frontier_signal.service.run_spec import RunSpec
-from frontier_signal.service.runs import BaseModelEntry, SavedState, StepResult
 from frontier_signal.service.tables import Checkpoint, Metric, Run
+
+if TYPE_CHECKING:  # the run service's results, rendered at the end of this module
+    from frontier_signal.service.runs import BaseModelEntry, SavedState, StepResult
 
 
 class Body(WireBody):

@@ -9,18 +9,21 @@ tinker-wire-protocol.md §2.3; the other functions render `service/tinker.py`'s 
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
-from frontier_signal.engine.types import ForwardBackwardResult, SampleResult
-from frontier_signal.service.run_spec import RunSpec
-from frontier_signal.service.runs import StepResult
-from frontier_signal.service.tables import Checkpoint
-from frontier_signal.service.tinker import (
-    ModelInfo,
-    SignedUrls,
-    TrainingRunInfo,
-    TrainingRunPage,
-)
 from frontier_signal.service.tinker_paths import TINKER_SEGMENT, WIRE_TYPE, checkpoint_path
+
+if TYPE_CHECKING:  # types only: rendering needs no service (nor the engine) loaded
+    from frontier_signal.engine.types import ForwardBackwardResult, SampleResult
+    from frontier_signal.service.run_spec import RunSpec
+    from frontier_signal.service.runs import StepResult
+    from frontier_signal.service.tables import Checkpoint
+    from frontier_signal.service.tinker import (
+        ModelInfo,
+        SignedUrls,
+        TrainingRunInfo,
+        TrainingRunPage,
+    )
 
 LATEST_DATE = datetime(9999, 12, 31, tzinfo=UTC).timestamp()
 
