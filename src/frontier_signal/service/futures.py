@@ -152,12 +152,12 @@ class FutureService:
     ) -> None:
         """Run the operation as a task: after the model's previous operation, or (`seq_id`)
         after the model's operation of the seq_id before it."""
-        ordered_by_seq = seq_id is not None and model_id is not None
-        previous = self._tails.get(model_id) if model_id and not ordered_by_seq else None
+        seq = (model_id, seq_id) if model_id is not None and seq_id is not None else None
+        previous = self._tails.get(model_id) if model_id and seq is None else None
 
         async def in_order() -> dict:
-            if ordered_by_seq:
-                await self._after_predecessor(model_id, seq_id)
+            if seq is not None:
+                await self._after_predecessor(*seq)
             elif previous is not None:
                 with contextlib.suppress(Exception):
                     await previous  # its own failure is recorded on its own future
@@ -167,10 +167,11 @@ class FutureService:
         self._kinds[row.id] = row.kind
         self._in_flight[tenant_id] += 1
         task = asyncio.ensure_future(in_order())
-        if ordered_by_seq:
-            self._by_seq[(model_id, seq_id)] = task
-            self._seq_arrived.setdefault((model_id, seq_id), asyncio.Event()).set()
-            task.add_done_callback(lambda _: self._forget_seq(model_id, seq_id))
+        if seq is not None:
+            self._by_seq[seq] = task
+            self._seq_arrived.setdefault(seq, asyncio.Event()).set()
+            key = seq
+            task.add_done_callback(lambda _: self._forget_seq(*key))
         if model_id:
             self._tails[model_id] = task
         self._tasks[row.id] = task
