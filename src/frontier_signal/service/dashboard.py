@@ -127,4 +127,4 @@ class DashboardService:
         return answer
 
     def base_models(self) -> list[dict]:
-        return self.runs.list_models()
+        return [{"id": model.id, "loaded": model.loaded} for model in self.runs.list_models()]

@@ -100,6 +100,23 @@ class FutureService:
         scope = seq_scope or model_id
         if seq_id is not None and scope:
             idempotency_key = f"seq:{scope}:{seq_id}"
+        row, new = self._begin(tenant_id, model_id, kind, body, idempotency_key)
+        if not new:
+            return row.id
+        ordered_by_seq = seq_id is not None and model_id is not None and seq_scope is None
+        self._start(row, tenant_id, model_id, operation, seq_id if ordered_by_seq else None)
+        return row.id
+
+    def _begin(
+        self,
+        tenant_id: str,
+        model_id: str | None,
+        kind: str,
+        body: object,
+        idempotency_key: str | None,
+    ) -> tuple[Request, bool]:
+        """Admit the call (the tenant's in-flight limit) and store its row once per key;
+        returns (the row, whether it is new). A key reused for another body is a 400."""
         if self._in_flight[tenant_id] >= self.max_in_flight:
             raise RateLimited(
                 f"this key has {self._in_flight[tenant_id]} operations in flight (the limit is "
@@ -118,24 +135,29 @@ class FutureService:
             created_at=self.clock(),
         )
         row, new = self.store.begin_request(row)
-        if not new:
-            if row.fingerprint != print_:
-                raise InvalidRequest(
-                    f"X-Idempotency-Key {idempotency_key!r} was already used for a different "
-                    f"{row.kind.removeprefix('tinker.')} request; use a new key"
-                )
-            return row.id
-        # (model, seq_id) when the model's operations are ordered by seq_id, else None.
-        seq_key = (
-            (model_id, seq_id)
-            if seq_id is not None and model_id is not None and seq_scope is None
-            else None
-        )
-        previous = self._tails.get(model_id) if model_id and seq_key is None else None
+        if not new and row.fingerprint != print_:
+            raise InvalidRequest(
+                f"X-Idempotency-Key {idempotency_key!r} was already used for a different "
+                f"{row.kind.removeprefix('tinker.')} request; use a new key"
+            )
+        return row, new
+
+    def _start(
+        self,
+        row: Request,
+        tenant_id: str,
+        model_id: str | None,
+        operation: Callable[[], Awaitable[dict]],
+        seq_id: int | None,
+    ) -> None:
+        """Run the operation as a task: after the model's previous operation, or (`seq_id`)
+        after the model's operation of the seq_id before it."""
+        seq = (model_id, seq_id) if model_id is not None and seq_id is not None else None
+        previous = self._tails.get(model_id) if model_id and seq is None else None
 
         async def in_order() -> dict:
-            if seq_key is not None:
-                await self._after_predecessor(*seq_key)
+            if seq is not None:
+                await self._after_predecessor(*seq)
             elif previous is not None:
                 with contextlib.suppress(Exception):
                     await previous  # its own failure is recorded on its own future
@@ -145,15 +167,15 @@ class FutureService:
         self._kinds[row.id] = row.kind
         self._in_flight[tenant_id] += 1
         task = asyncio.ensure_future(in_order())
-        if seq_key is not None:
-            self._by_seq[seq_key] = task
-            self._seq_arrived.setdefault(seq_key, asyncio.Event()).set()
-            task.add_done_callback(lambda _: self._forget_seq(*seq_key))
+        if seq is not None:
+            self._by_seq[seq] = task
+            self._seq_arrived.setdefault(seq, asyncio.Event()).set()
+            key = seq
+            task.add_done_callback(lambda _: self._forget_seq(*key))
         if model_id:
             self._tails[model_id] = task
         self._tasks[row.id] = task
         task.add_done_callback(lambda t: self._finished(row.id, tenant_id, model_id, t))
-        return row.id
 
     def kind_of(self, request_id: str) -> str | None:
         """The future's kind (`tinker.forward_backward`, `tinker.sample`, ...)."""

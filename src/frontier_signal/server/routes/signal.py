@@ -27,9 +27,13 @@ from frontier_signal.server.schemas.signal import (
     OptimStepBody,
     SampleBody,
     SaveStateBody,
+    base_model_entry,
     checkpoint_info,
+    forward_backward_result,
     metric_row,
+    optim_step_result,
     run_status,
+    saved_state,
 )
 from frontier_signal.server.streaming import GenerationStream, sse
 from frontier_signal.service import files
@@ -57,7 +61,7 @@ async def _logged(request: Request, tenant: str, run_id: str | None, kind: str, 
 
 @router.get("/base-models", response_model=wire.BaseModelList)
 async def list_base_models(request: Request, tenant: Tenant) -> dict:
-    return {"data": _state(request).runs.list_models()}
+    return {"data": [base_model_entry(entry) for entry in _state(request).runs.list_models()]}
 
 
 @router.post("/runs", response_model=wire.RunStatus)
@@ -92,7 +96,8 @@ async def forward_backward(
     service.run_row(tenant, run_id)
 
     async def operation():
-        return await service.forward_backward(tenant, run_id, body.batch, body.accumulate)
+        result = await service.forward_backward(tenant, run_id, body.batch, body.accumulate)
+        return forward_backward_result(result)
 
     return await _logged(request, tenant, run_id, "forward_backward", body, operation)
 
@@ -103,7 +108,7 @@ async def optim_step(request: Request, tenant: Tenant, run_id: str, body: OptimS
     service.run_row(tenant, run_id)
 
     async def operation():
-        return await service.optim_step(tenant, run_id, body.learning_rate)
+        return optim_step_result(await service.optim_step(tenant, run_id, body.learning_rate))
 
     return await _logged(request, tenant, run_id, "optim_step", body, operation)
 
@@ -211,9 +216,10 @@ async def save_state(request: Request, tenant: Tenant, run_id: str, body: SaveSt
     service.run_row(tenant, run_id)
 
     async def operation():
-        return await service.save_state(
+        saved = await service.save_state(
             tenant, run_id, body.mode, body.push_to_hub, body.hub_model_id
         )
+        return saved_state(saved)
 
     return await _logged(request, tenant, run_id, "save_state", body, operation)
 

@@ -1,18 +1,21 @@
 """Wire schemas of the Signal REST API (docs/signal-api.md): bodies in, dicts out.
 
 `CreateRunBody.to_run_spec` turns a create body into the internal `RunSpec`; `run_config`
-renders a RunSpec back as the `config` this face has always shown."""
+renders a RunSpec back as the `config` this face has always shown, and the small functions at
+the end render the run service's results (`service/runs.py`) as this face's answers."""
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import ConfigDict, Field
 
 from frontier_signal.engine.types import (
     ATTENTION_MODULES,
     MLP_MODULES,
+    ForwardBackwardResult,
     OptimizerSpec,
     normalize_target_modules,
 )
@@ -20,6 +23,9 @@ from frontier_signal.server.schemas.rules import WireBody
 from frontier_signal.service.errors import InvalidRequest
 from frontier_signal.service.run_spec import RunSpec
 from frontier_signal.service.tables import Checkpoint, Metric, Run
+
+if TYPE_CHECKING:  # the run service's results, rendered at the end of this module
+    from frontier_signal.service.runs import BaseModelEntry, SavedState, StepResult
 
 
 class Body(WireBody):
@@ -187,3 +193,41 @@ def metric_row(row: Metric) -> dict:
         "tokens": row.tokens,
         "time": iso(row.time),
     }
+
+
+def base_model_entry(entry: BaseModelEntry) -> dict:
+    return {"id": entry.id, "loaded": entry.loaded}
+
+
+def forward_backward_result(result: ForwardBackwardResult) -> dict:
+    """A forward_backward as this face shows it: the mean loss, the gradient's norm and stats."""
+    return {
+        "loss": result.loss,
+        "step": result.step,
+        "grad_norm": result.grad_norm,
+        "grad_stats": {
+            "max_abs": result.grad_max_abs,
+            "num_params": result.num_params,
+            "nonfinite": result.grad_nonfinite,
+        },
+        "tokens": result.num_tokens,
+    }
+
+
+def optim_step_result(result: StepResult) -> dict:
+    return {
+        "step": result.step,
+        "learning_rate": result.learning_rate,
+        "grad_norm": result.grad_norm,
+        "metrics": {
+            "loss": result.loss,
+            "tokens": result.tokens,
+            "clipped": result.clipped,
+            "checkpoint_id": result.checkpoint_id,
+        },
+    }
+
+
+def saved_state(saved: SavedState) -> dict:
+    """A save_state's answer (contract-notes, "Shapes": the folder and its file:// URI)."""
+    return dataclasses.asdict(saved)

@@ -20,6 +20,7 @@ from frontier_signal.server.routes.tinker.common import (
     start_future,
     state,
 )
+from frontier_signal.server.schemas import tinker_outputs as answer
 from frontier_signal.server.schemas.tinker import (
     SaveWeightsBody,
     SaveWeightsExternalBody,
@@ -111,24 +112,25 @@ async def list_training_runs(
     limit: Annotated[int, Query(ge=1, le=1000)] = 20,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> dict:
-    return state(request).tinker.list_training_runs(tenant, limit, offset)
+    return answer.training_run_page(state(request).tinker.list_training_runs(tenant, limit, offset))
 
 
 @router.get("/training_runs/{run_id}", response_model=TrainingRun)
 async def get_training_run(request: Request, tenant: Tenant, run_id: str) -> dict:
-    return state(request).tinker.get_training_run(tenant, run_id)
+    return answer.training_run(state(request).tinker.get_training_run(tenant, run_id))
 
 
 @router.get("/training_runs/{run_id}/checkpoints", response_model=CheckpointList)
 async def list_checkpoints(request: Request, tenant: Tenant, run_id: str):
     tinker_ids = scheme(request) == "tinker://"
     listed = state(request).tinker.list_checkpoints(tenant, run_id, tinker_ids)
-    return CheckpointList(checkpoints=listed)
+    return CheckpointList(checkpoints=answer.checkpoint_list(listed, tinker_ids))
 
 
 @router.get("/models/{run_id}/checkpoints", response_model=CheckpointList)
 async def list_model_checkpoints(request: Request, tenant: Tenant, run_id: str):
-    return CheckpointList(checkpoints=state(request).tinker.list_checkpoints(tenant, run_id))
+    listed = state(request).tinker.list_checkpoints(tenant, run_id)
+    return CheckpointList(checkpoints=answer.checkpoint_list(listed))
 
 
 @router.get(
@@ -158,9 +160,10 @@ async def external_weights_urls(
 ) -> dict:
     """Signed per-file URLs (no API key needed to fetch them) valid for an hour."""
     base_url = str(request.base_url)
-    return await asyncio.to_thread(
+    signed = await asyncio.to_thread(
         state(request).tinker.external_weights_urls, tenant, run_id, checkpoint_id, base_url
     )
+    return answer.signed_urls(signed)
 
 
 @router.get(

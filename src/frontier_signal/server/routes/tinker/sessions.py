@@ -10,6 +10,7 @@ from typing import Annotated
 from fastapi import Query, Request
 
 from frontier_signal.server.routes.tinker.common import Tenant, new_router, state
+from frontier_signal.server.schemas import tinker_outputs as answer
 from frontier_signal.server.schemas.tinker import (
     CreateSamplingSessionBody,
     CreateSessionBody,
@@ -100,7 +101,7 @@ async def get_sampler(request: Request, tenant: Tenant, sampler_id: str):
 
 @router.post("/weights_info", response_model=WeightsInfo)
 async def weights_info(request: Request, tenant: Tenant, body: WeightsInfoBody) -> dict:
-    return state(request).tinker.weights_info(tenant, body.tinker_path)
+    return answer.weights_info(state(request).tinker.weights_info(tenant, body.tinker_path))
 
 
 # ----- discovery and stubs ---------------------------------------------------------------------

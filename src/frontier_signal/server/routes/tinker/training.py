@@ -19,6 +19,7 @@ from frontier_signal.server.routes.tinker.common import (
     start_future,
     state,
 )
+from frontier_signal.server.schemas import tinker_outputs as answer
 from frontier_signal.server.schemas.tinker import (
     CreateModelBody,
     ForwardBackwardBody,
@@ -54,7 +55,7 @@ async def create_model(request: Request, tenant: Tenant, body: CreateModelBody):
 
 @router.post("/get_info", response_model=ModelInfo)
 async def get_info(request: Request, tenant: Tenant, body: ModelBody) -> dict:
-    return state(request).tinker.get_info(tenant, body.model_id)
+    return answer.model_info(state(request).tinker.get_info(tenant, body.model_id))
 
 
 @router.post("/unload_model", response_model=FutureHandle)
@@ -138,6 +139,7 @@ async def optim_step(request: Request, tenant: Tenant, body: OptimStepBody):
         overrides = to_optimizer_overrides(body)
 
     async def operation() -> dict:
-        return {"metrics": await service.optim_step(tenant, body.model_id, overrides)}
+        result = await service.optim_step(tenant, body.model_id, overrides)
+        return {"metrics": answer.optim_step_metrics(result)}
 
     return start_future(request, tenant, body.model_id, "optim_step", body, operation)
