@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -147,7 +148,7 @@ class RunService(RunLifecycle):
         tenant_id: str,
         run_id: str,
         learning_rate: float | None,
-        overrides: dict[str, float] | None = None,
+        overrides: Mapping[str, float | None] | None = None,
     ) -> StepResult:
         """Apply the pending gradient. `overrides` (beta1, beta2, eps, weight_decay,
         grad_clip_norm, learning_rate) set the optimizer for this step only."""
@@ -155,10 +156,12 @@ class RunService(RunLifecycle):
         await self.ensure_loaded(row)
         checkpoint_id = new_id("ckpt")
         # A setting left None keeps the run's own (the engine skips it the same way).
-        settings = {"learning_rate": learning_rate} if learning_rate is not None else {}
+        settings: dict[str, float | None] = {}
+        if learning_rate is not None:
+            settings["learning_rate"] = learning_rate
         op = ops.OptimStep(
             run_id,
-            settings | (overrides or {}),
+            settings | dict(overrides or {}),
             sampler_folder=files.step_folder_template(self.data_dir, run_id),
             training_folder=str(files.checkpoint_folder(self.data_dir, run_id, checkpoint_id)),
             training_every=self.settings.checkpoint_every,
