@@ -83,6 +83,9 @@ class Engine(EngineSampling, EngineCheckpoints):
             gradient checkpointing even when none of its runs asked for it, so one large
             batch cannot exhaust the memory. None: a quarter of the memory available at start
             (of the GPU's free memory on CUDA).
+        pack_sequences: put consecutive short sequences of one request in one row (block-
+            diagonal attention, position ids restarting per sequence) when that saves rows
+            (backend/packing.py).
     """
 
     def __init__(
@@ -93,6 +96,7 @@ class Engine(EngineSampling, EngineCheckpoints):
         decode_int8: bool = False,
         decode_4bit: bool = True,
         activation_budget_mib: int | None = None,
+        pack_sequences: bool = True,
     ):
         self.device = pick_device(device)
         self.dtype = pick_dtype(self.device, dtype)
@@ -102,6 +106,7 @@ class Engine(EngineSampling, EngineCheckpoints):
             else _available_memory(self.device) // 4
         )
         self.logprob_chunk_tokens = logprob_chunk_tokens
+        self.pack_sequences = pack_sequences
         self.decode_int8 = decode_int8
         self.decode_4bit = decode_4bit
         self._bases: dict[str, BaseModel] = {}
@@ -289,6 +294,7 @@ class Engine(EngineSampling, EngineCheckpoints):
                 batch,
                 self.logprob_chunk_tokens,
                 self.activation_budget_bytes,
+                self.pack_sequences,
             )
             results.update(zip(indices, outputs, strict=True))
         return [results[i] for i in range(len(requests))]
