@@ -8,10 +8,10 @@ each run one after another (tests/test_multi_step.py compares the weights bit fo
   per-tensor norm does not depend on its neighbours), then each run's total norm and clipping
   are computed as `clip_grad_norm_` does;
 - runs whose settings agree (optimizer kind, learning rate, betas, eps, weight decay) step in
-  one call: fp32 AdamW through torch's own multi-tensor Adam (`torch.optim.adam.adam`, the
-  function `AdamW.step` calls, with each parameter's own step count, so runs at different
-  steps share it), 8-bit AdamW through `AdamW8bit.step_many`; SGD and anything else steps run
-  by run.
+  one call: fp32 AdamW through torch's own fused (or multi-tensor) Adam
+  (`torch.optim.adam.adam`, the function `AdamW.step` calls, with each parameter's own step
+  count, so runs at different steps share it), 8-bit AdamW through `AdamW8bit.step_many`; SGD
+  and anything else steps run by run.
 
 It does not validate settings or decide which runs step together (engine/engine.py and the
 scheduler do), and a run whose gradient is not finite is dropped from the step with its own
@@ -32,8 +32,19 @@ from frontier_signal.engine.types import OptimizerSpec, OptimStepResult
 StepOutcome = OptimStepResult | FloatingPointError
 
 
-def _settings(spec: OptimizerSpec) -> tuple:
-    return (spec.kind, spec.learning_rate, spec.beta1, spec.beta2, spec.eps, spec.weight_decay)
+def _settings(run: RunState, spec: OptimizerSpec) -> tuple:
+    """What must agree for runs to step in one call (a fused and a multi-tensor AdamW round
+    differently, so they never share one)."""
+    fused = bool(run.optimizer.param_groups[0].get("fused"))
+    return (
+        spec.kind,
+        fused,
+        spec.learning_rate,
+        spec.beta1,
+        spec.beta2,
+        spec.eps,
+        spec.weight_decay,
+    )
 
 
 def _apply_settings(run: RunState, spec: OptimizerSpec) -> None:
@@ -85,7 +96,7 @@ def _adamw_many(runs: list[RunState]) -> None:
         weight_decay=group["weight_decay"],
         eps=group["eps"],
         maximize=group["maximize"],
-        foreach=group["foreach"],
+        foreach=group["foreach"] and not group["fused"],
         capturable=group["capturable"],
         differentiable=group["differentiable"],
         fused=group["fused"],
@@ -100,9 +111,11 @@ def _batchable(run: RunState) -> bool:
         return True
     if type(optimizer) is not torch.optim.AdamW:
         return False
+    groups = optimizer.param_groups
+    if len({(bool(g["foreach"]), bool(g["fused"])) for g in groups}) > 1:
+        return False
     return all(
-        g["foreach"] and not g["amsgrad"] and not g["fused"] and not g["capturable"]
-        for g in optimizer.param_groups
+        (g["foreach"] or g["fused"]) and not g["amsgrad"] and not g["capturable"] for g in groups
     )
 
 
@@ -132,7 +145,7 @@ def run_optim_steps(items: list[tuple[RunState, OptimizerSpec]]) -> list[StepOut
             )
             continue
         _apply_settings(run, spec)
-        groups.setdefault(_settings(spec), []).append(run)
+        groups.setdefault(_settings(run, spec), []).append(run)
     for runs in groups.values():
         if isinstance(runs[0].optimizer, AdamW8bit):
             AdamW8bit.step_many([run.optimizer for run in runs])

@@ -81,13 +81,17 @@ def make_optimizer(adapter: Adapter, spec: OptimizerSpec) -> torch.optim.Optimiz
             eps=spec.eps,
             weight_decay=spec.weight_decay,
         )
+    # torch's fused AdamW (one pass over weight, gradient and moments) where it exists: on this
+    # CPU 5-6x faster than the multi-tensor (foreach) one, which makes ~10 passes.
+    fused = params[0].device.type in ("cpu", "cuda") if params else False
     return torch.optim.AdamW(
         params,
         lr=spec.learning_rate,
         betas=(spec.beta1, spec.beta2),
         eps=spec.eps,
         weight_decay=spec.weight_decay,
-        foreach=True,
+        foreach=not fused,
+        fused=fused,
     )
 
 
