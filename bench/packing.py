@@ -4,10 +4,12 @@ shared rows (block-diagonal attention) and without, alternated round by round in
 The batch is the demo's: its 8 conversations (frontier_signal/data/demo_facts.jsonl) rendered
 with SmolLM2-135M-Instruct's chat template, one run (r=16 attention + MLP as the demo's default,
 `adamw_8bit`), each step a forward_backward of all 8 then an optimizer step. With
-`--checkpointing` the run asks for gradient checkpointing, as the seed's default does. Prints
-one JSON object; only the ratio means anything on a loaded machine.
+`--checkpointing` the run asks for gradient checkpointing, as the seed's default does. With
+`--long N` the batch also holds one sequence of N tokens (a skewed batch: unpacked, every short
+chat is padded to N). Prints one JSON object; only the ratio means anything on a loaded
+machine.
 
-    .venv/bin/python bench/packing.py [--rounds 4] [--threads 1] [--checkpointing]
+    .venv/bin/python bench/packing.py [--rounds 4] [--threads 1] [--checkpointing] [--long 256]
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=4, help="timed rounds (+1 warm-up)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's)")
     parser.add_argument("--checkpointing", action="store_true")
+    parser.add_argument("--long", type=int, default=0, help="add one sequence this long")
     args = parser.parse_args()
     import torch
 
@@ -32,6 +35,7 @@ def main() -> None:
     from frontier_signal.demo import load_demo_dataset
     from frontier_signal.engine.engine import Engine
     from frontier_signal.engine.types import (
+        Datum,
         ForwardBackwardRequest,
         LoraSpec,
         OptimizerSpec,
@@ -50,6 +54,9 @@ def main() -> None:
     )
     run_id = engine.create_run(config).run_id
     datums = [r.datum for r in engine.render(MODEL, load_demo_dataset(), 512)]
+    if args.long:
+        tokens = torch.randint(0, 49152, (args.long + 1,), generator=torch.Generator())
+        datums.insert(0, Datum(tokens[:-1].tolist(), tokens[1:].tolist()))
     request = ForwardBackwardRequest(run_id, datums, reduction="mean")
     base = engine.load_model(MODEL)
     rows = {
@@ -72,6 +79,7 @@ def main() -> None:
                 "sequences": len(datums),
                 "tokens": tokens,
                 "rows_x_width": {"unpacked": list(rows[False]), "packed": list(rows[True])},
+                "long_sequence": args.long,
                 "gradient_checkpointing": args.checkpointing,
                 "torch_threads": torch.get_num_threads(),
                 "seconds_per_step": {
