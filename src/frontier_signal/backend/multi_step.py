@@ -21,6 +21,7 @@ error, never the others'.
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
 from torch.optim.adam import adam
@@ -79,15 +80,28 @@ def _clip(items: list[tuple[RunState, OptimizerSpec]]) -> list[float]:
 @torch.no_grad()
 def _adamw_many(runs: list[RunState]) -> None:
     """One multi-tensor AdamW update over the runs (their settings agree)."""
-    lists: tuple[list[torch.Tensor], ...] = ([], [], [], [], [], [])
+    params: list[torch.Tensor] = []
+    grads: list[torch.Tensor] = []
+    exp_avgs: list[torch.Tensor] = []
+    exp_avg_sqs: list[torch.Tensor] = []
+    max_exp_avg_sqs: list[torch.Tensor] = []
+    state_steps: list[torch.Tensor] = []
     has_complex = False
     for run in runs:
-        for group in run.optimizer.param_groups:
-            has_complex |= run.optimizer._init_group(group, *lists)
+        optimizer = cast(torch.optim.AdamW, run.optimizer)
+        for group in optimizer.param_groups:
+            has_complex |= optimizer._init_group(
+                group, params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps
+            )
     group = runs[0].optimizer.param_groups[0]
     beta1, beta2 = group["betas"]
     adam(
-        *lists,
+        params,
+        grads,
+        exp_avgs,
+        exp_avg_sqs,
+        max_exp_avg_sqs,
+        state_steps,
         amsgrad=group["amsgrad"],
         has_complex=has_complex,
         beta1=beta1,
@@ -148,7 +162,7 @@ def run_optim_steps(items: list[tuple[RunState, OptimizerSpec]]) -> list[StepOut
         groups.setdefault(_settings(run, spec), []).append(run)
     for runs in groups.values():
         if isinstance(runs[0].optimizer, AdamW8bit):
-            AdamW8bit.step_many([run.optimizer for run in runs])
+            AdamW8bit.step_many([cast(AdamW8bit, run.optimizer) for run in runs])
         else:
             _adamw_many(runs)
     for (run, spec), norm in zip(batched, norms, strict=True):

@@ -175,15 +175,15 @@ def _build_batch(
         [t for d in datums for t in d.target_tokens], dtype=torch.long, device=device
     )
     batch = _Batch(input_ids, valid_BT, targets_N, lengths, [], [], [], position_ids)
-    row = token = datum = 0
+    row = token = first = 0
     for request, n_rows in zip(requests, rows_per_request, strict=True):
         key = runs[request.run_id].adapter.key
         n_datums = len(request.datums)
-        n_tokens = sum(lengths[datum : datum + n_datums])
+        n_tokens = sum(lengths[first : first + n_datums])
         batch.row_segments.append((key, row, row + n_rows))
         batch.token_segments.append((key, token, token + n_tokens))
         batch.token_ranges.append((token, token + n_tokens))
-        row, token, datum = row + n_rows, token + n_tokens, datum + n_datums
+        row, token, first = row + n_rows, token + n_tokens, first + n_datums
     return batch
 
 
