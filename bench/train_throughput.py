@@ -10,7 +10,9 @@ and the ratios; also the memory one extra run costs in the engine.
 
 It also measures the machine's bf16/fp32 matmul peak first (the % of the bf16 training limit,
 4·N FLOPs a token, is printed for every shape), N runs × 1×128 in one mixed batch against the
-same steps one after another, and the memory one more run costs with adamw and adamw_8bit.
+same steps one after another (bench/many_runs.py: concurrent clients of the worker, and the
+optimizer steps batched vs one per run), and the memory one more run costs with adamw and
+adamw_8bit.
 """
 
 from __future__ import annotations
@@ -139,48 +141,14 @@ def run_engine(batch: int, length: int, steps: int, dtype: str) -> dict:
     }
 
 
-def run_many(runs: int, length: int, steps: int, dtype: str) -> dict:
-    """`runs` runs each sending one 1×`length` step: one mixed batch vs one after another."""
-    from frontier_signal.engine.engine import Engine
-    from frontier_signal.engine.types import (
-        Datum,
-        ForwardBackwardRequest,
-        LoraSpec,
-        OptimizerSpec,
-        RunConfig,
-    )
-
-    engine = Engine(dtype=dtype)
-    config = RunConfig(
-        MODEL,
-        LoraSpec(rank=32, alpha=64, target_modules=tuple(TARGETS)),
-        OptimizerSpec(learning_rate=1e-4),
-    )
-    ids = [engine.create_run(config).run_id for _ in range(runs)]
-    batches = _batches(runs, length, steps)
-    mixed, alone = [], []
-    for index, tokens in enumerate(batches):
-        datums = [[Datum(row[:-1].tolist(), row[1:].tolist())] for row in tokens]
-        start = time.perf_counter()
-        engine.forward_backward_batch(
-            [ForwardBackwardRequest(r, d) for r, d in zip(ids, datums, strict=True)]
-        )
-        for run_id in ids:
-            engine.optim_step(run_id)
-        middle = time.perf_counter()
-        for run_id, datum in zip(ids, datums, strict=True):
-            engine.forward_backward(run_id, datum)
-            engine.optim_step(run_id)
-        if index:  # alternate in one process, first round warms up
-            mixed.append(middle - start)
-            alone.append(time.perf_counter() - middle)
-    tokens = runs * length
-    return {
-        "runs": runs,
-        "mixed_tokens_per_second": tokens * len(mixed) / sum(mixed),
-        "one_after_another_tokens_per_second": tokens * len(alone) / sum(alone),
-        "mixed_vs_one_after_another": sum(alone) / sum(mixed),
-    }
+def run_many(runs: int, length: int, steps: int, dtype: str, threads: int) -> dict:
+    """`runs` runs × 1×`length` through the worker, concurrent vs one after another
+    (bench/many_runs.py, in a fresh process)."""
+    command = [sys.executable, os.path.join(os.path.dirname(__file__), "many_runs.py")]
+    command += ["--runs", str(runs), "--length", str(length), "--rounds", str(steps)]
+    command += ["--dtype", dtype, "--threads", str(threads)]
+    output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    return json.loads(output.strip().splitlines()[-1])
 
 
 def bf16_peak_gflops(size: int = 2048, repeats: int = 5) -> dict:
@@ -207,9 +175,6 @@ def child(args: argparse.Namespace) -> None:
     if args.impl == "extra":
         print(json.dumps(run_extra_runs(args.dtype, args.extra_runs, args.optimizer)))
         return
-    if args.impl == "many":
-        print(json.dumps(run_many(args.runs, args.length, args.steps, args.dtype)))
-        return
     if args.impl == "peak":
         print(json.dumps(bf16_peak_gflops()))
         return
@@ -230,7 +195,6 @@ def measure(
     dtype: str = "auto",
     extra_runs: int = 0,
     optimizer: str = "adamw",
-    runs: int = 1,
 ) -> dict:
     command = [
         sys.executable,
@@ -249,8 +213,6 @@ def measure(
         str(extra_runs),
         "--optimizer",
         optimizer,
-        "--runs",
-        str(runs),
     ]
     output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
     return json.loads(output.strip().splitlines()[-1])
@@ -261,11 +223,13 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3, help="timed steps per shape (+1 warmup)")
     parser.add_argument("--shapes", default="1x128,4x128,8x256")
     parser.add_argument("--dtype", default="auto", help="engine compute dtype")
-    parser.add_argument("--child", choices=["peft", "engine", "extra", "many", "peak"])
+    parser.add_argument("--child", choices=["peft", "engine", "extra", "peak"])
     parser.add_argument("--optimizer", default="adamw")
-    parser.add_argument("--runs", type=int, default=1)
     parser.add_argument(
         "--many", default="4,16", help="mixed-batch mode: run counts, each run 1x128 (empty: skip)"
+    )
+    parser.add_argument(
+        "--threads", type=int, default=0, help="torch threads in --many (0: torch's default)"
     )
     parser.add_argument("--batch", type=int)
     parser.add_argument("--length", type=int)
@@ -306,7 +270,7 @@ def main() -> None:
         }
         print(json.dumps({shape: report["shapes"][shape]}), file=sys.stderr)
     report["many_runs"] = [
-        measure("many", 1, 128, args.steps, args.dtype, runs=int(n))
+        run_many(int(n), 128, args.steps, args.dtype, args.threads)
         for n in filter(None, args.many.split(","))
     ]
     report["memory_per_extra_run"] = {

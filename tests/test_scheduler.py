@@ -7,6 +7,8 @@ import threading
 import pytest
 
 from frontier_signal.engine.engine import Engine
+from frontier_signal.engine.errors import InvalidInputError
+from frontier_signal.engine.operations import OptimStep
 from frontier_signal.engine.scheduler import Scheduler
 from frontier_signal.engine.types import ForwardBackwardRequest, SampleRequest, SamplingParams
 from tests.conftest import TINY, make_config
@@ -23,6 +25,10 @@ class RecordingEngine(Engine):
         self.batches.append(("forward_backward", [r.run_id for r in requests]))
         return super().forward_backward_batch(requests)
 
+    def optim_step_batch(self, steps):
+        self.batches.append(("optim_step", [run_id for run_id, _ in steps]))
+        return super().optim_step_batch(steps)
+
     def start_sampling(self, requests, on_token=None):
         self.batches.append(("sample", [r.model for r in requests]))
         return super().start_sampling(requests, on_token)
@@ -31,7 +37,7 @@ class RecordingEngine(Engine):
 @pytest.fixture
 def scheduler():
     engine = RecordingEngine()
-    for run_id in ("a", "b"):
+    for run_id in ("a", "b", "c"):
         engine.create_run(make_config(), run_id)
     scheduler = Scheduler(engine)
     scheduler.start()
@@ -82,6 +88,28 @@ def test_a_bad_request_in_a_batch_fails_alone(scheduler):
     assert good.result(60).loss > 0
     with pytest.raises(ValueError, match="token"):
         bad.result(60)
+
+
+def test_optimizer_steps_of_different_runs_run_as_one_update_and_fail_alone(scheduler):
+    gate = threading.Event()
+    scheduler.call("", lambda engine: gate.wait(30))
+    grads = [fb(scheduler, "a"), fb(scheduler, "b")]
+    steps = [scheduler.submit(OptimStep(r), key=r) for r in ("a", "b", "c")]
+    again = scheduler.submit(OptimStep("a"), key="a")  # a's second step waits for its first
+    gate.set()
+    for future in grads:
+        future.result(60)
+    assert [steps[0].result(60).result.step, steps[1].result(60).result.step] == [1, 1]
+    with pytest.raises(InvalidInputError, match="forward_backward first"):
+        steps[2].result(60)  # c has no gradient: it fails, a's and b's steps applied
+    with pytest.raises(InvalidInputError, match="forward_backward first"):
+        again.result(60)
+    batches = [(kind, sorted(runs)) for kind, runs in scheduler.engine.batches]
+    assert batches == [  # (c, never served, heads its batch: the order inside is fairness's)
+        ("forward_backward", ["a", "b"]),
+        ("optim_step", ["a", "b", "c"]),
+        ("optim_step", ["a"]),
+    ]
 
 
 def test_stopping_finishes_the_queued_work_and_then_refuses_more(scheduler):

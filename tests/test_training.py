@@ -132,6 +132,25 @@ def test_many_same_rank_runs_batched_together_match_each_run_trained_alone(
             engine.optim_step(a)
 
 
+def test_runs_covering_the_whole_batch_in_one_batched_delta_match_each_alone(
+    engine, make_run, datums
+):
+    """Every row in one run of equal segments (N runs' same-shape steps): the whole batch's
+    delta is one batched matmul added without copying the base output."""
+    mixed = [make_run(seed=s) for s in (1, 2, 3)]
+    alone = [make_run(seed=s) for s in (1, 2, 3)]
+    batches = [[datums[2]], [datums[0]], [datums[1]]]
+    results_mixed = engine.forward_backward_batch(
+        [ForwardBackwardRequest(run, batch) for run, batch in zip(mixed, batches, strict=True)]
+    )
+    for run, batch, m in zip(alone, batches, results_mixed, strict=True):
+        assert m.loss == pytest.approx(engine.forward_backward(run, batch).loss, rel=1e-5)
+    for m, a in zip(mixed, alone, strict=True):
+        gm, ga = _grads(engine, m), _grads(engine, a)
+        for name in gm:
+            torch.testing.assert_close(gm[name], ga[name], rtol=1e-4, atol=1e-5)
+
+
 def test_target_switches_and_lists_decide_which_modules_get_lora(engine, make_run):
     from frontier_signal.engine.types import target_modules_from_switches
 

@@ -31,6 +31,7 @@ BLOCK = 256
 CHUNK_BLOCKS = 4096  # 1 Mi values a chunk: the fp32 temporaries stay in cache
 CODE_DTYPE = torch.float8_e4m3fn
 CODE_MAX = 448.0  # largest finite e4m3 value
+PENDING_VALUES = 32 * 2**20  # updates waiting for the multi-tensor add (128 MiB of fp32)
 STATE_KEYS = ("exp_avg_q", "exp_avg_scale", "exp_avg_sq_q", "exp_avg_sq_scale")
 
 
@@ -48,6 +49,15 @@ def quantize(values_NB: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 def dequantize(codes_NB: torch.Tensor, scale_N: torch.Tensor) -> torch.Tensor:
     return codes_NB.float().mul_(scale_N[:, None])
+
+
+def _move(moves: dict[float, tuple[list[torch.Tensor], list[torch.Tensor]]]) -> None:
+    """Apply and forget the waiting updates: decay (when any), then add."""
+    for decay, (params, steps) in moves.items():
+        if decay:
+            torch._foreach_mul_(params, 1 - decay)
+        torch._foreach_add_(params, steps)
+    moves.clear()
 
 
 class AdamW8bit(torch.optim.Optimizer):
@@ -74,11 +84,36 @@ class AdamW8bit(torch.optim.Optimizer):
     @torch.no_grad()
     def step(self, closure=None):  # noqa: D102 - torch's Optimizer.step contract
         loss = closure() if closure is not None else None
-        for index, group in enumerate(self.param_groups):
-            params = [p for p in group["params"] if p.grad is not None]
-            if params:
-                self._step_group(index, group, params)
+        self.step_many([self])
         return loss
+
+    @staticmethod
+    @torch.no_grad()
+    def step_many(optimizers: list[AdamW8bit]) -> None:
+        """One step of every optimizer (each with its own state, step count and settings):
+        each group's 8-bit update runs on its own flat buffers (a few dozen vectorised ops
+        whatever its tensor count), and the weights of many groups move together in one
+        multi-tensor decay and add per distinct `lr · weight_decay`, flushed every
+        `PENDING_VALUES` so the updates waiting never hold much memory. The same bits as
+        stepping each optimizer alone."""
+        moves: dict[float, tuple[list[torch.Tensor], list[torch.Tensor]]] = {}
+        pending = 0
+        for optimizer in optimizers:
+            for index, group in enumerate(optimizer.param_groups):
+                params = [p for p in group["params"] if p.grad is not None]
+                if not params:
+                    continue
+                steps = optimizer._group_update(index, group, params)
+                params_out, steps_out = moves.setdefault(
+                    group["lr"] * group["weight_decay"], ([], [])
+                )
+                params_out += params
+                steps_out += steps
+                pending += sum(p.numel() for p in params)
+                if pending >= PENDING_VALUES:
+                    _move(moves)
+                    pending = 0
+        _move(moves)
 
     def _layout(self, params: list[torch.Tensor]) -> list[tuple[int, int]]:
         offsets, start = [], 0
@@ -141,10 +176,13 @@ class AdamW8bit(torch.optim.Optimizer):
         self._flat_ids[index] = [id(p) for p in params]
         return flat
 
-    def _step_group(self, index: int, group: dict, params: list[torch.Tensor]) -> None:
+    def _group_update(
+        self, index: int, group: dict, params: list[torch.Tensor]
+    ) -> list[torch.Tensor]:
+        """Advance the group's moments; the update of each parameter (decay not included)."""
         flat = self._flat_state(index, params)
         beta1, beta2 = group["betas"]
-        lr, eps, decay = group["lr"], group["eps"], group["weight_decay"]
+        lr, eps = group["lr"], group["eps"]
         flat["step"] += 1
         step = float(flat["step"])
         correction1 = 1 - beta1**step
@@ -173,10 +211,7 @@ class AdamW8bit(torch.optim.Optimizer):
             m_codes[rows], flat["exp_avg_scale"][rows] = quantize(m)
             v_codes[rows], flat["exp_avg_sq_scale"][rows] = quantize(root_v)
 
-        if decay:
-            torch._foreach_mul_(params, 1 - lr * decay)
-        steps = [
+        return [
             update[start : start + numel].view_as(p)
             for p, (start, numel) in zip(params, layout, strict=True)
         ]
-        torch._foreach_add_(params, steps)

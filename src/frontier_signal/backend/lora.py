@@ -88,8 +88,12 @@ class LoraLinear(nn.Module):
             return y
         if len(active) == 1 and active[0][1] == 0 and active[0][2] == x.shape[0]:
             return y + self._delta(active[0][0], x)
+        runs = _uniform_runs(active)
+        if len(runs) == 1 and runs[0][0][1] == 0 and runs[0][-1][2] == x.shape[0]:
+            # One batched delta over every row (N runs' equal steps): no copy of the output.
+            return y + self._batched_delta([pair for pair, _, _ in runs[0]], x)
         y = y.clone()
-        for run in _uniform_runs(active):
+        for run in runs:
             if len(run) == 1:
                 pair, start, end = run[0]
                 y[start:end] += self._delta(pair, x[start:end])

@@ -24,17 +24,19 @@ from frontier_signal.backend import models
 from frontier_signal.backend.adapter_cache import MIB, AdapterCache
 from frontier_signal.backend.base_model import BaseModel, pick_device, pick_dtype
 from frontier_signal.backend.lora import BYTES_PER_PARAM, adapter_param_count
+from frontier_signal.backend.multi_step import run_optim_steps
 from frontier_signal.backend.prefix_cache import PrefixCache
 from frontier_signal.backend.training import RunState, run_forward_backward, run_optim_step
 from frontier_signal.engine import validation
 from frontier_signal.engine.checkpointing import EngineCheckpoints
-from frontier_signal.engine.errors import InvalidInputError, RunNotFoundError
+from frontier_signal.engine.errors import EngineError, InvalidInputError, RunNotFoundError
 from frontier_signal.engine.rendering import RenderedExample, render_example
 from frontier_signal.engine.sampler import EngineSampling
 from frontier_signal.engine.types import (
     Datum,
     ForwardBackwardRequest,
     ForwardBackwardResult,
+    OptimizerSpec,
     OptimStepResult,
     Reduction,
     RunConfig,
@@ -83,6 +85,9 @@ class Engine(EngineSampling, EngineCheckpoints):
             gradient checkpointing even when none of its runs asked for it, so one large
             batch cannot exhaust the memory. None: a quarter of the memory available at start
             (of the GPU's free memory on CUDA).
+        pack_sequences: put consecutive short sequences of one request in one row (block-
+            diagonal attention, position ids restarting per sequence) when that saves rows
+            (backend/packing.py).
     """
 
     def __init__(
@@ -93,6 +98,7 @@ class Engine(EngineSampling, EngineCheckpoints):
         decode_int8: bool = False,
         decode_4bit: bool = True,
         activation_budget_mib: int | None = None,
+        pack_sequences: bool = True,
     ):
         self.device = pick_device(device)
         self.dtype = pick_dtype(self.device, dtype)
@@ -102,6 +108,7 @@ class Engine(EngineSampling, EngineCheckpoints):
             else _available_memory(self.device) // 4
         )
         self.logprob_chunk_tokens = logprob_chunk_tokens
+        self.pack_sequences = pack_sequences
         self.decode_int8 = decode_int8
         self.decode_4bit = decode_4bit
         self._bases: dict[str, BaseModel] = {}
@@ -289,6 +296,7 @@ class Engine(EngineSampling, EngineCheckpoints):
                 batch,
                 self.logprob_chunk_tokens,
                 self.activation_budget_bytes,
+                self.pack_sequences,
             )
             results.update(zip(indices, outputs, strict=True))
         return [results[i] for i in range(len(requests))]
@@ -301,6 +309,39 @@ class Engine(EngineSampling, EngineCheckpoints):
             InvalidInputError: no pending gradient, a bad override, or a non-finite gradient
                 (which is dropped; the weights stay unchanged).
         """
+        run, spec = self._optim_spec(run_id, overrides)
+        try:
+            return run_optim_step(run, spec)
+        except FloatingPointError as exc:
+            raise InvalidInputError(str(exc)) from None
+
+    def optim_step_batch(
+        self, steps: list[tuple[str, dict[str, float]]]
+    ) -> list[OptimStepResult | EngineError]:
+        """`optim_step` of many runs (`(run_id, overrides)`, each run at most once) in one set of
+        multi-tensor updates (backend/multi_step.py): the same weights as one after another.
+        Per step its result, or the `EngineError` that `optim_step` would have raised for it
+        (a bad step fails alone; the others still apply)."""
+        if len({run_id for run_id, _ in steps}) != len(steps):
+            raise InvalidInputError("optim_step_batch takes each run at most once")
+        outcomes: dict[int, OptimStepResult | EngineError] = {}
+        ready: list[tuple[int, tuple[RunState, OptimizerSpec]]] = []
+        for index, (run_id, overrides) in enumerate(steps):
+            try:
+                ready.append((index, self._optim_spec(run_id, overrides)))
+            except EngineError as exc:
+                outcomes[index] = exc
+        results = run_optim_steps([item for _, item in ready])
+        for (index, _), result in zip(ready, results, strict=True):
+            failed = isinstance(result, FloatingPointError)
+            outcomes[index] = InvalidInputError(str(result)) if failed else result
+        return [outcomes[i] for i in range(len(steps))]
+
+    def _optim_spec(
+        self, run_id: str, overrides: dict[str, float]
+    ) -> tuple[RunState, OptimizerSpec]:
+        """The run and its settings for this step, checked; raises what `optim_step` raises
+        before touching anything."""
         run = self._run(run_id)
         unknown = set(overrides) - {
             "learning_rate",
@@ -318,7 +359,4 @@ class Engine(EngineSampling, EngineCheckpoints):
         validation.check_optimizer(spec)
         if not run.has_pending_gradient():
             raise InvalidInputError("nothing to apply: call forward_backward first")
-        try:
-            return run_optim_step(run, spec)
-        except FloatingPointError as exc:
-            raise InvalidInputError(str(exc)) from None
+        return run, spec

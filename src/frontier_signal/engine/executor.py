@@ -1,10 +1,11 @@
 """Runs typed operations (`engine/operations.py`) on an `Engine`, in the thread that owns it.
 
 `execute(engine, op)` runs any operation to its typed result. The scheduler batches
-`ForwardBackward` and `Sample` operations with others, so for those it calls `prepare` (the
-engine request(s) of one operation) and `finish` (the batch's outcome for one operation → its
-typed result) around the batched engine call. Multi-step operations (an optimizer step and its
-saves, a checkpoint load and its copies) run here as one unit. It knows nothing about threads,
+`ForwardBackward`, `Sample` and `OptimStep` operations with others, so for those it calls
+`prepare` (the engine request(s) of one operation) and `finish` (the batch's outcome for one
+operation → its typed result) around the batched engine call (`optim_step_batch` for steps).
+Multi-step operations (an optimizer step and its saves, a checkpoint load and its copies) run
+here as one unit. It knows nothing about threads,
 HTTP or the store.
 """
 
@@ -50,6 +51,7 @@ from frontier_signal.engine.operations import (
 from frontier_signal.engine.types import (
     CheckpointKind,
     ForwardBackwardRequest,
+    OptimStepResult,
     SampleRequest,
 )
 from frontier_signal.engine.validation import stop_token_ids, tokens_to_generate
@@ -71,12 +73,15 @@ def execute(engine: Engine, op: Any) -> Any:
 
 def prepare(engine: Engine, op: Any) -> Any:
     """The engine request(s) of a batched operation: a `ForwardBackwardRequest` for a
-    `ForwardBackward`, a list of `SampleRequest` for a `Sample`; any other operation runs
+    `ForwardBackward`, a list of `SampleRequest` for a `Sample`, the op itself for an
+    `OptimStep` (`optim_step_batch` runs it); any other operation runs
     (`execute`) and this is its result."""
     if isinstance(op, ForwardBackward):
         return _forward_backward_request(engine, op)
     if isinstance(op, Sample):
         return _sample_requests(engine, op)
+    if isinstance(op, OptimStep):
+        return op  # stepped with others' (`optim_step_batch`)
     return execute(engine, op)
 
 
@@ -204,7 +209,32 @@ def _(op: DeleteRun, engine: Engine) -> RunDeleted:
 def _(op: OptimStep, engine: Engine) -> OptimStepDone:
     started = time.monotonic()
     result = engine.optim_step(op.run_id, **op.overrides)
+    return _saved_step(engine, op, result, time.monotonic() - started)
+
+
+def optim_step_batch(engine: Engine, steps: list[OptimStep]) -> list[OptimStepDone | Exception]:
+    """Many runs' `OptimStep`s (each run once) as one multi-tensor update
+    (`Engine.optim_step_batch`), then each one's saves. Per op its result or the exception it
+    alone failed with; `seconds` is the shared update's time."""
+    started = time.monotonic()
+    results = engine.optim_step_batch([(op.run_id, dict(op.overrides)) for op in steps])
     seconds = time.monotonic() - started
+    outcomes: list[OptimStepDone | Exception] = []
+    for op, result in zip(steps, results, strict=True):
+        if isinstance(result, Exception):
+            outcomes.append(result)
+            continue
+        try:
+            outcomes.append(_saved_step(engine, op, result, seconds))
+        except Exception as exc:  # noqa: BLE001 - this op's failure, handed to its caller
+            outcomes.append(exc)
+    return outcomes
+
+
+def _saved_step(
+    engine: Engine, op: OptimStep, result: OptimStepResult, seconds: float
+) -> OptimStepDone:
+    """The step's sampler weights and, when due, its training checkpoint."""
     sampler = training = None
     if op.sampler_folder:
         sampler = save(engine, op.run_id, fill_step(op.sampler_folder, result.step), "sampler")

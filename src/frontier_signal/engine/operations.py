@@ -305,11 +305,14 @@ Operation = (
 
 def ordering_kind(op: object) -> str:
     """How the scheduler batches `op`: `forward_backward` (mixed batches of runs), `sample`
-    (decode batches), or `call` (alone)."""
+    (decode batches), `optim_step` (steps of several runs in one multi-tensor update), or
+    `call` (alone)."""
     if isinstance(op, ForwardBackward):
         return "forward_backward"
     if isinstance(op, Sample):
         return "sample"
+    if isinstance(op, OptimStep):
+        return "optim_step"
     return "call"
 
 

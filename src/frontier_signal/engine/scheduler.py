@@ -10,7 +10,9 @@ Ordering and batching rules (DESIGN.md, contract notes "Scheduling"):
 - Work carries an ordering key (a run id, or "" for none). Work of one key runs in arrival order,
   except that reads (samples) may overtake other reads.
 - Runnable forward_backward work of different runs on the same base model runs as one mixed batch
-  (at most one per run per batch); runnable samples on one base model batch together.
+  (at most one per run per batch); runnable samples on one base model batch together; runnable
+  optimizer steps of different runs (`OptimStep` ops) run as one multi-tensor update
+  (`executor.optim_step_batch`: the same weights as one after another), each failing alone.
 - Samples go first when they can, so short sampling calls do not wait behind a training queue,
   but a batch of samples is always followed by other waiting work, so training is never starved.
 - A sample that finds the engine idle waits up to `sample_gather_s` (20 ms) for more samples while
@@ -19,8 +21,8 @@ Ordering and batching rules (DESIGN.md, contract notes "Scheduling"):
   as one batch instead of one alone and the rest behind it (bench/serving.py: 8 concurrent
   requests on 8 runs went from 2.4-2.9x to 4.1x faster than one after another; a lone request
   pays the 20 ms).
-- Anything else (create, optim_step, checkpoints, loads) is a `call`: it runs alone, a barrier for
-  its key only.
+- Anything else (create, checkpoints, loads) is a `call`: it runs alone, a barrier for its key
+  only.
 - Generations run in slices of `slice_tokens` decode steps (the KV cache and each row's state
   kept between slices): after a slice, waiting work runs before the next one, and generations in
   progress take turns (round-robin), so one long generation cannot hold the engine. Work keeps
@@ -239,7 +241,8 @@ class Scheduler(SampleTurns):
                         for work in batch:
                             self._pending.remove(work)
                 self._running = list(generating.works) if batch is None else batch
-            self._stale = "call" if batch is not None and batch[0].kind == "call" else "batch"
+            calls = ("call", "optim_step")  # may change the runs' memory (optimizer state)
+            self._stale = "call" if batch is not None and batch[0].kind in calls else "batch"
             try:
                 if batch is None:
                     self._advance(generating)
@@ -314,7 +317,7 @@ class Scheduler(SampleTurns):
         for work in runnable:
             if work is head or work.kind != head.kind or work.base_model != head.base_model:
                 continue
-            if head.kind == "forward_backward" and work.key in keys:
+            if head.kind in ("forward_backward", "optim_step") and work.key in keys:
                 continue
             if head.kind == "sample" and len(batch) >= self.max_sample_rows:
                 break
@@ -341,6 +344,8 @@ class Scheduler(SampleTurns):
                 outcomes = [prepared[0][1]]
             elif kind == "forward_backward":
                 outcomes = self.engine.forward_backward_batch([req for _, req in prepared])
+            elif kind == "optim_step":
+                outcomes = executor.optim_step_batch(self.engine, [op for _, op in prepared])
             else:
                 self._start_sampling(prepared)
                 return
@@ -354,12 +359,17 @@ class Scheduler(SampleTurns):
                 self._execute_alone(work, request)
             return
         for (work, _), outcome in zip(prepared, outcomes, strict=True):
-            self._succeed(work, outcome)
+            if kind == "optim_step" and isinstance(outcome, Exception):
+                self._fail(work, outcome)  # that step alone failed; the others applied
+            else:
+                self._succeed(work, outcome)
 
     def _execute_alone(self, work: Work, request: Any) -> None:
         try:
             if work.kind == "forward_backward":
                 outcome = self.engine.forward_backward_batch([request])[0]
+            elif work.kind == "optim_step":
+                outcome = executor.execute(self.engine, request)
             else:
                 self._start_sampling([(work, request)])
                 return

@@ -24,7 +24,7 @@ logger = logging.getLogger("frontier_signal.engine.scheduler")
 
 @dataclass
 class Work:
-    kind: str  # "forward_backward" | "sample" | "call"
+    kind: str  # "forward_backward" | "sample" | "optim_step" | "call"
     key: str
     base_model: str
     prepare: Callable[[Engine], Any]  # in the engine thread: → request(s), or the call's result
