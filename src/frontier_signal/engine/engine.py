@@ -15,6 +15,7 @@ import ctypes
 import gc
 import logging
 import uuid
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -316,7 +317,7 @@ class Engine(EngineSampling, EngineCheckpoints):
             raise InvalidInputError(str(exc)) from None
 
     def optim_step_batch(
-        self, steps: list[tuple[str, dict[str, float]]]
+        self, steps: list[tuple[str, Mapping[str, float | None]]]
     ) -> list[OptimStepResult | EngineError]:
         """`optim_step` of many runs (`(run_id, overrides)`, each run at most once) in one set of
         multi-tensor updates (backend/multi_step.py): the same weights as one after another.
@@ -333,12 +334,14 @@ class Engine(EngineSampling, EngineCheckpoints):
                 outcomes[index] = exc
         results = run_optim_steps([item for _, item in ready])
         for (index, _), result in zip(ready, results, strict=True):
-            failed = isinstance(result, FloatingPointError)
-            outcomes[index] = InvalidInputError(str(result)) if failed else result
+            if isinstance(result, FloatingPointError):
+                outcomes[index] = InvalidInputError(str(result))
+            else:
+                outcomes[index] = result
         return [outcomes[i] for i in range(len(steps))]
 
     def _optim_spec(
-        self, run_id: str, overrides: dict[str, float]
+        self, run_id: str, overrides: Mapping[str, float | None]
     ) -> tuple[RunState, OptimizerSpec]:
         """The run and its settings for this step, checked; raises what `optim_step` raises
         before touching anything."""

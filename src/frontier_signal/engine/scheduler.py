@@ -168,18 +168,9 @@ class Scheduler(SampleTurns):
         with self._cond:
             running = list(self._running)
             pending = [w for w in self._pending if w not in running]
-
-        def describe(work: Work) -> dict:
-            return {
-                "kind": work.kind,
-                "key": work.key,
-                "base_model": work.base_model,
-                "waited_s": round(now - work.submitted, 3),
-            }
-
         return {
-            "running": [describe(w) for w in running],
-            "pending": [describe(w) for w in pending],
+            "running": [work.describe(now) for work in running],
+            "pending": [work.describe(now) for work in pending],
         }
 
     def counts(self) -> dict:

@@ -40,6 +40,16 @@ class Work:
     def fair_owner(self) -> str:
         return self.owner or self.key
 
+    def describe(self, now: float) -> dict:
+        """What the dashboard's queue page shows of it (never the request itself)."""
+        waited = round(now - self.submitted, 3)
+        return {
+            "kind": self.kind,
+            "key": self.key,
+            "base_model": self.base_model,
+            "waited_s": waited,
+        }
+
 
 @dataclass
 class Generating:
