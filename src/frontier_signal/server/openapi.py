@@ -93,10 +93,22 @@ TINKER_ERRORS = errors(400, 401, 403, 404, 409, 410, 422, 429, 500, 503)
 OPENAI_ERRORS = errors(400, 401, 404, 429, 500, 503)
 
 BINARY_SCHEMA = {"type": "string", "format": "binary"}
+# One server-sent event as schemathesis and OpenAPI 3.2's `itemSchema` see it: `data` holds a
+# JSON chunk (or `[DONE]`), `event` its type where the face names one (Anthropic).
+SSE_EVENT_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "data": {"type": "string"},
+        "event": {"type": "string"},
+        "id": {"type": "string"},
+        "retry": {"type": "integer"},
+    },
+}
+SSE_CONTENT = {"text/event-stream": {"schema": SSE_EVENT_SCHEMA}}
 EVENT_STREAM: Responses = {
     200: {
         "description": "Server-sent events (`data: {json}` lines, then `data: [DONE]`).",
-        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        "content": SSE_CONTENT,
     }
 }
 GZIP: Responses = {
@@ -122,7 +134,7 @@ EVENT_STREAM_ALTERNATIVE: Responses = {
     200: {
         "description": "The answer (JSON), or its chunks as server-sent events when the body "
         "asks for `stream: true`.",
-        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        "content": SSE_CONTENT,
     }
 }
 

@@ -25,6 +25,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -177,11 +178,17 @@ class CheckpointStorage:
                 self._download(source, local, manifest)
                 return str(local)
             except FileNotFoundError:
+                if not self._shared_fs.exists(source):
+                    return str(folder)  # never published: the path as recorded
+                # Files without their manifest: being rewritten right now.
                 if attempt == 2:
-                    return str(folder)
+                    raise StorageError(
+                        f"{source} is being rewritten (no manifest yet); retry the request"
+                    ) from None
             except StorageError:
                 if attempt == 2:
                     raise
+            time.sleep(0.05 * (attempt + 1))
         return str(local)  # pragma: no cover - the loop returns or raises
 
     def _local_copy(self, folder: str | Path) -> Path:

@@ -23,7 +23,7 @@ from starlette.concurrency import run_in_threadpool
 from frontier_signal.engine.structured import check_grammar
 from frontier_signal.server.auth import bearer_or_api_key_tenant_id
 from frontier_signal.server.errors import anthropic_error_body
-from frontier_signal.server.openapi import ANTHROPIC_ERRORS, Responses
+from frontier_signal.server.openapi import ANTHROPIC_ERRORS, SSE_CONTENT, Responses
 from frontier_signal.server.schemas.anthropic import (
     CountTokensBody,
     Message,
@@ -41,7 +41,7 @@ ANTHROPIC_EVENTS: Responses = {
     200: {
         "description": "A message, or its stream of Anthropic events (`event: TYPE` and "
         "`data: {json}` lines) when the body asks for `stream: true`.",
-        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        "content": SSE_CONTENT,
     }
 }
 Tenant = Annotated[str, Depends(bearer_or_api_key_tenant_id)]
