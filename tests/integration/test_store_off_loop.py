@@ -78,6 +78,7 @@ def test_requests_without_store_answer_while_the_database_is_locked(live):
     base = server.base_url
     auth = {"Authorization": f"Bearer {key}"}
     assert httpx.get(f"{base}/v1/runs", headers=auth).status_code == 200
+    assert httpx.get(f"{base}/openapi.json").status_code == 200  # built once, then cached
     release = threading.Event()
     locker = _lock_database(server, path, release)
     timer = threading.Timer(HOLD, release.set)

@@ -281,8 +281,8 @@ class RunLifecycle(RunCheckpoints):
         if run_id not in self._loading:
             return
         await self.ensure_loaded(row)
-        row = await asyncio.to_thread(self.store.get_run, run_id) or row
-        await self._checkpoint_if_moved(row, "unload")
+        moved = await asyncio.to_thread(self.store.get_run, run_id)
+        await self._checkpoint_if_moved(moved or row, "unload")
         del self._loading[run_id]
         self._pending_loss.pop(run_id, None)
         await self.submit(ops.DeleteRun(run_id), run_id)
