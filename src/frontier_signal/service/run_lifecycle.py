@@ -197,15 +197,19 @@ class RunLifecycle(RunCheckpoints):
         checkpoint; a gradient that was never applied is lost)."""
         future = self._loading.get(row.id)
         if future is None:
-            future = asyncio.ensure_future(self.restore(row))
+            future = asyncio.ensure_future(self._restored(row))
             self._loading[row.id] = future
             try:
-                step = await future
+                await future
             except Exception:
                 del self._loading[row.id]
                 raise
-            await asyncio.to_thread(self._after_restore, row, step)
         await future
+
+    async def _restored(self, row: Run) -> None:
+        """Restore, then align the stored history, before any waiter of the run goes on."""
+        step = await self.restore(row)
+        await asyncio.to_thread(self._after_restore, row, step)
 
     def reconcile_after_restart(self) -> None:
         """At start: each run's step becomes that of its newest training checkpoint (what it
