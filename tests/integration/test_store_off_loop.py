@@ -3,8 +3,10 @@ need no store (and their handlers) still answer at once.
 
 A second SQLite connection takes the database's exclusive lock (`locking_mode=EXCLUSIVE` + a
 write: in WAL mode that blocks readers too) and holds it for HOLD seconds; the server's own
-connections wait on it (busy timeout 5 s). On PostgreSQL every store call is a network round trip
-that can wait the same way (a lock, a slow server): none of them may stall the loop.
+connections wait on it (busy timeout 5 s). On PostgreSQL (tests/pg.py), a second connection holds
+`runs` in ACCESS EXCLUSIVE mode: every store call is a network round trip that can wait the same
+way (a lock, a slow server), and none of them may stall the loop. Both fail on the code before
+docs/server.md's Store rule (`/health` waited the whole lock).
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ import time
 
 import httpx
 import pytest
+from sqlalchemy import create_engine
 
+from frontier_signal.service.store import Store
 from tests.integration.conftest import make_key, server_settings
 from tests.live_server import LiveServer
 
@@ -75,12 +79,54 @@ def _get_later(url: str, key: str, out: dict, name: str) -> threading.Thread:
 
 def test_requests_without_store_answer_while_the_database_is_locked(live):
     server, key, path = live
+    _check_loop_stays_free(server, key, lambda release: _lock_database(server, path, release))
+
+
+@pytest.fixture(scope="module")
+def live_postgres(tmp_path_factory, postgres):
+    url = postgres.database()
+    store = Store(url)
+    try:
+        key = store.create_key("alice")[0]
+    finally:
+        store.close()
+    settings = server_settings(tmp_path_factory.mktemp("off-loop-pg"), models=[], database_url=url)
+    with LiveServer(settings) as server:
+        yield server, key, url
+
+
+def _lock_runs_table(url: str, release: threading.Event) -> threading.Thread:
+    """PostgreSQL: hold `runs` in ACCESS EXCLUSIVE mode (even readers wait) until `release`."""
+    engine = create_engine(url)
+    connection = engine.connect()
+    transaction = connection.begin()
+    connection.exec_driver_sql("LOCK TABLE runs IN ACCESS EXCLUSIVE MODE")
+
+    def hold() -> None:
+        release.wait(HOLD * 3)
+        transaction.rollback()
+        connection.close()
+        engine.dispose()
+
+    thread = threading.Thread(target=hold, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_requests_without_store_answer_while_postgres_locks_the_runs(live_postgres):
+    server, key, url = live_postgres
+    _check_loop_stays_free(server, key, lambda release: _lock_runs_table(url, release))
+
+
+def _check_loop_stays_free(server, key: str, lock) -> None:
+    """While `lock(release)` holds the database, two store-bound requests wait on it and the
+    requests that need no store answer within PROMPT; then the waiting ones answer normally."""
     base = server.base_url
     auth = {"Authorization": f"Bearer {key}"}
     assert httpx.get(f"{base}/v1/runs", headers=auth).status_code == 200
     assert httpx.get(f"{base}/openapi.json").status_code == 200  # built once, then cached
     release = threading.Event()
-    locker = _lock_database(server, path, release)
+    locker = lock(release)
     timer = threading.Timer(HOLD, release.set)
     timer.start()
     waiting: dict = {}
