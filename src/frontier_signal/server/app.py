@@ -193,10 +193,11 @@ class RequestIdMiddleware:
 
 async def start_state(settings: ServiceSettings, worker: EngineWorker) -> AppState:
     """Open the store, start the worker and build the services over them (at startup)."""
-    store = _open_store(settings)
+    # Before the server accepts requests, yet off the loop as every store call (docs/server.md).
+    store = await asyncio.to_thread(_open_store, settings)
     worker.start()
     runs = RunService(settings, store, worker)
-    runs.reconcile_after_restart()
+    await asyncio.to_thread(runs.reconcile_after_restart)
     await asyncio.to_thread(repair_at_start, runs)
     tinker_service = TinkerService(runs)
     state = AppState(

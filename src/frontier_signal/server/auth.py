@@ -8,6 +8,8 @@ caller is the one local tenant (a development mode that only binds to loopback).
 
 from __future__ import annotations
 
+import asyncio
+
 from fastapi import Request
 
 from frontier_signal.service.errors import Forbidden, Unauthorized
@@ -27,7 +29,7 @@ async def tenant_id(request: Request) -> str:
             "missing API key: send 'Authorization: Bearer sk-...' "
             "(create a key with `frontier-signal keys create --name NAME`)"
         )
-    return _tenant_of_key(state, key.strip())
+    return await _tenant_of_key(state, key.strip())
 
 
 async def api_key_tenant_id(request: Request) -> str:
@@ -41,7 +43,7 @@ async def api_key_tenant_id(request: Request) -> str:
             "missing API key: send 'X-API-Key: sk-...' (the hpcai SDK sends its api_key= "
             "argument or HPCAI_API_KEY; the tinker SDK takes the same key spelled tml-...)"
         )
-    return _tenant_of_key(state, key)
+    return await _tenant_of_key(state, key)
 
 
 async def bearer_or_api_key_tenant_id(request: Request) -> str:
@@ -52,12 +54,13 @@ async def bearer_or_api_key_tenant_id(request: Request) -> str:
         return LOCAL_TENANT
     key = request.headers.get("x-api-key", "").strip()
     if key:
-        return _tenant_of_key(state, key)
+        return await _tenant_of_key(state, key)
     return await tenant_id(request)
 
 
-def _tenant_of_key(state, key: str) -> str:
-    row = state.store.find_key(key)
+async def _tenant_of_key(state, key: str) -> str:
+    # A worker thread: on PostgreSQL the lookup is a round trip the event loop must not wait on.
+    row = await asyncio.to_thread(state.store.find_key, key)
     if row is None:
         raise Unauthorized("invalid API key")
     if row.revoked_at is not None:

@@ -177,18 +177,18 @@ class FutureService:
         self._tasks[row.id] = task
         task.add_done_callback(lambda t: self._finished(row.id, tenant_id, model_id, t))
 
-    def kind_of(self, request_id: str) -> str | None:
+    async def kind_of(self, request_id: str) -> str | None:
         """The future's kind (`tinker.forward_backward`, `tinker.sample`, ...)."""
         kind = self._kinds.get(request_id)
         if kind is None:
-            row = self.store.get_request(request_id)
+            row = await self.ledger.get(request_id)
             kind = row.kind if row is not None else None
         return kind
 
-    def cancel(self, tenant_id: str, request_id: str) -> bool:
+    async def cancel(self, tenant_id: str, request_id: str) -> bool:
         """Cancel a sampling future that has not finished (tinker's `cancel_future`); training
         operations are never cancelled half-way. Returns whether it was cancelled."""
-        row = self.store.get_request(request_id)
+        row = await self.ledger.get(request_id)
         if row is None or row.tenant_id != tenant_id or not row.kind.startswith("tinker."):
             raise NotFound(f"no future {request_id!r}: it does not exist or belongs to another key")
         task = self._tasks.get(request_id)

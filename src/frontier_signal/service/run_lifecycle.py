@@ -84,7 +84,7 @@ class RunLifecycle(RunCheckpoints):
         try:
             return await self.worker.submit(op, key=key, owner=owner, on_token=on_token)
         except RunNotHeld as exc:
-            row = self.store.get_run(exc.run_id)
+            row = await asyncio.to_thread(self.store.get_run, exc.run_id)
             if row is None or row.status != "active":
                 raise NotFound(f"no run {exc.run_id!r}: it does not exist") from None
             logger.warning("run %s is on no live worker: restoring it", exc.run_id)
@@ -124,7 +124,7 @@ class RunLifecycle(RunCheckpoints):
     async def create_run(self, spec: RunSpec, run_id: str | None = None) -> Run:
         """A new run of `spec` (its owner is `spec.tenant_id`); a seed is picked if it has none."""
         tenant_id = spec.tenant_id
-        runs = self.store.list_runs(tenant_id)
+        runs = await asyncio.to_thread(self.store.list_runs, tenant_id)
         if len(runs) >= self.settings.max_runs_per_tenant:
             raise RateLimited(
                 f"this key already has {len(runs)} active runs (the limit is "
@@ -135,7 +135,7 @@ class RunLifecycle(RunCheckpoints):
         if spec.seed is None:
             spec = replace(spec, seed=random.randrange(2**31))
         run_id = run_id or new_id("run")
-        if self.store.get_run(run_id) is not None:
+        if await asyncio.to_thread(self.store.get_run, run_id) is not None:
             raise InvalidRequest(f"a run {run_id!r} already exists")
         need = await self.memory_needed(spec)
         self.memory.reserve(tenant_id, run_id, need)
@@ -172,15 +172,19 @@ class RunLifecycle(RunCheckpoints):
             created_at=now,
             updated_at=now,
         )
-        self.store.add_run(row)
-        self._loading[run_id] = _done_future()
-        self.record_checkpoint(run_id, "sampler", 0, folder)
+        self._loading[run_id] = _done_future()  # in the engine before its row is visible
+        try:
+            await asyncio.to_thread(self.store.add_run, row)
+        except BaseException:
+            self._loading.pop(run_id, None)
+            raise
+        await asyncio.to_thread(self.record_checkpoint, run_id, "sampler", 0, folder)
         return row
 
     async def delete_run(self, tenant_id: str, run_id: str) -> None:
         """Mark the run deleted, free its memory budget and its place in the engine."""
-        self.run_row(tenant_id, run_id)
-        self.store.update_run(run_id, status="deleted")
+        await asyncio.to_thread(self.run_row, tenant_id, run_id)
+        await asyncio.to_thread(self.store.update_run, run_id, status="deleted")
         self.memory.release(run_id)
         # Held by a worker though never loaded here: another API process loaded it.
         if run_id in self._loading or run_id in self.worker.info().runs:
@@ -193,15 +197,19 @@ class RunLifecycle(RunCheckpoints):
         checkpoint; a gradient that was never applied is lost)."""
         future = self._loading.get(row.id)
         if future is None:
-            future = asyncio.ensure_future(self.restore(row))
+            future = asyncio.ensure_future(self._restored(row))
             self._loading[row.id] = future
             try:
-                step = await future
+                await future
             except Exception:
                 del self._loading[row.id]
                 raise
-            self._after_restore(row, step)
         await future
+
+    async def _restored(self, row: Run) -> None:
+        """Restore, then align the stored history, before any waiter of the run goes on."""
+        step = await self.restore(row)
+        await asyncio.to_thread(self._after_restore, row, step)
 
     def reconcile_after_restart(self) -> None:
         """At start: each run's step becomes that of its newest training checkpoint (what it
@@ -224,9 +232,9 @@ class RunLifecycle(RunCheckpoints):
         """Load a run into the engine from its newest training checkpoint (fresh when none;
         the optimizer hyperparameters stay the run's own: a checkpoint may predate them);
         returns the step it resumed at. `ensure_loaded` does this once per run."""
-        newest = self.newest_training_checkpoint(row.id)
+        newest = await asyncio.to_thread(self.newest_training_checkpoint, row.id)
         # Shared storage: the newest checkpoint is downloaded here first if need be.
-        folder = self.storage.local(newest.path) if newest else ""
+        folder = await asyncio.to_thread(self.storage.local, newest.path) if newest else ""
         op = ops.RestoreRun(row.id, row.spec.engine_config(), folder)
         restored: ops.RunRestored = await self.submit(op, row.id)
         return restored.step
@@ -249,7 +257,7 @@ class RunLifecycle(RunCheckpoints):
     async def shutdown(self) -> None:
         """Write a training checkpoint for every loaded run that moved since its last one."""
         for run_id in list(self._loading):
-            row = self.store.get_run(run_id)
+            row = await asyncio.to_thread(self.store.get_run, run_id)
             if row is None or row.status != "active":
                 continue
             try:
@@ -258,26 +266,27 @@ class RunLifecycle(RunCheckpoints):
                 logger.exception("could not write the shutdown checkpoint of run %s", run_id)
 
     async def _checkpoint_if_moved(self, row: Run, reason: str) -> None:
-        newest = self.newest_training_checkpoint(row.id)
+        newest = await asyncio.to_thread(self.newest_training_checkpoint, row.id)
         if (newest.step if newest else 0) == row.step:
             return
         checkpoint_id = new_id("ckpt")
         folder = files.checkpoint_folder(self.data_dir, row.id, checkpoint_id)
         await self.save_checkpoint(row.id, folder, "training")
-        self.record_checkpoint(
-            row.id, "training", row.step, folder, checkpoint_id, f"{reason}-step-{row.step}"
-        )
-        self.prune_automatic_checkpoints(row.id)
+        name = f"{reason}-step-{row.step}"
+        record = self.record_checkpoint
+        await asyncio.to_thread(record, row.id, "training", row.step, folder, checkpoint_id, name)
+        await asyncio.to_thread(self.prune_automatic_checkpoints, row.id)
 
     async def unload(self, tenant_id: str, run_id: str) -> None:
         """Free a run's memory in the engine. A run that moved since its last training
         checkpoint gets one first, so the next use resumes it exactly (a gradient not yet
         applied is lost)."""
-        row = self.run_row(tenant_id, run_id)
+        row = await asyncio.to_thread(self.run_row, tenant_id, run_id)
         if run_id not in self._loading:
             return
         await self.ensure_loaded(row)
-        await self._checkpoint_if_moved(self.store.get_run(run_id) or row, "unload")
+        moved = await asyncio.to_thread(self.store.get_run, run_id)
+        await self._checkpoint_if_moved(moved or row, "unload")
         del self._loading[run_id]
         self._pending_loss.pop(run_id, None)
         await self.submit(ops.DeleteRun(run_id), run_id)

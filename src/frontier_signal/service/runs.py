@@ -109,7 +109,7 @@ class RunService(RunLifecycle):
     ) -> ForwardBackwardResult:
         """Mean-reduced loss of `batch`; its gradient replaces (or, `accumulate`, adds to) the
         pending one."""
-        row = self.run_row(tenant_id, run_id)
+        row = await asyncio.to_thread(self.run_row, tenant_id, run_id)
         if not batch:
             raise InvalidRequest("batch is empty: send at least one example")
         await self.ensure_loaded(row)
@@ -152,7 +152,7 @@ class RunService(RunLifecycle):
     ) -> StepResult:
         """Apply the pending gradient. `overrides` (beta1, beta2, eps, weight_decay,
         grad_clip_norm, learning_rate) set the optimizer for this step only."""
-        row = self.run_row(tenant_id, run_id)
+        row = await asyncio.to_thread(self.run_row, tenant_id, run_id)
         await self.ensure_loaded(row)
         checkpoint_id = new_id("ckpt")
         # A setting left None keeps the run's own (the engine skips it the same way).
@@ -169,8 +169,8 @@ class RunService(RunLifecycle):
         done: ops.OptimStepDone = await self.submit(op, run_id)
         self.checkpoint_written(done.sampler)
         self.checkpoint_written(done.training)
-        loss, pending = self._record_step_metric(run_id, done)
-        self.store.update_run(run_id, step=done.result.step)
+        loss, pending = await self._record_step_metric(run_id, done)
+        await asyncio.to_thread(self.store.update_run, run_id, step=done.result.step)
         await self._record_step_checkpoints(run_id, done, checkpoint_id)
         result = done.result
         return StepResult(
@@ -183,14 +183,15 @@ class RunService(RunLifecycle):
             checkpoint_id=checkpoint_id if done.training is not None else None,
         )
 
-    def _record_step_metric(
+    async def _record_step_metric(
         self, run_id: str, done: ops.OptimStepDone
     ) -> tuple[float | None, PendingLoss]:
         """The metrics row of a step: the loss of the gradients it applied, their tokens and the
         time they took; returns (that loss, the pending loss it consumed)."""
         pending = self._pending_loss.pop(run_id, PendingLoss())
         loss = pending.loss_sum / pending.weight_sum if pending.weight_sum else None
-        self.store.add_metric(
+        await asyncio.to_thread(
+            self.store.add_metric,
             Metric(
                 run_id=run_id,
                 step=done.result.step,
@@ -200,7 +201,7 @@ class RunService(RunLifecycle):
                 tokens=pending.tokens,
                 time=time.time(),
                 seconds=pending.seconds + done.seconds,
-            )
+            ),
         )
         return loss, pending
 
@@ -220,9 +221,9 @@ class RunService(RunLifecycle):
             await asyncio.to_thread(
                 self.record_checkpoint, run_id, "training", step, training, checkpoint_id, name
             )
-        self.prune_sampler_steps(run_id, step)
+        await asyncio.to_thread(self.prune_sampler_steps, run_id, step)
         if done.training is not None:
-            self.prune_automatic_checkpoints(run_id)
+            await asyncio.to_thread(self.prune_automatic_checkpoints, run_id)
 
     # ----- sampling ----------------------------------------------------------------------
     async def sample_requests(
@@ -235,9 +236,9 @@ class RunService(RunLifecycle):
         on_token: Any = None,
     ) -> tuple[list[SampleResult], int]:
         """Sample raw-text continuations; returns (engine results, the step sampled)."""
-        row = self.run_row(tenant_id, run_id)
+        row = await asyncio.to_thread(self.run_row, tenant_id, run_id)
         await self.ensure_loaded(row)
-        checkpoint = "" if step is None else self.sampler_path(run_id, step)
+        checkpoint = "" if step is None else await self._sampler_path(run_id, step)
         sampled_step = row.step if step is None else step
         requests = sample_requests(run_id, prompts, params, checkpoint=checkpoint)
         op = ops.Sample(row.base_model, requests)
@@ -249,12 +250,15 @@ class RunService(RunLifecycle):
     ) -> tuple[list[list[float]], int]:
         """Mean-pooled embeddings of `texts` by the run (at `step`, else its current weights);
         returns (vectors, the step used)."""
-        row = self.run_row(tenant_id, run_id)
+        row = await asyncio.to_thread(self.run_row, tenant_id, run_id)
         await self.ensure_loaded(row)
-        checkpoint = "" if step is None else self.sampler_path(run_id, step)
+        checkpoint = "" if step is None else await self._sampler_path(run_id, step)
         op = ops.Embed(run_id, list(texts), checkpoint)
         embedded: ops.Embedded = await self.submit(op, run_id)
         return embedded.vectors, row.step if step is None else step
+
+    async def _sampler_path(self, run_id: str, step: int) -> str:
+        return await asyncio.to_thread(self.sampler_path, run_id, step)
 
     # ----- saves ---------------------------------------------------------------------------
     async def save_state(
@@ -262,7 +266,7 @@ class RunService(RunLifecycle):
     ) -> SavedState:
         """Save the run as a training checkpoint, merged weights or a GGUF (`mode`), then push
         it to the Hugging Face hub if asked."""
-        row = self.run_row(tenant_id, run_id)
+        row = await asyncio.to_thread(self.run_row, tenant_id, run_id)
         if push_to_hub:
             if not hub_model_id:
                 raise InvalidRequest("push_to_hub=True needs hub_model_id ('user/model-name')")

@@ -299,7 +299,7 @@ class ServingService:
     async def warmup(self, tenant_id: str, model: str) -> WarmupState:
         """Start loading `model` (base weights, a run's adapter or a checkpoint) in the
         background; answers at once with its status."""
-        target = self.resolve(tenant_id, model)
+        target = await asyncio.to_thread(self.resolve, tenant_id, model)
         key = (tenant_id, model)
         current = self._warmups.get(key)
         # Loading, or loaded and still in memory (an adapter may have left the LRU since).

@@ -19,6 +19,7 @@ import asyncio
 import builtins
 import contextlib
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -74,6 +75,7 @@ class SessionService:
         self.heartbeat_timeout = heartbeat_timeout
         self.clock = clock
         self._expired_by_heartbeat: set[str] = set()  # for the next `expire()` to hand over
+        self._expired_lock = threading.Lock()  # heartbeats run in FastAPI's threadpool
 
     def create(
         self, tenant_id: str, tags: list[str], user_metadata: dict, sdk_version: str
@@ -118,7 +120,8 @@ class SessionService:
         now = self.clock()
         if row.status == "active" and row.last_heartbeat_at < now - self.heartbeat_timeout:
             self.store.update_tinker_session(session_id, status="expired")
-            self._expired_by_heartbeat.add(session_id)  # the next sweep unloads its models
+            with self._expired_lock:  # the next sweep unloads its models
+                self._expired_by_heartbeat.add(session_id)
             row.status = "expired"
         if row.status != "active":
             raise Gone(f"session {session_id!r} is {row.status}")
@@ -135,7 +138,8 @@ class SessionService:
         stale = self.store.stale_tinker_sessions(deadline)
         if stale:
             self.store.expire_tinker_sessions(deadline)
-        late, self._expired_by_heartbeat = self._expired_by_heartbeat, set()
+        with self._expired_lock:
+            late, self._expired_by_heartbeat = self._expired_by_heartbeat, set()
         return stale + sorted(late - set(stale))
 
     def runs_of(self, session_id: str, tenant_id: str | None = None) -> list[Run]:
@@ -206,9 +210,9 @@ class SessionExpiry:
 
     async def sweep(self) -> list[str]:
         """One sweep; returns the sessions it expired, whose models it unloaded."""
-        expired = self.sessions.expire()
+        expired = await asyncio.to_thread(self.sessions.expire)
         for session_id in expired:
-            for row in self.sessions.runs_of(session_id):
+            for row in await asyncio.to_thread(self.sessions.runs_of, session_id):
                 await self.runs.unload(row.tenant_id, row.id)
         await asyncio.to_thread(self.tinker.sweep_expired_checkpoints)
         return expired

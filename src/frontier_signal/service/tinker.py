@@ -170,7 +170,7 @@ class TinkerService(TinkerCheckpoints):
         forward_only: bool,
     ) -> ForwardBackwardResult:
         """Sum-reduced loss; the gradient adds to the pending one (unless `forward_only`)."""
-        row = self.model_row(tenant_id, model_id)
+        row = await asyncio.to_thread(self.model_row, tenant_id, model_id)
         await self.runs.ensure_loaded(row)
         op = ops.ForwardBackward(
             model_id,
@@ -228,9 +228,9 @@ class TinkerService(TinkerCheckpoints):
         Stops as every face does (service/sampling.py).
         """
         if model_path:
-            checkpoint = self.resolve(tenant_id, model_path)
+            checkpoint = await asyncio.to_thread(self.resolve, tenant_id, model_path)
             folder = await asyncio.to_thread(self.runs.storage.local, checkpoint.path)
-            base = self._run_of(checkpoint).base_model
+            base = (await asyncio.to_thread(self._run_of, checkpoint)).base_model
         elif base_model:
             self.check_base_model(base_model)
             folder, base = "", base_model

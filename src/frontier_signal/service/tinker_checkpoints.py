@@ -96,12 +96,15 @@ class TinkerCheckpoints:
     ) -> Checkpoint:
         """Save a `training`, `sampler` or `external` (adapter only) checkpoint; its row."""
         _check_ttl(ttl_seconds)
-        row = self.model_row(tenant_id, model_id)
+        row = await asyncio.to_thread(self.model_row, tenant_id, model_id)
         await self.runs.ensure_loaded(row)
         kind = SEGMENTS[wire_type]
-        name = name or f"step_{self.model_row(tenant_id, model_id).step:06d}_{new_id('ckpt')[5:13]}"
+        if not name:
+            row = await asyncio.to_thread(self.model_row, tenant_id, model_id)  # its step now
+            name = f"step_{row.step:06d}_{new_id('ckpt')[5:13]}"
         check_name(name)
-        existing = [c for c in self.store.list_checkpoints(model_id, kind) if c.name == name]
+        listed = await asyncio.to_thread(self.store.list_checkpoints, model_id, kind)
+        existing = [c for c in listed if c.name == name]
         if existing and not overwrite:
             raise InvalidRequest(
                 f"run {model_id!r} already has a {wire_type} checkpoint named {name!r}; "
@@ -116,9 +119,12 @@ class TinkerCheckpoints:
         )
         if ttl_seconds is not None:
             checkpoint.expires_at = checkpoint.created_at + ttl_seconds
-            self.store.update_checkpoint(checkpoint.id, expires_at=checkpoint.expires_at)
+            expires_at = checkpoint.expires_at
+            await asyncio.to_thread(
+                self.store.update_checkpoint, checkpoint.id, expires_at=expires_at
+            )
         for old in existing:
-            self._remove(old)
+            await asyncio.to_thread(self._remove, old)
         return checkpoint
 
     async def load_weights(
@@ -126,19 +132,17 @@ class TinkerCheckpoints:
     ) -> None:
         """Load a checkpoint (of any run of this tenant) into this run; the adapter layout and
         the step come from the checkpoint. A sampler checkpoint loads weights only."""
-        row = self.model_row(tenant_id, model_id)
-        checkpoint = self.resolve(tenant_id, path)
+        row = await asyncio.to_thread(self.model_row, tenant_id, model_id)
+        checkpoint = await asyncio.to_thread(self.resolve, tenant_id, path)
         await self.runs.ensure_loaded(row)
         checkpoint_id = new_id("ckpt")
         training = files.checkpoint_folder(self.runs.data_dir, model_id, checkpoint_id)
         info = await self._load(row, checkpoint, with_optimizer, training)
         assert info.sampler is not None, "the load named a sampler folder: the engine writes it"
-        self.runs.restart_history_at(model_id, info.step, Path(info.sampler.folder))
-        previous = [
-            c
-            for c in self.store.list_checkpoints(model_id, "training")
-            if c.name.startswith(LOADED_PREFIX)
-        ]
+        sampler = Path(info.sampler.folder)
+        await asyncio.to_thread(self.runs.restart_history_at, model_id, info.step, sampler)
+        listed = await asyncio.to_thread(self.store.list_checkpoints, model_id, "training")
+        previous = [c for c in listed if c.name.startswith(LOADED_PREFIX)]
         name = f"{LOADED_PREFIX}{info.step}"
         await asyncio.to_thread(
             self.runs.record_checkpoint,
@@ -150,7 +154,7 @@ class TinkerCheckpoints:
             name,
         )
         for old in previous:  # only the newest server-made copy is worth keeping
-            self._remove(old)
+            await asyncio.to_thread(self._remove, old)
 
     async def _load(
         self, row: Run, checkpoint: Checkpoint, with_optimizer: bool, training: Path
@@ -175,7 +179,7 @@ class TinkerCheckpoints:
             target_modules=tuple(lora.target_modules),
             requested_target_modules=tuple(lora.target_modules),
         )
-        self.store.update_run(row.id, **spec_columns(loaded))
+        await asyncio.to_thread(self.store.update_run, row.id, **spec_columns(loaded))
         return info
 
     # ----- find and list -------------------------------------------------------------------

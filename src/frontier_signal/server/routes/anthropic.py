@@ -13,6 +13,7 @@ grammar making forced tool input follow its `input_schema`. Streams are Anthropi
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Annotated
@@ -47,10 +48,10 @@ ANTHROPIC_EVENTS: Responses = {
 Tenant = Annotated[str, Depends(bearer_or_api_key_tenant_id)]
 
 
-def _prompt(request: Request, tenant: str, body: CountTokensBody):
+async def _prompt(request: Request, tenant: str, body: CountTokensBody):
     """(target, prompt tokens, shape) of a Messages body."""
     serving = request.app.state.frontier.serving
-    target = serving.resolve(tenant, body.model)
+    target = await asyncio.to_thread(serving.resolve, tenant, body.model)
     schema = body.output_schema() if isinstance(body, MessagesBody) else None
     messages = body.openai_messages()
     shape, functions, continued = anthropic_shape(
@@ -69,7 +70,7 @@ def _content(shape: ChatShape, text: str, finish: str) -> tuple[list[dict], str,
 
 @router.post("/messages/count_tokens", response_model=TokenCount)
 async def count_tokens(request: Request, tenant: Tenant, body: CountTokensBody) -> dict:
-    _, prompt, _ = _prompt(request, tenant, body)
+    _, prompt, _ = await _prompt(request, tenant, body)
     return {"input_tokens": len(prompt)}
 
 
@@ -77,7 +78,7 @@ async def count_tokens(request: Request, tenant: Tenant, body: CountTokensBody) 
 async def messages(request: Request, tenant: Tenant, body: MessagesBody):
     state = request.app.state.frontier
     serving = state.serving
-    target, prompt, shape = _prompt(request, tenant, body)
+    target, prompt, shape = await _prompt(request, tenant, body)
     params = body.sampling_params(shape.grammar)
     tokenizer = serving.tokenizer(target)
     if shape.grammar:

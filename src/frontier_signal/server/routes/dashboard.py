@@ -61,24 +61,24 @@ async def session(request: Request) -> dict:
 
 
 @router.get("/v1/dashboard/runs", response_model=wire.RunSummaryList)
-async def runs(request: Request, tenant: Tenant) -> dict:
+def runs(request: Request, tenant: Tenant) -> dict:
     return {"data": _service(request).list_runs(tenant)}
 
 
 @router.get("/v1/dashboard/runs/{run_id}", response_model=wire.RunDetail)
-async def run(request: Request, tenant: Tenant, run_id: str) -> dict:
+def run(request: Request, tenant: Tenant, run_id: str) -> dict:
     return _service(request).run_detail(tenant, run_id)
 
 
 @router.get("/v1/dashboard/runs/{run_id}/metrics", response_model=wire.MetricPoints)
-async def run_metrics(
+def run_metrics(
     request: Request, tenant: Tenant, run_id: str, after: int = Query(-1, ge=-1)
 ) -> dict:
     return _service(request).metrics(tenant, run_id, after)
 
 
 @router.get("/v1/dashboard/queue", response_model=wire.Queue)
-async def queue(request: Request, tenant: Tenant) -> dict:
+def queue(request: Request, tenant: Tenant) -> dict:
     return _service(request).queue(tenant)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
@@ -20,7 +22,7 @@ async def health() -> dict:
 async def ready(request: Request):
     state = request.app.state.frontier
     try:
-        state.store.ping()
+        await asyncio.to_thread(state.store.ping)
     except Exception as exc:  # noqa: BLE001 - reported, not raised
         return JSONResponse({"status": "not_ready", "detail": f"store: {exc}"}, 503)
     if state.startup_error:

@@ -1,4 +1,7 @@
-"""The Signal REST API (docs/signal-api.md): thin handlers over `RunService`."""
+"""The Signal REST API (docs/signal-api.md): thin handlers over `RunService`.
+
+Handlers whose work is only store reads are plain `def` (FastAPI runs them in its threadpool);
+`async` ones send their store calls to a worker thread (docs/server.md, "Store")."""
 
 from __future__ import annotations
 
@@ -73,12 +76,12 @@ async def create_run(request: Request, tenant: Tenant, body: CreateRunBody) -> d
 
 
 @router.get("/runs", response_model=wire.RunList)
-async def list_runs(request: Request, tenant: Tenant) -> dict:
+def list_runs(request: Request, tenant: Tenant) -> dict:
     return {"data": [run_status(row) for row in _state(request).store.list_runs(tenant)]}
 
 
 @router.get("/runs/{run_id}", response_model=wire.RunStatus)
-async def get_run(request: Request, tenant: Tenant, run_id: str) -> dict:
+def get_run(request: Request, tenant: Tenant, run_id: str) -> dict:
     return run_status(_state(request).runs.run_row(tenant, run_id))
 
 
@@ -93,7 +96,7 @@ async def forward_backward(
     request: Request, tenant: Tenant, run_id: str, body: ForwardBackwardBody
 ) -> dict:
     service = _state(request).runs
-    service.run_row(tenant, run_id)
+    await asyncio.to_thread(service.run_row, tenant, run_id)
 
     async def operation():
         result = await service.forward_backward(tenant, run_id, body.batch, body.accumulate)
@@ -105,7 +108,7 @@ async def forward_backward(
 @router.post("/runs/{run_id}/optim_step", response_model=wire.OptimStepResult)
 async def optim_step(request: Request, tenant: Tenant, run_id: str, body: OptimStepBody) -> dict:
     service = _state(request).runs
-    service.run_row(tenant, run_id)
+    await asyncio.to_thread(service.run_row, tenant, run_id)
 
     async def operation():
         return optim_step_result(await service.optim_step(tenant, run_id, body.learning_rate))
@@ -161,9 +164,9 @@ async def sample_stream(request: Request, tenant: Tenant, run_id: str, body: Sam
     if len(prompts) != 1:
         raise InvalidRequest(f"streaming takes exactly one prompt, got {len(prompts)}")
     app = _state(request)
-    row = app.runs.run_row(tenant, run_id)
-    if body.step is not None:
-        app.runs.sampler_path(run_id, body.step)  # a step not kept is a 404 before streaming
+    row = await asyncio.to_thread(app.runs.run_row, tenant, run_id)
+    if body.step is not None:  # a step not kept is a 404 before streaming
+        await asyncio.to_thread(app.runs.sampler_path, run_id, body.step)
     tokenizer = app.runs.tokenizer(row.base_model)
     params = _params(body)
 
@@ -213,7 +216,7 @@ async def embeddings(request: Request, tenant: Tenant, run_id: str, body: Embedd
 @router.post("/runs/{run_id}/save_state", response_model=wire.SavedState)
 async def save_state(request: Request, tenant: Tenant, run_id: str, body: SaveStateBody) -> dict:
     service = _state(request).runs
-    service.run_row(tenant, run_id)
+    await asyncio.to_thread(service.run_row, tenant, run_id)
 
     async def operation():
         saved = await service.save_state(
@@ -225,14 +228,14 @@ async def save_state(request: Request, tenant: Tenant, run_id: str, body: SaveSt
 
 
 @router.get("/runs/{run_id}/metrics", response_model=wire.MetricList)
-async def metrics(request: Request, tenant: Tenant, run_id: str) -> dict:
+def metrics(request: Request, tenant: Tenant, run_id: str) -> dict:
     state = _state(request)
     state.runs.run_row(tenant, run_id)
     return {"data": [metric_row(row) for row in state.store.list_metrics(run_id)]}
 
 
 @router.get("/runs/{run_id}/checkpoints", response_model=wire.CheckpointList)
-async def checkpoints(request: Request, tenant: Tenant, run_id: str) -> dict:
+def checkpoints(request: Request, tenant: Tenant, run_id: str) -> dict:
     state = _state(request)
     state.runs.run_row(tenant, run_id)
     rows = [c for c in state.store.list_checkpoints(run_id) if c.kind != "sampler"]
@@ -245,7 +248,9 @@ async def checkpoints(request: Request, tenant: Tenant, run_id: str) -> dict:
     responses=GZIP,
 )
 async def checkpoint_archive(request: Request, tenant: Tenant, run_id: str, checkpoint_id: str):
-    checkpoint = _state(request).runs.checkpoint(tenant, run_id, checkpoint_id)
+    checkpoint = await asyncio.to_thread(
+        _state(request).runs.checkpoint, tenant, run_id, checkpoint_id
+    )
     path = await asyncio.to_thread(files.archive, Path(checkpoint.path), checkpoint_id)
     return FileResponse(
         path,
@@ -256,5 +261,5 @@ async def checkpoint_archive(request: Request, tenant: Tenant, run_id: str, chec
 
 
 @router.get("/runs/{run_id}/steps", response_model=wire.KeptSteps)
-async def steps(request: Request, tenant: Tenant, run_id: str) -> dict:
+def steps(request: Request, tenant: Tenant, run_id: str) -> dict:
     return {"steps": _state(request).runs.kept_steps(tenant, run_id)}

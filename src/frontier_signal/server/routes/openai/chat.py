@@ -4,6 +4,7 @@ module turns the shaped answer into OpenAI's completion or chunks."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 
 from fastapi import Request
@@ -37,7 +38,7 @@ async def chat_completions(request: Request, tenant: Tenant, body: ChatCompletio
     body.check_supported()
     app = state(request)
     serving = app.serving
-    target = serving.resolve(tenant, body.model)
+    target = await asyncio.to_thread(serving.resolve, tenant, body.model)
     shape, functions = openai_shape(
         body.tools, body.tool_choice, *body.response_schema(), body.messages
     )

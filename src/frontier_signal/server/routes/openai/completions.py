@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from fastapi import Request
 
 from frontier_signal.server.openapi import EVENT_STREAM_ALTERNATIVE
@@ -52,7 +54,7 @@ async def completions(request: Request, tenant: Tenant, body: CompletionBody):
     body.best_of_check()
     app = state(request)
     serving = app.serving
-    target = serving.resolve(tenant, body.model)
+    target = await asyncio.to_thread(serving.resolve, tenant, body.model)
     prompts = _prompts(serving, target, body.prompt)
     tokenizer = serving.tokenizer(target)
     params = body.sampling_params(body.max_tokens, body.logprobs or 0)

@@ -39,5 +39,5 @@ async def warmup(request: Request, tenant: Tenant, body: WarmupBody):
 
 
 @router.get("/warmup/{model:path}", response_model=wire.Warmup)
-async def warmup_status(request: Request, tenant: Tenant, model: str):
+def warmup_status(request: Request, tenant: Tenant, model: str):
     return wire.warmup(state(request).serving.warmup_status(tenant, model))

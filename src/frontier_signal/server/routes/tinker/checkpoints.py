@@ -43,17 +43,17 @@ router = new_router()
 # ----- saving (futures) ------------------------------------------------------------------------
 @router.post("/save_weights", response_model=FutureHandle)
 async def save_weights(request: Request, tenant: Tenant, body: SaveWeightsBody):
-    return _save(request, tenant, body, "training", "save_weights")
+    return await _save(request, tenant, body, "training", "save_weights")
 
 
 @router.post("/save_weights_for_sampler", response_model=FutureHandle)
 async def save_weights_for_sampler(request: Request, tenant: Tenant, body: SaveWeightsBody):
-    return _save(request, tenant, body, "sampler", "save_weights_for_sampler")
+    return await _save(request, tenant, body, "sampler", "save_weights_for_sampler")
 
 
-def _save(request: Request, tenant: str, body: SaveWeightsBody, wire_type: str, kind: str):
+async def _save(request: Request, tenant: str, body: SaveWeightsBody, wire_type: str, kind: str):
     app = state(request)
-    app.tinker.model_row(tenant, body.model_id)
+    await asyncio.to_thread(app.tinker.model_row, tenant, body.model_id)
     caller_scheme = scheme(request)
     # tinker's save_weights_and_get_sampling_client: no name; answer a sampling session too.
     # `inflight` sampling clients get a snapshot as well (documented in docs/tinker-sdk.md).
@@ -73,7 +73,8 @@ def _save(request: Request, tenant: str, body: SaveWeightsBody, wire_type: str, 
         )
         if not with_sampler:
             return {"type": kind, "path": path}
-        sampler = app.tinker_models.sampler_for_model(tenant, body.model_id, path)
+        models = app.tinker_models
+        sampler = await asyncio.to_thread(models.sampler_for_model, tenant, body.model_id, path)
         return {"type": kind, "path": path, "sampling_session_id": sampler.id}
 
     return start_future(request, tenant, body.model_id, kind, body, operation)
@@ -84,7 +85,7 @@ async def save_weights_external(request: Request, tenant: Tenant, body: SaveWeig
     """tinker's download path, step 1: the adapter (PEFT files, no optimizer) as an `external`
     checkpoint, `tinker://{run}/external_weights/{name}`; step 2 is `external_weights_urls`."""
     service = state(request).tinker
-    service.model_row(tenant, body.model_id)
+    await asyncio.to_thread(service.model_row, tenant, body.model_id)
     if body.age_encryption_recipients:
         raise InvalidRequest(
             "age_encryption_recipients is not supported by this server: the files are served "
@@ -106,7 +107,7 @@ async def save_weights_external(request: Request, tenant: Tenant, body: SaveWeig
 
 # ----- training runs and checkpoints (REST) ----------------------------------------------------
 @router.get("/training_runs", response_model=TrainingRunList)
-async def list_training_runs(
+def list_training_runs(
     request: Request,
     tenant: Tenant,
     limit: Annotated[int, Query(ge=1, le=1000)] = 20,
@@ -116,19 +117,19 @@ async def list_training_runs(
 
 
 @router.get("/training_runs/{run_id}", response_model=TrainingRun)
-async def get_training_run(request: Request, tenant: Tenant, run_id: str) -> dict:
+def get_training_run(request: Request, tenant: Tenant, run_id: str) -> dict:
     return answer.training_run(state(request).tinker.get_training_run(tenant, run_id))
 
 
 @router.get("/training_runs/{run_id}/checkpoints", response_model=CheckpointList)
-async def list_checkpoints(request: Request, tenant: Tenant, run_id: str):
+def list_checkpoints(request: Request, tenant: Tenant, run_id: str):
     tinker_ids = scheme(request) == "tinker://"
     listed = state(request).tinker.list_checkpoints(tenant, run_id, tinker_ids)
     return CheckpointList(checkpoints=answer.checkpoint_list(listed, tinker_ids))
 
 
 @router.get("/models/{run_id}/checkpoints", response_model=CheckpointList)
-async def list_model_checkpoints(request: Request, tenant: Tenant, run_id: str):
+def list_model_checkpoints(request: Request, tenant: Tenant, run_id: str):
     listed = state(request).tinker.list_checkpoints(tenant, run_id)
     return CheckpointList(checkpoints=answer.checkpoint_list(listed))
 
@@ -139,7 +140,8 @@ async def list_model_checkpoints(request: Request, tenant: Tenant, run_id: str):
     responses=GZIP,
 )
 async def checkpoint_archive(request: Request, tenant: Tenant, run_id: str, checkpoint_id: str):
-    checkpoint = state(request).tinker.find_checkpoint(tenant, run_id, checkpoint_id)
+    service = state(request).tinker
+    checkpoint = await asyncio.to_thread(service.find_checkpoint, tenant, run_id, checkpoint_id)
     arcname = checkpoint.name.replace("/", "_")
     folder = await asyncio.to_thread(state(request).runs.storage.local, checkpoint.path)
     path = await asyncio.to_thread(files.archive, Path(folder), arcname)
@@ -171,7 +173,7 @@ async def external_weights_urls(
     response_class=FileResponse,
     responses=BINARY,
 )
-async def checkpoint_file(
+def checkpoint_file(
     request: Request,
     checkpoint_id: str,
     relpath: str,
@@ -190,7 +192,7 @@ _CHECKPOINT = "/training_runs/{run_id}/checkpoints/{checkpoint_id:path}"
 @router.post(
     _CHECKPOINT + "/publish", status_code=204, response_class=Response, responses=NO_CONTENT
 )
-async def publish_checkpoint(request: Request, tenant: Tenant, run_id: str, checkpoint_id: str):
+def publish_checkpoint(request: Request, tenant: Tenant, run_id: str, checkpoint_id: str):
     state(request).tinker.set_public(tenant, run_id, checkpoint_id, True)
     return Response(status_code=204)
 
@@ -198,13 +200,13 @@ async def publish_checkpoint(request: Request, tenant: Tenant, run_id: str, chec
 @router.delete(
     _CHECKPOINT + "/publish", status_code=204, response_class=Response, responses=NO_CONTENT
 )
-async def unpublish_checkpoint(request: Request, tenant: Tenant, run_id: str, checkpoint_id: str):
+def unpublish_checkpoint(request: Request, tenant: Tenant, run_id: str, checkpoint_id: str):
     state(request).tinker.set_public(tenant, run_id, checkpoint_id, False)
     return Response(status_code=204)
 
 
 @router.put(_CHECKPOINT + "/ttl", status_code=204, response_class=Response, responses=NO_CONTENT)
-async def set_checkpoint_ttl(
+def set_checkpoint_ttl(
     request: Request, tenant: Tenant, run_id: str, checkpoint_id: str, body: TtlBody
 ):
     state(request).tinker.set_ttl(tenant, run_id, checkpoint_id, body.ttl_seconds)
@@ -212,6 +214,6 @@ async def set_checkpoint_ttl(
 
 
 @router.delete(_CHECKPOINT, status_code=204, response_class=Response, responses=NO_CONTENT)
-async def delete_checkpoint(request: Request, tenant: Tenant, run_id: str, checkpoint_id: str):
+def delete_checkpoint(request: Request, tenant: Tenant, run_id: str, checkpoint_id: str):
     state(request).tinker.delete_checkpoint(tenant, run_id, checkpoint_id)
     return Response(status_code=204)

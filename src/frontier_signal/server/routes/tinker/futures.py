@@ -66,7 +66,7 @@ async def retrieve_future(request: Request, tenant: Tenant, body: RetrieveFuture
     if result.get("type") == "try_again":
         return result
     accept = request.headers.get("accept", "")
-    encode = _PROTO_RESULTS.get(app.futures.kind_of(body.request_id) or "")
+    encode = _PROTO_RESULTS.get(await app.futures.kind_of(body.request_id) or "")
     payload: bytes | memoryview  # a response's body may be either
     if encode is not None and tinker_proto.is_protobuf(accept):
         payload = await asyncio.to_thread(encode, result)
@@ -81,5 +81,5 @@ async def retrieve_future(request: Request, tenant: Tenant, body: RetrieveFuture
 
 @router.post("/cancel_future", response_model=CancelledFuture)
 async def cancel_future(request: Request, tenant: Tenant, body: RequestIdBody):
-    cancelled = state(request).futures.cancel(tenant, body.request_id)
+    cancelled = await state(request).futures.cancel(tenant, body.request_id)
     return CancelledFuture(request_id=body.request_id, cancelled=cancelled)

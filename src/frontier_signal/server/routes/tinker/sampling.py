@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from fastapi import Request
 
 from frontier_signal.server.routes.tinker.common import Tenant, new_router, start_future, state
@@ -20,12 +22,16 @@ from frontier_signal.server.schemas.tinker_responses import SampleHandle, Sample
 router = new_router()
 
 
-def _sampling(request: Request, tenant: str, body: SampleBody):
+async def _sampling(request: Request, tenant: str, body: SampleBody):
     """Check the request at once (4xx); the operation that samples it."""
     check_sample_supported(body)
     app = state(request)
-    model_path, base_model = app.tinker_models.sample_source(
-        tenant, body.sampling_session_id, body.model_path, body.base_model
+    model_path, base_model = await asyncio.to_thread(
+        app.tinker_models.sample_source,
+        tenant,
+        body.sampling_session_id,
+        body.model_path,
+        body.base_model,
     )
     want_prompt_logprobs = bool(body.prompt_logprobs)
     tokens = input_tokens(body.prompt, "prompt")
@@ -42,7 +48,7 @@ def _sampling(request: Request, tenant: str, body: SampleBody):
 
 @router.post("/asample", response_model=SampleHandle)
 async def asample(request: Request, tenant: Tenant, body: SampleBody):
-    operation = _sampling(request, tenant, body)
+    operation = await _sampling(request, tenant, body)
     handle = start_future(
         request, tenant, None, "sample", body, operation, body.sampling_session_id
     )
@@ -52,6 +58,6 @@ async def asample(request: Request, tenant: Tenant, body: SampleBody):
 
 @router.post("/sample", response_model=SampleResponse)
 async def sample(request: Request, tenant: Tenant, body: SampleBody) -> dict:
-    operation = _sampling(request, tenant, body)
+    operation = await _sampling(request, tenant, body)
     with state(request).requests.counted(tenant):  # in flight, like every other route
         return await operation()

@@ -48,26 +48,26 @@ async def client_dynamic_config(request: Request, tenant: Tenant) -> dict:
 
 
 @router.post("/create_session", response_model=CreatedSession)
-async def create_session(request: Request, tenant: Tenant, body: CreateSessionBody):
+def create_session(request: Request, tenant: Tenant, body: CreateSessionBody):
     sessions = state(request).sessions
     row = sessions.create(tenant, body.tags, body.user_metadata or {}, body.sdk_version)
     return CreatedSession(session_id=row.id)
 
 
 @router.post("/session_heartbeat", response_model=Heartbeat)
-async def session_heartbeat(request: Request, tenant: Tenant, body: SessionBody):
+def session_heartbeat(request: Request, tenant: Tenant, body: SessionBody):
     state(request).sessions.heartbeat(tenant, body.session_id)
     return Heartbeat()
 
 
 @router.post("/sessions/{session_id}/finish", response_model=FinishedSession)
-async def finish_session(request: Request, tenant: Tenant, session_id: str):
+def finish_session(request: Request, tenant: Tenant, session_id: str):
     state(request).sessions.finish(tenant, session_id)
     return FinishedSession(session_id=session_id)
 
 
 @router.get("/sessions", response_model=SessionList)
-async def list_sessions(
+def list_sessions(
     request: Request,
     tenant: Tenant,
     limit: Annotated[int, Query(ge=1, le=1000)] = 20,
@@ -77,14 +77,12 @@ async def list_sessions(
 
 
 @router.get("/sessions/{session_id}", response_model=Session)
-async def get_session(request: Request, tenant: Tenant, session_id: str):
+def get_session(request: Request, tenant: Tenant, session_id: str):
     return Session(**dataclasses.asdict(state(request).sessions.info(tenant, session_id)))
 
 
 @router.post("/create_sampling_session", response_model=CreatedSamplingSession)
-async def create_sampling_session(
-    request: Request, tenant: Tenant, body: CreateSamplingSessionBody
-):
+def create_sampling_session(request: Request, tenant: Tenant, body: CreateSamplingSessionBody):
     app = state(request)
     app.sessions.active(tenant, body.session_id)
     sampler = app.tinker_models.new_sampler(
@@ -94,13 +92,13 @@ async def create_sampling_session(
 
 
 @router.get("/samplers/{sampler_id}", response_model=SamplerInfo)
-async def get_sampler(request: Request, tenant: Tenant, sampler_id: str):
+def get_sampler(request: Request, tenant: Tenant, sampler_id: str):
     row = state(request).sessions.sampler(tenant, sampler_id)
     return SamplerInfo(sampler_id=row.id, base_model=row.base_model, model_path=row.model_path)
 
 
 @router.post("/weights_info", response_model=WeightsInfo)
-async def weights_info(request: Request, tenant: Tenant, body: WeightsInfoBody) -> dict:
+def weights_info(request: Request, tenant: Tenant, body: WeightsInfoBody) -> dict:
     return answer.weights_info(state(request).tinker.weights_info(tenant, body.tinker_path))
 
 

@@ -42,7 +42,9 @@ async def create_model(request: Request, tenant: Tenant, body: CreateModelBody):
     models = state(request).tinker_models
     models.tinker.check_base_model(body.base_model)  # an unknown model is a 404 at once
     spec = body.to_run_spec(tenant)
-    run_id = models.session_model(tenant, body.session_id, body.model_seq_id)
+    run_id = await asyncio.to_thread(
+        models.session_model, tenant, body.session_id, body.model_seq_id
+    )
     await models.plan_create(spec)  # 4xx at once
 
     async def operation() -> dict:
@@ -54,14 +56,14 @@ async def create_model(request: Request, tenant: Tenant, body: CreateModelBody):
 
 
 @router.post("/get_info", response_model=ModelInfo)
-async def get_info(request: Request, tenant: Tenant, body: ModelBody) -> dict:
+def get_info(request: Request, tenant: Tenant, body: ModelBody) -> dict:
     return answer.model_info(state(request).tinker.get_info(tenant, body.model_id))
 
 
 @router.post("/unload_model", response_model=FutureHandle)
 async def unload_model(request: Request, tenant: Tenant, body: ModelBody):
     service = state(request).tinker
-    service.model_row(tenant, body.model_id)
+    await asyncio.to_thread(service.model_row, tenant, body.model_id)
 
     async def operation() -> dict:
         await service.unload_model(tenant, body.model_id)
@@ -73,7 +75,8 @@ async def unload_model(request: Request, tenant: Tenant, body: ModelBody):
 @router.post("/load_weights", response_model=FutureHandle)
 async def load_weights(request: Request, tenant: Tenant, body: LoadWeightsBody):
     models = state(request).tinker_models
-    plan = models.plan_load(
+    plan = await asyncio.to_thread(
+        models.plan_load,
         tenant,
         body.path,
         body.optimizer,
@@ -107,18 +110,18 @@ async def forward_backward(request: Request, tenant: Tenant):
     except ValidationError as exc:  # reported like every other body (422, the field named)
         raise RequestValidationError(exc.errors(include_url=False)) from None
     batch = body.forward_backward_input
-    return _forward(request, tenant, body, batch, forward_only=body.forward_only)
+    return await _forward(request, tenant, body, batch, forward_only=body.forward_only)
 
 
 @router.post("/forward", response_model=FutureHandle)
 async def forward(request: Request, tenant: Tenant, body: ForwardBody):
-    return _forward(request, tenant, body, body.forward_input, forward_only=True)
+    return await _forward(request, tenant, body, body.forward_input, forward_only=True)
 
 
-def _forward(request: Request, tenant: str, body, batch, forward_only: bool) -> FutureHandle:
+async def _forward(request: Request, tenant: str, body, batch, forward_only: bool) -> FutureHandle:
     service = state(request).tinker
     with settles_seq(request, body):
-        service.model_row(tenant, body.model_id)
+        await asyncio.to_thread(service.model_row, tenant, body.model_id)
         datums, loss_fn, loss_fn_config = to_datums(batch)
 
     async def operation() -> dict:
@@ -135,7 +138,7 @@ def _forward(request: Request, tenant: str, body, batch, forward_only: bool) -> 
 async def optim_step(request: Request, tenant: Tenant, body: OptimStepBody):
     service = state(request).tinker
     with settles_seq(request, body):
-        service.model_row(tenant, body.model_id)
+        await asyncio.to_thread(service.model_row, tenant, body.model_id)
         overrides = to_optimizer_overrides(body)
 
     async def operation() -> dict:
