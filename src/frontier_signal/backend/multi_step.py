@@ -27,7 +27,7 @@ import torch
 from torch.optim.adam import adam
 
 from frontier_signal.backend.adamw_8bit import AdamW8bit
-from frontier_signal.backend.training import RunState, run_optim_step
+from frontier_signal.backend.training import RunState, mark_updated, run_optim_step
 from frontier_signal.engine.types import OptimizerSpec, OptimStepResult
 
 StepOutcome = OptimStepResult | FloatingPointError
@@ -168,6 +168,7 @@ def run_optim_steps(items: list[tuple[RunState, OptimizerSpec]]) -> list[StepOut
     for (run, spec), norm in zip(batched, norms, strict=True):
         if id(run) in outcomes:
             continue
+        mark_updated(run)
         run.optimizer.zero_grad(set_to_none=True)
         run.step += 1
         max_norm = spec.grad_clip_norm if spec.grad_clip_norm > 0 else math.inf

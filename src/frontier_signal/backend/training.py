@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass
 
 import torch
+from torch.autograd.graph import increment_version
 
 from frontier_signal.backend.adamw_8bit import AdamW8bit
 from frontier_signal.backend.base_model import BaseModel, target_logprobs
@@ -339,8 +340,19 @@ def run_optim_step(run: RunState, spec: OptimizerSpec) -> OptimStepResult:
             group["betas"] = (spec.beta1, spec.beta2)
             group["eps"] = spec.eps
     run.optimizer.step()
+    mark_updated(run)
     run.optimizer.zero_grad(set_to_none=True)
     run.step += 1
     return OptimStepResult(
         run.run_id, run.step, spec.learning_rate, grad_norm, clipped=grad_norm > max_norm
     )
+
+
+def mark_updated(run: RunState) -> None:
+    """Bump the in-place version counter of every weight the optimizer updated. Fused kernels
+    (torch's fused AdamW) write the weights without bumping it, and the adapter's identity
+    (`lora.Adapter.identity`: the prefix cache and the decode caches key by it) must change
+    with every step, or a sample after training would reuse stale KV blocks and LoRA terms."""
+    for group in run.optimizer.param_groups:
+        for param in group["params"]:
+            increment_version(param)
