@@ -194,17 +194,19 @@ class RunLifecycle(RunCheckpoints):
     # ----- load, restore, unload -----------------------------------------------------------
     async def ensure_loaded(self, row: Run) -> None:
         """Load a run into the engine once (after a restart: from its newest training
-        checkpoint; a gradient that was never applied is lost)."""
+        checkpoint; a gradient that was never applied is lost). Callers share one load: a
+        caller that leaves does not cancel it for the others, and a load that fails or is
+        cancelled is forgotten, so the next request tries again."""
         future = self._loading.get(row.id)
         if future is None:
             future = asyncio.ensure_future(self._restored(row))
             self._loading[row.id] = future
-            try:
-                await future
-            except Exception:
-                del self._loading[row.id]
-                raise
-        await future
+            future.add_done_callback(lambda done: self._forget_failed_load(row.id, done))
+        await asyncio.shield(future)
+
+    def _forget_failed_load(self, run_id: str, done: asyncio.Future) -> None:
+        if (done.cancelled() or done.exception() is not None) and self._loading.get(run_id) is done:
+            del self._loading[run_id]
 
     async def _restored(self, row: Run) -> None:
         """Restore, then align the stored history, before any waiter of the run goes on."""
