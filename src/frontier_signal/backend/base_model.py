@@ -19,12 +19,17 @@ from transformers import PreTrainedTokenizerBase
 
 from frontier_signal.backend import models
 from frontier_signal.backend.lora import LoraLinear, Routing, Segment, install_lora_layers
+from frontier_signal.backend.unembed import linear_target_logprobs
 from frontier_signal.engine.errors import EngineError, InvalidInputError
 
 if TYPE_CHECKING:  # imported where used: it is only needed once decoding starts
     from frontier_signal.backend.llama_decode import LlamaWeights
 
 logger = logging.getLogger(__name__)
+
+# A training batch keeps its tokens' vocabulary probabilities for backward up to this many bytes
+# (2,048 tokens of SmolLM2 in bf16: 200 MB); chunks beyond it recompute them in backward.
+KEEP_PROBS_BYTES = 512 * 2**20
 
 
 def cpu_has_fast_bf16() -> bool:
@@ -214,9 +219,14 @@ def target_logprobs(
 ) -> torch.Tensor:
     """log p(target) for flat token rows, `chunk_tokens` at a time, in fp32.
 
-    Full-vocabulary logits exist for one chunk at a time; with gradients each chunk is
+    Full-vocabulary logits exist for one chunk at a time. Without a LoRA on `lm_head` the
+    unembedding runs through `unembed.linear_target_logprobs`, which keeps each chunk's
+    probabilities for backward while they fit `KEEP_PROBS_BYTES`; with one, each chunk is
     recomputed in backward (activation checkpointing), so the batch never holds them all.
     """
+    lm_head = base.lm_head
+    if not any(key in lm_head.adapters for key, _, _ in segments):  # the frozen weight alone
+        return _frozen_head_logprobs(lm_head.base.weight, hidden_ND, targets_N, chunk_tokens)
     pieces = []
     for start in range(0, hidden_ND.shape[0], chunk_tokens):
         end = min(start + chunk_tokens, hidden_ND.shape[0])
@@ -230,4 +240,19 @@ def target_logprobs(
             pieces.append(checkpoint(_chunk_target_logprobs, *args, use_reentrant=False))
         else:
             pieces.append(_chunk_target_logprobs(*args))
+    return torch.cat(pieces) if pieces else hidden_ND.new_zeros(0, dtype=torch.float32)
+
+
+def _frozen_head_logprobs(
+    weight_VD: torch.Tensor, hidden_ND: torch.Tensor, targets_N: torch.Tensor, chunk_tokens: int
+) -> torch.Tensor:
+    pieces, kept = [], 0
+    for start in range(0, hidden_ND.shape[0], chunk_tokens):
+        end = min(start + chunk_tokens, hidden_ND.shape[0])
+        size = (end - start) * weight_VD.shape[0] * weight_VD.element_size()
+        keep = kept + size <= KEEP_PROBS_BYTES
+        kept += size if keep else 0
+        pieces.append(
+            linear_target_logprobs(hidden_ND[start:end], weight_VD, targets_N[start:end], keep)
+        )
     return torch.cat(pieces) if pieces else hidden_ND.new_zeros(0, dtype=torch.float32)
