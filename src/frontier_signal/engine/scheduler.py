@@ -17,10 +17,10 @@ Ordering and batching rules (DESIGN.md, contract notes "Scheduling"):
   but a batch of samples is always followed by other waiting work, so training is never starved.
 - A sample that finds the engine idle waits up to `sample_gather_s` (20 ms) for more samples while
   they keep arriving, capped at `sample_gather_cap_s` (100 ms): a burst of concurrent requests
-  (each parsed, authenticated and tokenized one after another on the event loop) then decodes
-  as one batch instead of one alone and the rest behind it (bench/serving.py: 8 concurrent
-  requests on 8 runs went from 2.4-2.9x to 4.1x faster than one after another; a lone request
-  pays the 20 ms).
+  then decodes as one batch (bench/serving.py: 8 requests on 8 runs went from 2.4-2.9x to 4.1x
+  faster than one after another; a lone request pays the 20 ms).
+- Before each batch or slice, torch's thread count is set to the CPUs other processes leave free
+  (engine/threads.py; CPU engines only).
 - Anything else (create, checkpoints, loads) is a `call`: it runs alone, a barrier for its key
   only.
 - Generations run in slices of `slice_tokens` decode steps (the KV cache and each row's state
@@ -55,6 +55,7 @@ from frontier_signal.engine.engine import Engine
 from frontier_signal.engine.errors import SchedulerStopped
 from frontier_signal.engine.generation import SampleTurns
 from frontier_signal.engine.operations import WorkerInfo, batch_model, ordering_kind
+from frontier_signal.engine.threads import governor_for
 from frontier_signal.engine.types import ForwardBackwardRequest, SampleRequest, TokenCallback
 from frontier_signal.engine.work import Generating, Work, logged_failure
 
@@ -103,6 +104,7 @@ class Scheduler(SampleTurns):
         # What the engine holds, republished by the engine thread after each batch (`info`).
         self.info: WorkerInfo = executor.describe(engine)
         self._stale = ""  # the kind of batch running until `info` is republished
+        self.threads = governor_for(engine.device)  # None: torch's thread count stays as set
         self._thread = threading.Thread(target=self._loop, name="engine-scheduler", daemon=True)
 
     # ----- submitting --------------------------------------------------------------------
@@ -158,24 +160,21 @@ class Scheduler(SampleTurns):
         return self._submit(work)
 
     def pending_count(self) -> int:
-        with self._cond:
-            return len(self._pending)
+        return len(self._pending)  # a read of a list's length needs no lock
 
     def snapshot(self) -> dict[str, list[dict]]:
-        """A read-only copy of what runs now and what waits (kind, key, base model, seconds
-        waited), for the dashboard's queue page; it never touches the engine."""
+        """A copy of what runs and what waits (kind, key, model, seconds waited): the queue page."""
         now = time.monotonic()
         with self._cond:
             running = list(self._running)
             pending = [w for w in self._pending if w not in running]
         return {
-            "running": [work.describe(now) for work in running],
-            "pending": [work.describe(now) for work in pending],
+            "running": [w.describe(now) for w in running],
+            "pending": [w.describe(now) for w in pending],
         }
 
     def counts(self) -> dict:
-        """Counts for monitoring: queued work, generations in progress, generations stopped
-        because their caller left."""
+        """Queued work, generations in progress, generations stopped as their caller left."""
         with self._cond:
             return {
                 "pending": sum(1 for w in self._pending if w.generating is None),
@@ -234,6 +233,8 @@ class Scheduler(SampleTurns):
                 self._running = list(generating.works) if batch is None else batch
             calls = ("call", "optim_step")  # may change the runs' memory (optimizer state)
             self._stale = "call" if batch is not None and batch[0].kind in calls else "batch"
+            if self.threads is not None:
+                self.threads.adjust()
             try:
                 if batch is None:
                     self._advance(generating)

@@ -1,0 +1,60 @@
+"""The thread governor against real competing processes (engine/threads.py)."""
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from frontier_signal.engine.threads import ThreadGovernor, governor_for
+
+CPUS = len(os.sched_getaffinity(0))
+pytestmark = pytest.mark.skipif(CPUS < 2 or not os.path.exists("/proc/stat"), reason="needs 2 CPUs")
+
+
+def _settle(governor: ThreadGovernor, seconds: float) -> int:
+    """Measure over one window of `seconds`, while this process sleeps."""
+    governor.adjust()  # starts the window
+    time.sleep(seconds)
+    return governor.adjust()
+
+
+def test_engine_threads_shrink_while_other_processes_keep_the_cpus_busy():
+    before = torch.get_num_threads()
+    governor = ThreadGovernor(max_threads=CPUS, interval_s=0.3)
+    hogs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                "import time\nend = time.time() + 20\nwhile time.time() < end: pass",
+            ]
+        )
+        for _ in range(CPUS)
+    ]
+    try:
+        time.sleep(0.3)  # the interpreters start
+        assert _settle(governor, 0.8) == 1
+        busy = governor.others_busy
+        assert busy > CPUS - 0.7  # they kept (nearly) every CPU busy
+        assert torch.get_num_threads() == 1
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait(timeout=10)
+    try:
+        _settle(governor, 0.8)
+        assert governor.others_busy < busy - 0.5  # the hogs' share is gone
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_only_multi_threaded_cpu_engines_get_a_governor(monkeypatch):
+    assert governor_for(torch.device("cuda")) is None
+    monkeypatch.setenv("FRONTIER_SIGNAL_ADAPTIVE_THREADS", "0")
+    assert governor_for(torch.device("cpu")) is None
+    monkeypatch.delenv("FRONTIER_SIGNAL_ADAPTIVE_THREADS")
+    governor = governor_for(torch.device("cpu"))
+    assert governor is None or governor.max_threads == torch.get_num_threads() > 1
