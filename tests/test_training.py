@@ -239,3 +239,27 @@ def test_datums_take_explicit_weights(engine, make_run, datums):
     for losses, logprobs in zip(out.elementwise_loss, out.logprobs, strict=True):
         assert losses[:-1] == [0.0] * (len(losses) - 1)
         assert losses[-1] == pytest.approx(-2 * logprobs[-1], rel=1e-6)
+
+
+def test_gradient_stats_count_non_finite_values_and_match_a_flat_reference(engine, make_run):
+    from frontier_signal.backend.training import gradient_stats
+
+    state = engine._runs[make_run()]
+    generator = torch.Generator().manual_seed(0)
+    for p in state.parameters():
+        p.grad = torch.randn(p.shape, generator=generator)
+    flat = torch.cat([p.grad.reshape(-1) for p in state.parameters()])
+    norm, max_abs, nonfinite = gradient_stats(state)
+    assert norm == pytest.approx(float(flat.norm()), rel=1e-5)
+    assert max_abs == float(flat.abs().max()) and nonfinite == 0
+
+    grads = [p.grad for p in state.parameters()]
+    grads[0].view(-1)[0] = float("nan")
+    grads[-1].view(-1)[:2] = float("inf")
+    norm, max_abs, nonfinite = gradient_stats(state)
+    assert nonfinite == 3
+    finite = torch.cat([g.reshape(-1) for g in grads])
+    finite = finite[torch.isfinite(finite)]
+    assert norm == pytest.approx(float(finite.norm()), rel=1e-5)
+    assert max_abs == float(finite.abs().max())
+    state.clear_gradient()

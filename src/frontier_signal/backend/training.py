@@ -103,6 +103,12 @@ def gradient_stats(run: RunState) -> tuple[float, float, int]:
     grads = [p.grad for p in run.parameters() if p.grad is not None]
     if not grads:
         return 0.0, 0.0, 0
+    # One pass per figure over the gradients in place (a run's are ~10M values, a mixed batch
+    # of 16 runs spent ~2 s copying and masking them); a finite norm means no non-finite value.
+    norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+    max_abs = torch.stack(torch._foreach_norm(grads, ord=math.inf)).max()
+    if math.isfinite(float(norm)):
+        return float(norm), float(max_abs), 0
     flat = torch.cat([g.reshape(-1) for g in grads])
     finite = torch.isfinite(flat)
     nonfinite = int((~finite).sum())
