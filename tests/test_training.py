@@ -263,3 +263,36 @@ def test_gradient_stats_count_non_finite_values_and_match_a_flat_reference(engin
     assert norm == pytest.approx(float(finite.norm()), rel=1e-5)
     assert max_abs == float(finite.abs().max())
     state.clear_gradient()
+
+
+def test_totals_only_requests_unembed_the_weighted_tokens_with_the_same_loss_and_gradient(
+    engine, make_run, datums
+):
+    """`token_outputs=False` (Signal's face) skips the log-probs of weight-0 tokens: the loss
+    and gradient are those of the full computation, mixed with a request that wants them."""
+    weighted = [
+        Datum(
+            d.input_tokens,
+            d.target_tokens,
+            [0.0] * (len(d.input_tokens) // 2)
+            + [1.0] * (len(d.input_tokens) - len(d.input_tokens) // 2),
+        )
+        for d in datums
+    ]
+    full, totals, other = make_run(seed=3), make_run(seed=3), make_run(seed=4)
+    expected = engine.forward_backward(full, weighted, reduction="mean")
+    got, other_result = engine.forward_backward_batch(
+        [
+            ForwardBackwardRequest(totals, weighted, reduction="mean", token_outputs=False),
+            ForwardBackwardRequest(other, datums),
+        ]
+    )
+    assert got.loss == pytest.approx(expected.loss, rel=1e-5)
+    assert got.num_tokens == expected.num_tokens and got.grad_norm == pytest.approx(
+        expected.grad_norm, rel=1e-4
+    )
+    assert got.logprobs == [] and got.elementwise_loss == []
+    assert [len(lp) for lp in other_result.logprobs] == [len(d.input_tokens) for d in datums]
+    gf, gt = _grads(engine, full), _grads(engine, totals)
+    for name in gf:
+        torch.testing.assert_close(gt[name], gf[name], rtol=1e-4, atol=1e-6)

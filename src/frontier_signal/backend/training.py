@@ -8,13 +8,11 @@ mean), so runs never change each other's gradient scale.
 
 from __future__ import annotations
 
-import contextlib
 import math
 from dataclasses import dataclass
 
 import torch
 from torch.autograd.graph import increment_version
-from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from frontier_signal.backend.adamw_8bit import AdamW8bit
 from frontier_signal.backend.base_model import BaseModel, target_logprobs
@@ -196,6 +194,30 @@ def _build_batch(
     return batch
 
 
+def _batch_logprobs(
+    base: BaseModel,
+    requests: list[ForwardBackwardRequest],
+    batch: _Batch,
+    hidden_ND: torch.Tensor,
+    chunk_tokens: int,
+) -> torch.Tensor:
+    """log p(target) of every token of the batch that needs one: all of a request that wants
+    token outputs, the weighted ones of the others (their loss is 0 elsewhere, so the rest stay
+    0 and the unembedding, a fifth of SmolLM2's FLOPs, skips them)."""
+    needed = [
+        torch.ones(sum(len(d.input_tokens) for d in r.datums), dtype=torch.bool)
+        if r.token_outputs
+        else _flat_input(r.datums, "weights", 1.0, "cpu") != 0
+        for r in requests
+    ]
+    needed_N = torch.cat(needed).to(hidden_ND.device)
+    head_adapters = any(key in base.lm_head.adapters for key, _, _ in batch.token_segments)
+    if head_adapters or bool(needed_N.all()):  # (an adapter on lm_head needs its segments)
+        return target_logprobs(base, hidden_ND, batch.targets_N, batch.token_segments, chunk_tokens)
+    picked = target_logprobs(base, hidden_ND[needed_N], batch.targets_N[needed_N], [], chunk_tokens)
+    return picked.new_zeros(len(needed_N)).masked_scatter(needed_N, picked)
+
+
 def _wants_checkpointing(
     base: BaseModel,
     runs: dict[str, RunState],
@@ -253,8 +275,10 @@ def _result(
     loss: _RequestLoss,
 ) -> ForwardBackwardResult:
     losses_cpu = loss.losses_N.float().cpu()
-    per_datum_lp, per_datum_loss, offset = [], [], start
-    for datum in request.datums:
+    per_datum_lp: list[list[float]] = []
+    per_datum_loss: list[list[float]] = []
+    offset = start
+    for datum in request.datums if request.token_outputs else []:
         length = len(datum.input_tokens)
         per_datum_lp.append(logprobs_cpu[offset : offset + length].tolist())
         per_datum_loss.append(losses_cpu[offset - start : offset - start + length].tolist())
@@ -276,20 +300,6 @@ def _result(
         grad_nonfinite=nonfinite,
         num_params=run.adapter.num_params(),
     )
-
-
-# Up to this row length, CPU training attends with the plain matmul-softmax-matmul kernel
-# rather than the flash one: flash's backward has a fixed cost per block that short rows do not
-# amortise (bf16, 1 thread, 9 heads of 64, forward + backward: 8x62 23.8 vs 11.6 ms, 8x128 46 vs
-# 29 ms, 8x256 even, 2x1024 145 vs 459 ms). The attention weights it keeps are T^2 per head.
-MATH_ATTENTION_MAX_LEN = 192
-
-
-def _attention_kernel(device: torch.device, longest: int):
-    """The context the forward and the backward (which may recompute it) both run in."""
-    if device.type == "cpu" and longest <= MATH_ATTENTION_MAX_LEN:
-        return sdpa_kernel([SDPBackend.MATH])
-    return contextlib.nullcontext()
 
 
 def run_forward_backward(
@@ -321,13 +331,11 @@ def run_forward_backward(
         train and _wants_checkpointing(base, runs, requests, batch, activation_budget_bytes)
     )
     try:
-        attention = _attention_kernel(base.device, batch.input_ids.shape[1])
+        attention = base.training_attention(batch.input_ids.shape[1])
         with base.routing.use(batch.row_segments), torch.set_grad_enabled(train), attention:
             hidden_BTD = base.hidden_states(batch.input_ids, use_cache=False, **packed)
             hidden_ND = hidden_BTD[batch.valid_BT]
-            logprobs_N = target_logprobs(
-                base, hidden_ND, batch.targets_N, batch.token_segments, chunk_tokens
-            )
+            logprobs_N = _batch_logprobs(base, requests, batch, hidden_ND, chunk_tokens)
             objective, per_request = _objective(requests, batch, logprobs_N)
             if train and objective.requires_grad:
                 objective.backward()

@@ -113,6 +113,7 @@ def _forward_backward_request(engine: Engine, op: ForwardBackward) -> ForwardBac
         op.reduction,
         op.accumulate,
         op.forward_only,
+        op.token_outputs,
     )
 
 

@@ -168,6 +168,7 @@ class ForwardBackward:
     reduction: Reduction = "sum"
     accumulate: bool = True
     forward_only: bool = False
+    token_outputs: bool = True  # False: totals only (types.ForwardBackwardRequest)
 
 
 @dataclass(frozen=True)

@@ -130,6 +130,9 @@ class ForwardBackwardRequest:
     reduction: Reduction = "sum"
     accumulate: bool = True
     forward_only: bool = False
+    # False: only the totals are wanted, not per-token log-probs and losses (Signal's face):
+    # the unembedding then runs on the weighted tokens only, and the result's lists are empty.
+    token_outputs: bool = True
 
 
 @dataclass

@@ -168,7 +168,12 @@ class LLMTrainer:
         if self.method == "lora":
             result = self.worker.run(
                 ops.ForwardBackward(
-                    self.run_id, self.model_name, batch, reduction="mean", accumulate=False
+                    self.run_id,
+                    self.model_name,
+                    batch,
+                    reduction="mean",
+                    accumulate=False,
+                    token_outputs=False,
                 )
             )
             self.worker.run(ops.OptimStep(self.run_id, {"learning_rate": learning_rate}))

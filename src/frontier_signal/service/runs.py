@@ -120,6 +120,7 @@ class RunService(RunLifecycle):
             max_length=row.max_seq_length,
             reduction="mean",
             accumulate=accumulate,
+            token_outputs=False,  # Signal returns the loss, not per-token log-probs
         )
         started = time.monotonic()
         result: ForwardBackwardResult = await self.submit(op, run_id, row.tenant_id)
