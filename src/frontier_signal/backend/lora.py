@@ -133,7 +133,7 @@ class _GroupedLoraDelta(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x_GNI, scale_G11, groups: int, *weights):  # type: ignore[override]
+    def forward(ctx, x_GNI, scale_G11, groups: int, *weights):
         a_GRI = _stacked(weights[:groups], x_GNI.dtype)
         b_GOR = _stacked(weights[groups:], x_GNI.dtype)
         hidden_GNR = torch.bmm(x_GNI, a_GRI.transpose(1, 2)).mul_(scale_G11)
@@ -141,7 +141,7 @@ class _GroupedLoraDelta(torch.autograd.Function):
         return torch.bmm(hidden_GNR, b_GOR.transpose(1, 2))
 
     @staticmethod
-    def backward(ctx, grad_GNO):  # type: ignore[override]
+    def backward(ctx, grad_GNO):
         x_GNI, hidden_GNR, a_GRI, b_GOR, scale_G11 = ctx.saved_tensors
         grad_GNO = grad_GNO.to(x_GNI.dtype)
         grad_b_GOR = torch.bmm(grad_GNO.transpose(1, 2), hidden_GNR)

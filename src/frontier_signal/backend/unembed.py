@@ -52,7 +52,7 @@ def _probs_and_logprobs(
 
 class _LinearTargetLogprob(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, hidden_ND, weight_VD, targets_N, keep: bool):  # type: ignore[override]
+    def forward(ctx, hidden_ND, weight_VD, targets_N, keep: bool):
         probs_NV, logprobs_N = _probs_and_logprobs(hidden_ND @ weight_VD.T, targets_N)
         ctx.save_for_backward(
             hidden_ND, weight_VD, targets_N, logprobs_N, probs_NV if keep else None
@@ -60,7 +60,7 @@ class _LinearTargetLogprob(torch.autograd.Function):
         return logprobs_N
 
     @staticmethod
-    def backward(ctx, grad_N):  # type: ignore[override]
+    def backward(ctx, grad_N):
         hidden_ND, weight_VD, targets_N, logprobs_N, probs_NV = ctx.saved_tensors
         if probs_NV is None:  # recompute what the forward did not keep
             probs_NV = torch.softmax(hidden_ND @ weight_VD.T, dim=-1)
