@@ -131,3 +131,14 @@ def test_fp32_adamw_state_converts_into_8bit_state():
         expected = exact.state[param]["exp_avg"].reshape(-1) * 0.9  # one step of zero grad
         assert torch.allclose(m[:numel], expected, rtol=0.07, atol=1e-6)
         assert int(state["step"]) == 21
+
+
+def test_dequantize_is_exactly_the_float8_cast_for_every_code_and_scale():
+    from frontier_signal.backend.adamw_8bit import CODE_DTYPE, dequantize
+
+    codes = torch.arange(256, dtype=torch.uint8).view(CODE_DTYPE).reshape(1, 256)
+    finite = ~codes.float().isnan()  # e4m3fn's two NaN codes are never written
+    for scale in (1.0, 3e-7, 123.5):
+        got = dequantize(codes, torch.tensor([scale]))
+        expected = codes.float() * scale
+        assert torch.equal(got[finite], expected[finite])

@@ -31,7 +31,6 @@ BLOCK = 256
 CHUNK_BLOCKS = 4096  # 1 Mi values a chunk: the fp32 temporaries stay in cache
 CODE_DTYPE = torch.float8_e4m3fn
 CODE_MAX = 448.0  # largest finite e4m3 value
-PENDING_VALUES = 32 * 2**20  # updates waiting for the multi-tensor add (128 MiB of fp32)
 STATE_KEYS = ("exp_avg_q", "exp_avg_scale", "exp_avg_sq_q", "exp_avg_sq_scale")
 
 
@@ -43,21 +42,34 @@ def quantize(values_NB: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """[n_blocks, BLOCK] fp32 → (float8 codes [n_blocks, BLOCK], fp32 scales [n_blocks])."""
     scale_N = values_NB.abs().amax(dim=1) / CODE_MAX
     scale_N = torch.where(scale_N > 0, scale_N, torch.ones_like(scale_N))
-    codes = (values_NB / scale_N[:, None]).to(CODE_DTYPE)
+    codes = (values_NB * scale_N.reciprocal()[:, None]).to(CODE_DTYPE)  # mul: 3x a div's speed
     return codes, scale_N
 
 
+_WORKSPACE: dict[torch.device, torch.Tensor] = {}
+
+
+def _workspace(values: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(gradient, update) flat fp32 buffers of `values` each, kept between steps and shared
+    by every optimizer on the device (the engine steps them one at a time). A fresh 39 MB
+    buffer costs its page faults on every step: ~50 ms of an r=32 SmolLM2 adapter's ~200."""
+    buffer = _WORKSPACE.get(device)
+    if buffer is None or buffer.numel() < 2 * values:
+        buffer = _WORKSPACE[device] = torch.empty(2 * values, device=device)
+    return buffer[:values], buffer[values : 2 * values]
+
+
 def dequantize(codes_NB: torch.Tensor, scale_N: torch.Tensor) -> torch.Tensor:
-    return codes_NB.float().mul_(scale_N[:, None])
+    """fp32 values of the codes times their block's scale: exactly `codes.float() * scale`.
 
-
-def _move(moves: dict[float, tuple[list[torch.Tensor], list[torch.Tensor]]]) -> None:
-    """Apply and forget the waiting updates: decay (when any), then add."""
-    for decay, (params, steps) in moves.items():
-        if decay:
-            torch._foreach_mul_(params, 1 - decay)
-        torch._foreach_add_(params, steps)
-    moves.clear()
+    torch converts float8 to float32 one value at a time on CPU (7-11 ms per Mi values here),
+    so the codes are rewritten as the float16 with the same sign, exponent and mantissa bits
+    (e4m3's 4 exponent bits with bias 7 fit float16's 5 with bias 15: x 2^8 restores the
+    value, subnormals included), which converts in vector instructions: 2-3 ms per Mi.
+    """
+    bits = codes_NB.view(torch.uint8).to(torch.int16)
+    half_bits = ((bits & 0x80) << 8) | ((bits & 0x7F) << 7)
+    return half_bits.view(torch.float16).float().mul_(256.0).mul_(scale_N[:, None])
 
 
 class AdamW8bit(torch.optim.Optimizer):
@@ -91,29 +103,19 @@ class AdamW8bit(torch.optim.Optimizer):
     @torch.no_grad()
     def step_many(optimizers: list[AdamW8bit]) -> None:
         """One step of every optimizer (each with its own state, step count and settings):
-        each group's 8-bit update runs on its own flat buffers (a few dozen vectorised ops
-        whatever its tensor count), and the weights of many groups move together in one
-        multi-tensor decay and add per distinct `lr · weight_decay`, flushed every
-        `PENDING_VALUES` so the updates waiting never hold much memory. The same bits as
-        stepping each optimizer alone."""
-        moves: dict[float, tuple[list[torch.Tensor], list[torch.Tensor]]] = {}
-        pending = 0
+        each group's 8-bit update runs on flat buffers (a few dozen vectorised ops whatever
+        its tensor count) and moves its weights in one multi-tensor decay and add. The same
+        bits as stepping each optimizer alone."""
         for optimizer in optimizers:
             for index, group in enumerate(optimizer.param_groups):
                 params = [p for p in group["params"] if p.grad is not None]
                 if not params:
                     continue
                 steps = optimizer._group_update(index, group, params)
-                params_out, steps_out = moves.setdefault(
-                    group["lr"] * group["weight_decay"], ([], [])
-                )
-                params_out += params
-                steps_out += steps
-                pending += sum(p.numel() for p in params)
-                if pending >= PENDING_VALUES:
-                    _move(moves)
-                    pending = 0
-        _move(moves)
+                decay = group["lr"] * group["weight_decay"]
+                if decay:
+                    torch._foreach_mul_(params, 1 - decay)
+                torch._foreach_add_(params, steps)
 
     def _layout(self, params: list[torch.Tensor]) -> list[tuple[int, int]]:
         offsets, start = [], 0
@@ -189,11 +191,10 @@ class AdamW8bit(torch.optim.Optimizer):
         root_correction2 = math.sqrt(1 - beta2**step)
 
         layout = self._layout(params)
-        grad = torch.zeros(flat["exp_avg_q"].numel(), device=params[0].device)
+        grad, update = _workspace(flat["exp_avg_q"].numel(), params[0].device)
         for p, (start, numel) in zip(params, layout, strict=True):
-            if p.grad is not None:  # the caller steps only parameters with a gradient
-                grad[start : start + numel].copy_(p.grad.reshape(-1))
-        update = torch.empty_like(grad)
+            grad[start : start + numel].copy_(p.grad.reshape(-1))  # type: ignore[union-attr]
+            grad[start + numel : start + _padded(numel)].zero_()
 
         m_codes = flat["exp_avg_q"].view(-1, BLOCK)
         v_codes = flat["exp_avg_sq_q"].view(-1, BLOCK)
