@@ -296,3 +296,23 @@ def test_totals_only_requests_unembed_the_weighted_tokens_with_the_same_loss_and
     gf, gt = _grads(engine, full), _grads(engine, totals)
     for name in gf:
         torch.testing.assert_close(gt[name], gf[name], rtol=1e-4, atol=1e-6)
+
+
+def test_a_batch_over_the_activation_budget_is_checkpointed_with_the_same_results(datums):
+    """No run asks for checkpointing; a batch whose estimated activations exceed the engine's
+    budget gets it anyway (so one large batch cannot run the server out of memory), and the
+    loss and gradient are those of the batch without it."""
+    from frontier_signal.engine.engine import Engine
+    from tests.conftest import make_config
+
+    results, grads, used = [], [], []
+    for budget in (None, 0):
+        engine = Engine(device="cpu", dtype="float32", activation_budget_mib=budget)
+        run = engine.create_run(make_config()).run_id
+        results.append(engine.forward_backward(run, datums))
+        used.append(engine._runs[run].base._checkpointing)  # as the last batch ran
+        grads.append(_grads(engine, run))
+    assert used == [False, True]
+    assert results[0].loss == pytest.approx(results[1].loss, rel=1e-6)
+    for name in grads[0]:
+        torch.testing.assert_close(grads[1][name], grads[0][name], rtol=1e-5, atol=1e-7)

@@ -188,10 +188,14 @@ class BaseModel:
 
         Per token and decoder layer: the LoRA inputs and the attention and MLP tensors that
         autograd saves, about 8 hidden-size and 4 MLP-size vectors in the compute dtype (the
-        frozen base matmuls save nothing for their own weights). Log-prob chunks are apart.
+        frozen base matmuls save nothing for their own weights); with the matmul attention of
+        short rows (`training_attention`), also each head's attention weights over the row.
+        Log-prob chunks are apart.
         """
         config = self.model.config
         per_token_layer = 8 * config.hidden_size + 4 * config.intermediate_size
+        if self.device.type == "cpu" and length <= MATH_ATTENTION_MAX_LEN:
+            per_token_layer += config.num_attention_heads * length
         element = torch.tensor([], dtype=self.dtype).element_size()
         return rows * length * config.num_hidden_layers * per_token_layer * element
 
