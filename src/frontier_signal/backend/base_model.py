@@ -20,6 +20,7 @@ from torch.utils.checkpoint import checkpoint
 from transformers import PreTrainedTokenizerBase
 
 from frontier_signal.backend import models
+from frontier_signal.backend.fused_norm import install_fused_norms
 from frontier_signal.backend.lora import LoraLinear, Routing, Segment, install_lora_layers
 from frontier_signal.backend.unembed import linear_target_logprobs
 from frontier_signal.engine.errors import EngineError, InvalidInputError
@@ -153,6 +154,7 @@ class BaseModel:
             ) from None
         routing = Routing()
         layers = install_lora_layers(model, routing)
+        install_fused_norms(model)
         logger.info("loaded base model %s on %s in %s", name, device, dtype)
         return cls(name, model, tokenizer, layers, routing, device, dtype)
 
