@@ -11,8 +11,6 @@ inference and full fine-tuning run the module's own forward.
 
 from __future__ import annotations
 
-import types
-
 import torch
 from torch import nn
 
@@ -35,10 +33,26 @@ class _RMSNorm(torch.autograd.Function):
         return grad_x, None, None
 
 
-def _forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-    if torch.is_grad_enabled() and hidden_states.requires_grad and not self.weight.requires_grad:
-        return _RMSNorm.apply(hidden_states, self.weight, self.variance_epsilon)
-    return type(self).forward(self, hidden_states)
+_FUSED: dict[type[nn.Module], type] = {}
+
+
+def _fused_class(base: type[nn.Module]) -> type:
+    """A subclass of the norm's class whose forward takes the fused path when it applies (a
+    class, not an instance attribute: transformers' output capturing resets instance forwards)."""
+    fused = _FUSED.get(base)
+    if fused is None:
+
+        def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+            if (
+                torch.is_grad_enabled()
+                and hidden_states.requires_grad
+                and not self.weight.requires_grad
+            ):
+                return _RMSNorm.apply(hidden_states, self.weight, self.variance_epsilon)
+            return base.forward(self, hidden_states)
+
+        fused = _FUSED[base] = type(base.__name__, (base,), {"forward": forward})
+    return fused
 
 
 def install_fused_norms(model: nn.Module) -> int:
@@ -46,7 +60,9 @@ def install_fused_norms(model: nn.Module) -> int:
     fused training backward; returns how many."""
     count = 0
     for module in model.modules():
-        if type(module).__name__.endswith("RMSNorm") and hasattr(module, "variance_epsilon"):
-            module.forward = types.MethodType(_forward, module)
+        kind = type(module)
+        if kind.__name__.endswith("RMSNorm") and hasattr(module, "variance_epsilon"):
+            if kind not in _FUSED.values():
+                module.__class__ = _fused_class(kind)
             count += 1
     return count
