@@ -276,9 +276,11 @@ class LlamaDecoder:
         self.batch = batch
         self.length = padded_len  # next cache slot, the same for every row (left padding)
         capacity = padded_len + max_new_tokens
-        shape = (len(weights.layers), batch, weights.num_kv_heads, capacity, weights.head_dim)
-        self.keys = first.new_empty(shape)
-        self.values = first.new_empty(shape)
+        kv_heads, head_dim = weights.num_kv_heads, weights.head_dim
+        # Keys and values of a layer side by side ([.., 2, kv_heads, ..]): a step writes both
+        # with one copy (RoPE runs over q|k|v, the value heads rotated by 0, `_rope_step`).
+        self.kv = first.new_empty((len(weights.layers), batch, 2, kv_heads, capacity, head_dim))
+        self.keys, self.values = self.kv[:, :, 0], self.kv[:, :, 1]
         for index, layer in enumerate(hf_cache.layers):
             self.keys[index, :, :, :padded_len] = layer.keys
             self.values[index, :, :, :padded_len] = layer.values
@@ -316,35 +318,31 @@ class LlamaDecoder:
             return self._step(token_ids_B)
         return self.w.threads.run((self.mode, self.batch), lambda: self._step(token_ids_B))
 
+    def _rope_step(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """This step's cos and sign-folded sin over every head of q|k|v, [B, heads, head_dim]:
+        the value heads get cos 1 and sin 0, so v * 1 + roll(v) * 0 leaves them exact."""
+        w = self.w
+        batch, rotated = self.batch, w.num_heads + w.num_kv_heads
+        cos = self.cos[self.positions][:, None].expand(batch, rotated, w.head_dim)
+        sin = self.sin[self.positions][:, None].expand(batch, rotated, w.head_dim)
+        self.positions += 1
+        values = (batch, w.num_kv_heads, w.head_dim)
+        return torch.cat([cos, cos.new_ones(values)], 1), torch.cat([sin, sin.new_zeros(values)], 1)
+
     @torch.no_grad()
     def _step(self, token_ids_B: torch.Tensor) -> torch.Tensor:
         w = self.w
-        heads, kv_heads, head_dim = w.num_heads, w.num_kv_heads, w.head_dim
-        batch, group = self.batch, heads // kv_heads
         slot = self.length
         self.length += 1
-        cos = self.cos[self.positions][:, None]  # [B, 1, head_dim], broadcast over heads
-        sin = self.sin[self.positions][:, None]
-        self.positions += 1
+        cos, sin = self._rope_step()
         mask = None if self.valid is None else self.valid[..., : slot + 1]
-        qk_width = (heads + kv_heads) * head_dim
         x = F.embedding(token_ids_B, w.embed)  # [B, D]
         for index, layer in enumerate(w.layers):
             plan, matmuls = self.lora[index], self.matmuls[index]
             h = _rms_norm(x, layer.input_norm, w.eps)
             qkv = self._linear(h, matmuls["qkv"], plan["qkv"])
-            qk = qkv[:, :qk_width].view(batch, heads + kv_heads, head_dim)
-            # Two products then a sum, each rounded, as HF's apply_rotary_pos_emb (not addcmul).
-            qk = qk * cos + qk.roll(head_dim // 2, -1) * sin
-            keys, values = self.keys[index], self.values[index]
-            keys[:, :, slot] = qk[:, heads:]
-            values[:, :, slot] = qkv[:, qk_width:].view(batch, kv_heads, head_dim)
-            # [B, kv_heads, group, head_dim]: the group's query heads act as query positions.
-            query = qk[:, :heads].view(batch, kv_heads, group, head_dim)
-            attn = F.scaled_dot_product_attention(
-                query, keys[:, :, : slot + 1], values[:, :, : slot + 1], attn_mask=mask
-            )
-            x = x + self._linear(attn.reshape(batch, heads * head_dim), matmuls["o"], plan["o"])
+            attn = self._attend(index, qkv, cos, sin, slot, mask)
+            x = x + self._linear(attn, matmuls["o"], plan["o"])
             h = _rms_norm(x, layer.post_norm, w.eps)
             gate_up = self._linear(h, matmuls["gate_up"], plan["gate_up"])
             half = gate_up.shape[-1] // 2
@@ -352,3 +350,17 @@ class LlamaDecoder:
             x = x + self._linear(act, matmuls["down"], plan["down"])
         h = _rms_norm(x, w.final_norm, w.eps)
         return self._linear(h, self.head, self.lora[-1]["lm_head"]).float()
+
+    def _attend(self, index: int, qkv, cos, sin, slot: int, mask) -> torch.Tensor:
+        """RoPE, this token's keys and values into the cache, attention: [B, heads * head_dim]."""
+        w = self.w
+        heads, kv_heads, head_dim, batch = w.num_heads, w.num_kv_heads, w.head_dim, self.batch
+        every = qkv.view(batch, heads + 2 * kv_heads, head_dim)
+        # Two products then a sum, each rounded, as HF's apply_rotary_pos_emb (not addcmul).
+        every = every * cos + every.roll(head_dim // 2, -1) * sin
+        self.kv[index, :, :, :, slot] = every[:, heads:].view(batch, 2, kv_heads, head_dim)
+        # [B, kv_heads, group, head_dim]: the group's query heads act as query positions.
+        query = every[:, :heads].view(batch, kv_heads, heads // kv_heads, head_dim)
+        cached = self.kv[index, :, :, :, : slot + 1]
+        attn = F.scaled_dot_product_attention(query, cached[:, 0], cached[:, 1], attn_mask=mask)
+        return attn.reshape(batch, heads * head_dim)
