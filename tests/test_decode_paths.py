@@ -103,3 +103,27 @@ def test_a_bf16_lora_run_decodes_as_the_hf_forward_does(bf16_engine):
     shared = next((i for i, (a, b) in pairs if a != b), 8)
     assert fast.logprobs[:shared] == pytest.approx(slow.logprobs[:shared], abs=0.05)
     engine.delete_run(run)
+
+
+def test_a_blocked_b_adds_what_its_block_diagonal_form_adds():
+    from frontier_signal.backend.decode_lora import BlockedB
+
+    generator = torch.Generator().manual_seed(3)
+    outs, rank = [12, 4, 4], 2  # q|k|v-like: unequal outputs, one rank
+    dense = torch.zeros(len(outs) * rank, sum(outs))
+    start = 0
+    for projection, out in enumerate(outs):
+        block = torch.randn(rank, out, generator=generator)
+        dense[projection * rank : (projection + 1) * rank, start : start + out] = block
+        start += out
+    blocked = BlockedB(dense, outs, rank)
+    assert blocked.blocks.shape == (5, rank, 4)  # 3 + 1 + 1 blocks of width 4: no zeros kept
+    hidden = torch.randn(3, len(outs) * rank, generator=generator)
+    y = torch.randn(3, sum(outs), generator=generator)
+    expected = y + hidden @ dense
+    assert torch.allclose(blocked.add(y.clone(), hidden), expected, atol=1e-6)
+    assert torch.equal(blocked.dense(), dense)
+    bf16 = y.bfloat16()  # an fp32 term into a bf16 output: summed in fp32, rounded once
+    assert torch.equal(
+        blocked.add(bf16.clone(), hidden), (y.bfloat16().float() + hidden @ dense).bfloat16()
+    )
