@@ -4,7 +4,8 @@ On SmolLM2-135M-Instruct, greedy, the same chat prompts and token counts for eve
 one process so the baselines share the machine's state with what they are compared to:
 
 - batch 1: time to first token and decode tok/s of the engine (exact weights, the GGUF's own
-  4-bit codes -- the default in bf16 -- and the opt-in int8 decode weights) vs
+  4-bit codes with the 8-bit lm_head -- the default in bf16 -- and the opt-in int8 decode
+  weights) vs
   `model.generate` in bf16 and fp32, without an adapter and with one
   (a trained r=32 LoRA run; HF runs the same adapter through PEFT, unmerged);
 - 8 requests on 8 different runs in one `sample_batch` vs the same 8 one after another;
@@ -141,6 +142,11 @@ def batch_one(tokens: int, repeats: int) -> dict:
             agreement["engine_4bit"] = _agreement(
                 _engine_runner(engine, MODEL), _hf_runner(hf), every, tokens
             )
+            base.decode_weights().head_8bit = False  # the 8-bit lm_head's share of the gap
+            agreement["engine_4bit_bf16_head"] = _agreement(
+                _engine_runner(engine, MODEL), _hf_runner(hf), every, tokens
+            )
+            base.decode_weights().head_8bit = True
             figures["engine_4bit_lora"] = _figures(
                 _engine_runner(engine, run), prompts, tokens, repeats
             )

@@ -14,6 +14,7 @@ caller passes the batch's segments.
 
 from __future__ import annotations
 
+import math
 import weakref
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
@@ -36,8 +37,67 @@ GROUPS: dict[str, tuple[str, ...]] = {
 PLAN_CACHE_SIZE = 16
 JOINT_MAX_RUNS = 16  # the masked cross terms grow as rows x runs
 
-GroupTerm = tuple[torch.Tensor, torch.Tensor]  # (A stacked [R, in], B block-diagonal.T [R, out])
-RowTerm = tuple[torch.Tensor, torch.Tensor, int, int]  # a GroupTerm on rows [start, end)
+
+class BlockedB:
+    """A group's B.T without the zero blocks of its block-diagonal form, for one run's rows.
+
+    q|k|v's B.T at rank r is [3r, 576 + 192 + 192] with two thirds zeros, gate|up's half zeros;
+    at batch 1 decode is bound by the bytes it reads, and those zeros were a third of an r=32
+    adapter's. Where every projection of the group has the adapter at the same rank, B.T is
+    kept as [blocks, r, width] (width: the gcd of the projections' output sizes, each block one
+    projection's columns) and applied by one `bmm` on the hidden activations of the block's
+    projection; the output comes out in the fused layout. `dense()` gives the block-diagonal
+    form back (built on first use) for `JointTerm`.
+    """
+
+    def __init__(self, B_t: torch.Tensor, outs: list[int], rank: int):
+        width = math.gcd(*outs)
+        blocks, index, start = [], [], 0
+        for projection, out in enumerate(outs):
+            rows = slice(projection * rank, (projection + 1) * rank)
+            for offset in range(start, start + out, width):
+                blocks.append(B_t[rows, offset : offset + width])
+                index.append(projection)
+            start += out
+        self.outs, self.rank = outs, rank
+        self.blocks = torch.stack(blocks)  # [blocks, rank, width]
+        identity = index == list(range(len(outs)))
+        self.index = None if identity else torch.tensor(index, device=B_t.device)
+        self._dense: torch.Tensor | None = None
+
+    def add(self, y: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
+        rows = hidden.shape[0]
+        h = hidden.view(rows, len(self.outs), self.rank)
+        if self.index is not None:
+            h = h.index_select(1, self.index)
+        out = torch.bmm(h.transpose(0, 1), self.blocks)  # [blocks, rows, width]
+        return y.add_(out.transpose(0, 1).reshape(rows, -1))
+
+    def dense(self) -> torch.Tensor:
+        if self._dense is None:
+            blocks = self.blocks
+            dense = blocks.new_zeros(len(self.outs) * self.rank, sum(self.outs))
+            width, start = blocks.shape[-1], 0
+            for block, projection in zip(blocks, self._projections(), strict=True):
+                dense[projection * self.rank : (projection + 1) * self.rank,
+                      start : start + width] = block  # fmt: skip
+                start += width
+            self._dense = dense
+        return self._dense
+
+    def _projections(self) -> list[int]:
+        if self.index is None:
+            return list(range(len(self.outs)))
+        return [int(i) for i in self.index]
+
+
+# (A stacked [R, in], B.T block-diagonal [R, out] or without its zero blocks)
+GroupTerm = tuple[torch.Tensor, torch.Tensor | BlockedB]
+RowTerm = tuple[torch.Tensor, torch.Tensor | BlockedB, int, int]  # a GroupTerm on rows [start, end)
+
+
+def _dense(B_t: torch.Tensor | BlockedB) -> torch.Tensor:
+    return B_t.dense() if isinstance(B_t, BlockedB) else B_t
 
 
 class JointTerm:
@@ -52,7 +112,7 @@ class JointTerm:
 
     def __init__(self, terms: list[RowTerm], rows: int):
         self.A = torch.cat([A for A, _, _, _ in terms])  # [sum of ranks, in]
-        self.B_t = torch.cat([B_t for _, B_t, _, _ in terms])  # [sum of ranks, out]
+        self.B_t = torch.cat([_dense(B_t) for _, B_t, _, _ in terms])  # [sum of ranks, out]
         self.mask = self.A.new_zeros(rows, self.A.shape[0])
         column = 0
         for A, _, start, end in terms:
@@ -61,7 +121,50 @@ class JointTerm:
 
     def add_to(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         hidden = F.linear(x, self.A).mul_(self.mask)
-        return y.addmm_(hidden, self.B_t)
+        return _add_product(y, hidden, self.B_t)
+
+
+def _add_product(y: torch.Tensor, hidden: torch.Tensor, B_t) -> torch.Tensor:
+    """y += hidden @ B_t (a Tensor or `BlockedB`), in place; in the terms' dtype (then rounded
+    once) where y's differs."""
+    if isinstance(B_t, BlockedB):
+        return B_t.add(y, hidden)
+    if y.dtype == hidden.dtype:
+        return y.addmm_(hidden, B_t)
+    return y.add_(torch.mm(hidden, B_t))
+
+
+def add_lora(y: torch.Tensor, x: torch.Tensor, plan: list[RowTerm] | JointTerm) -> torch.Tensor:
+    """Add a group's LoRA terms (`LoraPlan.for_segments`) for input x to its base output y.
+
+    The terms may be kept in fp32 while y is bf16 (`lora_dtype`): x is cast once per group.
+    """
+    if not isinstance(plan, JointTerm) and not plan:
+        return y
+    terms_dtype = plan.A.dtype if isinstance(plan, JointTerm) else plan[0][0].dtype
+    if x.dtype != terms_dtype:
+        x = x.to(terms_dtype)
+    if isinstance(plan, JointTerm):
+        return plan.add_to(y, x)
+    for A, B_t, start, end in plan:
+        if start == 0 and end == x.shape[0]:
+            _add_product(y, F.linear(x, A), B_t)
+        else:
+            _add_product(y[start:end], F.linear(x[start:end], A), B_t)
+    return y
+
+
+def lora_dtype(activations: torch.dtype, device: torch.device) -> torch.dtype:
+    """The dtype decode keeps LoRA terms in: fp32 on CPU for half-precision activations.
+
+    A LoRA term is a few small matmuls (rank 8-64); on CPU oneDNN's bf16 kernels cost 20-80 us
+    each at that size where MKL's fp32 ones take ~5 us (measured on this 2-core machine), and
+    the adapter's bytes are a small part of a step, so fp32 is both faster and exact-er (the
+    sum is rounded once, into the bf16 output). On accelerators the activation dtype.
+    """
+    if device.type == "cpu" and activations in (torch.bfloat16, torch.float16):
+        return torch.float32
+    return activations
 
 
 def _group_term(linears: list[LoraLinear], key: str, dtype) -> GroupTerm | None:
@@ -81,6 +184,9 @@ def _group_term(linears: list[LoraLinear], key: str, dtype) -> GroupTerm | None:
             ).to(dtype)
             col += rank
         row += layer.out_features
+    ranks = {pair.lora_A.shape[0] for pair in present}
+    if len(linears) > 1 and len(present) == len(linears) and len(ranks) == 1:
+        return A, BlockedB(B.t(), [layer.out_features for layer in linears], ranks.pop())
     return A, B.t()
 
 

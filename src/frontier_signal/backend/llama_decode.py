@@ -29,7 +29,10 @@ from typing import Any, cast
 import torch
 import torch.nn.functional as F
 
-from frontier_signal.backend.decode_lora import GROUPS, JointTerm, LoraPlan
+from frontier_signal.backend import decode_head
+from frontier_signal.backend.decode_head import Int8Head
+from frontier_signal.backend.decode_lora import GROUPS, LoraPlan, add_lora, lora_dtype
+from frontier_signal.backend.decode_threads import ThreadGovernor
 from frontier_signal.backend.lora import LoraLinear
 
 STATIC_ROPE_TYPES = ("default", "linear", "llama3", "yarn")  # cos/sin depend on position only
@@ -113,7 +116,9 @@ def _quantize_int8(weight: torch.Tensor, bias: torch.Tensor | None) -> Matmul:
     return quantized, scales.to(weight.dtype), bias
 
 
-def _matmul(x: torch.Tensor, matmul: Matmul) -> torch.Tensor:
+def _matmul(x: torch.Tensor, matmul: Matmul | Int8Head) -> torch.Tensor:
+    if isinstance(matmul, Int8Head):
+        return matmul(x)
     if len(matmul) == 2:
         return F.linear(x, *matmul)
     if matmul[0].dtype == torch.uint8:  # 4-bit
@@ -168,8 +173,11 @@ class LlamaWeights:
                 )
         self.head: Matmul = (self.lm_head.base.weight, self.lm_head.base.bias)
         self.lora = LoraPlan(self)
+        self.threads = ThreadGovernor()  # decode steps' torch thread count, by measurement
         self.int8_layers: list[dict[str, Matmul]] | None = None
-        self.int8_head: Matmul | None = None
+        self.int8_head: Matmul | Int8Head | None = None
+        # The 4-bit and int8 modes read the lm_head in 8 bits (`decode_head`); False: bf16.
+        self.head_8bit = True
         self.layers_4bit: list[dict[str, Matmul]] | None = None  # None: not tried yet
         self.packed_4bit = 0
 
@@ -186,7 +194,22 @@ class LlamaWeights:
                 {group: _quantize_int8(*matmul) for group, matmul in layer.matmuls.items()}
                 for layer in self.layers
             ]
-            self.int8_head = _quantize_int8(*self.head)
+        self.quantized_head()
+
+    def quantized_head(self) -> Matmul | Int8Head:
+        """The lm_head in 8 bits (built once): fbgemm's dynamic int8 linear where it runs,
+        else int8 weight-only (`_weight_int8pack_mm`)."""
+        if self.int8_head is None:
+            weight, bias = self.head[0], self.head[1]
+            with torch.no_grad():
+                if weight.device.type == "cpu" and decode_head.available():
+                    try:
+                        self.int8_head = Int8Head(weight, bias)
+                    except (RuntimeError, AttributeError):  # quantized ops gone or refused
+                        self.int8_head = None
+                if self.int8_head is None:
+                    self.int8_head = _quantize_int8(weight, bias)
+        return self.int8_head
 
     def pack_4bit(self, source: Callable[[str], torch.Tensor | None]) -> int:
         """Decode with the 4-bit codes a GGUF stored (bf16 activations on CPU only).
@@ -218,6 +241,8 @@ class LlamaWeights:
                 layers_4bit.append(groups)
         self.layers_4bit = layers_4bit if packed_groups else []
         self.packed_4bit = packed_groups
+        if packed_groups and self.head_8bit:
+            self.quantized_head()  # built here, not in the first request's decode
         return packed_groups
 
     def rope_tables(self, length: int, device, dtype) -> tuple[torch.Tensor, torch.Tensor]:
@@ -254,9 +279,11 @@ class LlamaDecoder:
         self.batch = batch
         self.length = padded_len  # next cache slot, the same for every row (left padding)
         capacity = padded_len + max_new_tokens
-        shape = (len(weights.layers), batch, weights.num_kv_heads, capacity, weights.head_dim)
-        self.keys = first.new_empty(shape)
-        self.values = first.new_empty(shape)
+        kv_heads, head_dim = weights.num_kv_heads, weights.head_dim
+        # Keys and values of a layer side by side ([.., 2, kv_heads, ..]): a step writes both
+        # with one copy (RoPE runs over q|k|v, the value heads rotated by 0, `_rope_step`).
+        self.kv = first.new_empty((len(weights.layers), batch, 2, kv_heads, capacity, head_dim))
+        self.keys, self.values = self.kv[:, :, 0], self.kv[:, :, 1]
         for index, layer in enumerate(hf_cache.layers):
             self.keys[index, :, :, :padded_len] = layer.keys
             self.values[index, :, :, :padded_len] = layer.values
@@ -271,56 +298,54 @@ class LlamaDecoder:
         if int(pads.max()) > 0:
             slots = torch.arange(capacity, device=device)
             self.valid = (slots[None] >= pads[:, None])[:, None, None, :]
-        self.lora = weights.lora.for_segments(segments, dtype)
+        self.lora = weights.lora.for_segments(segments, lora_dtype(dtype, device))
         self.matmuls = [layer.matmuls for layer in weights.layers]
-        self.head = weights.head
+        self.mode = mode
+        self.head: Matmul | Int8Head = weights.head
         if mode == "int8":
-            assert weights.int8_layers is not None and weights.int8_head is not None
-            self.matmuls, self.head = weights.int8_layers, weights.int8_head
+            assert weights.int8_layers is not None
+            self.matmuls = weights.int8_layers
         elif mode == "4bit":
             assert weights.layers_4bit
             self.matmuls = weights.layers_4bit
+        if mode != "exact" and weights.head_8bit:
+            self.head = weights.quantized_head()
 
-    def _linear(self, x, matmul: Matmul, plan) -> torch.Tensor:
-        y = _matmul(x, matmul)
-        if isinstance(plan, JointTerm):
-            return plan.add_to(y, x)
-        for A, B_t, start, end in plan:
-            if start == 0 and end == x.shape[0]:
-                y.addmm_(F.linear(x, A), B_t)
-            else:
-                y[start:end].addmm_(F.linear(x[start:end], A), B_t)
-        return y
+    def _linear(self, x, matmul: Matmul | Int8Head, plan) -> torch.Tensor:
+        return add_lora(_matmul(x, matmul), x, plan)
+
+    def step(self, token_ids_B: torch.Tensor) -> torch.Tensor:
+        """Next-token logits [B, V] (fp32) after `token_ids_B`; on CPU with the thread count
+        the weights' `ThreadGovernor` picks for this mode and batch size."""
+        if self.keys.device.type != "cpu":
+            return self._step(token_ids_B)
+        return self.w.threads.run((self.mode, self.batch), lambda: self._step(token_ids_B))
+
+    def _rope_step(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """This step's cos and sign-folded sin over every head of q|k|v, [B, heads, head_dim]:
+        the value heads get cos 1 and sin 0, so v * 1 + roll(v) * 0 leaves them exact."""
+        w = self.w
+        batch, rotated = self.batch, w.num_heads + w.num_kv_heads
+        cos = self.cos[self.positions][:, None].expand(batch, rotated, w.head_dim)
+        sin = self.sin[self.positions][:, None].expand(batch, rotated, w.head_dim)
+        self.positions += 1
+        values = (batch, w.num_kv_heads, w.head_dim)
+        return torch.cat([cos, cos.new_ones(values)], 1), torch.cat([sin, sin.new_zeros(values)], 1)
 
     @torch.no_grad()
-    def step(self, token_ids_B: torch.Tensor) -> torch.Tensor:
+    def _step(self, token_ids_B: torch.Tensor) -> torch.Tensor:
         w = self.w
-        heads, kv_heads, head_dim = w.num_heads, w.num_kv_heads, w.head_dim
-        batch, group = self.batch, heads // kv_heads
         slot = self.length
         self.length += 1
-        cos = self.cos[self.positions][:, None]  # [B, 1, head_dim], broadcast over heads
-        sin = self.sin[self.positions][:, None]
-        self.positions += 1
+        cos, sin = self._rope_step()
         mask = None if self.valid is None else self.valid[..., : slot + 1]
-        qk_width = (heads + kv_heads) * head_dim
         x = F.embedding(token_ids_B, w.embed)  # [B, D]
         for index, layer in enumerate(w.layers):
             plan, matmuls = self.lora[index], self.matmuls[index]
             h = _rms_norm(x, layer.input_norm, w.eps)
             qkv = self._linear(h, matmuls["qkv"], plan["qkv"])
-            qk = qkv[:, :qk_width].view(batch, heads + kv_heads, head_dim)
-            # Two products then a sum, each rounded, as HF's apply_rotary_pos_emb (not addcmul).
-            qk = qk * cos + qk.roll(head_dim // 2, -1) * sin
-            keys, values = self.keys[index], self.values[index]
-            keys[:, :, slot] = qk[:, heads:]
-            values[:, :, slot] = qkv[:, qk_width:].view(batch, kv_heads, head_dim)
-            # [B, kv_heads, group, head_dim]: the group's query heads act as query positions.
-            query = qk[:, :heads].view(batch, kv_heads, group, head_dim)
-            attn = F.scaled_dot_product_attention(
-                query, keys[:, :, : slot + 1], values[:, :, : slot + 1], attn_mask=mask
-            )
-            x = x + self._linear(attn.reshape(batch, heads * head_dim), matmuls["o"], plan["o"])
+            attn = self._attend(index, qkv, cos, sin, slot, mask)
+            x = x + self._linear(attn, matmuls["o"], plan["o"])
             h = _rms_norm(x, layer.post_norm, w.eps)
             gate_up = self._linear(h, matmuls["gate_up"], plan["gate_up"])
             half = gate_up.shape[-1] // 2
@@ -328,3 +353,17 @@ class LlamaDecoder:
             x = x + self._linear(act, matmuls["down"], plan["down"])
         h = _rms_norm(x, w.final_norm, w.eps)
         return self._linear(h, self.head, self.lora[-1]["lm_head"]).float()
+
+    def _attend(self, index: int, qkv, cos, sin, slot: int, mask) -> torch.Tensor:
+        """RoPE, this token's keys and values into the cache, attention: [B, heads * head_dim]."""
+        w = self.w
+        heads, kv_heads, head_dim, batch = w.num_heads, w.num_kv_heads, w.head_dim, self.batch
+        every = qkv.view(batch, heads + 2 * kv_heads, head_dim)
+        # Two products then a sum, each rounded, as HF's apply_rotary_pos_emb (not addcmul).
+        every = every * cos + every.roll(head_dim // 2, -1) * sin
+        self.kv[index, :, :, :, slot] = every[:, heads:].view(batch, 2, kv_heads, head_dim)
+        # [B, kv_heads, group, head_dim]: the group's query heads act as query positions.
+        query = every[:, :heads].view(batch, kv_heads, heads // kv_heads, head_dim)
+        cached = self.kv[index, :, :, :, : slot + 1]
+        attn = F.scaled_dot_product_attention(query, cached[:, 0], cached[:, 1], attn_mask=mask)
+        return attn.reshape(batch, heads * head_dim)
