@@ -170,7 +170,7 @@ class Telemetry:
     def batch_done(self, kind: str, outcomes: list[Any], seconds: float) -> None:
         """`outcomes`: what each work item of the batch returned (results or exceptions)."""
         self.batch_seconds.labels(kind).observe(seconds)
-        if kind == "call":
+        if kind not in ("forward_backward", "sample"):  # calls, optimizer steps: no tokens
             return
         tokens = sum(_tokens(kind, outcome) for outcome in outcomes)
         self.tokens.labels(kind).inc(tokens)
