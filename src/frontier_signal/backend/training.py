@@ -204,6 +204,8 @@ def _batch_logprobs(
     """log p(target) of every token of the batch that needs one: all of a request that wants
     token outputs, the weighted ones of the others (their loss is 0 elsewhere, so the rest stay
     0 and the unembedding, a fifth of SmolLM2's FLOPs, skips them)."""
+    if all(r.token_outputs for r in requests):  # Tinker's calls: no mask to build
+        return target_logprobs(base, hidden_ND, batch.targets_N, batch.token_segments, chunk_tokens)
     needed = [
         torch.ones(sum(len(d.input_tokens) for d in r.datums), dtype=torch.bool)
         if r.token_outputs
