@@ -1,16 +1,24 @@
 """Training through the server with the SDK's defaults vs a plain HF PEFT fp32 loop, same tokens.
 
-One process holds both: an embedded server (the real app: uvicorn, SQLite, scheduler thread)
-driven by `SignalClient`, and the loop a user would write by hand (fp32 SmolLM2-135M-Instruct,
-`get_peft_model` r=32 on attention + MLP, `loss.backward()`, `AdamW.step()`, on the CPUs other
-processes leave free, as the engine does). Rounds alternate
-between them so drift hits all alike; the figure per side is its best round (a shared machine).
+Each side runs as a user would run it, in its own process: a real `frontier-signal serve` (uvicorn,
+SQLite, the scheduler thread) driven by `SignalClient` from this process, and the loop a user would
+write by hand (fp32 SmolLM2-135M-Instruct, `get_peft_model` r=32 on attention + MLP,
+`loss.backward()`, `AdamW.step()`, on the CPUs other processes leave free, as the engine does) in
+a child process that steps when told. Rounds alternate between them so drift hits all alike; the
+figure per side is its best round (a shared machine).
+
+Why separate processes: libgomp spins at its barriers only while the process has no more OpenMP
+threads than CPUs. Two threads that each ran 2-thread torch work (a PEFT loop on the main thread
+and the engine's scheduler thread) make two thread teams in one process, and then every team
+sleeps between parallel regions: on this 2-core machine that cost the engine 25-40 % and the PEFT
+loop about 15 %. A real server's only OpenMP team is its scheduler thread's.
 
 Server runs: `create_run(base_model=...)` with the SDK's defaults (r=32, alpha=64, every attention
 and MLP linear, adamw_8bit, bf16 where the CPU has it, gradient_checkpointing=True, honoured),
 and the same with `gradient_checkpointing=False`. A step is `forward_backward` of `--batch`
 `{"text"}` examples of `--tokens` tokens, then `optim_step`. The machine's bf16 matmul peak is
-measured first and each figure is also given as % of the bf16 training limit (4·N FLOPs/token).
+measured first (in a child process) and each figure is also given as % of the bf16 training limit
+(4·N FLOPs/token).
 
     .venv/bin/python bench/server_training.py [--batch 4] [--tokens 128] [--rounds 4]
 """
@@ -20,18 +28,22 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(__file__))
 from api_overhead import MODEL, _text_of  # noqa: E402
-from train_throughput import TARGETS, bf16_peak_gflops  # noqa: E402
+from serving import _free_port  # noqa: E402
+from train_throughput import TARGETS, measure  # noqa: E402
 
 N_PARAMS = 134_515_008
 
 
-def _peft_loop(batch: int, tokens: int):
+def peft_child(batch: int) -> None:
+    """The PEFT loop, one step per line of stdin (the token ids as JSON); prints its seconds."""
     import torch
     from peft import LoraConfig, get_peft_model
 
@@ -44,19 +56,73 @@ def _peft_loop(batch: int, tokens: int):
         model, LoraConfig(r=32, lora_alpha=64, target_modules=list(TARGETS), task_type="CAUSAL_LM")
     )
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-
     # The baseline gets the engine's thread policy too (engine/threads.py): on a shared machine
     # a 2-thread OpenMP loop next to a busy process runs several times slower than on 1.
     governor = ThreadGovernor()
-
-    def step(input_ids) -> None:
+    print("ready", flush=True)
+    for line in sys.stdin:
+        input_ids = torch.tensor([json.loads(line)] * batch)
+        started = time.perf_counter()
         governor.adjust()
         out = model(input_ids=input_ids, labels=input_ids)
         out.loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+        print(time.perf_counter() - started, flush=True)
 
-    return step
+
+class Child:
+    """A process of this script in a given role, talked to by lines."""
+
+    def __init__(self, *args: str):
+        command = [sys.executable, __file__, *args]
+        self.process = subprocess.Popen(
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+        assert self.process.stdout is not None and self.process.stdout.readline().strip() == "ready"
+
+    def ask(self, line: str) -> float:
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.process.stdin.write(line + "\n")
+        self.process.stdin.flush()
+        return float(self.process.stdout.readline())
+
+    def close(self) -> None:
+        if self.process.stdin is not None:
+            self.process.stdin.close()
+        self.process.wait(60)
+
+
+def start_server(data_dir: Path) -> tuple[subprocess.Popen, str]:
+    """`frontier-signal serve` on the real model with embedded defaults, as an operator runs it."""
+    import httpx
+
+    port = _free_port()
+    command = [
+        sys.executable,
+        "-m",
+        "frontier_signal.cli",
+        "serve",
+        "--no-auth",
+        "--port",
+        str(port),
+    ]
+    command += ["--models", MODEL, "--data-dir", str(data_dir)]
+    env = os.environ | {"FRONTIER_SIGNAL_LOG_LEVEL": "warning"}
+    with (data_dir / "server.log").open("wb") as sink:
+        process = subprocess.Popen(command, stdout=sink, stderr=sink, env=env)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(600):  # bounded: 5 minutes
+        if process.poll() is not None:
+            raise RuntimeError((data_dir / "server.log").read_text()[-2000:])
+        try:
+            if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
+                return process, url
+        except httpx.TransportError:
+            pass
+        time.sleep(0.5)
+    process.kill()
+    raise TimeoutError("the server did not become ready")
 
 
 def main() -> None:
@@ -64,44 +130,45 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--rounds", type=int, default=4, help="timed rounds (+1 warm-up)")
+    parser.add_argument("--peft-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-
-    import torch
+    if args.peft_child:
+        peft_child(args.batch)
+        return
 
     from frontier_signal import SignalClient
     from frontier_signal.backend import models
-    from frontier_signal.server.embedded import EmbeddedServer
-    from frontier_signal.service.settings import ServiceSettings
 
-    peak = bf16_peak_gflops()
+    models.model_folder(models.resolve_model(MODEL))  # convert the GGUF once, outside timing
+    peak = measure("peak")
     limit = peak["bfloat16"] * 1e9 / (4 * N_PARAMS)
     tokenizer = models.load_tokenizer(MODEL)
     batch = [{"text": _text_of(tokenizer, args.tokens)} for _ in range(args.batch)]
     ids = tokenizer(batch[0]["text"], add_special_tokens=False)["input_ids"][: args.tokens]
-    peft_step = _peft_loop(args.batch, len(ids))
-    peft_input = torch.tensor([ids] * args.batch)
-    settings = ServiceSettings(
-        data_dir=tempfile.mkdtemp(prefix="fs-bench-"), models=[MODEL], no_auth=True
-    )
+    peft = Child("--peft-child", "--batch", str(args.batch))
+    data_dir = Path(tempfile.mkdtemp(prefix="fs-bench-"))
+    server, url = start_server(data_dir)
     seconds: dict[str, list[float]] = {"sdk_defaults": [], "sdk_no_checkpointing": [], "peft": []}
-    with EmbeddedServer(settings) as server, SignalClient("local", server.base_url) as client:
-        server.wait_ready()
-        runs = {
-            "sdk_defaults": client.create_run(base_model=MODEL, seed=0),
-            "sdk_no_checkpointing": client.create_run(
-                base_model=MODEL, gradient_checkpointing=False, seed=0
-            ),
-        }
-        effective = {name: run.get_status()["effective"] for name, run in runs.items()}
-        for _round in range(args.rounds + 1):
-            for name, run in runs.items():
-                started = time.perf_counter()
-                tokens = run.forward_backward(batch)["tokens"]
-                run.optim_step()
-                seconds[name].append(time.perf_counter() - started)
-            started = time.perf_counter()
-            peft_step(peft_input)
-            seconds["peft"].append(time.perf_counter() - started)
+    try:
+        with SignalClient("local", url) as client:
+            runs = {
+                "sdk_defaults": client.create_run(base_model=MODEL, seed=0),
+                "sdk_no_checkpointing": client.create_run(
+                    base_model=MODEL, gradient_checkpointing=False, seed=0
+                ),
+            }
+            effective = {name: run.get_status()["effective"] for name, run in runs.items()}
+            for _round in range(args.rounds + 1):
+                for name, run in runs.items():
+                    started = time.perf_counter()
+                    tokens = run.forward_backward(batch)["tokens"]
+                    run.optim_step()
+                    seconds[name].append(time.perf_counter() - started)
+                seconds["peft"].append(peft.ask(json.dumps(ids)))
+    finally:
+        peft.close()
+        server.terminate()
+        server.wait(60)
     step_tokens = args.batch * len(ids)
     rates = {name: step_tokens / min(times[1:]) for name, times in seconds.items()}
     print(

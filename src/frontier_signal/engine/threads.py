@@ -7,7 +7,10 @@ that shares it is descheduled for whole time slices and the others spin at the b
 than with 1 (85 vs 201 tok/s, SmolLM2 8x256), and a bf16 matrix-vector product 75x slower. A
 server shares its machine, so the engine measures how busy the other processes keep the CPUs and
 runs on the cores they leave: `/proc/stat` (all CPU time) minus `/proc/self/stat` (ours), over
-the last half second or more, re-read before each batch of work.
+the last half second or more, re-read before each batch of work. A window only says what was busy
+while it lasted, so the count is also capped by what is running now (`/proc/loadavg`'s runnable
+tasks minus this process's): a job that just finished, or another process that alternates with
+this one, does not leave the engine on one thread while the CPUs are free.
 
 This module only chooses and sets the count for the calling thread (OpenMP's setting is per
 thread: the engine thread calls it). Without `/proc` (not Linux) it leaves torch's setting.
@@ -40,6 +43,22 @@ def _cpu_jiffies() -> tuple[int, int] | None:
     return busy, int(own[11]) + int(own[12])  # utime + stime, fields 14 and 15 of the file
 
 
+def _others_running() -> int | None:
+    """Tasks of other processes running or runnable right now, or None without /proc."""
+    try:
+        with open("/proc/loadavg") as handle:
+            running = int(handle.read().split()[3].split("/")[0])  # "runnable/total"
+        if running <= 1:  # the thread reading this is one of them
+            return 0
+        own = 0
+        for task in os.listdir("/proc/self/task"):
+            with open(f"/proc/self/task/{task}/stat") as handle:
+                own += handle.read().rsplit(")", 1)[1].split()[0] == "R"
+    except (OSError, ValueError, IndexError):
+        return None
+    return max(0, running - own)
+
+
 class ThreadGovernor:
     """Sets torch's thread count to the CPUs not kept busy by other processes.
 
@@ -54,23 +73,28 @@ class ThreadGovernor:
         self.threads = self.max_threads
         self.cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
         self.others_busy = 0.0  # CPUs' worth of work other processes did in the last window
+        self.others_running: int | None = None  # their tasks runnable at the last adjust
         self._ticks = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
         self._last = (time.monotonic(), _cpu_jiffies())
 
     def adjust(self) -> int:
-        """Re-measure if the window is long enough and set torch's threads; returns the count."""
+        """Re-measure (the window if long enough, the running tasks always) and set torch's
+        threads; returns the count."""
         now, sample = time.monotonic(), _cpu_jiffies()
         then, previous = self._last
-        if sample is None or previous is None or now - then < self.interval_s:
-            return self.threads
-        self._last = (now, sample)
-        others = (sample[0] - previous[0]) - (sample[1] - previous[1])
-        self.others_busy = max(0.0, others / self._ticks / (now - then))
+        if sample is not None and previous is not None and now - then >= self.interval_s:
+            self._last = (now, sample)
+            others = (sample[0] - previous[0]) - (sample[1] - previous[1])
+            self.others_busy = max(0.0, others / self._ticks / (now - then))
+        self.others_running = _others_running()
+        busy = self.others_busy
+        if self.others_running is not None:
+            busy = min(busy, self.others_running)
         # A core counts as taken once others keep it more than half busy.
-        free = int(self.cpus - self.others_busy + 0.5)
+        free = int(self.cpus - busy + 0.5)
         wanted = max(1, min(self.max_threads, free))
         if wanted != self.threads:
-            logger.debug("engine threads %d -> %d (others busy %.2f)", self.threads, wanted, others)
+            logger.debug("engine threads %d -> %d (others busy %.2f)", self.threads, wanted, busy)
             self.threads = wanted
         if torch.get_num_threads() != self.threads:
             torch.set_num_threads(self.threads)
