@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import torch
 
+from frontier_signal.backend.batching import build_batch
 from frontier_signal.backend.packing import pack_rows, packed_inputs
-from frontier_signal.backend.training import _build_batch, run_forward_backward
+from frontier_signal.backend.training import run_forward_backward
 from frontier_signal.engine.types import Datum, ForwardBackwardRequest
 from tests.conftest import TINY
 
@@ -51,7 +52,8 @@ def test_packed_losses_and_gradients_equal_unpacked(engine, make_run):
         ],
     )
     base = engine.load_model(TINY)
-    packed_batch = _build_batch(base, engine._runs, [ForwardBackwardRequest(runs[0], datums)], True)
+    request = ForwardBackwardRequest(runs[0], datums)
+    packed_batch = build_batch(base, {runs[0]: runs[0]}, [request], True)
     assert packed_batch.position_ids is not None and packed_batch.input_ids.shape[0] < len(datums)
     plain_lp, plain_grads = _forward_backward(engine, runs, datums, pack=False)
     packed_lp, packed_grads = _forward_backward(engine, runs, datums, pack=True)
@@ -82,7 +84,7 @@ def test_a_packed_token_never_sees_the_other_sequences_of_its_row(engine, make_r
         return batch_rows[0].logprobs[2]
 
     request = ForwardBackwardRequest(run_id, [long_row, first, second], forward_only=True)
-    assert _build_batch(base, engine._runs, [request], True).input_ids.shape[0] == 2  # packed
+    assert build_batch(base, {run_id: run_id}, [request], True).input_ids.shape[0] == 2  # packed
     assert second_logprobs(first) == second_logprobs(changed)
     alone = ForwardBackwardRequest(run_id, [second], forward_only=True)
     expected = run_forward_backward(base, engine._runs, [alone], pack=False)[0].logprobs[0]

@@ -16,9 +16,9 @@ from torch.autograd.graph import increment_version
 
 from frontier_signal.backend.adamw_8bit import AdamW8bit
 from frontier_signal.backend.base_model import BaseModel, target_logprobs
-from frontier_signal.backend.lora import Adapter, Segment
+from frontier_signal.backend.batching import TrainBatch, build_batch
+from frontier_signal.backend.lora import Adapter
 from frontier_signal.backend.losses import per_token_loss
-from frontier_signal.backend.packing import pack_rows, packed_inputs
 from frontier_signal.engine.types import (
     Datum,
     ForwardBackwardRequest,
@@ -124,22 +124,6 @@ def _flat_input(datums: list[Datum], field: str, fill: float, device) -> torch.T
 
 
 @dataclass
-class _Batch:
-    """The rows of one forward: right-padded inputs, which positions are real, the targets of
-    the real ones, and per request its rows' and tokens' LoRA segments and token range; with
-    packed rows, the position ids that restart at each sequence."""
-
-    input_ids: torch.Tensor
-    valid_BT: torch.Tensor
-    targets_N: torch.Tensor
-    lengths: list[int]
-    row_segments: list[Segment]
-    token_segments: list[Segment]
-    token_ranges: list[tuple[int, int]]
-    position_ids: torch.Tensor | None = None  # set when rows are packed (backend/packing.py)
-
-
-@dataclass
 class _RequestLoss:
     losses_N: torch.Tensor  # detached
     loss_sum: float
@@ -148,83 +132,45 @@ class _RequestLoss:
     scale: float  # 1 (sum) or 1/trained (mean)
 
 
-def _build_batch(
-    base: BaseModel,
-    runs: dict[str, RunState],
-    requests: list[ForwardBackwardRequest],
-    pack: bool = False,
-) -> _Batch:
-    datums = [d for r in requests for d in r.datums]
-    lengths = [len(d.input_tokens) for d in datums]
-    device = base.device
-    per_request = [[len(d.input_tokens) for d in r.datums] for r in requests]
-    layout = pack_rows(per_request, max(lengths))
-    position_ids = None
-    if pack and sum(len(rows) for rows in layout) < len(datums):  # packing saves rows
-        tokens = [[d.input_tokens for d in r.datums] for r in requests]
-        input_ids, position_ids, valid_BT = packed_inputs(tokens, layout, base.pad_token_id)
-        input_ids, position_ids = input_ids.to(device), position_ids.to(device)
-        valid_BT = valid_BT.to(device)
-        rows_per_request = [len(rows) for rows in layout]
-    else:
-        input_ids = torch.full((len(datums), max(lengths)), base.pad_token_id, dtype=torch.long)
-        for row, datum in enumerate(datums):
-            input_ids[row, : lengths[row]] = torch.tensor(datum.input_tokens)
-        input_ids = input_ids.to(device)
-        # Right padding under a causal mask: real tokens never attend to pads, so no mask is
-        # needed and SDPA keeps its fast causal path. Pads are dropped before the unembedding.
-        valid_BT = (
-            torch.arange(input_ids.shape[1], device=device)[None, :]
-            < torch.tensor(lengths, device=device)[:, None]
-        )
-        rows_per_request = [len(r.datums) for r in requests]
-    targets_N = torch.tensor(
-        [t for d in datums for t in d.target_tokens], dtype=torch.long, device=device
-    )
-    batch = _Batch(input_ids, valid_BT, targets_N, lengths, [], [], [], position_ids)
-    row = token = first = 0
-    for request, n_rows in zip(requests, rows_per_request, strict=True):
-        key = runs[request.run_id].adapter.key
-        n_datums = len(request.datums)
-        n_tokens = sum(lengths[first : first + n_datums])
-        batch.row_segments.append((key, row, row + n_rows))
-        batch.token_segments.append((key, token, token + n_tokens))
-        batch.token_ranges.append((token, token + n_tokens))
-        row, token, first = row + n_rows, token + n_tokens, first + n_datums
-    return batch
-
-
 def _batch_logprobs(
     base: BaseModel,
     requests: list[ForwardBackwardRequest],
-    batch: _Batch,
-    hidden_ND: torch.Tensor,
+    batch: TrainBatch,
+    hidden_UD: torch.Tensor,
     chunk_tokens: int,
 ) -> torch.Tensor:
-    """log p(target) of every token of the batch that needs one: all of a request that wants
-    token outputs, the weighted ones of the others (their loss is 0 elsewhere, so the rest stay
-    0 and the unembedding, a fifth of SmolLM2's FLOPs, skips them)."""
-    if all(r.token_outputs for r in requests):  # Tinker's calls: no mask to build
-        return target_logprobs(base, hidden_ND, batch.targets_N, batch.token_segments, chunk_tokens)
-    needed = [
-        torch.ones(sum(len(d.input_tokens) for d in r.datums), dtype=torch.bool)
-        if r.token_outputs
-        else _flat_input(r.datums, "weights", 1.0, "cpu") != 0
-        for r in requests
-    ]
-    needed_N = torch.cat(needed).to(hidden_ND.device)
-    head_adapters = any(key in base.lm_head.adapters for key, _, _ in batch.token_segments)
-    if head_adapters or bool(needed_N.all()):  # (an adapter on lm_head needs its segments)
-        return target_logprobs(base, hidden_ND, batch.targets_N, batch.token_segments, chunk_tokens)
-    picked = target_logprobs(base, hidden_ND[needed_N], batch.targets_N[needed_N], [], chunk_tokens)
-    return picked.new_zeros(len(needed_N)).masked_scatter(needed_N, picked)
+    """log p(target) of every datum token that needs one: all of a request that wants token
+    outputs, the weighted ones of the others (their loss is 0 elsewhere, so the rest stay 0 and
+    the unembedding, a fifth of SmolLM2's FLOPs, skips them). The unembedding runs over the
+    computed positions (a shared prefix once) and is gathered per datum token."""
+    share = batch.share_N
+    segments = batch.token_segments
+    head_adapters = any(key in base.lm_head.adapters for key, _, _ in segments)
+    if head_adapters or all(r.token_outputs for r in requests):  # (Tinker's calls: no mask)
+        # (an adapter on lm_head needs its segments, so every position is unembedded)
+        logprobs_U = target_logprobs(base, hidden_UD, batch.targets_U, segments, chunk_tokens)
+        return logprobs_U if share is None else logprobs_U[share]
+    needed_N = torch.cat(
+        [
+            torch.ones(sum(len(d.input_tokens) for d in r.datums), dtype=torch.bool)
+            if r.token_outputs
+            else _flat_input(r.datums, "weights", 1.0, "cpu") != 0
+            for r in requests
+        ]
+    ).to(hidden_UD.device)
+    needed_U = needed_N
+    if share is not None:  # a shared position is needed if any of its datum tokens is
+        needed_U = needed_N.new_zeros(len(hidden_UD)).index_fill_(0, share[needed_N], True)
+    picked = target_logprobs(base, hidden_UD[needed_U], batch.targets_U[needed_U], [], chunk_tokens)
+    logprobs_U = picked.new_zeros(len(needed_U)).masked_scatter(needed_U, picked)
+    return logprobs_U if share is None else logprobs_U[share]
 
 
 def _wants_checkpointing(
     base: BaseModel,
     runs: dict[str, RunState],
     requests: list[ForwardBackwardRequest],
-    batch: _Batch,
+    batch: TrainBatch,
     activation_budget_bytes: int | None,
 ) -> bool:
     # Checkpointing trades time (10-56% per step here) for memory. A run that asks for it gets
@@ -234,12 +180,12 @@ def _wants_checkpointing(
         return True
     return (
         activation_budget_bytes is not None
-        and base.activation_bytes(len(batch.lengths), max(batch.lengths)) > activation_budget_bytes
+        and base.activation_bytes(*batch.input_ids.shape) > activation_budget_bytes
     )
 
 
 def _objective(
-    requests: list[ForwardBackwardRequest], batch: _Batch, logprobs_N: torch.Tensor
+    requests: list[ForwardBackwardRequest], batch: TrainBatch, logprobs_N: torch.Tensor
 ) -> tuple[torch.Tensor, list[_RequestLoss]]:
     """Each request's per-token losses, and the training objective: the sum of the training
     requests' losses, each with its own scale."""
@@ -316,8 +262,8 @@ def run_forward_backward(
 
     `activation_budget_bytes`: a batch whose activations (estimated) exceed it recomputes them
     in backward (gradient checkpointing) even if no run asked; None: only when asked.
-    `pack`: put consecutive short sequences of a request in one row when that saves rows
-    (backend/packing.py; block-diagonal attention, no cross-talk).
+    `pack`: share datums' common prefixes, or put consecutive short sequences of a request in
+    one row, where that computes fewer positions (backend/batching.py; no cross-talk).
 
     Requests must be validated and all on `base`; mixing forward-only and training requests
     in one call is allowed but the caller should keep them apart (dropout is on for all).
@@ -326,8 +272,8 @@ def run_forward_backward(
     for request in requests:
         if not request.forward_only and not request.accumulate:
             runs[request.run_id].clear_gradient()
-    batch = _build_batch(base, runs, requests, pack)
-    packed = {} if batch.position_ids is None else {"position_ids": batch.position_ids}
+    keys = {r.run_id: runs[r.run_id].adapter.key for r in requests}
+    batch = build_batch(base, keys, requests, pack)
     base.model.train(train)
     base.set_gradient_checkpointing(
         train and _wants_checkpointing(base, runs, requests, batch, activation_budget_bytes)
@@ -335,9 +281,10 @@ def run_forward_backward(
     try:
         attention = base.training_attention(batch.input_ids.shape[1])
         with base.routing.use(batch.row_segments), torch.set_grad_enabled(train), attention:
-            hidden_BTD = base.hidden_states(batch.input_ids, use_cache=False, **packed)
-            hidden_ND = hidden_BTD[batch.valid_BT]
-            logprobs_N = _batch_logprobs(base, requests, batch, hidden_ND, chunk_tokens)
+            inputs = batch.model_inputs()
+            hidden_BTD = base.hidden_states(batch.input_ids, use_cache=False, **inputs)
+            hidden_UD = hidden_BTD[batch.valid_BT]
+            logprobs_N = _batch_logprobs(base, requests, batch, hidden_UD, chunk_tokens)
             objective, per_request = _objective(requests, batch, logprobs_N)
             if train and objective.requires_grad:
                 objective.backward()
