@@ -128,3 +128,43 @@ def test_a_suffix_never_sees_another(engine, make_run):
         return [result.logprobs[0], result.logprobs[2]]
 
     assert first_and_third(second) == first_and_third(changed)
+
+
+def test_piecewise_attention_equals_the_tree_mask():
+    """backend/tree_attention.py against one dense SDPA over the rows with the tree mask it
+    stands for: outputs and the gradients of q, k and v."""
+    from types import SimpleNamespace
+
+    import torch.nn.functional as F
+
+    from frontier_signal.backend import tree_attention
+
+    rows = [(5, [(5, 9), (9, 16), (16, 17)]), (0, [(0, 6), (6, 8)]), (3, [(3, 11)])]
+    width = 17
+    mask = torch.zeros(len(rows), width, width, dtype=torch.bool)
+    for row, (shared, spans) in enumerate(rows):
+        mask[row, :shared, :shared] = torch.ones(shared, shared, dtype=torch.bool).tril()
+        for start, end in spans:
+            mask[row, start:end, :shared] = True
+            n = end - start
+            mask[row, start:end, start:end] = torch.ones(n, n, dtype=torch.bool).tril()
+    used = mask.any(-1)  # pads attend nothing in the dense reference: compare real positions
+    mask |= torch.eye(width, dtype=torch.bool)
+    generator = torch.Generator().manual_seed(0)
+    q, k, v = (
+        torch.randn(len(rows), h, width, 8, generator=generator, requires_grad=True)
+        for h in (4, 2, 2)
+    )
+    dense = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None], enable_gqa=True)
+    dense = dense.transpose(1, 2)[used]
+    pieces = tree_attention.build_pieces(rows, width)
+    module = SimpleNamespace(training=False)
+    with tree_attention.use(pieces, SimpleNamespace(_attn_implementation="sdpa")):
+        tree, _ = tree_attention.tree_attention(module, q, k, v, None)
+    tree = tree[used]
+    torch.testing.assert_close(tree, dense, rtol=1e-5, atol=1e-6)
+    grads = torch.randn(dense.shape, generator=generator)
+    dense_grads = torch.autograd.grad(dense, (q, k, v), grads)
+    tree_grads = torch.autograd.grad(tree, (q, k, v), grads)
+    for a, b in zip(dense_grads, tree_grads, strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)

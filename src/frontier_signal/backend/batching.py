@@ -2,8 +2,8 @@
 
 Three layouts, cheapest first by the positions they compute (pads included):
 - shared prefixes (backend/prefix_sharing.py): datums of a request that start alike hold their
-  common prefix once, under a tree mask; used when it computes at most 90 % of the positions the
-  next layout would;
+  common prefix once, attended piece by piece (backend/tree_attention.py); used when it computes
+  at most 90 % of the positions the next layout would;
 - packed (backend/packing.py): consecutive short sequences of a request end to end in one row,
   block-diagonal, when that saves rows;
 - padded: one datum per row, right-padded to the longest.
@@ -28,6 +28,7 @@ from frontier_signal.backend.prefix_sharing import (
     group_datums,
     shared_layout,
 )
+from frontier_signal.backend.tree_attention import Pieces, build_pieces
 from frontier_signal.engine.types import ForwardBackwardRequest
 
 SHARE_IF_AT_MOST = 0.9  # of the positions the packed or padded layout computes
@@ -48,15 +49,12 @@ class TrainBatch:
     token_segments: list[Segment]  # over computed positions
     token_ranges: list[tuple[int, int]]  # over datum tokens
     position_ids: torch.Tensor | None = None  # packed or shared rows
-    attention_mask: torch.Tensor | None = None  # shared rows: [R, 1, T, T]
+    pieces: Pieces | None = None  # shared rows: what each position attends
     share_N: torch.Tensor | None = None  # shared rows
 
     def model_inputs(self) -> dict[str, torch.Tensor]:
         """The keyword arguments of the base model's forward besides the input ids."""
-        inputs = {} if self.position_ids is None else {"position_ids": self.position_ids}
-        if self.attention_mask is not None:
-            inputs["attention_mask"] = self.attention_mask
-        return inputs
+        return {} if self.position_ids is None else {"position_ids": self.position_ids}
 
 
 def build_batch(
@@ -100,7 +98,7 @@ def build_batch(
         batch.token_segments.append((key, position, position + n_positions))
         batch.token_ranges.append((token, token + n_tokens))
         row, position, token = row + n_rows, position + n_positions, token + n_tokens
-    for name in ("input_ids", "valid_BT", "targets_U", "position_ids", "attention_mask", "share_N"):
+    for name in ("input_ids", "valid_BT", "targets_U", "position_ids", "pieces", "share_N"):
         value = getattr(batch, name)
         if value is not None:
             setattr(batch, name, value.to(device))
@@ -116,8 +114,6 @@ def _share_prefixes(
     longest: int,
 ) -> None:
     """Switch `batch` to the shared layout where it computes few enough positions."""
-    if base.model.config._attn_implementation not in ("sdpa", "eager"):
-        return  # (flash-attention kernels take no tree mask)
     sequences = [[(d.input_tokens, d.target_tokens) for d in r.datums] for r in requests]
     widest = [
         shared + sum(len(seqs[i][0]) - shared for i in members)
@@ -133,11 +129,9 @@ def _share_prefixes(
     layout = shared_layout(sequences, capacity, base.pad_token_id)
     targets_U = torch.empty(int(layout.valid_BT.sum()), dtype=torch.long)
     targets_U[layout.share_N] = batch.targets_U  # shared positions have the same target
-    mask = layout.mask_B1TT
-    if base.model.config._attn_implementation == "eager":  # additive, in the compute dtype
-        mask = torch.zeros(mask.shape, dtype=base.dtype).masked_fill(~mask, float("-inf"))
     batch.input_ids, batch.valid_BT, batch.targets_U = layout.input_ids, layout.valid_BT, targets_U
-    batch.position_ids, batch.attention_mask = layout.position_ids, mask
+    batch.position_ids = layout.position_ids
+    batch.pieces = build_pieces(layout.spans, layout.input_ids.shape[1])
     batch.share_N = layout.share_N
     rows_per_request[:] = layout.rows_per_request
     positions[:] = layout.positions_per_request

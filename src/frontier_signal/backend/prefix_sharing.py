@@ -4,8 +4,8 @@ Chats rendered with one system prompt, or the samples of one RL group (the same 
 completions), repeat the same leading tokens in every datum. Under a causal mask those positions
 have the same hidden states in every datum (same tokens, same positions, same adapter), so a
 packed row holds the shared prefix once and then each datum's rest ("suffix"): a suffix attends
-to the prefix and causally to itself, never to another suffix (a tree mask, passed to the model
-as a 4D attention mask), and its position ids continue from the prefix's length. Per datum token,
+to the prefix and causally to itself, never to another suffix (backend/tree_attention.py computes
+that piece by piece), and its position ids continue from the prefix's length. Per datum token,
 `share_N` says which computed position holds it; log-probs are gathered through it, so every
 per-datum result is the same as unshared, and the gradient of a shared position is the sum of
 what each datum's loss gives it (the gather's backward).
@@ -27,19 +27,21 @@ from dataclasses import dataclass
 import torch
 
 MIN_SHARED = 8  # positions: shorter common prefixes are not worth a suffix's longer row
-ROW_CAPACITY = 1024  # a shared row's width cap: attention grows with the square of it
+# A shared row's width cap. Attention is per piece (no row² term), so it only bounds how long
+# one row's activations live together; several rows repeat the prefix.
+ROW_CAPACITY = 4096
 
 
 @dataclass
 class SharedLayout:
-    """Rows of one forward with shared prefixes: inputs, position ids, the 4D mask (True:
-    may attend), which grid positions are computed (`valid_BT`, row-major = the order of the
-    computed positions), per datum token the index of its computed position, and per request
-    its number of rows and of computed positions."""
+    """Rows of one forward with shared prefixes: inputs, position ids, per row its prefix
+    length and suffix spans, which grid positions are computed (`valid_BT`, row-major = the
+    order of the computed positions), per datum token the index of its computed position, and
+    per request its number of rows and of computed positions."""
 
     input_ids: torch.Tensor
     position_ids: torch.Tensor
-    mask_B1TT: torch.Tensor
+    spans: list[tuple[int, list[tuple[int, int]]]]
     valid_BT: torch.Tensor
     share_N: torch.Tensor
     rows_per_request: list[int]
@@ -118,9 +120,8 @@ def shared_layout(
     width = max(widths)
     input_ids = torch.full((len(all_rows), width), pad_id, dtype=torch.long)
     position_ids = torch.zeros((len(all_rows), width), dtype=torch.long)
-    mask = torch.eye(width, dtype=torch.bool).repeat(len(all_rows), 1, 1)  # pads: themselves
+    spans: list[tuple[int, list[tuple[int, int]]]] = []
     valid = torch.zeros((len(all_rows), width), dtype=torch.bool)
-    causal = torch.ones(width, width, dtype=torch.bool).tril()
     offsets = [0] + [sum(len(s[0]) for s in seqs) for seqs in requests]
     firsts = torch.tensor(offsets).cumsum(0).tolist()  # each request's first datum token
     datum_starts = [
@@ -135,15 +136,14 @@ def shared_layout(
         first = requests[r][members[0]][0]
         input_ids[row, :shared] = torch.tensor(first[:shared], dtype=torch.long)
         position_ids[row, :shared] = torch.arange(shared)
-        mask[row, :shared, :shared] = causal[:shared, :shared]
+        spans.append((shared, []))
         start = shared
         for index in members:
             tokens = requests[r][index][0]
             end = start + len(tokens) - shared
             input_ids[row, start:end] = torch.tensor(tokens[shared:], dtype=torch.long)
             position_ids[row, start:end] = torch.arange(shared, len(tokens))
-            mask[row, start:end, :shared] = True
-            mask[row, start:end, start:end] = causal[: end - start, : end - start]
+            spans[-1][1].append((start, end))
             begin = datum_starts[r][index]
             share_N[begin : begin + shared] = torch.arange(computed, computed + shared)
             share_N[begin + shared : begin + len(tokens)] = torch.arange(
@@ -158,7 +158,7 @@ def shared_layout(
     return SharedLayout(
         input_ids,
         position_ids,
-        mask[:, None],
+        spans,
         valid,
         share_N,
         rows_per_request,

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch.autograd.graph import increment_version
 
+from frontier_signal.backend import tree_attention
 from frontier_signal.backend.adamw_8bit import AdamW8bit
 from frontier_signal.backend.base_model import BaseModel, target_logprobs
 from frontier_signal.backend.batching import TrainBatch, build_batch
@@ -280,7 +281,8 @@ def run_forward_backward(
     )
     try:
         attention = base.training_attention(batch.input_ids.shape[1])
-        with base.routing.use(batch.row_segments), torch.set_grad_enabled(train), attention:
+        tree = tree_attention.use(batch.pieces, base.model.config)
+        with base.routing.use(batch.row_segments), torch.set_grad_enabled(train), attention, tree:
             inputs = batch.model_inputs()
             hidden_BTD = base.hidden_states(batch.input_ids, use_cache=False, **inputs)
             hidden_UD = hidden_BTD[batch.valid_BT]
