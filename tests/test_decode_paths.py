@@ -127,3 +127,33 @@ def test_a_blocked_b_adds_what_its_block_diagonal_form_adds():
     assert torch.equal(
         blocked.add(bf16.clone(), hidden), (y.bfloat16().float() + hidden @ dense).bfloat16()
     )
+
+
+@pytest.mark.parametrize("counts", [[1, 1, 1], [2, 1, 3]])
+@pytest.mark.parametrize("blocked", [True, False])
+def test_stacked_terms_add_what_each_run_adds(counts, blocked):
+    """Several runs' terms batched over runs (`StackedTerm`) vs each run's own: rows of equal
+    and unequal counts, q|k|v-like blocked B and a plain one."""
+    from frontier_signal.backend.decode_lora import BlockedB, StackedTerm, add_lora
+
+    generator = torch.Generator().manual_seed(4)
+    outs, rank, width = ([12, 4, 4], 2, 6) if blocked else ([8], 3, 6)
+    terms, start = [], 0
+    for count in counts:
+        A = torch.randn(len(outs) * rank, width, generator=generator)
+        dense = torch.zeros(len(outs) * rank, sum(outs))
+        column = 0
+        for projection, out in enumerate(outs):
+            rows = slice(projection * rank, (projection + 1) * rank)
+            dense[rows, column : column + out] = torch.randn(rank, out, generator=generator)
+            column += out
+        B_t = BlockedB(dense, outs, rank) if blocked else dense
+        terms.append((A, B_t, start, start + count))
+        start += count
+    x = torch.randn(start, width, generator=generator)
+    y = torch.randn(start, sum(outs), generator=generator)
+    assert StackedTerm.fits(terms)
+    stacked = add_lora(y.clone(), x, StackedTerm(terms, start))
+    one_by_one = add_lora(y.clone(), x, terms)
+    torch.testing.assert_close(stacked, one_by_one, rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(stacked, y)

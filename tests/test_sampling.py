@@ -145,3 +145,31 @@ def test_embeddings_are_unit_vectors_that_follow_the_run_weights(engine, make_ru
     assert max(abs(a - b) for a, b in zip(alone[0], vectors[1], strict=True)) < 1e-5
     with pytest.raises(ValueError, match="non-empty"):
         engine.embed(run, [])
+
+
+def test_several_runs_decoding_together_each_get_what_they_get_alone(
+    engine, make_run, datums, tokenizer
+):
+    """Three trained runs of one rank (their LoRA terms batched over runs, `StackedTerm`), one
+    with two samples, beside the bare base model."""
+    runs = [make_run(seed=seed) for seed in (4, 5, 6)]
+    for index, run in enumerate(runs):
+        for _ in range(2):
+            engine.forward_backward(run, datums[index:])
+            engine.optim_step(run, learning_rate=0.05)
+    greedy = SamplingParams(max_tokens=6, temperature=0)
+    requests = [
+        SampleRequest(runs[0], _prompt(tokenizer), greedy),
+        SampleRequest(TINY, _prompt(tokenizer, "Seven blue whales"), greedy),
+        SampleRequest(runs[1], _prompt(tokenizer, "Frontier"), SamplingParams(6, seed=3), 2),
+        SampleRequest(runs[2], _prompt(tokenizer, "Frontier"), greedy),
+    ]
+    together = engine.sample_batch(requests)
+    for request, result in zip(requests, together, strict=True):
+        alone = engine.sample(request)
+        for got, expected in zip(result.sequences, alone.sequences, strict=True):
+            assert got.tokens == expected.tokens
+            assert got.logprobs == pytest.approx(expected.logprobs, abs=1e-4)
+    assert together[2].sequences[0].tokens != together[3].sequences[0].tokens or (
+        together[2].sequences[0].logprobs != pytest.approx(together[3].sequences[0].logprobs)
+    )
