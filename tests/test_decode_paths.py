@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from frontier_signal.backend import decode_head
-from frontier_signal.backend.decode_threads import PROBE_EVERY, PROBE_MAX, ThreadGovernor
+from frontier_signal.backend.decode_threads import PROBE_EVERY, PROBE_MAX, DecodeThreadGovernor
 from frontier_signal.engine.types import Datum, SampleRequest, SamplingParams
 from tests.conftest import TINY, make_config
 
@@ -20,7 +20,7 @@ def two_threads():
     torch.set_num_threads(before)
 
 
-def _steps(governor: ThreadGovernor, key, cost: dict[int, float], count: int) -> list[int]:
+def _steps(governor: DecodeThreadGovernor, key, cost: dict[int, float], count: int) -> list[int]:
     """Run `count` steps whose time is `cost[threads]`; the thread counts they ran with."""
     used = []
     for _ in range(count):
@@ -31,7 +31,7 @@ def _steps(governor: ThreadGovernor, key, cost: dict[int, float], count: int) ->
 
 
 def test_the_governor_runs_the_faster_count_and_probes_the_other_rarely(two_threads):
-    governor = ThreadGovernor()
+    governor = DecodeThreadGovernor()
     key = ("4bit", 1)
     # Contention: 2 threads stall at barriers (10x slower than 1).
     used = _steps(governor, key, {2: 0.010, 1: 0.001}, 400)
@@ -48,14 +48,14 @@ def test_the_governor_runs_the_faster_count_and_probes_the_other_rarely(two_thre
 
 
 def test_the_governor_restores_the_thread_count_and_can_be_turned_off(two_threads):
-    governor = ThreadGovernor()
+    governor = DecodeThreadGovernor()
     seen = [governor.run(("exact", 1), torch.get_num_threads) for _ in range(2)]
     assert seen == [2, 1] and torch.get_num_threads() == 2
     assert set(governor.describe()["('exact', 1)"]) == {1, 2}
     governor.enabled = False
     assert {governor.run(("exact", 1), torch.get_num_threads) for _ in range(50)} == {2}
     torch.set_num_threads(1)
-    assert ThreadGovernor().options() == [1]
+    assert DecodeThreadGovernor().options() == [1]
 
 
 @pytest.mark.skipif(not decode_head.available(), reason="no fbgemm/x86 quantized engine")

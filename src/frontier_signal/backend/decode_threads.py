@@ -6,7 +6,7 @@ another process takes a core, a thread that waits at each barrier for a deschedu
 makes every kernel pay a scheduler time slice: measured on this 2-core machine with one
 CPU-bound process beside it, oneDNN's bf16 matvec of q|k|v went from ~60 us to 1-3 ms with 2
 threads and stayed ~110 us with 1 (the 4-bit kernel: 258-785 us vs 197 us). Neither setting is
-right everywhere, and the load changes while a server runs, so `ThreadGovernor` measures:
+right everywhere, and the load changes while a server runs, so `DecodeThreadGovernor` measures:
 it runs steps with the count that has been fastest (a moving average of its step times) and,
 now and then, one step with another count (its latest time). A probe costs what the slower
 count costs, up to a hundred times a step under contention, so the next probe comes after
@@ -34,7 +34,7 @@ PROBE_BUDGET = 20  # steps between probes per unit of the slower/faster step-tim
 SMOOTHING = 0.3  # weight of the newest step in the chosen count's moving average
 
 
-class ThreadGovernor:
+class DecodeThreadGovernor:
     """Per decode setting (mode, batch size), the thread count its steps run with."""
 
     def __init__(self) -> None:

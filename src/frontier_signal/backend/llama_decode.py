@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from frontier_signal.backend import decode_head
 from frontier_signal.backend.decode_head import Int8Head
 from frontier_signal.backend.decode_lora import GROUPS, LoraPlan, add_lora, lora_dtype
-from frontier_signal.backend.decode_threads import ThreadGovernor
+from frontier_signal.backend.decode_threads import DecodeThreadGovernor
 from frontier_signal.backend.lora import LoraLinear
 
 STATIC_ROPE_TYPES = ("default", "linear", "llama3", "yarn")  # cos/sin depend on position only
@@ -173,7 +173,7 @@ class LlamaWeights:
                 )
         self.head: Matmul = (self.lm_head.base.weight, self.lm_head.base.bias)
         self.lora = LoraPlan(self)
-        self.threads = ThreadGovernor()  # decode steps' torch thread count, by measurement
+        self.threads = DecodeThreadGovernor()  # decode steps' torch thread count, by measurement
         self.int8_layers: list[dict[str, Matmul]] | None = None
         self.int8_head: Matmul | Int8Head | None = None
         # The 4-bit and int8 modes read the lm_head in 8 bits (`decode_head`); False: bf16.
@@ -316,7 +316,7 @@ class LlamaDecoder:
 
     def step(self, token_ids_B: torch.Tensor) -> torch.Tensor:
         """Next-token logits [B, V] (fp32) after `token_ids_B`; on CPU with the thread count
-        the weights' `ThreadGovernor` picks for this mode and batch size."""
+        the weights' `DecodeThreadGovernor` picks for this mode and batch size."""
         if self.keys.device.type != "cpu":
             return self._step(token_ids_B)
         return self.w.threads.run((self.mode, self.batch), lambda: self._step(token_ids_B))
