@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from frontier_signal.engine import operations as ops
 from frontier_signal.service import cleanup, files
-from frontier_signal.service.errors import NotFound
+from frontier_signal.service.errors import NotFound, Unavailable
 from frontier_signal.service.settings import ServiceSettings
 from frontier_signal.service.storage import CheckpointStorage
 from frontier_signal.service.store import Store, new_id
@@ -81,12 +81,21 @@ class RunCheckpoints:
 
     def newest_training_checkpoint(self, run_id: str) -> Checkpoint | None:
         """The training checkpoint written last (not the highest step: after a Tinker
-        `load_weights` of an earlier state, the newest one holds that state)."""
-        saved = [
-            c
-            for c in self.store.list_checkpoints(run_id, "training")
-            if self.storage.exists(c.path)
-        ]
+        `load_weights` of an earlier state, the newest one holds that state) whose files can
+        be read; `Unavailable` when the run has recorded ones but none can be read."""
+        recorded = self.store.list_checkpoints(run_id, "training")
+        saved = [c for c in recorded if self.storage.exists(c.path)]
+        if recorded and not saved:
+            # Files are written before their record, so a run whose every recorded checkpoint
+            # is missing is one whose storage is not reachable (not mounted, a moved data
+            # folder): resuming it fresh would throw its training away. It waits instead.
+            raise Unavailable(
+                f"run {run_id}: none of its {len(recorded)} training checkpoints can be read "
+                f"(newest: {max(recorded, key=lambda c: c.created_at).path}); is the "
+                "checkpoint storage reachable? The run keeps its history and resumes once "
+                "they can be read",
+                retry_after=30,
+            )
         return max(saved, key=lambda c: c.created_at, default=None)
 
     def prune_sampler_steps(self, run_id: str, current: int) -> None:

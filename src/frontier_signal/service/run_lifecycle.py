@@ -25,7 +25,7 @@ from frontier_signal.engine.types import CheckpointKind
 from frontier_signal.engine.worker import EngineWorker
 from frontier_signal.service import files
 from frontier_signal.service.admission import ESTIMATE_KEY, MemoryBudget
-from frontier_signal.service.errors import InvalidRequest, NotFound, RateLimited
+from frontier_signal.service.errors import InvalidRequest, NotFound, RateLimited, Unavailable
 from frontier_signal.service.run_checkpoints import RunCheckpoints
 from frontier_signal.service.run_spec import RunSpec, spec_columns
 from frontier_signal.service.store import new_id
@@ -219,7 +219,11 @@ class RunLifecycle(RunCheckpoints):
         stored results of operations begun after that checkpoint are dropped, so a retry with
         the same idempotency key runs again instead of replaying an undone step."""
         for row in self.store.list_runs():
-            newest = self.newest_training_checkpoint(row.id)
+            try:
+                newest = self.newest_training_checkpoint(row.id)
+            except Unavailable as exc:  # left as it is: its requests get this error meanwhile
+                logger.error("%s", exc)
+                continue
             self._after_restore(row, newest.step if newest else 0)
             since = newest.created_at if newest else row.created_at
             dropped = self.store.forget_results_since(row.id, since)
