@@ -168,3 +168,20 @@ def test_piecewise_attention_equals_the_tree_mask():
     tree_grads = torch.autograd.grad(tree, (q, k, v), grads)
     for a, b in zip(dense_grads, tree_grads, strict=True):
         torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
+
+
+def test_shared_rows_under_gradient_checkpointing_give_the_same_gradients(engine, make_run):
+    """The recompute in backward attends piece by piece too (the budget forces checkpointing)."""
+    rng = random.Random(5)
+    run_id = make_run()
+    request = ForwardBackwardRequest(run_id, _group(rng, 3), reduction="mean")
+    base = engine.load_model(TINY)
+    grads = []
+    for pack, budget in ((False, None), (True, 1)):
+        engine._run(run_id).clear_gradient()
+        run_forward_backward(
+            base, engine._runs, [request], pack=pack, activation_budget_bytes=budget
+        )
+        grads.append([p.grad.clone() for p in engine._run(run_id).parameters()])
+    for a, b in zip(*grads, strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-6)
