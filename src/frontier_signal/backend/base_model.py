@@ -246,34 +246,21 @@ def target_logprobs(
     recomputed in backward (activation checkpointing), so the batch never holds them all.
     """
     lm_head = base.lm_head
-    if not any(key in lm_head.adapters for key, _, _ in segments):  # the frozen weight alone
-        return _frozen_head_logprobs(lm_head.base.weight, hidden_ND, targets_N, chunk_tokens)
-    pieces = []
+    frozen = not any(key in lm_head.adapters for key, _, _ in segments)  # the weight alone
+    weight_VD = lm_head.base.weight
+    pieces, kept = [], 0
     for start in range(0, hidden_ND.shape[0], chunk_tokens):
         end = min(start + chunk_tokens, hidden_ND.shape[0])
-        args = (
-            hidden_ND[start:end],
-            targets_N[start:end],
-            base.lm_head,
-            _slice_segments(segments, start, end),
-        )
+        hidden, targets = hidden_ND[start:end], targets_N[start:end]
+        if frozen:
+            size = (end - start) * weight_VD.shape[0] * weight_VD.element_size()
+            keep = kept + size <= KEEP_PROBS_BYTES
+            kept += size if keep else 0
+            pieces.append(linear_target_logprobs(hidden, weight_VD, targets, keep))
+            continue
+        args = (hidden, targets, lm_head, _slice_segments(segments, start, end))
         if torch.is_grad_enabled():
             pieces.append(checkpoint(_chunk_target_logprobs, *args, use_reentrant=False))
         else:
             pieces.append(_chunk_target_logprobs(*args))
-    return torch.cat(pieces) if pieces else hidden_ND.new_zeros(0, dtype=torch.float32)
-
-
-def _frozen_head_logprobs(
-    weight_VD: torch.Tensor, hidden_ND: torch.Tensor, targets_N: torch.Tensor, chunk_tokens: int
-) -> torch.Tensor:
-    pieces, kept = [], 0
-    for start in range(0, hidden_ND.shape[0], chunk_tokens):
-        end = min(start + chunk_tokens, hidden_ND.shape[0])
-        size = (end - start) * weight_VD.shape[0] * weight_VD.element_size()
-        keep = kept + size <= KEEP_PROBS_BYTES
-        kept += size if keep else 0
-        pieces.append(
-            linear_target_logprobs(hidden_ND[start:end], weight_VD, targets_N[start:end], keep)
-        )
     return torch.cat(pieces) if pieces else hidden_ND.new_zeros(0, dtype=torch.float32)
