@@ -185,3 +185,27 @@ def test_shared_rows_under_gradient_checkpointing_give_the_same_gradients(engine
         grads.append([p.grad.clone() for p in engine._run(run_id).parameters()])
     for a, b in zip(*grads, strict=True):
         torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-6)
+
+
+def test_identical_datums_and_groups_wider_than_a_row_share_correctly(
+    engine, make_run, monkeypatch
+):
+    """Identical datums (each keeps a one-token suffix) and a group that needs several rows,
+    each repeating the prefix: still the unshared log-probs and gradients."""
+    from frontier_signal.backend import batching
+
+    monkeypatch.setattr(batching, "ROW_CAPACITY", 64)
+    rng = random.Random(6)
+    run_id = make_run()
+    group = _group(rng, 6, weighted_prompt=True)
+    datums = [group[0], group[0], *group[1:]]
+    request = ForwardBackwardRequest(run_id, datums, reduction="mean")
+    base = engine.load_model(TINY)
+    batch = build_batch(base, {run_id: run_id}, [request], True)
+    assert batch.share_N is not None and batch.input_ids.shape[0] > 1  # several shared rows
+    out = _run_both(engine, [request])
+    (plain, plain_grads), (shared, shared_grads) = out[False], out[True]
+    for x, y in zip(plain[0].logprobs, shared[0].logprobs, strict=True):
+        torch.testing.assert_close(torch.tensor(y), torch.tensor(x), rtol=1e-5, atol=1e-5)
+    for a, b in zip(plain_grads[run_id], shared_grads[run_id], strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-6)
