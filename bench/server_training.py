@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(__file__))
-from api_overhead import MODEL, _text_of  # noqa: E402
+from api_overhead import MODEL  # noqa: E402
 from serving import _free_port  # noqa: E402
 from train_throughput import TARGETS, measure  # noqa: E402
 
@@ -61,7 +61,7 @@ def peft_child(batch: int) -> None:
     governor = ThreadGovernor()
     print("ready", flush=True)
     for line in sys.stdin:
-        input_ids = torch.tensor([json.loads(line)] * batch)
+        input_ids = torch.tensor(json.loads(line))
         started = time.perf_counter()
         governor.adjust()
         out = model(input_ids=input_ids, labels=input_ids)
@@ -69,6 +69,16 @@ def peft_child(batch: int) -> None:
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         print(time.perf_counter() - started, flush=True)
+
+
+def _distinct_text(tokenizer, tokens: int, seed: int) -> str:
+    """`tokens` tokens of shuffled words, a different order per seed (no common prefix)."""
+    import random
+
+    words = ("the quick brown fox jumps over a lazy dog while seven wizards box " * 40).split()
+    random.Random(seed).shuffle(words)
+    ids = tokenizer(" ".join(words), add_special_tokens=False)["input_ids"][:tokens]
+    return tokenizer.decode(ids)
 
 
 class Child:
@@ -143,8 +153,11 @@ def main() -> None:
     peak = measure("peak")
     limit = peak["bfloat16"] * 1e9 / (4 * N_PARAMS)
     tokenizer = models.load_tokenizer(MODEL)
-    batch = [{"text": _text_of(tokenizer, args.tokens)} for _ in range(args.batch)]
-    ids = tokenizer(batch[0]["text"], add_special_tokens=False)["input_ids"][: args.tokens]
+    # Different texts per example: identical ones would share their whole prefix (the engine
+    # computes a common prefix once, backend/prefix_sharing.py) and flatter the figure.
+    texts = [_distinct_text(tokenizer, args.tokens, seed) for seed in range(args.batch)]
+    batch = [{"text": text} for text in texts]
+    ids = [tokenizer(t, add_special_tokens=False)["input_ids"][: args.tokens] for t in texts]
     peft = Child("--peft-child", "--batch", str(args.batch))
     data_dir = Path(tempfile.mkdtemp(prefix="fs-bench-"))
     server, url = start_server(data_dir)
@@ -164,19 +177,19 @@ def main() -> None:
                     tokens = run.forward_backward(batch)["tokens"]
                     run.optim_step()
                     seconds[name].append(time.perf_counter() - started)
-                seconds["peft"].append(peft.ask(json.dumps(ids)))
+                seconds["peft"].append(peft.ask(json.dumps(ids)))  # the same tokens
     finally:
         peft.close()
         server.terminate()
         server.wait(60)
-    step_tokens = args.batch * len(ids)
+    step_tokens = sum(len(row) for row in ids)
     rates = {name: step_tokens / min(times[1:]) for name, times in seconds.items()}
     print(
         json.dumps(
             {
                 "benchmark": "server_training",
                 "model": MODEL,
-                "shape": f"{args.batch}x{len(ids)}",
+                "shape": f"{args.batch}x{len(ids[0])}",
                 "trained_tokens_per_step": tokens,
                 "matmul_peak_gflops": peak,
                 "bf16_training_limit_tokens_per_second": round(limit, 1),
