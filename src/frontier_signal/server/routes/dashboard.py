@@ -15,6 +15,7 @@ from fastapi.staticfiles import StaticFiles
 from frontier_signal.server.auth import tenant_id
 from frontier_signal.server.openapi import DASHBOARD_ERRORS
 from frontier_signal.server.schemas import misc_responses as wire
+from frontier_signal.server.schemas.rules import INT_LIMIT
 from frontier_signal.service.errors import Forbidden, Unauthorized
 
 STATIC = Path(__file__).resolve().parent.parent / "dashboard"
@@ -72,7 +73,7 @@ def run(request: Request, tenant: Tenant, run_id: str) -> dict:
 
 @router.get("/v1/dashboard/runs/{run_id}/metrics", response_model=wire.MetricPoints)
 def run_metrics(
-    request: Request, tenant: Tenant, run_id: str, after: int = Query(-1, ge=-1)
+    request: Request, tenant: Tenant, run_id: str, after: int = Query(-1, ge=-1, le=INT_LIMIT - 1)
 ) -> dict:
     return _service(request).metrics(tenant, run_id, after)
 

@@ -21,6 +21,7 @@ from frontier_signal.server.routes.tinker.common import (
     state,
 )
 from frontier_signal.server.schemas import tinker_outputs as answer
+from frontier_signal.server.schemas.rules import INT_LIMIT
 from frontier_signal.server.schemas.tinker import (
     SaveWeightsBody,
     SaveWeightsExternalBody,
@@ -111,7 +112,7 @@ def list_training_runs(
     request: Request,
     tenant: Tenant,
     limit: Annotated[int, Query(ge=1, le=1000)] = 20,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=INT_LIMIT - 1)] = 0,
 ) -> dict:
     return answer.training_run_page(state(request).tinker.list_training_runs(tenant, limit, offset))
 

@@ -11,6 +11,7 @@ from fastapi import Query, Request
 
 from frontier_signal.server.routes.tinker.common import Tenant, new_router, state
 from frontier_signal.server.schemas import tinker_outputs as answer
+from frontier_signal.server.schemas.rules import INT_LIMIT
 from frontier_signal.server.schemas.tinker import (
     CreateSamplingSessionBody,
     CreateSessionBody,
@@ -71,7 +72,7 @@ def list_sessions(
     request: Request,
     tenant: Tenant,
     limit: Annotated[int, Query(ge=1, le=1000)] = 20,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=INT_LIMIT - 1)] = 0,
 ):
     return SessionList(sessions=state(request).sessions.list(tenant, limit, offset))
 
