@@ -9,7 +9,7 @@ import random
 import torch
 
 from frontier_signal.backend.batching import build_batch
-from frontier_signal.backend.prefix_sharing import group_datums, shared_layout
+from frontier_signal.backend.prefix_sharing import group_datums, plan_rows, shared_layout
 from frontier_signal.backend.training import run_forward_backward
 from frontier_signal.engine.types import Datum, ForwardBackwardRequest
 from tests.conftest import TINY
@@ -46,7 +46,9 @@ def test_groups_share_only_where_inputs_and_targets_agree():
     b = ([1] * 12 + [5], [1] * 11 + [5, 6])
     c = ([9, 9, 9], [9, 9, 9])
     assert group_datums([a, b, c]) == [(11, [0, 1]), (0, [2])]  # position 11's targets differ
-    layout = shared_layout([[a, b, c]], 64, pad_id=0)
+    rows = plan_rows([[a, b, c]], 14)
+    assert rows == [[(11, [0, 1]), (0, [2])]]
+    layout = shared_layout([[a, b, c]], rows, pad_id=0)
     flat = layout.input_ids[layout.valid_BT]
     assert flat[layout.share_N].tolist() == a[0] + b[0] + c[0]
     positions = layout.position_ids[layout.valid_BT][layout.share_N]
@@ -192,9 +194,9 @@ def test_identical_datums_and_groups_wider_than_a_row_share_correctly(
 ):
     """Identical datums (each keeps a one-token suffix) and a group that needs several rows,
     each repeating the prefix: still the unshared log-probs and gradients."""
-    from frontier_signal.backend import batching
+    from frontier_signal.backend import prefix_sharing
 
-    monkeypatch.setattr(batching, "ROW_CAPACITY", 64)
+    monkeypatch.setattr(prefix_sharing, "ROW_CAPACITY", 64)
     rng = random.Random(6)
     run_id = make_run()
     group = _group(rng, 6, weighted_prompt=True)

@@ -23,9 +23,8 @@ from frontier_signal.backend.base_model import BaseModel
 from frontier_signal.backend.lora import Segment
 from frontier_signal.backend.packing import pack_rows, packed_inputs
 from frontier_signal.backend.prefix_sharing import (
-    ROW_CAPACITY,
     computed_positions,
-    group_datums,
+    plan_rows,
     shared_layout,
 )
 from frontier_signal.backend.tree_attention import Pieces, build_pieces
@@ -115,18 +114,12 @@ def _share_prefixes(
 ) -> None:
     """Switch `batch` to the shared layout where it computes few enough positions."""
     sequences = [[(d.input_tokens, d.target_tokens) for d in r.datums] for r in requests]
-    widest = [
-        shared + sum(len(seqs[i][0]) - shared for i in members)
-        for seqs in sequences
-        for shared, members in group_datums(seqs)
-        if shared
-    ]
-    if not widest:
+    rows = plan_rows(sequences, longest)
+    if rows is None:
         return
-    capacity = max(longest, min(ROW_CAPACITY, max(widest)))
-    if computed_positions(sequences, capacity) > SHARE_IF_AT_MOST * batch.input_ids.numel():
+    if computed_positions(sequences, rows) > SHARE_IF_AT_MOST * batch.input_ids.numel():
         return
-    layout = shared_layout(sequences, capacity, base.pad_token_id)
+    layout = shared_layout(sequences, rows, base.pad_token_id)
     targets_U = torch.empty(int(layout.valid_BT.sum()), dtype=torch.long)
     targets_U[layout.share_N] = batch.targets_U  # shared positions have the same target
     batch.input_ids, batch.valid_BT, batch.targets_U = layout.input_ids, layout.valid_BT, targets_U

@@ -16,7 +16,7 @@ stays at least `MIN_SHARED` positions and three quarters of the group's. Request
 group still pack their sequences end to end (block-diagonal, as backend/packing.py). Rows never
 mix requests, so the LoRA routing by rows is unchanged.
 
-It does not decide whether to share (backend/training.py compares the positions each layout
+It does not decide whether to share (backend/batching.py compares the positions each layout
 computes) and knows nothing about runs.
 """
 
@@ -78,15 +78,36 @@ def group_datums(sequences: list[tuple[list[int], list[int]]]) -> list[tuple[int
     return groups
 
 
-def _rows(
-    sequences: list[tuple[list[int], list[int]]], capacity: int
-) -> list[tuple[int, list[int]]]:
-    """A request's rows: (shared prefix length, datum indices); the first datum of a row also
-    supplies its prefix. A row holds one group's suffixes, or datums that share nothing end to
-    end, while it stays within `capacity`."""
-    rows: list[tuple[int, list[int]]] = []
+Row = tuple[int, list[int]]  # (shared prefix length, datum indices); the first supplies the prefix
+Sequences = list[tuple[list[int], list[int]]]  # one request's datums: (inputs, targets)
+
+
+def plan_rows(requests: list[Sequences], longest: int) -> list[list[Row]] | None:
+    """Per request its rows, or None when no request has a group that shares a prefix. Each
+    request is grouped once; a row holds one group's suffixes, or datums that share nothing end
+    to end, while it stays within the capacity: the widest shared group's row (at most
+    `ROW_CAPACITY`), at least `longest`."""
+    groups = [group_datums(sequences) for sequences in requests]
+    widest = [
+        _width(sequences, shared, members)
+        for sequences, request_groups in zip(requests, groups, strict=True)
+        for shared, members in request_groups
+        if shared
+    ]
+    if not widest:
+        return None
+    capacity = max(longest, min(ROW_CAPACITY, max(widest)))
+    return [_rows(seqs, grouped, capacity) for seqs, grouped in zip(requests, groups, strict=True)]
+
+
+def _width(sequences: Sequences, shared: int, members: list[int]) -> int:
+    return shared + sum(len(sequences[i][0]) - shared for i in members)
+
+
+def _rows(sequences: Sequences, groups: list[Row], capacity: int) -> list[Row]:
+    rows: list[Row] = []
     used, row_group = capacity + 1, -2
-    for group, (shared, members) in enumerate(group_datums(sequences)):
+    for group, (shared, members) in enumerate(groups):
         key = group if shared else -1  # groups of one share a row with each other
         for index in members:
             suffix = len(sequences[index][0]) - shared
@@ -98,37 +119,31 @@ def _rows(
     return rows
 
 
-def computed_positions(requests: list[list[tuple[list[int], list[int]]]], capacity: int) -> int:
+def computed_positions(requests: list[Sequences], rows: list[list[Row]]) -> int:
     """Positions the shared layout computes, pads included (rows × widest row)."""
-    widths = [
-        shared + sum(len(seqs[i][0]) - shared for i in members)
-        for seqs in requests
-        for shared, members in _rows(seqs, capacity)
-    ]
+    pairs = zip(requests, rows, strict=True)
+    widths = [_width(seqs, *row) for seqs, request_rows in pairs for row in request_rows]
     return len(widths) * max(widths)
 
 
-def shared_layout(
-    requests: list[list[tuple[list[int], list[int]]]], capacity: int, pad_id: int
-) -> SharedLayout:
-    """Per request its datums' (input tokens, target tokens) → the shared rows' tensors."""
-    all_rows = [(r, row) for r, seqs in enumerate(requests) for row in _rows(seqs, capacity)]
-    widths = [
-        shared + sum(len(requests[r][i][0]) - shared for i in members)
-        for r, (shared, members) in all_rows
-    ]
+def shared_layout(requests: list[Sequences], rows: list[list[Row]], pad_id: int) -> SharedLayout:
+    """Per request its datums' (input tokens, target tokens) and `plan_rows`' rows → the shared
+    rows' tensors."""
+    all_rows = [(r, row) for r, request_rows in enumerate(rows) for row in request_rows]
+    widths = [_width(requests[r], *row) for r, row in all_rows]
     width = max(widths)
     input_ids = torch.full((len(all_rows), width), pad_id, dtype=torch.long)
     position_ids = torch.zeros((len(all_rows), width), dtype=torch.long)
     spans: list[tuple[int, list[tuple[int, int]]]] = []
     valid = torch.zeros((len(all_rows), width), dtype=torch.bool)
-    offsets = [0] + [sum(len(s[0]) for s in seqs) for seqs in requests]
-    firsts = torch.tensor(offsets).cumsum(0).tolist()  # each request's first datum token
-    datum_starts = [
-        [firsts[r] + sum(len(s[0]) for s in seqs[:i]) for i in range(len(seqs))]
-        for r, seqs in enumerate(requests)
-    ]
-    share_N = torch.empty(firsts[-1], dtype=torch.long)
+    datum_starts: list[list[int]] = []
+    total = 0  # each datum's first token in the flat datum-token order
+    for seqs in requests:
+        datum_starts.append([])
+        for inputs, _ in seqs:
+            datum_starts[-1].append(total)
+            total += len(inputs)
+    share_N = torch.empty(total, dtype=torch.long)
     rows_per_request = [0] * len(requests)
     positions_per_request = [0] * len(requests)
     computed = 0  # computed positions before this row (row-major)
