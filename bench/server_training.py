@@ -36,7 +36,7 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(__file__))
 from api_overhead import MODEL  # noqa: E402
-from serving import _free_port  # noqa: E402
+from serving import start_server  # noqa: E402  (bench/serving.py: serve on the real model)
 from train_throughput import TARGETS, measure  # noqa: E402
 
 N_PARAMS = 134_515_008
@@ -101,38 +101,6 @@ class Child:
         if self.process.stdin is not None:
             self.process.stdin.close()
         self.process.wait(60)
-
-
-def start_server(data_dir: Path) -> tuple[subprocess.Popen, str]:
-    """`frontier-signal serve` on the real model with embedded defaults, as an operator runs it."""
-    import httpx
-
-    port = _free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "frontier_signal.cli",
-        "serve",
-        "--no-auth",
-        "--port",
-        str(port),
-    ]
-    command += ["--models", MODEL, "--data-dir", str(data_dir)]
-    env = os.environ | {"FRONTIER_SIGNAL_LOG_LEVEL": "warning"}
-    with (data_dir / "server.log").open("wb") as sink:
-        process = subprocess.Popen(command, stdout=sink, stderr=sink, env=env)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(600):  # bounded: 5 minutes
-        if process.poll() is not None:
-            raise RuntimeError((data_dir / "server.log").read_text()[-2000:])
-        try:
-            if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
-                return process, url
-        except httpx.TransportError:
-            pass
-        time.sleep(0.5)
-    process.kill()
-    raise TimeoutError("the server did not become ready")
 
 
 def main() -> None:
