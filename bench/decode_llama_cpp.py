@@ -13,12 +13,14 @@ of two timings, as bench/decode.py takes, can blow up on a loaded machine).
 llama-cpp-python is built by scripts/setup with GGML_NATIVE=OFF (this VM reports AMX but kills
 it with SIGILL), so its kernels are the portable build's: say so when quoting the figure.
 
+Our decode layers run in C++ (`backend/native.py`, built before timing) unless `--python-step`.
+
 `--compete` adds the contention figure: exact-bf16 decode (no 4-bit codes) quiet, then with one
 CPU-bound process (a Python busy loop) beside it, alternating, with the decode thread governor
 (backend/decode_threads.py) on and, for reference, off.
 
     .venv/bin/python bench/decode_llama_cpp.py [--tokens 64] [--rounds 3] [--threads 2]
-        [--compete] [--no-llama-cpp]
+        [--compete] [--no-llama-cpp] [--python-step]
 """
 
 from __future__ import annotations
@@ -164,14 +166,20 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=2, help="questions used")
     parser.add_argument("--compete", action="store_true", help="add the contention figure")
     parser.add_argument("--no-llama-cpp", action="store_true", help="only the contention figure")
+    parser.add_argument(
+        "--python-step", action="store_true", help="decode with the Python step, not the C++ one"
+    )
     args = parser.parse_args()
 
     import torch
 
-    from frontier_signal.backend import models
+    from frontier_signal.backend import models, native
     from frontier_signal.engine.engine import Engine
 
     torch.set_num_threads(args.threads)
+    if args.python_step:
+        native._state["error"] = "turned off by --python-step"
+    native_ready = native.ops() is not None  # built or loaded before timing
     gguf = models.source_gguf(MODEL)
     engine = Engine(dtype="bfloat16")
     base = engine.load_model(MODEL)
@@ -184,6 +192,7 @@ def main() -> None:
         "tokens": args.tokens,
         "load_average_at_start": _load_average(),
         "llama_cpp_build": "llama-cpp-python 0.3.36, GGML_NATIVE=OFF",
+        "our_decode_layers": "C++ (backend/native.py)" if native_ready else "Python step",
     }
     if not args.no_llama_cpp:
         run = _trained_run(engine, seed=1)

@@ -19,6 +19,15 @@ TINY = "frontier-signal/tiny-llama"
 SMOLLM2 = "HuggingFaceTB/SmolLM2-135M-Instruct"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def native_decode():
+    """The C++ decode layers built or loaded before any test decodes, so every bf16 decode in
+    this process runs them (tests/test_native_decode.py compares them with the Python step)."""
+    from frontier_signal.backend import native
+
+    native.ops()
+
+
 @pytest.fixture(scope="session")
 def home() -> Path:
     return Path(os.environ["FRONTIER_SIGNAL_HOME"])

@@ -275,6 +275,28 @@ def _group_term(linears: list[LoraLinear], key: str, dtype) -> GroupTerm | None:
     return A, B.t()
 
 
+# (A stacked [R, in], pieces (h_lo, h_hi, o_lo, B [h_hi - h_lo, out of the projection])): a
+# group's terms in the form the native decode layers take (`native.NativeStep`), without zeros.
+NativeTerm = tuple[torch.Tensor, list[tuple[int, int, int, torch.Tensor]]]
+
+
+def _native_term(linears: list[LoraLinear], key: str, dtype) -> NativeTerm | None:
+    pairs = [layer.adapters.get(key) for layer in linears]
+    present = [pair for pair in pairs if pair is not None]
+    if not present:
+        return None
+    A = torch.cat([pair.lora_A.detach() for pair in present]).to(dtype).contiguous()
+    pieces, hidden, column = [], 0, 0
+    for layer, pair in zip(linears, pairs, strict=True):
+        if pair is not None:
+            rank = pair.lora_A.shape[0]
+            B = (pair.lora_B.detach() * pair.scale).to(dtype).t().contiguous()
+            pieces.append((hidden, hidden + rank, column, B))
+            hidden += rank
+        column += layer.out_features
+    return A, pieces
+
+
 def _signature(pairs: list[LoraPair]) -> list[tuple[weakref.ref, int]]:
     return [(weakref.ref(p), p._version) for pair in pairs for p in (pair.lora_A, pair.lora_B)]
 
@@ -292,7 +314,7 @@ class LoraPlan:
 
     def __init__(self, weights: LlamaWeights):
         self.weights = weights
-        self._cache: OrderedDict[tuple[str, torch.dtype], tuple[list, list]] = OrderedDict()
+        self._cache: OrderedDict[tuple[str, torch.dtype, bool], tuple[list, list]] = OrderedDict()
 
     def _pairs(self, key: str) -> list[LoraPair]:
         linears = [
@@ -301,23 +323,34 @@ class LoraPlan:
         linears.append(self.weights.lm_head)
         return [lin.adapters[key] for lin in linears if key in lin.adapters]
 
-    def adapter_terms(self, key: str, dtype) -> list[dict[str, GroupTerm | None]]:
-        """Per layer (plus a last entry for `lm_head`) the adapter's term of each group."""
+    def adapter_terms(self, key: str, dtype, native: bool = False) -> list[dict[str, Any]]:
+        """Per layer (plus a last entry for `lm_head`) the adapter's term of each group: a
+        `GroupTerm`, or with `native` a `NativeTerm`; None where it has none."""
         pairs = self._pairs(key)
-        cached = self._cache.get((key, dtype))
+        cached = self._cache.get((key, dtype, native))
         if cached is not None and _still_valid(cached[0], pairs):
-            self._cache.move_to_end((key, dtype))
+            self._cache.move_to_end((key, dtype, native))
             return cached[1]
+        build = _native_term if native else _group_term
         with torch.no_grad():
-            terms = [
-                {group: _group_term(linears, key, dtype) for group, linears in groups.items()}
+            terms: list[dict[str, Any]] = [
+                {group: build(linears, key, dtype) for group, linears in groups.items()}
                 for groups in self.weights.group_linears
             ]
-            terms.append({"lm_head": _group_term([self.weights.lm_head], key, dtype)})
-        self._cache[(key, dtype)] = (_signature(pairs), terms)
+            terms.append({"lm_head": build([self.weights.lm_head], key, dtype)})
+        self._cache[(key, dtype, native)] = (_signature(pairs), terms)
         while len(self._cache) > PLAN_CACHE_SIZE:
             self._cache.popitem(last=False)
         return terms
+
+    def native_terms(self, segments: list[Segment], dtype) -> list[dict[str, list]]:
+        """Per layer and group the runs' `NativeTerm`s as (A, pieces, start, end); the last
+        entry `lm_head` as `RowTerm`s for `add_lora`."""
+        plan = self._row_terms(segments, dtype, native=True)
+        plan[-1]["lm_head"] = [
+            (A, pieces[0][3], start, end) for A, pieces, start, end in plan[-1]["lm_head"]
+        ]
+        return plan
 
     def for_segments(self, segments: list[Segment], dtype) -> list[dict[str, Any]]:
         """Per layer and group, the LoRA terms to add and the rows each applies to: a list of
@@ -333,16 +366,18 @@ class LoraPlan:
                     groups[group] = JointTerm(terms, rows)
         return plan
 
-    def _row_terms(self, segments: list[Segment], dtype) -> list[dict[str, list[RowTerm]]]:
+    def _row_terms(
+        self, segments: list[Segment], dtype, native: bool = False
+    ) -> list[dict[str, list]]:
+        """Per layer and group, each run's term (`GroupTerm`, or `NativeTerm` with `native`)
+        with the rows it applies to, (term..., start, end)."""
         layers = len(self.weights.layers)
-        plan: list[dict[str, list[RowTerm]]] = [
-            {group: [] for group in GROUPS} for _ in range(layers)
-        ]
+        plan: list[dict[str, list]] = [{group: [] for group in GROUPS} for _ in range(layers)]
         plan.append({"lm_head": []})
         for key, start, end in segments:
             if not self._pairs(key):
                 continue  # the bare base model, or a run with no adapter here
-            for index, groups in enumerate(self.adapter_terms(key, dtype)):
+            for index, groups in enumerate(self.adapter_terms(key, dtype, native)):
                 for group, term in groups.items():
                     if term is not None:
                         plan[index][group].append((term[0], term[1], start, end))

@@ -29,7 +29,7 @@ from typing import Any, cast
 import torch
 import torch.nn.functional as F
 
-from frontier_signal.backend import decode_head
+from frontier_signal.backend import decode_head, native
 from frontier_signal.backend.decode_head import Int8Head
 from frontier_signal.backend.decode_lora import GROUPS, LoraPlan, add_lora, lora_dtype
 from frontier_signal.backend.decode_threads import DecodeThreadGovernor
@@ -298,7 +298,6 @@ class LlamaDecoder:
         if int(pads.max()) > 0:
             slots = torch.arange(capacity, device=device)
             self.valid = (slots[None] >= pads[:, None])[:, None, None, :]
-        self.lora = weights.lora.for_segments(segments, lora_dtype(dtype, device))
         self.matmuls = [layer.matmuls for layer in weights.layers]
         self.mode = mode
         self.head: Matmul | Int8Head = weights.head
@@ -310,6 +309,16 @@ class LlamaDecoder:
             self.matmuls = weights.layers_4bit
         if mode != "exact" and weights.head_8bit:
             self.head = weights.quantized_head()
+        ops = native.ops(wait=False) if device.type == "cpu" and dtype == torch.bfloat16 else None
+        terms = lora_dtype(dtype, device)
+        self.native: native.NativeStep | None = None
+        if ops is not None:
+            self.lora = weights.lora.native_terms(segments, terms)
+            self.native = native.NativeStep(
+                ops, weights, self.matmuls, self.lora, self.kv, self.cos, self.sin, self.valid
+            )
+        else:
+            self.lora = weights.lora.for_segments(segments, terms)
 
     def _linear(self, x, matmul: Matmul | Int8Head, plan) -> torch.Tensor:
         return add_lora(_matmul(x, matmul), x, plan)
@@ -337,9 +346,19 @@ class LlamaDecoder:
         w = self.w
         slot = self.length
         self.length += 1
+        x = F.embedding(token_ids_B, w.embed)  # [B, D]
+        if self.native is not None:
+            x = self.native(x, slot, self.positions)
+            self.positions += 1
+        else:
+            x = self._layers(x, slot)
+        h = _rms_norm(x, w.final_norm, w.eps)
+        return self._linear(h, self.head, self.lora[-1]["lm_head"]).float()
+
+    def _layers(self, x: torch.Tensor, slot: int) -> torch.Tensor:
+        w = self.w
         cos, sin = self._rope_step()
         mask = None if self.valid is None else self.valid[..., : slot + 1]
-        x = F.embedding(token_ids_B, w.embed)  # [B, D]
         for index, layer in enumerate(w.layers):
             plan, matmuls = self.lora[index], self.matmuls[index]
             h = _rms_norm(x, layer.input_norm, w.eps)
@@ -351,8 +370,7 @@ class LlamaDecoder:
             half = gate_up.shape[-1] // 2
             act = F.silu(gate_up[:, :half]) * gate_up[:, half:]
             x = x + self._linear(act, matmuls["down"], plan["down"])
-        h = _rms_norm(x, w.final_norm, w.eps)
-        return self._linear(h, self.head, self.lora[-1]["lm_head"]).float()
+        return x
 
     def _attend(self, index: int, qkv, cos, sin, slot: int, mask) -> torch.Tensor:
         """RoPE, this token's keys and values into the cache, attention: [B, heads * head_dim]."""

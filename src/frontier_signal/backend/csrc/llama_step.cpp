@@ -1,0 +1,297 @@
+// The decoder layers of one Llama decode step in C++ (`backend/native.py` builds and loads it).
+//
+// At batch 1 the Python step (`llama_decode.LlamaDecoder._step`) spends more time dispatching
+// ~25 torch ops per layer on vectors of a few hundred values than in its weight matmuls. Here
+// the matmuls of the base weights still go through ATen (the GGUF 4-bit codes, int8 or exact
+// bf16 kernels), and everything between them -- RMSNorm, RoPE, the cache write, attention over
+// the cache, SiLU-gating, residual adds and each run's LoRA terms -- runs as plain loops over
+// the step's few rows, with the same roundings to bf16 as the Python step where it rounds.
+//
+// Registered as torch.ops.frontier_signal.decode_layers; the Python side flattens its weights
+// and LoRA terms into the lists this op takes (`native.NativeStep`).
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <c10/util/BFloat16.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <optional>
+#include <vector>
+
+namespace {
+
+using bf16 = c10::BFloat16;
+
+constexpr int64_t kGroups = 4;          // qkv, o, gate_up, down (decode_lora.GROUPS)
+constexpr int64_t kMatmulTensors = 3;   // per group: (weight, bias?, -) / (codes, scales, bias?)
+constexpr int64_t kGroup4bit = 32;      // GGUF's block size
+
+inline float to_f(bf16 v) { return static_cast<float>(v); }
+
+// fp32 dot product with independent partial sums so the compiler vectorizes it without
+// reassociating a single accumulator.
+inline float dot(const float* a, const float* b, int64_t n) {
+  float part[16] = {0};
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16)
+    for (int k = 0; k < 16; ++k) part[k] += a[i + k] * b[i + k];
+  float sum = 0;
+  for (int k = 0; k < 16; ++k) sum += part[k];
+  for (; i < n; ++i) sum += a[i] * b[i];
+  return sum;
+}
+
+void to_float(const bf16* src, float* dst, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) dst[i] = to_f(src[i]);
+}
+
+// As LlamaRMSNorm: normalise in fp32, round to bf16, then scale by the (bf16) weight.
+void rms_norm(const bf16* x, const bf16* weight, bf16* out, int64_t rows, int64_t dim,
+              float eps) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const bf16* row = x + r * dim;
+    float sum = 0;
+    for (int64_t i = 0; i < dim; ++i) sum += to_f(row[i]) * to_f(row[i]);
+    const float inv = 1.0f / std::sqrt(sum / static_cast<float>(dim) + eps);
+    for (int64_t i = 0; i < dim; ++i)
+      out[r * dim + i] = bf16(to_f(bf16(to_f(row[i]) * inv)) * to_f(weight[i]));
+  }
+}
+
+// y[:, cols) of the rows [start, end) += hidden[:, h_lo:h_hi) @ B (B: [h_hi - h_lo, width],
+// row-major fp32): the whole delta summed in fp32 and rounded into bf16 once, as the Python
+// step's `y.add_(hidden @ B_t)`.
+void add_piece(bf16* y, int64_t y_stride, const float* hidden, int64_t h_stride, int64_t rows,
+               int64_t h_lo, int64_t h_hi, const float* B, int64_t width, int64_t o_lo) {
+  constexpr int64_t kChunk = 64;
+  const int64_t chunks = (width + kChunk - 1) / kChunk;
+  const int64_t grain = std::max<int64_t>(1, 4096 / std::max<int64_t>(1, h_hi - h_lo));
+  at::parallel_for(0, chunks, grain, [&](int64_t first, int64_t last) {
+    float acc[kChunk];
+    for (int64_t c = first; c < last; ++c) {
+      const int64_t lo = c * kChunk, n = std::min(kChunk, width - lo);
+      for (int64_t r = 0; r < rows; ++r) {
+        std::fill(acc, acc + n, 0.0f);
+        const float* h = hidden + r * h_stride;
+        for (int64_t k = h_lo; k < h_hi; ++k) {
+          const float hk = h[k];
+          const float* b = B + (k - h_lo) * width + lo;
+          for (int64_t j = 0; j < n; ++j) acc[j] += hk * b[j];
+        }
+        bf16* out = y + r * y_stride + o_lo + lo;
+        for (int64_t j = 0; j < n; ++j) out[j] = bf16(to_f(out[j]) + acc[j]);
+      }
+    }
+  });
+}
+
+// hidden [rows, R] = x[rows, in] @ A.T (A: [R, in] fp32), x given in fp32.
+void lora_hidden(const float* x, int64_t rows, const float* A, int64_t ranks, int64_t in,
+                 float* hidden) {
+  const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(1, in * rows));
+  at::parallel_for(0, ranks, grain, [&](int64_t first, int64_t last) {
+    for (int64_t k = first; k < last; ++k)
+      for (int64_t r = 0; r < rows; ++r) hidden[r * ranks + k] = dot(A + k * in, x + r * in, in);
+  });
+}
+
+// Reads the LoRA terms of one group from the flattened lists (see `native.NativeStep`) and adds
+// them to y = base(x). meta: per term start, end, pieces, then per piece h_lo, h_hi, o_lo;
+// tensors: per term A, then each piece's B.
+void add_lora(at::Tensor& y, const at::Tensor& x, const std::vector<at::Tensor>& tensors,
+              size_t& t, const std::vector<int64_t>& meta, size_t& m) {
+  const int64_t terms = meta[m++];
+  if (terms == 0) return;
+  const int64_t in = x.size(1), out = y.size(1);
+  std::vector<float> xf(static_cast<size_t>(x.numel()));
+  to_float(x.data_ptr<bf16>(), xf.data(), x.numel());
+  for (int64_t term = 0; term < terms; ++term) {
+    const int64_t start = meta[m++], end = meta[m++], pieces = meta[m++];
+    const at::Tensor& A = tensors[t++];
+    const int64_t ranks = A.size(0), rows = end - start;
+    std::vector<float> hidden(static_cast<size_t>(rows * ranks));
+    lora_hidden(xf.data() + start * in, rows, A.data_ptr<float>(), ranks, in, hidden.data());
+    for (int64_t p = 0; p < pieces; ++p) {
+      const int64_t h_lo = meta[m++], h_hi = meta[m++], o_lo = meta[m++];
+      const at::Tensor& B = tensors[t++];
+      add_piece(y.data_ptr<bf16>() + start * out, out, hidden.data(), ranks, rows, h_lo, h_hi,
+                B.data_ptr<float>(), B.size(1), o_lo);
+    }
+  }
+}
+
+// A base matmul, by the first tensor's dtype as `llama_decode._matmul`: uint8 the GGUF 4-bit
+// codes, int8 weight-only, else exact weights.
+at::Tensor base_matmul(const at::Tensor& x, const c10::List<std::optional<at::Tensor>>& mm,
+                       int64_t at_index) {
+  const at::Tensor w = *mm.get(at_index);
+  std::optional<at::Tensor> second = mm.get(at_index + 1), third = mm.get(at_index + 2);
+  if (w.scalar_type() == at::kByte) {
+    at::Tensor y = at::_weight_int4pack_mm_for_cpu(x, w, kGroup4bit, *second);
+    return third ? y.add_(*third) : y;
+  }
+  if (w.scalar_type() == at::kChar) {
+    at::Tensor y = at::_weight_int8pack_mm(x, w, *second);
+    return third ? y.add_(*third) : y;
+  }
+  return at::linear(x, w, second);
+}
+
+struct Shape {
+  int64_t batch, dim, heads, kv_heads, head_dim, capacity, slot;
+};
+
+// RoPE over q and k heads of qkv [B, heads + 2 kv_heads, head_dim] in place, then this token's
+// keys and values into the layer's cache [B, 2, kv_heads, capacity, head_dim]. As HF's
+// apply_rotary_pos_emb: two products then a sum, each rounded to bf16 (sin sign-folded, so
+// rotate_half(x) * sin == roll(x) * sin').
+void rope_and_cache(bf16* qkv, bf16* cache, const bf16* cos, const bf16* sin,
+                    const int64_t* positions, const Shape& s) {
+  const int64_t hd = s.head_dim, half = hd / 2, every = s.heads + 2 * s.kv_heads;
+  std::vector<float> row(static_cast<size_t>(hd));
+  for (int64_t b = 0; b < s.batch; ++b) {
+    const bf16* c = cos + positions[b] * hd;
+    const bf16* sn = sin + positions[b] * hd;
+    for (int64_t h = 0; h < s.heads + s.kv_heads; ++h) {
+      bf16* v = qkv + (b * every + h) * hd;
+      to_float(v, row.data(), hd);
+      for (int64_t i = 0; i < hd; ++i) {
+        const float rolled = row[(i + half) % hd];
+        v[i] = bf16(to_f(bf16(row[i] * to_f(c[i]))) + to_f(bf16(rolled * to_f(sn[i]))));
+      }
+    }
+    for (int64_t kind = 0; kind < 2; ++kind)
+      for (int64_t g = 0; g < s.kv_heads; ++g) {
+        const bf16* src = qkv + (b * every + s.heads + kind * s.kv_heads + g) * hd;
+        bf16* dst = cache + (((b * 2 + kind) * s.kv_heads + g) * s.capacity + s.slot) * hd;
+        std::copy(src, src + hd, dst);
+      }
+  }
+}
+
+// Attention of each query head over the cache [0, slot] (masked by `valid` [B, capacity] where
+// given): scores and softmax in fp32, the probabilities rounded to bf16 before weighting the
+// values (as torch's CPU flash kernel does for bf16), output [B, heads * head_dim] bf16.
+void attend(const bf16* qkv, const bf16* cache, const bool* valid, bf16* out, const Shape& s) {
+  const int64_t hd = s.head_dim, group = s.heads / s.kv_heads, keys = s.slot + 1;
+  const int64_t every = s.heads + 2 * s.kv_heads;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  at::parallel_for(0, s.batch * s.heads, 1, [&](int64_t first, int64_t last) {
+    std::vector<float> q(static_cast<size_t>(hd)), k(static_cast<size_t>(hd));
+    std::vector<float> p(static_cast<size_t>(keys)), acc(static_cast<size_t>(hd));
+    for (int64_t task = first; task < last; ++task) {
+      const int64_t b = task / s.heads, h = task % s.heads, g = h / group;
+      to_float(qkv + (b * every + h) * hd, q.data(), hd);
+      const bf16* K = cache + ((b * 2 + 0) * s.kv_heads + g) * s.capacity * hd;
+      const bf16* V = cache + ((b * 2 + 1) * s.kv_heads + g) * s.capacity * hd;
+      const bool* ok = valid ? valid + b * s.capacity : nullptr;
+      float top = -std::numeric_limits<float>::infinity();
+      for (int64_t j = 0; j < keys; ++j) {
+        if (ok && !ok[j]) {
+          p[j] = -std::numeric_limits<float>::infinity();
+          continue;
+        }
+        to_float(K + j * hd, k.data(), hd);
+        p[j] = dot(q.data(), k.data(), hd) * scale;
+        top = std::max(top, p[j]);
+      }
+      float total = 0;
+      std::fill(acc.begin(), acc.end(), 0.0f);
+      for (int64_t j = 0; j < keys; ++j) {
+        if (ok && !ok[j]) continue;
+        const float e = std::exp(p[j] - top);
+        total += e;
+        const float weight = to_f(bf16(e));
+        const bf16* v = V + j * hd;
+        for (int64_t d = 0; d < hd; ++d) acc[d] += weight * to_f(v[d]);
+      }
+      bf16* o = out + b * s.heads * hd + h * hd;
+      for (int64_t d = 0; d < hd; ++d) o[d] = bf16(acc[d] / total);
+    }
+  });
+}
+
+// act [B, I] = silu(gate) * up from gate_up [B, 2I], each rounded to bf16 as torch does.
+void silu_mul(const bf16* gate_up, bf16* act, int64_t rows, int64_t inner) {
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t i = 0; i < inner; ++i) {
+      const float g = to_f(gate_up[r * 2 * inner + i]);
+      const bf16 silu = bf16(g / (1.0f + std::exp(-g)));
+      act[r * inner + i] = bf16(to_f(silu) * to_f(gate_up[r * 2 * inner + inner + i]));
+    }
+}
+
+void add_into(bf16* x, const bf16* y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) x[i] = bf16(to_f(x[i]) + to_f(y[i]));
+}
+
+// x [B, D] bf16: the embeddings of this step's tokens; returns the hidden state after the last
+// layer (before the final norm). norms: per layer (input, post-attention); matmuls: per layer
+// and group, 3 optional tensors; kv: [layers, B, 2, kv_heads, capacity, head_dim];
+// cos/sin: [capacity, head_dim]; positions: [B] int64, each row's position for this token;
+// valid: [B, capacity] bool or None; slot: the cache slot this token goes to.
+at::Tensor decode_layers(const at::Tensor& x_in, at::TensorList norms,
+                         const c10::List<std::optional<at::Tensor>>& matmuls,
+                         at::TensorList lora, at::IntArrayRef lora_meta, at::Tensor kv,
+                         const at::Tensor& cos, const at::Tensor& sin,
+                         const at::Tensor& positions, const std::optional<at::Tensor>& valid,
+                         int64_t slot, int64_t heads, int64_t kv_heads, double eps) {
+  TORCH_CHECK(x_in.scalar_type() == at::kBFloat16 && x_in.dim() == 2, "x: [B, D] bf16");
+  TORCH_CHECK(kv.is_contiguous() && kv.scalar_type() == at::kBFloat16, "kv: contiguous bf16");
+  const int64_t layers = kv.size(0);
+  TORCH_CHECK(static_cast<int64_t>(norms.size()) == 2 * layers, "norms: 2 per layer");
+  TORCH_CHECK(static_cast<int64_t>(matmuls.size()) == layers * kGroups * kMatmulTensors,
+              "matmuls: 12 per layer");
+  const Shape s{x_in.size(0), x_in.size(1), heads, kv_heads, kv.size(5), kv.size(4), slot};
+  TORCH_CHECK(slot < s.capacity && heads % kv_heads == 0, "slot beyond the cache");
+  at::Tensor x = x_in.contiguous().clone();
+  at::Tensor h = at::empty_like(x);
+  at::Tensor attn = at::empty({s.batch, heads * s.head_dim}, x.options());
+  const std::vector<at::Tensor> terms(lora.begin(), lora.end());
+  const std::vector<int64_t> meta(lora_meta.begin(), lora_meta.end());
+  size_t t = 0, m = 0;
+  const at::Tensor pos = positions.contiguous();
+  const at::Tensor mask = valid ? valid->contiguous() : at::Tensor();
+  const float epsilon = static_cast<float>(eps);
+  for (int64_t layer = 0; layer < layers; ++layer) {
+    const int64_t base = layer * kGroups * kMatmulTensors;
+    bf16* cache = kv[layer].data_ptr<bf16>();
+    rms_norm(x.data_ptr<bf16>(), norms[2 * layer].data_ptr<bf16>(), h.data_ptr<bf16>(), s.batch,
+             s.dim, epsilon);
+    at::Tensor qkv = base_matmul(h, matmuls, base).contiguous();
+    add_lora(qkv, h, terms, t, meta, m);
+    rope_and_cache(qkv.data_ptr<bf16>(), cache, cos.data_ptr<bf16>(), sin.data_ptr<bf16>(),
+                   pos.data_ptr<int64_t>(), s);
+    attend(qkv.data_ptr<bf16>(), cache, mask.defined() ? mask.data_ptr<bool>() : nullptr,
+           attn.data_ptr<bf16>(), s);
+    at::Tensor o = base_matmul(attn, matmuls, base + kMatmulTensors).contiguous();
+    add_lora(o, attn, terms, t, meta, m);
+    add_into(x.data_ptr<bf16>(), o.data_ptr<bf16>(), x.numel());
+    rms_norm(x.data_ptr<bf16>(), norms[2 * layer + 1].data_ptr<bf16>(), h.data_ptr<bf16>(),
+             s.batch, s.dim, epsilon);
+    at::Tensor gate_up = base_matmul(h, matmuls, base + 2 * kMatmulTensors).contiguous();
+    add_lora(gate_up, h, terms, t, meta, m);
+    const int64_t inner = gate_up.size(1) / 2;
+    at::Tensor act = at::empty({s.batch, inner}, x.options());
+    silu_mul(gate_up.data_ptr<bf16>(), act.data_ptr<bf16>(), s.batch, inner);
+    at::Tensor down = base_matmul(act, matmuls, base + 3 * kMatmulTensors).contiguous();
+    add_lora(down, act, terms, t, meta, m);
+    add_into(x.data_ptr<bf16>(), down.data_ptr<bf16>(), x.numel());
+  }
+  TORCH_CHECK(t == terms.size() && m == meta.size(), "LoRA lists not fully consumed");
+  return x;
+}
+
+}  // namespace
+
+TORCH_LIBRARY(frontier_signal, m) {
+  m.def(
+      "decode_layers(Tensor x, Tensor[] norms, Tensor?[] matmuls, Tensor[] lora, int[] lora_meta,"
+      " Tensor(a!) kv, Tensor cos, Tensor sin, Tensor positions, Tensor? valid, int slot,"
+      " int heads, int kv_heads, float eps) -> Tensor");
+}
+
+TORCH_LIBRARY_IMPL(frontier_signal, CPU, m) { m.impl("decode_layers", &decode_layers); }

@@ -1,0 +1,144 @@
+"""Our C++ decode layers (`csrc/llama_step.cpp`): built on first use, loaded as a torch op.
+
+The op is compiled with torch's extension builder (g++ and ninja, ~20 s once) into torch's
+extensions folder (`TORCH_EXTENSIONS_DIR`, by default `~/.cache/torch_extensions`), keyed by the
+source, so later processes only load it (~1 s). Until it is loaded, and wherever it cannot be
+built (no compiler, not x86), decoding takes the Python step: the same results, slower.
+`scripts/setup` builds it, and an engine starts loading it in the background on its first
+model load, so requests do not wait for the compiler.
+
+`FRONTIER_SIGNAL_NATIVE=0` turns it off (then nothing is built).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from frontier_signal.backend.decode_lora import GROUPS
+
+logger = logging.getLogger(__name__)
+
+SOURCE = Path(__file__).parent / "csrc" / "llama_step.cpp"
+NAME = "frontier_signal_native"
+
+_lock = threading.Lock()
+_state: dict[str, Any] = {"ops": None, "error": None, "thread": None}
+
+
+def enabled() -> bool:
+    return os.environ.get("FRONTIER_SIGNAL_NATIVE", "1") not in ("0", "false", "no")
+
+
+def _flags() -> list[str]:
+    """-O3, OpenMP (at::parallel_for runs on torch's own libgomp, which the op links through
+    libtorch), and the vector extensions this CPU has (the build is per machine)."""
+    flags = ["-O3", "-fopenmp", "-std=c++17"]
+    capability = torch.backends.cpu.get_cpu_capability()
+    if capability in ("AVX2", "AVX512"):
+        flags += ["-mavx2", "-mfma", "-mf16c"]
+    if capability == "AVX512":
+        flags += ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq"]
+    return flags
+
+
+def _build() -> Any:
+    from torch.utils import cpp_extension
+
+    cpp_extension.load(
+        NAME + "_" + torch.backends.cpu.get_cpu_capability().lower(),
+        sources=[str(SOURCE)],
+        extra_cflags=_flags(),
+        is_python_module=False,
+        verbose=False,
+    )
+    return torch.ops.frontier_signal
+
+
+def _load() -> None:
+    try:
+        ops = _build()
+    except Exception as error:  # no compiler, a failed build, ...: decode in Python
+        logger.warning("native decode layers unavailable, decoding in Python: %s", error)
+        _state["error"] = error
+    else:
+        _state["ops"] = ops
+
+
+def ops(wait: bool = True) -> Any | None:
+    """`torch.ops.frontier_signal` once the op is loaded, else None.
+
+    `wait=False` starts the build or load in a background thread (once) and returns None until
+    it is done; `wait=True` builds or loads it here.
+    """
+    if _state["ops"] is not None or _state["error"] is not None or not enabled():
+        return _state["ops"]
+    if not wait:
+        with _lock:
+            if _state["thread"] is None:
+                thread = threading.Thread(target=ops, name="native-build", daemon=True)
+                _state["thread"] = thread
+                thread.start()
+        return None
+    with _lock:
+        if _state["ops"] is None and _state["error"] is None:
+            _load()
+    return _state["ops"]
+
+
+class NativeStep:
+    """`decode_layers`' arguments for one `LlamaDecoder` (flattened once per batch).
+
+    matmuls: per layer and group (`decode_lora.GROUPS` order) three optional tensors, as
+    `llama_decode.Matmul` with None for what a form lacks. LoRA: per layer and group, the number
+    of terms, then per term its rows (start, end) and number of pieces, then per piece
+    (h_lo, h_hi, o_lo) in `meta`; per term A then each piece's B in `tensors`.
+    """
+
+    def __init__(self, ops, weights, matmuls: list[dict], lora: list[dict], kv, cos, sin, valid):
+        self.ops = ops
+        self.norms = [t for layer in weights.layers for t in (layer.input_norm, layer.post_norm)]
+        self.matmuls: list[torch.Tensor | None] = []
+        for groups in matmuls:
+            for group in GROUPS:
+                matmul = groups[group]
+                self.matmuls += [*matmul, None] if len(matmul) == 2 else list(matmul)
+        self.tensors: list[torch.Tensor] = []
+        self.meta: list[int] = []
+        for groups in lora[: len(weights.layers)]:
+            for group in GROUPS:
+                self.meta.append(len(groups[group]))
+                for A, pieces, start, end in groups[group]:
+                    self.meta += [start, end, len(pieces)]
+                    self.tensors.append(A)
+                    for h_lo, h_hi, o_lo, B in pieces:
+                        self.meta += [h_lo, h_hi, o_lo]
+                        self.tensors.append(B)
+        self.kv, self.cos, self.sin = kv, cos, sin
+        self.valid = None if valid is None else valid.reshape(valid.shape[0], valid.shape[-1])
+        self.shape = (weights.num_heads, weights.num_kv_heads, weights.eps)
+
+    def __call__(self, x: torch.Tensor, slot: int, positions: torch.Tensor) -> torch.Tensor:
+        """The hidden state [B, D] after every layer, for embeddings x at cache `slot`."""
+        heads, kv_heads, eps = self.shape
+        return self.ops.decode_layers(
+            x, self.norms, self.matmuls, self.tensors, self.meta, self.kv, self.cos, self.sin,
+            positions, self.valid, slot, heads, kv_heads, eps,
+        )  # fmt: skip
+
+
+def main() -> None:
+    """`python -m frontier_signal.backend.native`: build (or load) the op, say whether it works."""
+    logging.basicConfig(level=logging.INFO)
+    loaded = ops()
+    status = "ready" if loaded is not None else f"unavailable ({_state['error']})"
+    print("native decode layers:", status)
+
+
+if __name__ == "__main__":
+    main()

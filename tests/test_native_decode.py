@@ -1,0 +1,146 @@
+"""The C++ decode layers (backend/native.py, csrc/llama_step.cpp) against the Python step they
+replace: same cache, same tokens fed to both, step by step, in the exact-bf16 and GGUF 4-bit
+modes, with several runs of different ranks and the bare model in one left-padded batch."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import DynamicCache
+
+from frontier_signal.backend import llama_decode, native
+from frontier_signal.backend.decode_lora import GROUPS
+from frontier_signal.engine.types import SampleRequest, SamplingParams
+from tests.conftest import TINY, make_config
+from tests.test_decode_4bit import q4_1
+
+PROMPTS = [[5, 9, 200, 31, 7], [11, 3, 400, 17, 8, 90, 4], [60, 2, 9]]
+
+
+@pytest.fixture(scope="module")
+def ops():
+    if not native.enabled():
+        pytest.skip("FRONTIER_SIGNAL_NATIVE=0")
+    loaded = native.ops()
+    assert loaded is not None, f"the native decode layers did not build: {native._state['error']}"
+    return loaded
+
+
+@pytest.fixture(scope="module")
+def engine_base():
+    """A bf16 engine on the tiny model with Q4_1 weights (packed 4-bit as well) and two runs
+    of ranks 4 and 8 whose B matrices are off zero."""
+    from frontier_signal.engine.engine import Engine
+
+    engine = Engine(device="cpu", dtype="bfloat16")
+    base = engine.load_model(TINY)
+    source = {}
+    with torch.no_grad():
+        for index in range(len(base.model.model.layers)):
+            for paths in GROUPS.values():
+                for seed, path in enumerate(paths):
+                    name = f"model.layers.{index}.{path}"
+                    linear = base.layers[name].base
+                    weight = q4_1(*linear.weight.shape, seed=100 + index * 10 + seed)
+                    linear.weight.copy_(weight.to(linear.weight.dtype))
+                    source[f"{name}.weight"] = weight
+    base.decode_weights().pack_4bit(source.get)
+    runs = []
+    for rank in (4, 8):
+        run = engine.create_run(make_config(rank=rank, alpha=2 * rank)).run_id
+        generator = torch.Generator().manual_seed(rank)
+        with torch.no_grad():
+            for linear in base.layers.values():
+                pair = linear.adapters.get(run)
+                if pair is not None:
+                    noise = torch.randn(pair.lora_B.shape, generator=generator) * 0.05
+                    pair.lora_B.copy_(noise.to(pair.lora_B.dtype))
+        runs.append(run)
+    yield engine, base, runs
+    for run in runs:
+        engine.delete_run(run)
+
+
+def _left_padded_cache(base, keys: list[str]) -> DynamicCache:
+    """Each prompt's own prefill (with its run's adapter), left-padded into one batch cache."""
+    width = max(len(p) for p in PROMPTS)
+    caches = []
+    for prompt, key in zip(PROMPTS, keys, strict=True):
+        with torch.no_grad(), base.routing.use([(key, 0, 1)]):
+            cache = DynamicCache(config=base.model.config)
+            base.model(torch.tensor([prompt]), past_key_values=cache, use_cache=True)
+        caches.append(cache)
+    batch = DynamicCache(config=base.model.config)
+    for layer in range(len(base.model.model.layers)):
+        pad = [width - len(p) for p in PROMPTS]
+        keys_, values = (
+            torch.cat([torch.nn.functional.pad(getattr(c.layers[layer], kind), (0, 0, n, 0))
+                       for c, n in zip(caches, pad, strict=True)])
+            for kind in ("keys", "values")
+        )  # fmt: skip
+        batch.update(keys_, values, layer)
+    return batch
+
+
+def _decoder(base, cache, segments, mode: str, use_native: bool, monkeypatch):
+    with monkeypatch.context() as patch:
+        if not use_native:
+            patch.setattr(native, "ops", lambda wait=True: None)
+        decoder = llama_decode.LlamaDecoder(
+            base.decode_weights(), cache, [len(p) for p in PROMPTS], 16, segments, mode
+        )
+    assert (decoder.native is not None) == use_native
+    return decoder
+
+
+@pytest.mark.parametrize("mode", ["exact", "4bit"])
+def test_the_native_layers_give_the_python_steps_logits(ops, engine_base, mode, monkeypatch):
+    engine, base, (run4, run8) = engine_base
+    keys = [run8, run4, "bare"]  # two ranks and the bare model, rows of different lengths
+    segments = [(run8, 0, 1), (run4, 1, 2), ("bare", 2, 3)]
+    cache = _left_padded_cache(base, keys)
+    ours = _decoder(base, cache, segments, mode, True, monkeypatch)
+    theirs = _decoder(base, cache, segments, mode, False, monkeypatch)
+    tokens = torch.randint(0, 1000, (12, len(PROMPTS)), generator=torch.Generator().manual_seed(1))
+    for step, ids in enumerate(tokens):
+        got, want = ours.step(ids), theirs.step(ids)
+        scale = want.abs().max()
+        # Sums in another order round to bf16 differently now and then: a few bf16 steps.
+        assert (got - want).abs().max() <= 0.03 * scale, f"step {step}"
+        assert torch.equal(got.argmax(-1), want.argmax(-1)), f"step {step}"
+    # Both wrote the same keys and values into their caches (the slots in use).
+    written = slice(0, ours.length)
+    got_kv, want_kv = ours.kv[..., written, :].float(), theirs.kv[..., written, :].float()
+    assert (got_kv - want_kv).abs().max() <= 0.03 * want_kv.abs().max()
+
+
+def test_the_adapters_move_the_native_logits(ops, engine_base, monkeypatch):
+    """A run's LoRA terms are applied (not silently skipped): its logits differ from the bare
+    model's on the same cache by what the Python step's differ."""
+    engine, base, (run4, _) = engine_base
+    cache = _left_padded_cache(base, [run4] * 3)
+    ids = torch.tensor([3, 4, 5])
+    with_run = _decoder(base, cache, [(run4, 0, 3)], "exact", True, monkeypatch).step(ids)
+    bare = _decoder(base, cache, [("bare", 0, 3)], "exact", True, monkeypatch).step(ids)
+    python = _decoder(base, cache, [(run4, 0, 3)], "exact", False, monkeypatch).step(ids)
+    moved = (with_run - bare).abs().max()
+    assert moved > 10 * (with_run - python).abs().max()
+
+
+def test_sampling_decodes_through_the_native_layers(ops, engine_base, monkeypatch):
+    engine, base, (run4, _) = engine_base
+    calls = []
+    original = native.NativeStep.__call__
+
+    def counted(self, *args):
+        calls.append(1)
+        return original(self, *args)
+
+    monkeypatch.setattr(native.NativeStep, "__call__", counted)
+    params = SamplingParams(max_tokens=6, temperature=0, top_logprobs=5)
+    fast = engine.sample(SampleRequest(run4, PROMPTS[1], params)).sequences[0]
+    assert len(calls) == 5  # every token after the prefill's first
+    monkeypatch.setattr(native, "ops", lambda wait=True: None)
+    slow = engine.sample(SampleRequest(run4, PROMPTS[1], params)).sequences[0]
+    assert fast.tokens == slow.tokens
+    assert fast.logprobs == pytest.approx(slow.logprobs, abs=0.05)
