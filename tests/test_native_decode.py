@@ -29,7 +29,9 @@ def ops():
 @pytest.fixture(scope="module")
 def engine_base():
     """A bf16 engine on the tiny model with Q4_1 weights (packed 4-bit as well) and two runs
-    of ranks 4 and 8 whose B matrices are off zero."""
+    of ranks 4 and 8 whose B matrices are off zero. Their weights are bf16 values, so the
+    native step's bf16 terms and the Python step's fp32 ones hold the same numbers (this random
+    model amplifies a rounding of its LoRA weights into other tokens now and then)."""
     from frontier_signal.engine.engine import Engine
 
     engine = Engine(device="cpu", dtype="bfloat16")
@@ -54,7 +56,8 @@ def engine_base():
                 pair = linear.adapters.get(run)
                 if pair is not None:
                     noise = torch.randn(pair.lora_B.shape, generator=generator) * 0.05
-                    pair.lora_B.copy_(noise.to(pair.lora_B.dtype))
+                    pair.lora_B.copy_(noise.bfloat16())
+                    pair.lora_A.copy_(pair.lora_A.bfloat16())
         runs.append(run)
     yield engine, base, runs
     for run in runs:

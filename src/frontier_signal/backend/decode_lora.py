@@ -343,12 +343,13 @@ class LoraPlan:
             self._cache.popitem(last=False)
         return terms
 
-    def native_terms(self, segments: list[Segment], dtype) -> list[dict[str, list]]:
-        """Per layer and group the runs' `NativeTerm`s as (A, pieces, start, end); the last
-        entry `lm_head` as `RowTerm`s for `add_lora`."""
+    def native_terms(self, segments: list[Segment], dtype, head_dtype) -> list[dict[str, list]]:
+        """Per layer and group the runs' `NativeTerm`s in `dtype` as (A, pieces, start, end);
+        the last entry `lm_head` as `RowTerm`s in `head_dtype` for `add_lora`."""
         plan = self._row_terms(segments, dtype, native=True)
         plan[-1]["lm_head"] = [
-            (A, pieces[0][3], start, end) for A, pieces, start, end in plan[-1]["lm_head"]
+            (A.to(head_dtype), pieces[0][3].to(head_dtype), start, end)
+            for A, pieces, start, end in plan[-1]["lm_head"]
         ]
         return plan
 

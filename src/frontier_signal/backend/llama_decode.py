@@ -313,7 +313,9 @@ class LlamaDecoder:
         terms = lora_dtype(dtype, device)
         self.native: native.NativeStep | None = None
         if ops is not None:
-            self.lora = weights.lora.native_terms(segments, terms)
+            # LoRA weights in bf16 (as the training forward uses them), summed in fp32: half
+            # the bytes of fp32 terms, which a batch-1 step spends most of its LoRA time reading.
+            self.lora = weights.lora.native_terms(segments, dtype, terms)
             self.native = native.NativeStep(
                 ops, weights, self.matmuls, self.lora, self.kv, self.cos, self.sin, self.valid
             )

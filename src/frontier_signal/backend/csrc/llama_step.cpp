@@ -31,16 +31,17 @@ constexpr int64_t kGroup4bit = 32;      // GGUF's block size
 
 inline float to_f(bf16 v) { return static_cast<float>(v); }
 
-// fp32 dot product with independent partial sums so the compiler vectorizes it without
-// reassociating a single accumulator.
-inline float dot(const float* a, const float* b, int64_t n) {
+// Dot product in fp32 with independent partial sums, so the compiler vectorizes it without
+// reassociating a single accumulator; `W` is float or bf16 (widened exactly).
+template <typename W>
+inline float dot(const W* a, const float* b, int64_t n) {
   float part[16] = {0};
   int64_t i = 0;
   for (; i + 16 <= n; i += 16)
-    for (int k = 0; k < 16; ++k) part[k] += a[i + k] * b[i + k];
+    for (int k = 0; k < 16; ++k) part[k] += static_cast<float>(a[i + k]) * b[i + k];
   float sum = 0;
   for (int k = 0; k < 16; ++k) sum += part[k];
-  for (; i < n; ++i) sum += a[i] * b[i];
+  for (; i < n; ++i) sum += static_cast<float>(a[i]) * b[i];
   return sum;
 }
 
@@ -62,10 +63,10 @@ void rms_norm(const bf16* x, const bf16* weight, bf16* out, int64_t rows, int64_
 }
 
 // y[:, cols) of the rows [start, end) += hidden[:, h_lo:h_hi) @ B (B: [h_hi - h_lo, width],
-// row-major fp32): the whole delta summed in fp32 and rounded into bf16 once, as the Python
+// row-major bf16): the whole delta summed in fp32 and rounded into bf16 once, as the Python
 // step's `y.add_(hidden @ B_t)`.
 void add_piece(bf16* y, int64_t y_stride, const float* hidden, int64_t h_stride, int64_t rows,
-               int64_t h_lo, int64_t h_hi, const float* B, int64_t width, int64_t o_lo) {
+               int64_t h_lo, int64_t h_hi, const bf16* B, int64_t width, int64_t o_lo) {
   constexpr int64_t kChunk = 64;
   const int64_t chunks = (width + kChunk - 1) / kChunk;
   const int64_t grain = std::max<int64_t>(1, 4096 / std::max<int64_t>(1, h_hi - h_lo));
@@ -78,8 +79,8 @@ void add_piece(bf16* y, int64_t y_stride, const float* hidden, int64_t h_stride,
         const float* h = hidden + r * h_stride;
         for (int64_t k = h_lo; k < h_hi; ++k) {
           const float hk = h[k];
-          const float* b = B + (k - h_lo) * width + lo;
-          for (int64_t j = 0; j < n; ++j) acc[j] += hk * b[j];
+          const bf16* b = B + (k - h_lo) * width + lo;
+          for (int64_t j = 0; j < n; ++j) acc[j] += hk * to_f(b[j]);
         }
         bf16* out = y + r * y_stride + o_lo + lo;
         for (int64_t j = 0; j < n; ++j) out[j] = bf16(to_f(out[j]) + acc[j]);
@@ -88,8 +89,8 @@ void add_piece(bf16* y, int64_t y_stride, const float* hidden, int64_t h_stride,
   });
 }
 
-// hidden [rows, R] = x[rows, in] @ A.T (A: [R, in] fp32), x given in fp32.
-void lora_hidden(const float* x, int64_t rows, const float* A, int64_t ranks, int64_t in,
+// hidden [rows, R] = x[rows, in] @ A.T (A: [R, in] bf16), x given in fp32.
+void lora_hidden(const float* x, int64_t rows, const bf16* A, int64_t ranks, int64_t in,
                  float* hidden) {
   const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(1, in * rows));
   at::parallel_for(0, ranks, grain, [&](int64_t first, int64_t last) {
@@ -111,14 +112,16 @@ void add_lora(at::Tensor& y, const at::Tensor& x, const std::vector<at::Tensor>&
   for (int64_t term = 0; term < terms; ++term) {
     const int64_t start = meta[m++], end = meta[m++], pieces = meta[m++];
     const at::Tensor& A = tensors[t++];
+    TORCH_CHECK(A.scalar_type() == at::kBFloat16 && A.is_contiguous(), "LoRA A: contiguous bf16");
     const int64_t ranks = A.size(0), rows = end - start;
     std::vector<float> hidden(static_cast<size_t>(rows * ranks));
-    lora_hidden(xf.data() + start * in, rows, A.data_ptr<float>(), ranks, in, hidden.data());
+    lora_hidden(xf.data() + start * in, rows, A.data_ptr<bf16>(), ranks, in, hidden.data());
     for (int64_t p = 0; p < pieces; ++p) {
       const int64_t h_lo = meta[m++], h_hi = meta[m++], o_lo = meta[m++];
       const at::Tensor& B = tensors[t++];
+      TORCH_CHECK(B.scalar_type() == at::kBFloat16 && B.is_contiguous(), "LoRA B: contiguous bf16");
       add_piece(y.data_ptr<bf16>() + start * out, out, hidden.data(), ranks, rows, h_lo, h_hi,
-                B.data_ptr<float>(), B.size(1), o_lo);
+                B.data_ptr<bf16>(), B.size(1), o_lo);
     }
   }
 }
@@ -180,7 +183,7 @@ void attend(const bf16* qkv, const bf16* cache, const bool* valid, bf16* out, co
   const int64_t every = s.heads + 2 * s.kv_heads;
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
   at::parallel_for(0, s.batch * s.heads, 1, [&](int64_t first, int64_t last) {
-    std::vector<float> q(static_cast<size_t>(hd)), k(static_cast<size_t>(hd));
+    std::vector<float> q(static_cast<size_t>(hd));
     std::vector<float> p(static_cast<size_t>(keys)), acc(static_cast<size_t>(hd));
     for (int64_t task = first; task < last; ++task) {
       const int64_t b = task / s.heads, h = task % s.heads, g = h / group;
@@ -194,8 +197,7 @@ void attend(const bf16* qkv, const bf16* cache, const bool* valid, bf16* out, co
           p[j] = -std::numeric_limits<float>::infinity();
           continue;
         }
-        to_float(K + j * hd, k.data(), hd);
-        p[j] = dot(q.data(), k.data(), hd) * scale;
+        p[j] = dot(K + j * hd, q.data(), hd) * scale;
         top = std::max(top, p[j]);
       }
       float total = 0;
