@@ -19,6 +19,8 @@
 #include <cmath>
 #include <limits>
 #include <optional>
+#include <tuple>
+#include <utility>
 #include <vector>
 
 namespace {
@@ -62,68 +64,99 @@ void rms_norm(const bf16* x, const bf16* weight, bf16* out, int64_t rows, int64_
   }
 }
 
-// y[:, cols) of the rows [start, end) += hidden[:, h_lo:h_hi) @ B (B: [h_hi - h_lo, width],
-// row-major bf16): the whole delta summed in fp32 and rounded into bf16 once, as the Python
-// step's `y.add_(hidden @ B_t)`.
-void add_piece(bf16* y, int64_t y_stride, const float* hidden, int64_t h_stride, int64_t rows,
-               int64_t h_lo, int64_t h_hi, const bf16* B, int64_t width, int64_t o_lo) {
-  constexpr int64_t kChunk = 64;
-  const int64_t chunks = (width + kChunk - 1) / kChunk;
-  const int64_t grain = std::max<int64_t>(1, 4096 / std::max<int64_t>(1, h_hi - h_lo));
-  at::parallel_for(0, chunks, grain, [&](int64_t first, int64_t last) {
-    float acc[kChunk];
-    for (int64_t c = first; c < last; ++c) {
-      const int64_t lo = c * kChunk, n = std::min(kChunk, width - lo);
-      for (int64_t r = 0; r < rows; ++r) {
-        std::fill(acc, acc + n, 0.0f);
-        const float* h = hidden + r * h_stride;
-        for (int64_t k = h_lo; k < h_hi; ++k) {
-          const float hk = h[k];
-          const bf16* b = B + (k - h_lo) * width + lo;
-          for (int64_t j = 0; j < n; ++j) acc[j] += hk * to_f(b[j]);
-        }
-        bf16* out = y + r * y_stride + o_lo + lo;
-        for (int64_t j = 0; j < n; ++j) out[j] = bf16(to_f(out[j]) + acc[j]);
-      }
-    }
-  });
-}
+// One run's LoRA term of a group: its rows [start, start + rows), A [ranks, in] and the pieces
+// of its B (block-diagonal B without the zero blocks): hidden[:, h_lo:h_hi) @ B -> output
+// columns [o_lo, o_lo + width).
+struct Piece {
+  int64_t h_lo, h_hi, o_lo, width;
+  const bf16* B;  // [h_hi - h_lo, width] row-major
+};
+struct Term {
+  int64_t start, rows, ranks;
+  const bf16* A;
+  float* hidden;  // [rows, ranks]
+  std::vector<Piece> pieces;
+};
 
-// hidden [rows, R] = x[rows, in] @ A.T (A: [R, in] bf16), x given in fp32.
-void lora_hidden(const float* x, int64_t rows, const bf16* A, int64_t ranks, int64_t in,
-                 float* hidden) {
-  const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(1, in * rows));
-  at::parallel_for(0, ranks, grain, [&](int64_t first, int64_t last) {
-    for (int64_t k = first; k < last; ++k)
-      for (int64_t r = 0; r < rows; ++r) hidden[r * ranks + k] = dot(A + k * in, x + r * in, in);
-  });
-}
+constexpr int64_t kRanksPerJob = 8;  // A rows per task of the first pass
+constexpr int64_t kColumns = 64;     // output columns per task of the second pass
 
-// Reads the LoRA terms of one group from the flattened lists (see `native.NativeStep`) and adds
-// them to y = base(x). meta: per term start, end, pieces, then per piece h_lo, h_hi, o_lo;
-// tensors: per term A, then each piece's B.
-void add_lora(at::Tensor& y, const at::Tensor& x, const std::vector<at::Tensor>& tensors,
-              size_t& t, const std::vector<int64_t>& meta, size_t& m) {
-  const int64_t terms = meta[m++];
-  if (terms == 0) return;
-  const int64_t in = x.size(1), out = y.size(1);
-  std::vector<float> xf(static_cast<size_t>(x.numel()));
-  to_float(x.data_ptr<bf16>(), xf.data(), x.numel());
-  for (int64_t term = 0; term < terms; ++term) {
+// Reads one group's terms from the flattened lists (see `native.NativeStep`): meta per term
+// start, end, pieces, then per piece h_lo, h_hi, o_lo; tensors per term A, then each piece's B.
+std::vector<Term> read_terms(const std::vector<at::Tensor>& tensors, size_t& t,
+                             const std::vector<int64_t>& meta, size_t& m) {
+  std::vector<Term> terms(static_cast<size_t>(meta[m++]));
+  for (Term& term : terms) {
     const int64_t start = meta[m++], end = meta[m++], pieces = meta[m++];
     const at::Tensor& A = tensors[t++];
     TORCH_CHECK(A.scalar_type() == at::kBFloat16 && A.is_contiguous(), "LoRA A: contiguous bf16");
-    const int64_t ranks = A.size(0), rows = end - start;
-    std::vector<float> hidden(static_cast<size_t>(rows * ranks));
-    lora_hidden(xf.data() + start * in, rows, A.data_ptr<bf16>(), ranks, in, hidden.data());
+    term = Term{start, end - start, A.size(0), A.data_ptr<bf16>(), nullptr, {}};
     for (int64_t p = 0; p < pieces; ++p) {
       const int64_t h_lo = meta[m++], h_hi = meta[m++], o_lo = meta[m++];
       const at::Tensor& B = tensors[t++];
       TORCH_CHECK(B.scalar_type() == at::kBFloat16 && B.is_contiguous(), "LoRA B: contiguous bf16");
-      add_piece(y.data_ptr<bf16>() + start * out, out, hidden.data(), ranks, rows, h_lo, h_hi,
-                B.data_ptr<bf16>(), B.size(1), o_lo);
+      term.pieces.push_back(Piece{h_lo, h_hi, o_lo, B.size(1), B.data_ptr<bf16>()});
     }
   }
+  return terms;
+}
+
+// y = base(x) += each term's x[rows] @ A.T @ B, in two parallel passes over every run of the
+// group at once (a pass per run and piece cost more in thread wake-ups than in reading the
+// weights). Each output's delta is summed in fp32 and rounded into bf16 once, as the Python
+// step's `y.add_(hidden @ B_t)`.
+void add_lora(at::Tensor& y, const at::Tensor& x, const std::vector<at::Tensor>& tensors,
+              size_t& t, const std::vector<int64_t>& meta, size_t& m) {
+  std::vector<Term> terms = read_terms(tensors, t, meta, m);
+  if (terms.empty()) return;
+  const int64_t in = x.size(1), out = y.size(1);
+  std::vector<float> xf(static_cast<size_t>(x.numel()));
+  to_float(x.data_ptr<bf16>(), xf.data(), x.numel());
+  size_t hidden_size = 0;
+  for (const Term& term : terms) hidden_size += static_cast<size_t>(term.rows * term.ranks);
+  std::vector<float> hidden(hidden_size);
+  // Pass 1, hidden = x @ A.T: jobs of kRanksPerJob rows of one term's A.
+  std::vector<std::pair<Term*, int64_t>> jobs;
+  float* next = hidden.data();
+  for (Term& term : terms) {
+    term.hidden = next;
+    next += term.rows * term.ranks;
+    for (int64_t k = 0; k < term.ranks; k += kRanksPerJob) jobs.emplace_back(&term, k);
+  }
+  at::parallel_for(0, static_cast<int64_t>(jobs.size()), 1, [&](int64_t first, int64_t last) {
+    for (int64_t j = first; j < last; ++j) {
+      const Term& term = *jobs[j].first;
+      const int64_t k_end = std::min(term.ranks, jobs[j].second + kRanksPerJob);
+      for (int64_t k = jobs[j].second; k < k_end; ++k)
+        for (int64_t r = 0; r < term.rows; ++r)
+          term.hidden[r * term.ranks + k] =
+              dot(term.A + k * in, xf.data() + (term.start + r) * in, in);
+    }
+  });
+  // Pass 2, y += hidden @ B: jobs of kColumns output columns of one piece.
+  std::vector<std::tuple<const Term*, const Piece*, int64_t>> columns;
+  for (const Term& term : terms)
+    for (const Piece& piece : term.pieces)
+      for (int64_t lo = 0; lo < piece.width; lo += kColumns) columns.emplace_back(&term, &piece, lo);
+  bf16* y_data = y.data_ptr<bf16>();
+  at::parallel_for(0, static_cast<int64_t>(columns.size()), 1, [&](int64_t first, int64_t last) {
+    float acc[kColumns];
+    for (int64_t c = first; c < last; ++c) {
+      const auto& [term, piece, lo] = columns[c];
+      const int64_t n = std::min(kColumns, piece->width - lo);
+      for (int64_t r = 0; r < term->rows; ++r) {
+        std::fill(acc, acc + n, 0.0f);
+        const float* h = term->hidden + r * term->ranks;
+        for (int64_t k = piece->h_lo; k < piece->h_hi; ++k) {
+          const float hk = h[k];
+          const bf16* b = piece->B + (k - piece->h_lo) * piece->width + lo;
+          for (int64_t j = 0; j < n; ++j) acc[j] += hk * to_f(b[j]);
+        }
+        bf16* o = y_data + (term->start + r) * out + piece->o_lo + lo;
+        for (int64_t j = 0; j < n; ++j) o[j] = bf16(to_f(o[j]) + acc[j]);
+      }
+    }
+  });
 }
 
 // A base matmul, by the first tensor's dtype as `llama_decode._matmul`: uint8 the GGUF 4-bit
