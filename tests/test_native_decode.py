@@ -147,3 +147,20 @@ def test_sampling_decodes_through_the_native_layers(ops, engine_base, monkeypatc
     slow = engine.sample(SampleRequest(run4, PROMPTS[1], params)).sequences[0]
     assert fast.tokens == slow.tokens
     assert fast.logprobs == pytest.approx(slow.logprobs, abs=0.05)
+
+
+@pytest.mark.parametrize("rows", [1, 3, 8, 9])
+@pytest.mark.parametrize("K", [64, 100])
+def test_the_native_linear_gives_atens(ops, rows, K):
+    """Our bf16 matrix-vector kernel (up to 8 rows where the CPU has AVX512-BF16; ATen's linear
+    otherwise and beyond): the same outputs within one bf16 rounding, odd sizes and a bias."""
+    generator = torch.Generator().manual_seed(K + rows)
+    x = torch.randn(rows, K, generator=generator).bfloat16()
+    weight = torch.randn(37, K, generator=generator).bfloat16()
+    bias = torch.randn(37, generator=generator).bfloat16()
+    for b in (None, bias):
+        got = ops.linear(x, weight, b).float()
+        exact = x.float() @ weight.float().T + (0 if b is None else b.float())
+        # Our kernel adds the bias before its one rounding, ATen after: within 2 bf16 steps.
+        assert (got - exact).abs().max() <= 2 * 2**-8 * exact.abs().max()
+        assert got.shape == (rows, 37)

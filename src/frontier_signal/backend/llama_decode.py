@@ -355,6 +355,9 @@ class LlamaDecoder:
         else:
             x = self._layers(x, slot)
         h = _rms_norm(x, w.final_norm, w.eps)
+        if self.native is not None and not isinstance(self.head, Int8Head) and len(self.head) == 2:
+            logits = add_lora(self.native.linear(h, *self.head), h, self.lora[-1]["lm_head"])
+            return logits.float()
         return self._linear(h, self.head, self.lora[-1]["lm_head"]).float()
 
     def _layers(self, x: torch.Tensor, slot: int) -> torch.Tensor:

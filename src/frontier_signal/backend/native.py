@@ -44,16 +44,33 @@ def _flags() -> list[str]:
         flags += ["-mavx2", "-mfma", "-mf16c"]
     if capability == "AVX512":
         flags += ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq"]
+        if "avx512_bf16" in _cpu_flags():
+            flags.append("-mavx512bf16")  # the bf16 matrix-vector kernel (`linear`)
     return flags
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
 
 
 def _build() -> Any:
     from torch.utils import cpp_extension
 
+    flags = _flags()
     cpp_extension.load(
-        NAME + "_" + torch.backends.cpu.get_cpu_capability().lower(),
+        NAME
+        + "_"
+        + torch.backends.cpu.get_cpu_capability().lower()
+        + ("_bf16" if "-mavx512bf16" in flags else ""),
         sources=[str(SOURCE)],
-        extra_cflags=_flags(),
+        extra_cflags=flags,
         is_python_module=False,
         verbose=False,
     )
@@ -122,6 +139,10 @@ class NativeStep:
         self.kv, self.cos, self.sin = kv, cos, sin
         self.valid = None if valid is None else valid.reshape(valid.shape[0], valid.shape[-1])
         self.shape = (weights.num_heads, weights.num_kv_heads, weights.eps)
+
+    def linear(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None):
+        """x @ weight.T (+ bias): our bf16 matrix-vector kernel for a few rows, else ATen's."""
+        return self.ops.linear(x, weight, bias)
 
     def __call__(self, x: torch.Tensor, slot: int, positions: torch.Tensor) -> torch.Tensor:
         """The hidden state [B, D] after every layer, for embeddings x at cache `slot`."""
