@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -62,6 +64,11 @@ def _cpu_flags() -> set[str]:
 
 def _build() -> Any:
     from torch.utils import cpp_extension
+
+    # torch's builder runs `ninja` from PATH: the `ninja` package puts it beside this Python.
+    here = str(Path(sys.executable).parent)
+    if shutil.which("ninja") is None and shutil.which("ninja", path=here):
+        os.environ["PATH"] = here + os.pathsep + os.environ.get("PATH", "")
 
     flags = _flags()
     cpp_extension.load(
