@@ -1,6 +1,6 @@
 """The C++ decode layers (backend/native.py, csrc/llama_step.cpp) against the Python step they
-replace: same cache, same tokens fed to both, step by step, in the exact-bf16 and GGUF 4-bit
-modes, with several runs of different ranks and the bare model in one left-padded batch."""
+replace: same cache, same tokens fed to both, step by step, in the exact-bf16, GGUF 4-bit and
+int8 modes, with several runs of different ranks and the bare model in one left-padded batch."""
 
 from __future__ import annotations
 
@@ -47,6 +47,7 @@ def engine_base():
                     linear.weight.copy_(weight.to(linear.weight.dtype))
                     source[f"{name}.weight"] = weight
     base.decode_weights().pack_4bit(source.get)
+    base.decode_weights().quantize_int8()  # the opt-in int8 mode's weights too
     runs = []
     for rank in (4, 8):
         run = engine.create_run(make_config(rank=rank, alpha=2 * rank)).run_id
@@ -96,7 +97,7 @@ def _decoder(base, cache, segments, mode: str, use_native: bool, monkeypatch):
     return decoder
 
 
-@pytest.mark.parametrize("mode", ["exact", "4bit"])
+@pytest.mark.parametrize("mode", ["exact", "4bit", "int8"])
 def test_the_native_layers_give_the_python_steps_logits(ops, engine_base, mode, monkeypatch):
     engine, base, (run4, run8) = engine_base
     keys = [run8, run4, "bare"]  # two ranks and the bare model, rows of different lengths
