@@ -16,6 +16,10 @@ weights with about twenty torch ops per layer:
   codes (`LlamaWeights.pack_4bit`, recovered exactly from the de-quantized weights) through
   torch's group-wise int4 kernel: the same values as the file, in a quarter of the bf16 bytes.
 
+On CPU with bf16 activations, once `backend/native.py` has loaded our C++ decode layers, a step
+runs every layer in one op call (`native.NativeStep`; each run's LoRA terms in bf16) and the
+loop here (`_layers`) is the fallback and the reference the tests compare it with.
+
 It covers Llama-family models only (`supports`); anything else uses the HF forward. It does no
 prefill: the prompt goes through the HF forward and its cache is copied in. No gradients.
 """
