@@ -5,7 +5,9 @@
 // the matmuls of the base weights still go through ATen (the GGUF 4-bit codes, int8 or exact
 // bf16 kernels), and everything between them -- RMSNorm, RoPE, the cache write, attention over
 // the cache, SiLU-gating, residual adds and each run's LoRA terms -- runs as plain loops over
-// the step's few rows, with the same roundings to bf16 as the Python step where it rounds.
+// the step's few rows, with the same roundings to bf16 as the Python step where it rounds (the
+// LoRA weights are bf16 here, fp32 there). Exact bf16 weights go through our own
+// matrix-vector kernel where the CPU has AVX512-BF16 (`small_linear`, also the op `linear`).
 //
 // Registered as torch.ops.frontier_signal.decode_layers; the Python side flattens its weights
 // and LoRA terms into the lists this op takes (`native.NativeStep`).
