@@ -267,11 +267,13 @@ def main() -> None:
         # On a machine other jobs load, one thread avoids OpenMP barrier stalls (see engine.md).
         torch.set_num_threads(args.threads)
 
-    from frontier_signal.backend import models
+    from frontier_signal.backend import models, native
 
     models.model_folder(models.resolve_model(MODEL))  # convert the GGUF once, outside timing
+    native_ready = native.ops() is not None  # the C++ decode layers, built before timing
     report: dict = {
         "model": MODEL,
+        "our_decode_layers": "C++ (backend/native.py)" if native_ready else "Python step",
         "tokens": args.tokens,
         "threads": torch.get_num_threads(),
         "load_average_at_start": _load_average(),
