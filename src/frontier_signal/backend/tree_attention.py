@@ -126,9 +126,12 @@ def tree_attention(
     for group in pieces.groups:
         n, lq = group.q_idx.shape
         lk = group.k_idx.shape[1]
-        q_g = q[:, group.q_idx.reshape(-1)].reshape(heads, n, lq, dim).transpose(0, 1)
-        k_g = k[:, group.k_idx.reshape(-1)].reshape(kv_heads, n, lk, dim).transpose(0, 1)
-        v_g = v[:, group.k_idx.reshape(-1)].reshape(kv_heads, n, lk, dim).transpose(0, 1)
+        # index_select, not q[:, idx]: its backward is index_add_, 2-3x faster on CPU than
+        # advanced indexing's accumulating index_put_ (measured at the demo's shapes).
+        q_g = q.index_select(1, group.q_idx.reshape(-1)).reshape(heads, n, lq, dim).transpose(0, 1)
+        k_g = k.index_select(1, group.k_idx.reshape(-1)).reshape(kv_heads, n, lk, dim)
+        v_g = v.index_select(1, group.k_idx.reshape(-1)).reshape(kv_heads, n, lk, dim)
+        k_g, v_g = k_g.transpose(0, 1), v_g.transpose(0, 1)
         small = query.device.type == "cpu" and lk <= MATH_MAX_KEYS
         with sdpa_kernel([SDPBackend.MATH]) if small else contextlib.nullcontext():
             out = F.scaled_dot_product_attention(
@@ -140,7 +143,7 @@ def tree_attention(
                 scale=scaling,
                 enable_gqa=heads != kv_heads,
             )
-        outputs.append(out.transpose(0, 1).reshape(heads, n * lq, dim)[:, group.keep])
+        outputs.append(out.transpose(0, 1).reshape(heads, n * lq, dim).index_select(1, group.keep))
     flat = q.new_zeros(heads, batch * width, dim).index_copy(1, pieces.q_pos, torch.cat(outputs, 1))
     return flat.reshape(heads, batch, width, dim).permute(1, 2, 0, 3).contiguous(), None
 
