@@ -3,7 +3,9 @@
 The op is compiled with torch's extension builder (g++ and ninja, ~20 s once) into torch's
 extensions folder (`TORCH_EXTENSIONS_DIR`, by default `~/.cache/torch_extensions`), keyed by the
 source, so later processes only load it (~1 s). Until it is loaded, and wherever it cannot be
-built (no compiler, not x86), decoding takes the Python step: the same results, slower.
+built (no compiler, a failed build: logged once), decoding takes the Python step: the same
+results within bf16 rounding, slower. The AVX512 kernels are compiled in only where the CPU
+has those extensions; elsewhere the op uses ATen's matmuls.
 `scripts/setup` builds it, and an engine starts loading it in the background on its first
 model load, so requests do not wait for the compiler.
 
