@@ -203,35 +203,38 @@ void bf16_linear_rows(const bf16* x, const bf16* W, const bf16* bias, int64_t K,
 }
 #endif
 
-constexpr int64_t kMaxGemvRows = 8;
+constexpr int64_t kGemvRows = 8;         // rows per pass of the kernel
+constexpr int64_t kMaxGemvRows = 24;     // beyond, ATen's GEMM is as fast (measured)
 
-// x [R, K] @ W.T (+ bias) for bf16 x and W: our kernel for up to kMaxGemvRows rows where the
-// CPU has AVX512-BF16, else ATen's linear.
+// x [R, K] @ W.T (+ bias) for bf16 x and W: our kernel, kGemvRows rows per pass over W, for up to
+// kMaxGemvRows rows where the CPU has AVX512-BF16, else ATen's linear. 30 layers' matrices:
+// 1 row 9.7 vs 16-27 ms, 8 rows 16.4 vs 21.6, 16 rows 20.3 vs 24.4, 32 rows 33.4 vs 31.6.
 at::Tensor small_linear(const at::Tensor& x, const at::Tensor& W,
                         const std::optional<at::Tensor>& bias) {
 #ifdef __AVX512BF16__
-  const int64_t rows = x.size(0);
-  if (x.dim() == 2 && rows <= kMaxGemvRows && x.scalar_type() == at::kBFloat16 &&
-      W.scalar_type() == at::kBFloat16 && W.is_contiguous() &&
+  if (x.dim() == 2 && x.size(0) >= 1 && x.size(0) <= kMaxGemvRows &&
+      x.scalar_type() == at::kBFloat16 && W.scalar_type() == at::kBFloat16 && W.is_contiguous() &&
       (!bias || bias->scalar_type() == at::kBFloat16)) {
     const at::Tensor xc = x.contiguous();
     const at::Tensor b = bias ? bias->contiguous() : at::Tensor();
-    const int64_t K = x.size(1), N = W.size(0);
+    const int64_t rows = x.size(0), K = x.size(1), N = W.size(0);
     TORCH_CHECK(W.size(1) == K, "linear: x and W disagree on K");
     at::Tensor y = at::empty({rows, N}, x.options());
-    const bf16* xp = xc.data_ptr<bf16>();
     const bf16* wp = W.data_ptr<bf16>();
     const bf16* bp = b.defined() ? b.data_ptr<bf16>() : nullptr;
-    bf16* yp = y.data_ptr<bf16>();
-    switch (rows) {
-      case 1: bf16_linear_rows<1>(xp, wp, bp, K, N, yp); break;
-      case 2: bf16_linear_rows<2>(xp, wp, bp, K, N, yp); break;
-      case 3: bf16_linear_rows<3>(xp, wp, bp, K, N, yp); break;
-      case 4: bf16_linear_rows<4>(xp, wp, bp, K, N, yp); break;
-      case 5: bf16_linear_rows<5>(xp, wp, bp, K, N, yp); break;
-      case 6: bf16_linear_rows<6>(xp, wp, bp, K, N, yp); break;
-      case 7: bf16_linear_rows<7>(xp, wp, bp, K, N, yp); break;
-      default: bf16_linear_rows<8>(xp, wp, bp, K, N, yp); break;
+    for (int64_t r0 = 0; r0 < rows; r0 += kGemvRows) {
+      const bf16* xp = xc.data_ptr<bf16>() + r0 * K;
+      bf16* yp = y.data_ptr<bf16>() + r0 * N;
+      switch (std::min(kGemvRows, rows - r0)) {
+        case 1: bf16_linear_rows<1>(xp, wp, bp, K, N, yp); break;
+        case 2: bf16_linear_rows<2>(xp, wp, bp, K, N, yp); break;
+        case 3: bf16_linear_rows<3>(xp, wp, bp, K, N, yp); break;
+        case 4: bf16_linear_rows<4>(xp, wp, bp, K, N, yp); break;
+        case 5: bf16_linear_rows<5>(xp, wp, bp, K, N, yp); break;
+        case 6: bf16_linear_rows<6>(xp, wp, bp, K, N, yp); break;
+        case 7: bf16_linear_rows<7>(xp, wp, bp, K, N, yp); break;
+        default: bf16_linear_rows<8>(xp, wp, bp, K, N, yp); break;
+      }
     }
     return y;
   }
