@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -178,7 +179,7 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     if args.python_step:
-        native._state["error"] = "turned off by --python-step"
+        os.environ["FRONTIER_SIGNAL_NATIVE"] = "0"  # native.enabled() reads it at each call
     native_ready = native.ops() is not None  # built or loaded before timing
     gguf = models.source_gguf(MODEL)
     engine = Engine(dtype="bfloat16")

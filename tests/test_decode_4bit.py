@@ -37,6 +37,24 @@ def test_q4_1_codes_come_back_bit_for_bit_and_anything_else_is_refused():
     assert recover_4bit(flat) is not None
 
 
+def install_q4_1(base, seed: int = 0) -> int:
+    """Give every decode matmul of `base` Q4_1 weights (`q4_1`) and pack their 4-bit codes;
+    returns how many fused groups went 4-bit."""
+    from frontier_signal.backend.decode_lora import GROUPS
+
+    source = {}
+    with torch.no_grad():
+        for index in range(len(base.model.model.layers)):
+            for paths in GROUPS.values():
+                for offset, path in enumerate(paths):
+                    name = f"model.layers.{index}.{path}"
+                    linear = base.layers[name].base
+                    weight = q4_1(*linear.weight.shape, seed=seed + index * 10 + offset)
+                    linear.weight.copy_(weight.to(linear.weight.dtype))
+                    source[f"{name}.weight"] = weight
+    return base.decode_weights().pack_4bit(source.get)
+
+
 @pytest.fixture(scope="module")
 def q4_engine():
     """A bf16 engine whose tiny model has Q4_1 weights in every decode matmul, packed 4-bit."""
@@ -45,17 +63,7 @@ def q4_engine():
 
     engine = Engine(device="cpu", dtype="bfloat16")
     base = engine.load_model(TINY)
-    source = {}
-    with torch.no_grad():
-        for index in range(len(base.model.model.layers)):
-            for paths in GROUPS.values():
-                for seed, path in enumerate(paths):
-                    name = f"model.layers.{index}.{path}"
-                    linear = base.layers[name].base
-                    weight = q4_1(*linear.weight.shape, seed=index * 10 + seed)
-                    linear.weight.copy_(weight.to(linear.weight.dtype))
-                    source[f"{name}.weight"] = weight
-    packed = base.decode_weights().pack_4bit(source.get)
+    packed = install_q4_1(base)
     assert packed == len(base.model.model.layers) * len(GROUPS)
     base.decode_4bit, base.decode_4bit_ready = True, True
     return engine, base

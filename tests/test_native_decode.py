@@ -12,7 +12,7 @@ from frontier_signal.backend import llama_decode, native
 from frontier_signal.backend.decode_lora import GROUPS
 from frontier_signal.engine.types import SampleRequest, SamplingParams
 from tests.conftest import TINY, make_config
-from tests.test_decode_4bit import q4_1
+from tests.test_decode_4bit import install_q4_1
 
 PROMPTS = [[5, 9, 200, 31, 7], [11, 3, 400, 17, 8, 90, 4], [60, 2, 9]]
 
@@ -36,17 +36,7 @@ def engine_base():
 
     engine = Engine(device="cpu", dtype="bfloat16")
     base = engine.load_model(TINY)
-    source = {}
-    with torch.no_grad():
-        for index in range(len(base.model.model.layers)):
-            for paths in GROUPS.values():
-                for seed, path in enumerate(paths):
-                    name = f"model.layers.{index}.{path}"
-                    linear = base.layers[name].base
-                    weight = q4_1(*linear.weight.shape, seed=100 + index * 10 + seed)
-                    linear.weight.copy_(weight.to(linear.weight.dtype))
-                    source[f"{name}.weight"] = weight
-    base.decode_weights().pack_4bit(source.get)
+    assert install_q4_1(base, seed=100) == len(base.model.model.layers) * len(GROUPS)
     base.decode_weights().quantize_int8()  # the opt-in int8 mode's weights too
     runs = []
     for rank in (4, 8):
