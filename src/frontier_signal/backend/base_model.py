@@ -19,7 +19,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.checkpoint import checkpoint
 from transformers import PreTrainedTokenizerBase
 
-from frontier_signal.backend import models, native
+from frontier_signal.backend import cpu_attention, models, native
 from frontier_signal.backend.fused_norm import install_fused_norms
 from frontier_signal.backend.lora import LoraLinear, Routing, Segment, install_lora_layers
 from frontier_signal.backend.unembed import linear_target_logprobs
@@ -198,7 +198,7 @@ class BaseModel:
         """
         config = self.model.config
         per_token_layer = 8 * config.hidden_size + 4 * config.intermediate_size
-        if self.device.type == "cpu" and length <= MATH_ATTENTION_MAX_LEN:
+        if self._attention_kernel(length) != "flash":
             per_token_layer += config.num_attention_heads * length
         element = torch.tensor([], dtype=self.dtype).element_size()
         return rows * length * config.num_hidden_layers * per_token_layer * element
@@ -206,9 +206,22 @@ class BaseModel:
     def training_attention(self, longest: int) -> contextlib.AbstractContextManager:
         """The attention kernel a training forward and its backward (which may recompute the
         forward) both run under, for rows of up to `longest` tokens."""
-        if self.device.type == "cpu" and longest <= MATH_ATTENTION_MAX_LEN:
+        kernel = self._attention_kernel(longest)
+        if kernel == "native":
+            return cpu_attention.use(self.model.config)
+        if kernel == "math":
             return sdpa_kernel([SDPBackend.MATH])
         return contextlib.nullcontext()
+
+    def _attention_kernel(self, length: int) -> str:
+        """ "native" (backend/cpu_attention.py: bf16 on CPU with our op loaded), "math" (SDPA's
+        matmul kernel) or "flash" (SDPA's default choice) for training rows of `length` tokens;
+        the first two keep each head's attention weights for backward."""
+        if self.device.type != "cpu":
+            return "flash"
+        if length <= cpu_attention.MAX_KEYS and cpu_attention.available(self.device, self.dtype):
+            return "native"
+        return "math" if length <= MATH_ATTENTION_MAX_LEN else "flash"
 
     def hidden_states(self, input_ids: torch.Tensor, **kwargs) -> torch.Tensor:
         """Final hidden states [B, T, D] (no logits: the unembedding is done in chunks)."""

@@ -28,7 +28,7 @@ from frontier_signal.backend.decode_lora import GROUPS
 
 logger = logging.getLogger(__name__)
 
-SOURCE = Path(__file__).parent / "csrc" / "llama_step.cpp"
+SOURCES = [Path(__file__).parent / "csrc" / name for name in ("llama_step.cpp", "attention.cpp")]
 NAME = "frontier_signal_native"
 
 _lock = threading.Lock()
@@ -78,7 +78,7 @@ def _build() -> Any:
         + "_"
         + torch.backends.cpu.get_cpu_capability().lower()
         + ("_bf16" if "-mavx512bf16" in flags else ""),
-        sources=[str(SOURCE)],
+        sources=[str(source) for source in SOURCES],
         extra_cflags=flags,
         is_python_module=False,
         verbose=False,

@@ -28,6 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from frontier_signal.backend import cpu_attention
+
 NAME = "frontier_tree"
 # On CPU, pieces with at most this many keys attend through the matmul kernel: for small pieces
 # torch's flash kernel is 1.5-2.5x slower forward and backward (8 x 38 queries x 61 keys:
@@ -132,20 +134,33 @@ def tree_attention(
         k_g = k.index_select(1, group.k_idx.reshape(-1)).reshape(kv_heads, n, lk, dim)
         v_g = v.index_select(1, group.k_idx.reshape(-1)).reshape(kv_heads, n, lk, dim)
         k_g, v_g = k_g.transpose(0, 1), v_g.transpose(0, 1)
-        small = query.device.type == "cpu" and lk <= MATH_MAX_KEYS
-        with sdpa_kernel([SDPBackend.MATH]) if small else contextlib.nullcontext():
-            out = F.scaled_dot_product_attention(
-                q_g,
-                k_g,
-                v_g,
-                attn_mask=group.mask,
-                dropout_p=dropout if module.training else 0.0,
-                scale=scaling,
-                enable_gqa=heads != kv_heads,
-            )
+        dropout_p = dropout if module.training else 0.0
+        out = _attend(q_g, k_g, v_g, group.mask, dropout_p, scaling)
         outputs.append(out.transpose(0, 1).reshape(heads, n * lq, dim).index_select(1, group.keep))
     flat = q.new_zeros(heads, batch * width, dim).index_copy(1, pieces.q_pos, torch.cat(outputs, 1))
     return flat.reshape(heads, batch, width, dim).permute(1, 2, 0, 3).contiguous(), None
+
+
+def _attend(q, k, v, mask, dropout: float, scale: float | None) -> torch.Tensor:
+    """One padded group of pieces: q [P, H, Lq, D], k and v [P, KV, Lk, D], mask [P, 1, Lq, Lk]."""
+    keys = k.shape[2]
+    if (
+        not dropout
+        and keys <= cpu_attention.MAX_KEYS
+        and cpu_attention.available(q.device, q.dtype)
+    ):
+        return cpu_attention.attention(q, k, v, mask[:, 0], causal=False, scale=scale)
+    small = q.device.type == "cpu" and keys <= MATH_MAX_KEYS
+    with sdpa_kernel([SDPBackend.MATH]) if small else contextlib.nullcontext():
+        return F.scaled_dot_product_attention(
+            q,
+            k,
+            v,
+            attn_mask=mask,
+            dropout_p=dropout,
+            scale=scale,
+            enable_gqa=q.shape[1] != k.shape[1],
+        )
 
 
 def _no_mask(*args, **kwargs) -> None:

@@ -1,0 +1,148 @@
+"""Training attention on CPU in bf16: ATen's batched matmuls around our fused softmax.
+
+torch's CPU attention kernels spend most of their time outside the matmuls on a training step's
+shapes: the flash kernel's backward goes block by block (8 rows × 256 tokens, 9 heads of 64:
+~52 ms forward + backward a layer), and the matmul kernel makes about fifteen fp32 passes over
+the [queries, keys] scores. Here the four matmuls of the backward and two of the forward run as
+bf16 batched matmuls (at the machine's bf16 matmul rate), and the softmax and its backward are
+one pass each in C++ (`csrc/attention.cpp`): bf16 in, fp32 per row, bf16 out, as HF's eager
+attention rounds (bf16 scores, fp32 softmax, bf16 probabilities).
+
+Heads that share a key-value head are stacked along the query rows, so one matmul serves them
+and the key and value gradients are summed over them by the matmul itself (no `repeat_kv`).
+The probabilities are kept for backward: heads × keys bf16 values per query token and layer,
+which `BaseModel.activation_bytes` counts.
+
+`use(config)` makes a model attend through it (transformers looks the attention function up by
+`config._attn_implementation` on every call); the masks are transformers' SDPA masks (None for
+plain causal rows, else booleans shared by the heads).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator
+
+import torch
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+from frontier_signal.backend import native
+
+NAME = "frontier_cpu_attention"
+# Rows up to this many keys attend here; longer ones through torch's flash kernel, whose memory
+# does not grow with keys² (the probabilities kept here are heads × keys² bf16 values a row).
+MAX_KEYS = 1024
+
+
+def available(device: torch.device, dtype: torch.dtype) -> bool:
+    """True where this path runs: bf16 on CPU, with our C++ op loaded."""
+    return device.type == "cpu" and dtype == torch.bfloat16 and native.ops(wait=False) is not None
+
+
+class _Attention(torch.autograd.Function):
+    """q [B, KV, R, D] (R = heads per key-value head × queries), k and v [B, KV, K, D]."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, mask, causal: bool, scale: float, queries: int):
+        ops = native.ops(wait=False)
+        assert ops is not None, "cpu_attention runs only where `available` said so"
+        scores = torch.matmul(q, k.transpose(-1, -2))
+        probs = ops.attention_softmax(scores, scale, queries, causal, mask)
+        ctx.save_for_backward(q, k, v, probs)
+        ctx.shape = (ops, causal, scale, queries)
+        return torch.matmul(probs, v)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        q, k, v, probs = ctx.saved_tensors
+        ops, causal, scale, queries = ctx.shape
+        grad_q = grad_k = grad_v = None
+        if ctx.needs_input_grad[2]:
+            grad_v = torch.matmul(probs.transpose(-1, -2), grad_out)
+        if ctx.needs_input_grad[0] or ctx.needs_input_grad[1]:
+            grad_probs = torch.matmul(grad_out, v.transpose(-1, -2))
+            grad_scores = ops.attention_softmax_backward(probs, grad_probs, scale, queries, causal)
+            if ctx.needs_input_grad[0]:
+                grad_q = torch.matmul(grad_scores, k)
+            if ctx.needs_input_grad[1]:
+                grad_k = torch.matmul(grad_scores.transpose(-1, -2), q)
+        return grad_q, grad_k, grad_v, None, None, None, None
+
+
+def attention(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    mask: torch.Tensor | None,
+    causal: bool,
+    scale: float | None = None,
+) -> torch.Tensor:
+    """query [B, H, Q, D], key and value [B, KV, K, D] (H a multiple of KV), mask bool
+    [1 or B, Q, K] (True: may attend) → [B, H, Q, D]. Causal: query i sees keys up to
+    i + K - Q. A query that sees no key gets zeros."""
+    batch, heads, queries, dim = query.shape
+    kv_heads = key.shape[1]
+    q = query.reshape(batch, kv_heads, heads // kv_heads * queries, dim)
+    if mask is not None:
+        mask = mask.contiguous()
+    scale = 1.0 / math.sqrt(dim) if scale is None else scale
+    out = _Attention.apply(q, key, value, mask, causal, scale, queries)
+    return out.view(batch, heads, queries, dim)
+
+
+def attention_forward(
+    module: torch.nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    dropout: float = 0.0,
+    scaling: float | None = None,
+    is_causal: bool | None = None,
+    **kwargs,
+) -> tuple[torch.Tensor, None]:
+    """transformers' attention-function signature (→ [B, Q, H, D], no weights); what this path
+    does not cover (dropout, additive or per-head masks, soft-capping) goes to SDPA."""
+    plain = (
+        not (dropout and module.training)
+        and kwargs.get("softcap") is None
+        and kwargs.get("position_bias") is None
+        and query.dtype == key.dtype == value.dtype == torch.bfloat16
+        and (
+            attention_mask is None
+            or (attention_mask.dtype == torch.bool and attention_mask.shape[1] == 1)
+        )
+    )
+    if not plain:
+        return sdpa_attention_forward(
+            module, query, key, value, attention_mask, dropout, scaling, is_causal, **kwargs
+        )
+    causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
+    mask = None if attention_mask is None else attention_mask[:, 0]
+    out = attention(
+        query, key, value, mask, causal and mask is None and query.shape[2] > 1, scaling
+    )
+    return out.transpose(1, 2).contiguous(), None
+
+
+def _register() -> None:
+    from transformers import AttentionInterface
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
+
+    AttentionInterface.register(NAME, attention_forward)
+    AttentionMaskInterface.register(NAME, ALL_MASK_ATTENTION_FUNCTIONS["sdpa"])
+
+
+_register()
+
+
+@contextlib.contextmanager
+def use(config) -> Iterator[None]:
+    """Inside: the model whose `config` this is attends through `attention_forward`."""
+    before = config._attn_implementation
+    config._attn_implementation = NAME
+    try:
+        yield
+    finally:
+        config._attn_implementation = before
