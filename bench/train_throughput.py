@@ -115,10 +115,12 @@ def run_extra_runs(dtype: str, extra_runs: int, optimizer: str = "adamw") -> dic
 
 
 def run_engine(batch: int, length: int, steps: int, dtype: str) -> dict:
+    from frontier_signal.backend import native
     from frontier_signal.engine.engine import Engine
     from frontier_signal.engine.types import Datum, LoraSpec, OptimizerSpec, RunConfig
 
     engine = Engine(dtype=dtype)
+    native.ops()  # our C++ ops (bf16 training attention), loaded before timing
     config = RunConfig(
         MODEL,
         LoraSpec(rank=32, alpha=64, target_modules=tuple(TARGETS)),

@@ -1,11 +1,13 @@
-"""Our C++ decode layers (`csrc/llama_step.cpp`): built on first use, loaded as a torch op.
+"""Our C++ ops: the decode layers (`csrc/llama_step.cpp`) and training attention's softmax
+(`csrc/attention.cpp`, used by `cpu_attention.py`); built on first use, loaded as torch ops.
 
-The op is compiled with torch's extension builder (g++ and ninja, ~20 s once) into torch's
+The ops are compiled with torch's extension builder (g++ and ninja, ~20 s once) into torch's
 extensions folder (`TORCH_EXTENSIONS_DIR`, by default `~/.cache/torch_extensions`), keyed by the
 source, so later processes only load it (~1 s). Until it is loaded, and wherever it cannot be
-built (no compiler, a failed build: logged once), decoding takes the Python step: the same
-results within bf16 rounding, slower. The AVX512 kernels are compiled in only where the CPU
-has those extensions; elsewhere the op uses ATen's matmuls.
+built (no compiler, a failed build: logged once), decoding takes the Python step and training
+attends through torch's SDPA: the same results within bf16 rounding, slower. The AVX512 kernels
+are compiled in only where the CPU has those extensions; elsewhere the ops use ATen's matmuls
+and scalar loops.
 `scripts/setup` builds it, and an engine starts loading it in the background on its first
 model load, so requests do not wait for the compiler.
 
