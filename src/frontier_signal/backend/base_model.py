@@ -20,6 +20,7 @@ from torch.utils.checkpoint import checkpoint
 from transformers import PreTrainedTokenizerBase
 
 from frontier_signal.backend import cpu_attention, models, native
+from frontier_signal.backend.fused_mlp import install_fused_mlps
 from frontier_signal.backend.fused_norm import install_fused_norms
 from frontier_signal.backend.lora import LoraLinear, Routing, Segment, install_lora_layers
 from frontier_signal.backend.unembed import linear_target_logprobs
@@ -155,6 +156,7 @@ class BaseModel:
         routing = Routing()
         layers = install_lora_layers(model, routing)
         install_fused_norms(model)
+        install_fused_mlps(model)
         if device.type == "cpu" and dtype == torch.bfloat16:
             native.ops(wait=False)  # the C++ decode layers, loaded (or built) in the background
         logger.info("loaded base model %s on %s in %s", name, device, dtype)

@@ -30,7 +30,10 @@ from frontier_signal.backend.decode_lora import GROUPS
 
 logger = logging.getLogger(__name__)
 
-SOURCES = [Path(__file__).parent / "csrc" / name for name in ("llama_step.cpp", "attention.cpp")]
+SOURCES = [
+    Path(__file__).parent / "csrc" / name
+    for name in ("llama_step.cpp", "attention.cpp", "silu_gate.cpp")
+]
 NAME = "frontier_signal_native"
 
 _lock = threading.Lock()

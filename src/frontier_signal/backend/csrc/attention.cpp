@@ -17,10 +17,7 @@
 #include <c10/util/BFloat16.h>
 #include <torch/library.h>
 
-#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
-#define FS_ATTENTION_AVX512 1
-#include <immintrin.h>
-#endif
+#include "bf16_simd.h"
 
 #include <algorithm>
 #include <cmath>
@@ -30,7 +27,7 @@
 
 namespace {
 
-using bf16 = c10::BFloat16;
+using namespace fs_simd;
 constexpr int64_t kRowsPerTask = 16;
 
 struct RowMap {
@@ -55,46 +52,7 @@ struct RowMap {
   }
 };
 
-#ifdef FS_ATTENTION_AVX512
-inline __m512 load_bf16(const bf16* p, __mmask16 m) {
-  const __m256i h = _mm256_maskz_loadu_epi16(m, p);
-  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
-}
-
-inline void store_bf16(bf16* p, __m512 x, __mmask16 m) {  // round to nearest even (finite x)
-  __m512i bits = _mm512_castps_si512(x);
-  const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(bits, 16), _mm512_set1_epi32(1));
-  bits = _mm512_add_epi32(bits, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7fff)));
-  _mm256_mask_storeu_epi16(p, m, _mm512_cvtepi32_epi16(_mm512_srli_epi32(bits, 16)));
-}
-
-inline __m512 exp512(__m512 x) {  // e^x for x <= 0 (max-subtracted), ~1e-7 relative
-  x = _mm512_max_ps(x, _mm512_set1_ps(-87.0f));
-  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504f)),
-                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145752f), x);
-  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.42860677e-6f), r);
-  __m512 p = _mm512_set1_ps(1.0f / 720);
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-  return _mm512_scalef_ps(p, n);
-}
-
-inline __mmask16 lanes(int64_t j, int64_t end) {
-  const int64_t left = end - j;
-  return left >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << left) - 1);
-}
-
-inline __mmask16 allowed_lanes(const bool* allowed, int64_t j, __mmask16 m) {
-  if (allowed == nullptr) return m;
-  const __m128i bytes = _mm_maskz_loadu_epi8(m, allowed + j);
-  return _mm_test_epi8_mask(bytes, bytes);
-}
-
+#ifdef FS_AVX512
 void softmax_row(const bf16* s, bf16* p, float* buf, float scale, int64_t limit, int64_t keys,
                  const bool* allowed) {
   const float neg_inf = -std::numeric_limits<float>::infinity();

@@ -1,0 +1,61 @@
+// Helpers for the bf16 training kernels (attention.cpp, silu_gate.cpp): AVX512 loads and stores
+// of bf16 as fp32 lanes (round to nearest even), a vectorised e^x, and tail masks.
+#pragma once
+
+#include <c10/util/BFloat16.h>
+
+#include <cstdint>
+
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
+#define FS_AVX512 1
+#include <immintrin.h>
+#endif
+
+namespace fs_simd {
+
+using bf16 = c10::BFloat16;
+
+#ifdef FS_AVX512
+inline __m512 load_bf16(const bf16* p, __mmask16 m) {
+  const __m256i h = _mm256_maskz_loadu_epi16(m, p);
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
+inline void store_bf16(bf16* p, __m512 x, __mmask16 m) {  // round to nearest even (finite x)
+  __m512i bits = _mm512_castps_si512(x);
+  const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(bits, 16), _mm512_set1_epi32(1));
+  bits = _mm512_add_epi32(bits, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7fff)));
+  _mm256_mask_storeu_epi16(p, m, _mm512_cvtepi32_epi16(_mm512_srli_epi32(bits, 16)));
+}
+
+// e^x, ~1e-7 relative; below -87 it gives e^-87, above ~88.7 infinity (as expf overflows)
+inline __m512 exp512(__m512 x) {
+  x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.0f)), _mm512_set1_ps(200.0f));
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504f)),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145752f), x);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.42860677e-6f), r);
+  __m512 p = _mm512_set1_ps(1.0f / 720);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+  return _mm512_scalef_ps(p, n);
+}
+
+inline __mmask16 lanes(int64_t j, int64_t end) {
+  const int64_t left = end - j;
+  return left >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << left) - 1);
+}
+
+inline __mmask16 allowed_lanes(const bool* allowed, int64_t j, __mmask16 m) {
+  if (allowed == nullptr) return m;
+  const __m128i bytes = _mm_maskz_loadu_epi8(m, allowed + j);
+  return _mm_test_epi8_mask(bytes, bytes);
+}
+
+#endif
+
+}  // namespace fs_simd
