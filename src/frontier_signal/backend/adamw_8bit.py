@@ -27,6 +27,8 @@ import math
 
 import torch
 
+from frontier_signal.backend import native
+
 BLOCK = 256
 CHUNK_BLOCKS = 4096  # 1 Mi values a chunk: the fp32 temporaries stay in cache
 CODE_DTYPE = torch.float8_e4m3fn
@@ -44,6 +46,19 @@ def quantize(values_NB: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     scale_N = torch.where(scale_N > 0, scale_N, torch.ones_like(scale_N))
     codes = (values_NB * scale_N.reciprocal()[:, None]).to(CODE_DTYPE)  # mul: 3x a div's speed
     return codes, scale_N
+
+
+def _native_ops(params: list[torch.Tensor]):
+    """Our C++ ops where the fused step applies (contiguous fp32 CPU weights and gradients)."""
+    if params[0].device.type != "cpu" or not native.enabled():
+        return None
+    for p in params:
+        grad = p.grad
+        if p.dtype != torch.float32 or not p.is_contiguous() or grad is None:
+            return None
+        if grad.dtype != torch.float32 or not grad.is_contiguous():
+            return None
+    return native.ops(wait=False)
 
 
 _WORKSPACE: dict[torch.device, torch.Tensor] = {}
@@ -111,6 +126,9 @@ class AdamW8bit(torch.optim.Optimizer):
                 params = [p for p in group["params"] if p.grad is not None]
                 if not params:
                     continue
+                if _native_ops(params) is not None:
+                    optimizer._native_step(index, group, params)
+                    continue
                 steps = optimizer._group_update(index, group, params)
                 decay = group["lr"] * group["weight_decay"]
                 if decay:
@@ -177,6 +195,29 @@ class AdamW8bit(torch.optim.Optimizer):
         self._flat[index] = flat
         self._flat_ids[index] = [id(p) for p in params]
         return flat
+
+    def _native_step(self, index: int, group: dict, params: list[torch.Tensor]) -> None:
+        """The whole step of a group (moments, update, decay) in our C++ op, one pass a block."""
+        flat = self._flat_state(index, params)
+        beta1, beta2 = group["betas"]
+        flat["step"] += 1
+        step = float(flat["step"])
+        native.ops(wait=False).adamw8bit_step(
+            params,
+            [p.grad for p in params],
+            flat["exp_avg_q"].view(torch.uint8),
+            flat["exp_avg_scale"],
+            flat["exp_avg_sq_q"].view(torch.uint8),
+            flat["exp_avg_sq_scale"],
+            [start for start, _numel in self._layout(params)],
+            group["lr"],
+            beta1,
+            beta2,
+            group["eps"],
+            group["weight_decay"],
+            1 - beta1**step,
+            math.sqrt(1 - beta2**step),
+        )
 
     def _group_update(
         self, index: int, group: dict, params: list[torch.Tensor]

@@ -32,7 +32,7 @@ logger = logging.getLogger(__name__)
 
 SOURCES = [
     Path(__file__).parent / "csrc" / name
-    for name in ("llama_step.cpp", "attention.cpp", "silu_gate.cpp")
+    for name in ("llama_step.cpp", "attention.cpp", "silu_gate.cpp", "adamw_8bit.cpp")
 ]
 NAME = "frontier_signal_native"
 

@@ -1,0 +1,159 @@
+// One step of block-wise 8-bit AdamW (backend/adamw_8bit.py) over a group's parameters, in one
+// pass per block of 256 values: decode both moments (float8 e4m3 codes × the block's scale; the
+// second moment is stored as its square root), update them from the gradient in fp32, compute
+// the update, encode both moments again, and move the weights (decay, then add) in place.
+//
+// The Python path does the same in ~25 vectorised ops per 1 Mi-value chunk plus a copy of
+// every gradient into a flat buffer and two multi-tensor passes over the weights; on an r=16
+// SmolLM2 adapter (4.9 M values) that was ~45 ms a step. The encoding is c10's float8 e4m3fn
+// conversion (round to nearest even, saturating), vectorised; the arithmetic follows the
+// Python step's order, so results agree to an ulp of fp32 (not bit for bit: torch's vectorised
+// lerp, for one, uses a fused multiply-add).
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include "bf16_simd.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+namespace {
+
+constexpr int64_t kBlock = 256;
+constexpr float kCodeMax = 448.0f;
+
+struct Settings {
+  float lr, beta1, beta2, eps, decay, correction1, root_correction2;
+};
+
+inline float code_value(uint8_t code) {  // exact e4m3fn value (codes are never NaN here)
+  const int exponent = (code >> 3) & 0xF;
+  const int mantissa = code & 0x7;
+  const float magnitude = exponent == 0 ? std::ldexp(static_cast<float>(mantissa), -9)
+                                        : std::ldexp(1.0f + mantissa / 8.0f, exponent - 7);
+  return (code & 0x80) ? -magnitude : magnitude;
+}
+
+inline uint8_t encode(float f) {  // c10's fp8e4m3fn_from_fp32_value
+  uint32_t bits;
+  std::memcpy(&bits, &f, 4);
+  const uint32_t sign = bits & 0x80000000u;
+  bits ^= sign;
+  uint8_t result;
+  if (bits >= (1087u << 20)) {
+    result = bits > 0x7F800000u ? 0x7f : 0x7e;
+  } else if (bits < (121u << 23)) {
+    float magic;
+    const uint32_t denorm = 141u << 23;
+    std::memcpy(&magic, &denorm, 4);
+    float value;
+    std::memcpy(&value, &bits, 4);
+    value += magic;
+    std::memcpy(&bits, &value, 4);
+    result = static_cast<uint8_t>(bits - denorm);
+  } else {
+    const uint32_t odd = (bits >> 20) & 1u;
+    bits += ((uint32_t)(7 - 127) << 23) + 0x7FFFFu + odd;
+    result = static_cast<uint8_t>(bits >> 20);
+    if (result == 0x7f) result = 0x7e;
+  }
+  return result | static_cast<uint8_t>(sign >> 24);
+}
+
+struct Table {  // the 256 codes' values
+  float values[256];
+  Table() {
+    for (int c = 0; c < 256; ++c) values[c] = code_value(static_cast<uint8_t>(c));
+  }
+};
+
+// One block: `count` real values (the rest is padding, gradient 0, weights untouched).
+void step_block(float* param, const float* grad, int64_t count, uint8_t* m_codes, float* m_scale,
+                uint8_t* v_codes, float* v_scale, const Settings& s, const Table& table) {
+  float m[kBlock], root_v[kBlock], update[kBlock];
+  const float ms = *m_scale, vs = *v_scale;
+  float m_max = 0.0f, v_max = 0.0f;
+  for (int64_t j = 0; j < kBlock; ++j) {
+    const float g = j < count ? grad[j] : 0.0f;
+    float mj = table.values[m_codes[j]] * ms;
+    float vj = table.values[v_codes[j]] * vs;
+    vj = vj * vj;
+    mj = mj + (1.0f - s.beta1) * (g - mj);  // lerp (weight < 0.5)
+    vj = vj * s.beta2 + (1.0f - s.beta2) * (g * g);
+    const float rv = std::sqrt(vj);
+    const float denominator = rv / s.root_correction2 + s.eps;
+    update[j] = (mj / denominator) * (-s.lr / s.correction1);
+    m[j] = mj;
+    root_v[j] = rv;
+    m_max = std::max(m_max, std::fabs(mj));
+    v_max = std::max(v_max, rv);
+  }
+  float m_new = m_max / kCodeMax, v_new = v_max / kCodeMax;
+  m_new = m_new > 0.0f ? m_new : 1.0f;
+  v_new = v_new > 0.0f ? v_new : 1.0f;
+  const float m_inv = 1.0f / m_new, v_inv = 1.0f / v_new;
+  for (int64_t j = 0; j < kBlock; ++j) {
+    m_codes[j] = encode(m[j] * m_inv);
+    v_codes[j] = encode(root_v[j] * v_inv);
+  }
+  *m_scale = m_new;
+  *v_scale = v_new;
+  const float keep = 1.0f - s.decay;
+  for (int64_t j = 0; j < count; ++j) {
+    const float decayed = s.decay != 0.0f ? param[j] * keep : param[j];
+    param[j] = decayed + update[j];
+  }
+}
+
+void adamw8bit_step(at::TensorList params, at::TensorList grads, const at::Tensor& m_codes,
+                    const at::Tensor& m_scale, const at::Tensor& v_codes,
+                    const at::Tensor& v_scale, at::IntArrayRef starts, double lr, double beta1,
+                    double beta2, double eps, double decay, double correction1,
+                    double root_correction2) {
+  TORCH_CHECK(params.size() == grads.size() && params.size() == starts.size(), "one start each");
+  TORCH_CHECK(m_codes.scalar_type() == at::kByte && v_codes.scalar_type() == at::kByte &&
+                  m_codes.is_contiguous() && v_codes.is_contiguous() &&
+                  m_scale.is_contiguous() && v_scale.is_contiguous(),
+              "codes: contiguous uint8; scales: contiguous fp32");
+  std::vector<std::pair<int64_t, int64_t>> blocks;  // (parameter, first value of the block)
+  for (size_t i = 0; i < params.size(); ++i) {
+    TORCH_CHECK(params[i].scalar_type() == at::kFloat && params[i].is_contiguous() &&
+                    grads[i].scalar_type() == at::kFloat && grads[i].is_contiguous() &&
+                    grads[i].numel() == params[i].numel(),
+                "parameters and gradients: contiguous fp32 of one size");
+    TORCH_CHECK(starts[i] % kBlock == 0, "each parameter starts a block");
+    for (int64_t at = 0; at < params[i].numel(); at += kBlock) blocks.emplace_back(i, at);
+  }
+  const Settings s{static_cast<float>(lr), static_cast<float>(beta1), static_cast<float>(beta2),
+                   static_cast<float>(eps), static_cast<float>(lr * decay),
+                   static_cast<float>(correction1), static_cast<float>(root_correction2)};
+  static const Table table;
+  uint8_t* mc = m_codes.data_ptr<uint8_t>();
+  uint8_t* vc = v_codes.data_ptr<uint8_t>();
+  float* msc = m_scale.data_ptr<float>();
+  float* vsc = v_scale.data_ptr<float>();
+  at::parallel_for(0, static_cast<int64_t>(blocks.size()), 16, [&](int64_t first, int64_t last) {
+    for (int64_t b = first; b < last; ++b) {
+      const auto [i, at] = blocks[b];
+      const int64_t flat = starts[i] + at;
+      step_block(params[i].data_ptr<float>() + at, grads[i].data_ptr<float>() + at,
+                 std::min(kBlock, params[i].numel() - at), mc + flat, msc + flat / kBlock,
+                 vc + flat, vsc + flat / kBlock, s, table);
+    }
+  });
+}
+
+}  // namespace
+
+TORCH_LIBRARY_FRAGMENT(frontier_signal, m) {
+  m.def(
+      "adamw8bit_step(Tensor[] params, Tensor[] grads, Tensor m_codes, Tensor m_scale, "
+      "Tensor v_codes, Tensor v_scale, int[] starts, float lr, float beta1, float beta2, "
+      "float eps, float weight_decay, float correction1, float root_correction2) -> ()");
+}
+
+TORCH_LIBRARY_IMPL(frontier_signal, CPU, m) { m.impl("adamw8bit_step", &adamw8bit_step); }
