@@ -126,8 +126,9 @@ class AdamW8bit(torch.optim.Optimizer):
                 params = [p for p in group["params"] if p.grad is not None]
                 if not params:
                     continue
-                if _native_ops(params) is not None:
-                    optimizer._native_step(index, group, params)
+                ops = _native_ops(params)
+                if ops is not None:
+                    optimizer._native_step(ops, index, group, params)
                     continue
                 steps = optimizer._group_update(index, group, params)
                 decay = group["lr"] * group["weight_decay"]
@@ -196,13 +197,13 @@ class AdamW8bit(torch.optim.Optimizer):
         self._flat_ids[index] = [id(p) for p in params]
         return flat
 
-    def _native_step(self, index: int, group: dict, params: list[torch.Tensor]) -> None:
+    def _native_step(self, ops, index: int, group: dict, params: list[torch.Tensor]) -> None:
         """The whole step of a group (moments, update, decay) in our C++ op, one pass a block."""
         flat = self._flat_state(index, params)
         beta1, beta2 = group["betas"]
         flat["step"] += 1
         step = float(flat["step"])
-        native.ops(wait=False).adamw8bit_step(
+        ops.adamw8bit_step(
             params,
             [p.grad for p in params],
             flat["exp_avg_q"].view(torch.uint8),
