@@ -71,6 +71,77 @@ struct Table {  // the 256 codes' values
   }
 };
 
+#ifdef FS_AVX512
+using namespace fs_simd;
+
+inline __m512i set1(uint32_t v) { return _mm512_set1_epi32(static_cast<int>(v)); }
+
+inline __m128i encode16(__m512 x) {  // `encode` on 16 lanes
+  __m512i bits = _mm512_castps_si512(x);
+  const __m512i sign = _mm512_and_si512(bits, set1(0x80000000u));
+  bits = _mm512_xor_si512(bits, sign);
+  const __m512 magic = _mm512_castsi512_ps(set1(141u << 23));
+  const __m512i denormal = _mm512_sub_epi32(
+      _mm512_castps_si512(_mm512_add_ps(_mm512_castsi512_ps(bits), magic)), set1(141u << 23));
+  const __m512i odd = _mm512_and_si512(_mm512_srli_epi32(bits, 20), set1(1));
+  __m512i normal = _mm512_add_epi32(bits, set1(((uint32_t)(7 - 127) << 23) + 0x7FFFFu));
+  normal = _mm512_min_epu32(_mm512_srli_epi32(_mm512_add_epi32(normal, odd), 20), set1(0x7e));
+  __m512i r = _mm512_mask_blend_epi32(_mm512_cmplt_epu32_mask(bits, set1(121u << 23)), normal,
+                                      denormal);
+  r = _mm512_mask_blend_epi32(_mm512_cmpge_epu32_mask(bits, set1(1087u << 20)), r, set1(0x7e));
+  r = _mm512_mask_blend_epi32(_mm512_cmpgt_epu32_mask(bits, set1(0x7F800000u)), r, set1(0x7f));
+  return _mm512_cvtepi32_epi8(_mm512_or_si512(r, _mm512_srli_epi32(sign, 24)));
+}
+
+inline __m512 decode16(const uint8_t* codes, const float* table, __m512 scale) {
+  const __m512i index = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(codes)));
+  return _mm512_mul_ps(_mm512_i32gather_ps(index, table, 4), scale);
+}
+
+void step_block(float* param, const float* grad, int64_t count, uint8_t* m_codes, float* m_scale,
+                uint8_t* v_codes, float* v_scale, const Settings& s, const Table& table) {
+  alignas(64) float m[kBlock], root_v[kBlock], update[kBlock];
+  const __m512 ms = _mm512_set1_ps(*m_scale), vs = _mm512_set1_ps(*v_scale);
+  const __m512 w1 = _mm512_set1_ps(1.0f - s.beta1), b2 = _mm512_set1_ps(s.beta2);
+  const __m512 w2 = _mm512_set1_ps(1.0f - s.beta2), rc2 = _mm512_set1_ps(s.root_correction2);
+  const __m512 eps = _mm512_set1_ps(s.eps), step = _mm512_set1_ps(-s.lr / s.correction1);
+  __m512 m_max = _mm512_setzero_ps(), v_max = _mm512_setzero_ps();
+  for (int64_t j = 0; j < kBlock; j += 16) {
+    const __m512 g = _mm512_maskz_loadu_ps(j < count ? lanes(j, count) : 0, grad + j);
+    __m512 mj = decode16(m_codes + j, table.values, ms);
+    __m512 vj = decode16(v_codes + j, table.values, vs);
+    vj = _mm512_mul_ps(vj, vj);
+    mj = _mm512_fmadd_ps(w1, _mm512_sub_ps(g, mj), mj);
+    vj = _mm512_fmadd_ps(vj, b2, _mm512_mul_ps(w2, _mm512_mul_ps(g, g)));
+    const __m512 rv = _mm512_sqrt_ps(vj);
+    const __m512 den = _mm512_add_ps(_mm512_div_ps(rv, rc2), eps);
+    _mm512_store_ps(update + j, _mm512_mul_ps(_mm512_div_ps(mj, den), step));
+    _mm512_store_ps(m + j, mj);
+    _mm512_store_ps(root_v + j, rv);
+    m_max = _mm512_max_ps(m_max, _mm512_abs_ps(mj));
+    v_max = _mm512_max_ps(v_max, rv);
+  }
+  float m_new = _mm512_reduce_max_ps(m_max) / kCodeMax, v_new = _mm512_reduce_max_ps(v_max) / kCodeMax;
+  m_new = m_new > 0.0f ? m_new : 1.0f;
+  v_new = v_new > 0.0f ? v_new : 1.0f;
+  const __m512 m_inv = _mm512_set1_ps(1.0f / m_new), v_inv = _mm512_set1_ps(1.0f / v_new);
+  for (int64_t j = 0; j < kBlock; j += 16) {
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(m_codes + j),
+                     encode16(_mm512_mul_ps(_mm512_load_ps(m + j), m_inv)));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(v_codes + j),
+                     encode16(_mm512_mul_ps(_mm512_load_ps(root_v + j), v_inv)));
+  }
+  *m_scale = m_new;
+  *v_scale = v_new;
+  const __m512 keep = _mm512_set1_ps(1.0f - s.decay);
+  for (int64_t j = 0; j < count; j += 16) {
+    const __mmask16 mask = lanes(j, count);
+    __m512 p = _mm512_maskz_loadu_ps(mask, param + j);
+    if (s.decay != 0.0f) p = _mm512_mul_ps(p, keep);
+    _mm512_mask_storeu_ps(param + j, mask, _mm512_add_ps(p, _mm512_load_ps(update + j)));
+  }
+}
+#else
 // One block: `count` real values (the rest is padding, gradient 0, weights untouched).
 void step_block(float* param, const float* grad, int64_t count, uint8_t* m_codes, float* m_scale,
                 uint8_t* v_codes, float* v_scale, const Settings& s, const Table& table) {
@@ -108,6 +179,7 @@ void step_block(float* param, const float* grad, int64_t count, uint8_t* m_codes
     param[j] = decayed + update[j];
   }
 }
+#endif
 
 void adamw8bit_step(at::TensorList params, at::TensorList grads, const at::Tensor& m_codes,
                     const at::Tensor& m_scale, const at::Tensor& v_codes,
