@@ -67,9 +67,16 @@ def _close(ours, reference, tolerance=0.02):
 
 @pytest.mark.parametrize(
     ("batch", "heads", "kv_heads", "queries", "keys"),
-    [(2, 4, 2, 37, 37), (1, 9, 3, 130, 130), (3, 2, 2, 5, 21), (2, 6, 3, 1, 17)],
+    [
+        (2, 4, 2, 37, 37),
+        (1, 9, 3, 130, 130),
+        (3, 2, 2, 5, 21),
+        (2, 6, 3, 1, 17),
+        (1, 4, 2, 300, 300),
+    ],
 )
 def test_causal_attention_and_its_gradients_match_fp32_sdpa(batch, heads, kv_heads, queries, keys):
+    """(300 queries: in blocks of 128, 128 and 44, each against the keys up to its end.)"""
     (q, k, v), grad = _inputs(batch, heads, kv_heads, queries, keys)
     out, grads = _ours(q, k, v, grad, None, causal=True)
     ref_out, ref_grads = _reference(q, k, v, grad, None, causal=True)
