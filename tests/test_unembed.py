@@ -15,8 +15,15 @@ def _reference(hidden, weight, targets):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("keep", [True, False])
-def test_values_and_gradient_match_autograd(dtype, keep, monkeypatch):
+@pytest.mark.parametrize("native_softmax", [True, False])
+def test_values_and_gradient_match_autograd(dtype, keep, native_softmax, monkeypatch):
+    """bf16 on CPU takes our C++ softmax (csrc/attention.cpp `softmax_lse`) where it is loaded,
+    else torch's softmax and the most likely token's log-normaliser."""
     monkeypatch.setattr(unembed, "ROWS_PER_PASS", 7)  # several passes, one of them partial
+    if native_softmax:
+        assert unembed.native.ops() is not None or not unembed.native.enabled()
+    else:
+        monkeypatch.setattr(unembed.native, "ops", lambda wait=True: None)
     generator = torch.Generator().manual_seed(0)
     hidden = torch.randn(20, 16, generator=generator).to(dtype)
     weight = (torch.randn(50, 16, generator=generator) * 2).to(dtype)

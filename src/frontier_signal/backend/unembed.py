@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import torch
 
+from frontier_signal.backend import native
+
 ROWS_PER_PASS = 256  # fp32 temporaries of [256, vocab]: ~50 MB for a 49k vocabulary
 
 
@@ -42,6 +44,12 @@ def _probs_and_logprobs(
     comes from the most likely token, `lse = x_max - log p_max`: p_max >= 1/vocab never
     underflows, and its bf16 rounding moves every log-prob by at most ~0.002 (the bf16 logits
     themselves are rounded by up to ~0.03 at magnitude 10)."""
+    ops = native.ops(wait=False) if logits_NV.dtype == torch.bfloat16 else None
+    if ops is not None and logits_NV.device.type == "cpu" and logits_NV.is_contiguous():
+        # One C++ pass (csrc/attention.cpp), and the exact fp32 log-sum-exp of each row.
+        probs_NV, lse_N = ops.softmax_lse(logits_NV)
+        logprobs_N = logits_NV.gather(1, targets_N[:, None]).squeeze(1).float() - lse_N
+        return probs_NV, logprobs_N
     probs_NV = torch.softmax(logits_NV, dim=-1)
     top_N, index_N = logits_NV.max(dim=-1)
     p_top_N = probs_NV.gather(1, index_N[:, None]).squeeze(1).float()

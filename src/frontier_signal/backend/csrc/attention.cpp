@@ -23,6 +23,7 @@
 #include <cmath>
 #include <limits>
 #include <optional>
+#include <tuple>
 #include <vector>
 
 namespace {
@@ -54,7 +55,7 @@ struct RowMap {
 
 #ifdef FS_AVX512
 void softmax_row(const bf16* s, bf16* p, float* buf, float scale, int64_t limit, int64_t keys,
-                 const bool* allowed) {
+                 const bool* allowed, float* lse = nullptr) {
   const float neg_inf = -std::numeric_limits<float>::infinity();
   __m512 top = _mm512_set1_ps(neg_inf);
   for (int64_t j = 0; j < limit; j += 16) {
@@ -68,6 +69,7 @@ void softmax_row(const bf16* s, bf16* p, float* buf, float scale, int64_t limit,
   const float row_max = limit > 0 ? _mm512_reduce_max_ps(top) : neg_inf;
   if (row_max == neg_inf) {
     std::fill(p, p + keys, bf16(0.0f));
+    if (lse != nullptr) *lse = neg_inf;
     return;
   }
   const __m512 vmax = _mm512_set1_ps(row_max);
@@ -81,7 +83,9 @@ void softmax_row(const bf16* s, bf16* p, float* buf, float scale, int64_t limit,
     _mm512_mask_storeu_ps(buf + j, m, e);
     total = _mm512_add_ps(total, e);
   }
-  const __m512 inv = _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(total));
+  const float sum = _mm512_reduce_add_ps(total);
+  if (lse != nullptr) *lse = row_max + std::log(sum);
+  const __m512 inv = _mm512_set1_ps(1.0f / sum);
   for (int64_t j = 0; j < limit; j += 16) {
     const __mmask16 m = lanes(j, limit);
     store_bf16(p + j, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, buf + j), inv), m);
@@ -107,7 +111,7 @@ void softmax_backward_row(const bf16* p, const bf16* dp, bf16* ds, float scale, 
 }
 #else
 void softmax_row(const bf16* s, bf16* p, float* buf, float scale, int64_t limit, int64_t keys,
-                 const bool* allowed) {
+                 const bool* allowed, float* lse = nullptr) {
   const float neg_inf = -std::numeric_limits<float>::infinity();
   float row_max = neg_inf;
   for (int64_t j = 0; j < limit; ++j) {
@@ -116,6 +120,7 @@ void softmax_row(const bf16* s, bf16* p, float* buf, float scale, int64_t limit,
   }
   if (row_max == neg_inf) {
     std::fill(p, p + keys, bf16(0.0f));
+    if (lse != nullptr) *lse = neg_inf;
     return;
   }
   float total = 0.0f;
@@ -123,6 +128,7 @@ void softmax_row(const bf16* s, bf16* p, float* buf, float scale, int64_t limit,
     buf[j] = buf[j] == neg_inf ? 0.0f : std::exp(buf[j] - row_max);
     total += buf[j];
   }
+  if (lse != nullptr) *lse = row_max + std::log(total);
   for (int64_t j = 0; j < limit; ++j) p[j] = bf16(buf[j] / total);
   std::fill(p + limit, p + keys, bf16(0.0f));
 }
@@ -175,6 +181,27 @@ at::Tensor attention_softmax(const at::Tensor& scores, double scale, int64_t que
   return probs;
 }
 
+// softmax over the last dim of bf16 logits [rows, vocab] → (bf16 probabilities, fp32 log-sum-exp
+// of each row), one pass: the unembedding's training forward (backend/unembed.py).
+std::tuple<at::Tensor, at::Tensor> softmax_lse(const at::Tensor& logits) {
+  TORCH_CHECK(logits.dim() == 2 && logits.scalar_type() == at::kBFloat16 && logits.is_contiguous(),
+              "logits: contiguous bf16 [rows, vocab]");
+  const int64_t rows = logits.size(0), vocab = logits.size(1);
+  at::Tensor probs = at::empty_like(logits);
+  at::Tensor lse = at::empty({rows}, logits.options().dtype(at::kFloat));
+  const bf16* s = logits.data_ptr<bf16>();
+  bf16* p = probs.data_ptr<bf16>();
+  float* out = lse.data_ptr<float>();
+  at::parallel_for(0, rows, 1, [&](int64_t first, int64_t last) {
+    std::vector<float> buf(vocab + 16);
+    for (int64_t row = first; row < last; ++row) {
+      softmax_row(s + row * vocab, p + row * vocab, buf.data(), 1.0f, vocab, vocab, nullptr,
+                  out + row);
+    }
+  });
+  return {probs, lse};
+}
+
 at::Tensor attention_softmax_backward(const at::Tensor& probs, const at::Tensor& grad_probs,
                                       double scale, int64_t queries, bool causal) {
   const RowMap map = row_map(probs, queries, causal, std::nullopt);
@@ -205,9 +232,11 @@ TORCH_LIBRARY_FRAGMENT(frontier_signal, m) {
   m.def(
       "attention_softmax_backward(Tensor probs, Tensor grad_probs, float scale, int queries, "
       "bool causal) -> Tensor");
+  m.def("softmax_lse(Tensor logits) -> (Tensor, Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(frontier_signal, CPU, m) {
   m.impl("attention_softmax", &attention_softmax);
   m.impl("attention_softmax_backward", &attention_softmax_backward);
+  m.impl("softmax_lse", &softmax_lse);
 }
