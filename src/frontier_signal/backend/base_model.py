@@ -216,9 +216,9 @@ class BaseModel:
         return contextlib.nullcontext()
 
     def _attention_kernel(self, length: int) -> str:
-        """ "native" (backend/cpu_attention.py: bf16 on CPU with our op loaded), "math" (SDPA's
-        matmul kernel) or "flash" (SDPA's default choice) for training rows of `length` tokens;
-        the first two keep each head's attention weights for backward."""
+        """The training attention for rows of `length` tokens: `native` (cpu_attention.py:
+        bf16 on CPU with our op loaded), `math` (SDPA's matmul kernel) or `flash` (SDPA's own
+        choice); the first two keep each head's attention weights for backward."""
         if self.device.type != "cpu":
             return "flash"
         if length <= cpu_attention.MAX_KEYS and cpu_attention.available(self.device, self.dtype):
