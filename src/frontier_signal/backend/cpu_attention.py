@@ -134,14 +134,13 @@ def attention(
     i + K - Q. A query that sees no key gets zeros."""
     batch, heads, queries, dim = query.shape
     kv_heads = key.shape[1]
-    q = query.reshape(batch, kv_heads, heads // kv_heads * queries, dim)
-    if mask is not None:
-        mask = mask.contiguous()
     scale = 1.0 / math.sqrt(dim) if scale is None else scale
     if causal and mask is None and queries == key.shape[2] and queries >= 2 * CAUSAL_BLOCK:
         q5 = query.reshape(batch, kv_heads, heads // kv_heads, queries, dim)
         out = _CausalBlocks.apply(q5, key, value, scale, CAUSAL_BLOCK)
         return out.view(batch, heads, queries, dim)
+    q = query.reshape(batch, kv_heads, heads // kv_heads * queries, dim)
+    mask = None if mask is None else mask.contiguous()
     out = _Attention.apply(q, key, value, mask, causal, scale, queries)
     return out.view(batch, heads, queries, dim)
 
