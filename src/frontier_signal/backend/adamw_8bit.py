@@ -58,7 +58,7 @@ def _native_ops(params: list[torch.Tensor]):
             return None
         if grad.dtype != torch.float32 or not grad.is_contiguous():
             return None
-    return native.ops(wait=False)
+    return native.ops()
 
 
 _WORKSPACE: dict[torch.device, torch.Tensor] = {}

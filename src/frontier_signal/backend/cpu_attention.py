@@ -40,7 +40,7 @@ CAUSAL_BLOCK = 128
 
 def available(device: torch.device, dtype: torch.dtype) -> bool:
     """True where this path runs: bf16 on CPU, with our C++ op loaded."""
-    return device.type == "cpu" and dtype == torch.bfloat16 and native.ops(wait=False) is not None
+    return device.type == "cpu" and dtype == torch.bfloat16 and native.ops() is not None
 
 
 class _Attention(torch.autograd.Function):
@@ -48,7 +48,7 @@ class _Attention(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q, k, v, mask, causal: bool, scale: float, queries: int):
-        ops = native.ops(wait=False)
+        ops = native.ops()
         assert ops is not None, "cpu_attention runs only where `available` said so"
         scores = torch.matmul(q, k.transpose(-1, -2))
         probs = ops.attention_softmax(scores, scale, queries, causal, mask)
@@ -80,7 +80,7 @@ class _CausalBlocks(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q, k, v, scale: float, block: int):
-        ops = native.ops(wait=False)
+        ops = native.ops()
         assert ops is not None, "cpu_attention runs only where `available` said so"
         batch, kv_heads, per_kv, length, dim = q.shape
         out = q.new_empty(q.shape)

@@ -32,14 +32,12 @@ class _SiluGate(torch.autograd.Function):
 
 def applies(x: torch.Tensor) -> bool:
     """True where the fused op runs on an MLP input `x`: bf16 on CPU, our C++ ops loaded."""
-    return (
-        x.dtype == torch.bfloat16 and x.device.type == "cpu" and native.ops(wait=False) is not None
-    )
+    return x.dtype == torch.bfloat16 and x.device.type == "cpu" and native.ops() is not None
 
 
 def silu_gate(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
     """`silu(gate) * up` through the fused op (where `applies`)."""
-    return _SiluGate.apply(gate.contiguous(), up.contiguous(), native.ops(wait=False))
+    return _SiluGate.apply(gate.contiguous(), up.contiguous(), native.ops())
 
 
 _FUSED: dict[type[nn.Module], type] = {}

@@ -9,7 +9,9 @@ attends through torch's SDPA: the same results within bf16 rounding, slower. The
 are compiled in only where the CPU has those extensions; elsewhere the ops use ATen's matmuls
 and scalar loops.
 `scripts/setup` builds it, and an engine starts loading it in the background on its first
-model load, so requests do not wait for the compiler.
+model load. Decoding does not wait for it (the Python step meanwhile), but training does
+(`ops()` joins the load): its kernels round differently from torch's, and a run's steps must
+not depend on when the load finished (the same steps, the same weights, in any process).
 
 `FRONTIER_SIGNAL_NATIVE=0` turns it off (then nothing is built).
 """
