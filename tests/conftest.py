@@ -28,6 +28,19 @@ def native_decode():
     native.ops()
 
 
+@pytest.fixture
+def native_ops():
+    """Our C++ ops, for the tests that compare them with the paths they replace: skipped where
+    FRONTIER_SIGNAL_NATIVE=0 turns them off, failing where they did not build."""
+    from frontier_signal.backend import native
+
+    if not native.enabled():
+        pytest.skip("FRONTIER_SIGNAL_NATIVE=0")
+    loaded = native.ops()
+    assert loaded is not None, f"our C++ ops did not build: {native._state['error']}"
+    return loaded
+
+
 @pytest.fixture(scope="session")
 def home() -> Path:
     return Path(os.environ["FRONTIER_SIGNAL_HOME"])

@@ -144,16 +144,13 @@ def test_dequantize_is_exactly_the_float8_cast_for_every_code_and_scale():
         assert torch.equal(got[finite], expected[finite])
 
 
-def test_the_fused_cpu_step_matches_the_python_step(monkeypatch):
+def test_the_fused_cpu_step_matches_the_python_step(native_ops, monkeypatch):
     """Our C++ step (csrc/adamw_8bit.cpp, the default on CPU) against the vectorised Python one,
     from the same weights, gradients and state over five steps with weight decay: weights
     within a few fp32 ulps of the update, moment codes equal but for rare one-code roundings,
     scales within an ulp. Tensors of odd sizes so blocks end inside them and are padded."""
-    from frontier_signal.backend import adamw_8bit, native
+    from frontier_signal.backend import adamw_8bit
 
-    if not native.enabled():
-        pytest.skip("FRONTIER_SIGNAL_NATIVE=0")
-    assert native.ops() is not None, f"the native op did not build: {native._state['error']}"
     generator = torch.Generator().manual_seed(5)
     shapes = [(16, 577), (300,), (33, 16)]
     start = [torch.randn(shape, generator=generator) for shape in shapes]

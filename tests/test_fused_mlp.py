@@ -8,19 +8,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from frontier_signal.backend import fused_mlp, native
+from frontier_signal.backend import fused_mlp
 from frontier_signal.backend.training import run_forward_backward
 from frontier_signal.engine.types import Datum, ForwardBackwardRequest
 from tests.conftest import TINY, make_config
 
-
-@pytest.fixture(scope="module", autouse=True)
-def ops():
-    if not native.enabled():
-        pytest.skip("FRONTIER_SIGNAL_NATIVE=0")
-    loaded = native.ops()
-    assert loaded is not None, f"the native op did not build: {native._state['error']}"
-    return loaded
+pytestmark = pytest.mark.usefixtures("native_ops")
 
 
 def _grads(fn, gate, up, grad):

@@ -17,13 +17,9 @@ from tests.test_decode_4bit import install_q4_1
 PROMPTS = [[5, 9, 200, 31, 7], [11, 3, 400, 17, 8, 90, 4], [60, 2, 9]]
 
 
-@pytest.fixture(scope="module")
-def ops():
-    if not native.enabled():
-        pytest.skip("FRONTIER_SIGNAL_NATIVE=0")
-    loaded = native.ops()
-    assert loaded is not None, f"the native decode layers did not build: {native._state['error']}"
-    return loaded
+@pytest.fixture
+def ops(native_ops):
+    return native_ops
 
 
 @pytest.fixture(scope="module")

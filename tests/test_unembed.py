@@ -16,14 +16,23 @@ def _reference(hidden, weight, targets):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("keep", [True, False])
 @pytest.mark.parametrize("native_softmax", [True, False])
-def test_values_and_gradient_match_autograd(dtype, keep, native_softmax, monkeypatch):
+def test_values_and_gradient_match_autograd(dtype, keep, native_softmax, monkeypatch, request):
     """bf16 on CPU takes our C++ softmax (csrc/attention.cpp `softmax_lse`) where it is loaded,
     else torch's softmax and the most likely token's log-normaliser."""
     monkeypatch.setattr(unembed, "ROWS_PER_PASS", 7)  # several passes, one of them partial
+    calls = []
     if native_softmax:
-        assert unembed.native.ops() is not None or not unembed.native.enabled()
+        ops = request.getfixturevalue("native_ops")
+
+        class Counted:
+            def softmax_lse(self, logits):
+                calls.append(logits.shape)
+                return ops.softmax_lse(logits)
+
+        chosen = unembed.native.training_ops
+        monkeypatch.setattr(unembed.native, "training_ops", lambda d, t: chosen(d, t) and Counted())
     else:
-        monkeypatch.setattr(unembed.native, "ops", lambda wait=True: None)
+        monkeypatch.setattr(unembed.native, "training_ops", lambda device, dtype: None)
     generator = torch.Generator().manual_seed(0)
     hidden = torch.randn(20, 16, generator=generator).to(dtype)
     weight = (torch.randn(50, 16, generator=generator) * 2).to(dtype)
@@ -41,6 +50,8 @@ def test_values_and_gradient_match_autograd(dtype, keep, native_softmax, monkeyp
     tolerance = 1e-5 if dtype == torch.float32 else 2e-2
     torch.testing.assert_close(ours, ref, atol=tolerance, rtol=tolerance)
     torch.testing.assert_close(ours_h.grad.float(), ref_h.grad.float(), atol=tolerance, rtol=0.05)
+    # the op ran exactly where it applies: bf16 with it loaded, once per chunk of rows
+    assert bool(calls) == (native_softmax and dtype == torch.bfloat16)
 
 
 def test_confident_targets_keep_their_small_gradient():

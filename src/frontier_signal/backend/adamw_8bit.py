@@ -50,7 +50,7 @@ def quantize(values_NB: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 def _native_ops(params: list[torch.Tensor]):
     """Our C++ ops where the fused step applies (contiguous fp32 CPU weights and gradients)."""
-    if params[0].device.type != "cpu" or not native.enabled():
+    if params[0].device.type != "cpu":
         return None
     for p in params:
         grad = p.grad

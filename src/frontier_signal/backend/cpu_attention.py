@@ -40,16 +40,14 @@ CAUSAL_BLOCK = 128
 
 def available(device: torch.device, dtype: torch.dtype) -> bool:
     """True where this path runs: bf16 on CPU, with our C++ op loaded."""
-    return device.type == "cpu" and dtype == torch.bfloat16 and native.ops() is not None
+    return native.training_ops(device, dtype) is not None
 
 
 class _Attention(torch.autograd.Function):
     """q [B, KV, R, D] (R = heads per key-value head × queries), k and v [B, KV, K, D]."""
 
     @staticmethod
-    def forward(ctx, q, k, v, mask, causal: bool, scale: float, queries: int):
-        ops = native.ops()
-        assert ops is not None, "cpu_attention runs only where `available` said so"
+    def forward(ctx, ops, q, k, v, mask, causal: bool, scale: float, queries: int):
         scores = torch.matmul(q, k.transpose(-1, -2))
         probs = ops.attention_softmax(scores, scale, queries, causal, mask)
         ctx.save_for_backward(q, k, v, probs)
@@ -61,16 +59,16 @@ class _Attention(torch.autograd.Function):
         q, k, v, probs = ctx.saved_tensors
         ops, causal, scale, queries = ctx.shape
         grad_q = grad_k = grad_v = None
-        if ctx.needs_input_grad[2]:
+        if ctx.needs_input_grad[3]:
             grad_v = torch.matmul(probs.transpose(-1, -2), grad_out)
-        if ctx.needs_input_grad[0] or ctx.needs_input_grad[1]:
+        if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
             grad_probs = torch.matmul(grad_out, v.transpose(-1, -2))
             grad_scores = ops.attention_softmax_backward(probs, grad_probs, scale, queries, causal)
-            if ctx.needs_input_grad[0]:
-                grad_q = torch.matmul(grad_scores, k)
             if ctx.needs_input_grad[1]:
+                grad_q = torch.matmul(grad_scores, k)
+            if ctx.needs_input_grad[2]:
                 grad_k = torch.matmul(grad_scores.transpose(-1, -2), q)
-        return grad_q, grad_k, grad_v, None, None, None, None
+        return None, grad_q, grad_k, grad_v, None, None, None, None
 
 
 class _CausalBlocks(torch.autograd.Function):
@@ -79,9 +77,7 @@ class _CausalBlocks(torch.autograd.Function):
     q [B, KV, heads per key-value head, T, D], k and v [B, KV, T, D]."""
 
     @staticmethod
-    def forward(ctx, q, k, v, scale: float, block: int):
-        ops = native.ops()
-        assert ops is not None, "cpu_attention runs only where `available` said so"
+    def forward(ctx, ops, q, k, v, scale: float, block: int):
         batch, kv_heads, per_kv, length, dim = q.shape
         out = q.new_empty(q.shape)
         saved = []
@@ -118,7 +114,7 @@ class _CausalBlocks(torch.autograd.Function):
                 batch, kv_heads, per_kv, end - start, dim
             )
             grad_k[:, :, :end] += torch.matmul(grad_scores.transpose(-1, -2), q_c)
-        return grad_q, grad_k, grad_v, None, None
+        return None, grad_q, grad_k, grad_v, None, None
 
 
 def attention(
@@ -132,16 +128,18 @@ def attention(
     """query [B, H, Q, D], key and value [B, KV, K, D] (H a multiple of KV), mask bool
     [1 or B, Q, K] (True: may attend) → [B, H, Q, D]. Causal: query i sees keys up to
     i + K - Q. A query that sees no key gets zeros."""
+    ops = native.training_ops(query.device, query.dtype)
+    assert ops is not None, "cpu_attention runs only where `available` said so"
     batch, heads, queries, dim = query.shape
     kv_heads = key.shape[1]
     scale = 1.0 / math.sqrt(dim) if scale is None else scale
     if causal and mask is None and queries == key.shape[2] and queries >= 2 * CAUSAL_BLOCK:
         q5 = query.reshape(batch, kv_heads, heads // kv_heads, queries, dim)
-        out = _CausalBlocks.apply(q5, key, value, scale, CAUSAL_BLOCK)
+        out = _CausalBlocks.apply(ops, q5, key, value, scale, CAUSAL_BLOCK)
         return out.view(batch, heads, queries, dim)
     q = query.reshape(batch, kv_heads, heads // kv_heads * queries, dim)
     mask = None if mask is None else mask.contiguous()
-    out = _Attention.apply(q, key, value, mask, causal, scale, queries)
+    out = _Attention.apply(ops, q, key, value, mask, causal, scale, queries)
     return out.view(batch, heads, queries, dim)
 
 
@@ -192,11 +190,18 @@ _register()
 
 
 @contextlib.contextmanager
-def use(config) -> Iterator[None]:
-    """Inside: the model whose `config` this is attends through `attention_forward`."""
+def attention_implementation(config, name: str) -> Iterator[None]:
+    """Inside: the model whose `config` this is attends through the attention function
+    registered as `name` (transformers looks it up by `config._attn_implementation` on every
+    call, so a switch for the block is enough; other threads must not run the model meanwhile)."""
     before = config._attn_implementation
-    config._attn_implementation = NAME
+    config._attn_implementation = name
     try:
         yield
     finally:
         config._attn_implementation = before
+
+
+def use(config) -> contextlib.AbstractContextManager:
+    """Inside: the model whose `config` this is attends through `attention_forward`."""
+    return attention_implementation(config, NAME)

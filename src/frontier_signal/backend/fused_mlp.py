@@ -10,10 +10,13 @@ rounding to bf16 where the unfused ops round, and keeps only the two inputs for 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
 from frontier_signal.backend import native
+from frontier_signal.backend.fused_norm import swap_forward
 
 
 class _SiluGate(torch.autograd.Function):
@@ -32,7 +35,7 @@ class _SiluGate(torch.autograd.Function):
 
 def applies(x: torch.Tensor) -> bool:
     """True where the fused op runs on an MLP input `x`: bf16 on CPU, our C++ ops loaded."""
-    return x.dtype == torch.bfloat16 and x.device.type == "cpu" and native.ops() is not None
+    return native.training_ops(x.device, x.dtype) is not None
 
 
 def silu_gate(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
@@ -44,34 +47,26 @@ _FUSED: dict[type[nn.Module], type] = {}
 _SILU = {"SiLU", "SiLUActivation"}  # torch's and transformers' (ACT2FN["silu"])
 
 
-def _fused_class(base: type[nn.Module]) -> type:
-    """A subclass of the MLP's class whose forward fuses the activation when a gradient is
-    wanted (a class, as `fused_norm` does: transformers resets instance forwards)."""
-    fused = _FUSED.get(base)
-    if fused is None:
+def _mlp_forward(base: type[nn.Module]) -> Callable:
+    """The MLP's forward, with the fused activation when a gradient is wanted."""
 
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            if torch.is_grad_enabled() and applies(x):
-                return self.down_proj(silu_gate(self.gate_proj(x), self.up_proj(x)))
-            return base.forward(self, x)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled() and applies(x):
+            return self.down_proj(silu_gate(self.gate_proj(x), self.up_proj(x)))
+        return base.forward(self, x)
 
-        fused = _FUSED[base] = type(base.__name__, (base,), {"forward": forward})
-    return fused
+    return forward
 
 
 def install_fused_mlps(model: nn.Module) -> int:
     """Give every Llama-style SiLU MLP of `model` (gate, up and down projections) the fused
     activation in training; returns how many."""
-    count = 0
-    for module in model.modules():
-        kind = type(module)
-        act = getattr(module, "act_fn", None)
-        if (
-            kind.__name__.endswith("MLP")
+
+    def matches(module: nn.Module) -> bool:
+        return (
+            type(module).__name__.endswith("MLP")
             and all(hasattr(module, name) for name in ("gate_proj", "up_proj", "down_proj"))
-            and type(act).__name__ in _SILU
-        ):
-            if kind not in _FUSED.values():
-                module.__class__ = _fused_class(kind)
-            count += 1
-    return count
+            and type(getattr(module, "act_fn", None)).__name__ in _SILU
+        )
+
+    return swap_forward(model, matches, _mlp_forward, _FUSED)

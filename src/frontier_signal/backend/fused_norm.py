@@ -11,6 +11,8 @@ inference and full fine-tuning run the module's own forward.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -36,33 +38,48 @@ class _RMSNorm(torch.autograd.Function):
 _FUSED: dict[type[nn.Module], type] = {}
 
 
-def _fused_class(base: type[nn.Module]) -> type:
-    """A subclass of the norm's class whose forward takes the fused path when it applies (a
-    class, not an instance attribute: transformers' output capturing resets instance forwards)."""
-    fused = _FUSED.get(base)
-    if fused is None:
+def swap_forward(
+    model: nn.Module,
+    matches: Callable[[nn.Module], bool],
+    fused_forward: Callable[[type[nn.Module]], Callable],
+    cache: dict[type[nn.Module], type],
+) -> int:
+    """Give every module of `model` that `matches` a subclass of its class whose forward is
+    `fused_forward(its class)` (one subclass per class, kept in `cache`; a class, not an instance
+    attribute: transformers' output capturing resets instance forwards); returns how many."""
+    count = 0
+    for module in model.modules():
+        if not matches(module):  # (a swapped module still matches: same name and attributes)
+            continue
+        kind = type(module)
+        if kind not in cache.values():
+            if kind not in cache:
+                cache[kind] = type(kind.__name__, (kind,), {"forward": fused_forward(kind)})
+            module.__class__ = cache[kind]
+        count += 1
+    return count
 
-        def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-            if (
-                torch.is_grad_enabled()
-                and hidden_states.requires_grad
-                and not self.weight.requires_grad
-            ):
-                return _RMSNorm.apply(hidden_states, self.weight, self.variance_epsilon)
-            return base.forward(self, hidden_states)
 
-        fused = _FUSED[base] = type(base.__name__, (base,), {"forward": forward})
-    return fused
+def _norm_forward(base: type[nn.Module]) -> Callable:
+    """The norm's forward, through `_RMSNorm` when a gradient flows past a frozen weight."""
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        if (
+            torch.is_grad_enabled()
+            and hidden_states.requires_grad
+            and not self.weight.requires_grad
+        ):
+            return _RMSNorm.apply(hidden_states, self.weight, self.variance_epsilon)
+        return base.forward(self, hidden_states)
+
+    return forward
 
 
 def install_fused_norms(model: nn.Module) -> int:
     """Give every Llama-style RMSNorm of `model` (a `weight` and a `variance_epsilon`) the
     fused training backward; returns how many."""
-    count = 0
-    for module in model.modules():
-        kind = type(module)
-        if kind.__name__.endswith("RMSNorm") and hasattr(module, "variance_epsilon"):
-            if kind not in _FUSED.values():
-                module.__class__ = _fused_class(kind)
-            count += 1
-    return count
+
+    def matches(module: nn.Module) -> bool:
+        return type(module).__name__.endswith("RMSNorm") and hasattr(module, "variance_epsilon")
+
+    return swap_forward(model, matches, _norm_forward, _FUSED)

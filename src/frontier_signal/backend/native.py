@@ -124,6 +124,14 @@ def ops(wait: bool = True) -> Any | None:
     return _state["ops"]
 
 
+def training_ops(device: torch.device, dtype: torch.dtype) -> Any | None:
+    """The ops for a bf16 training step on CPU (attention, MLP activation, unembedding), joining
+    their load; None elsewhere (other dtypes and devices keep torch's kernels)."""
+    if device.type != "cpu" or dtype != torch.bfloat16:
+        return None
+    return ops()
+
+
 class NativeStep:
     """`decode_layers`' arguments for one `LlamaDecoder` (flattened once per batch).
 

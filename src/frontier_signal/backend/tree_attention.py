@@ -184,11 +184,9 @@ def use(pieces: Pieces | None, config) -> Iterator[None]:
     if pieces is None:
         yield
         return
-    before = config._attn_implementation
     _state.pieces = pieces
-    config._attn_implementation = NAME
     try:
-        yield
+        with cpu_attention.attention_implementation(config, NAME):
+            yield
     finally:
-        config._attn_implementation = before
         _state.pieces = None

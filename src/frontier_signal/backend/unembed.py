@@ -44,8 +44,8 @@ def _probs_and_logprobs(
     comes from the most likely token, `lse = x_max - log p_max`: p_max >= 1/vocab never
     underflows, and its bf16 rounding moves every log-prob by at most ~0.002 (the bf16 logits
     themselves are rounded by up to ~0.03 at magnitude 10)."""
-    ops = native.ops() if logits_NV.dtype == torch.bfloat16 else None
-    if ops is not None and logits_NV.device.type == "cpu" and logits_NV.is_contiguous():
+    ops = native.training_ops(logits_NV.device, logits_NV.dtype)
+    if ops is not None and logits_NV.is_contiguous():
         # One C++ pass (csrc/attention.cpp), and the exact fp32 log-sum-exp of each row.
         probs_NV, lse_N = ops.softmax_lse(logits_NV)
         logprobs_N = logits_NV.gather(1, targets_N[:, None]).squeeze(1).float() - lse_N

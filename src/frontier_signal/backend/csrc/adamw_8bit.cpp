@@ -38,32 +38,6 @@ inline float code_value(uint8_t code) {  // exact e4m3fn value (codes are never 
   return (code & 0x80) ? -magnitude : magnitude;
 }
 
-inline uint8_t encode(float f) {  // c10's fp8e4m3fn_from_fp32_value
-  uint32_t bits;
-  std::memcpy(&bits, &f, 4);
-  const uint32_t sign = bits & 0x80000000u;
-  bits ^= sign;
-  uint8_t result;
-  if (bits >= (1087u << 20)) {
-    result = bits > 0x7F800000u ? 0x7f : 0x7e;
-  } else if (bits < (121u << 23)) {
-    float magic;
-    const uint32_t denorm = 141u << 23;
-    std::memcpy(&magic, &denorm, 4);
-    float value;
-    std::memcpy(&value, &bits, 4);
-    value += magic;
-    std::memcpy(&bits, &value, 4);
-    result = static_cast<uint8_t>(bits - denorm);
-  } else {
-    const uint32_t odd = (bits >> 20) & 1u;
-    bits += ((uint32_t)(7 - 127) << 23) + 0x7FFFFu + odd;
-    result = static_cast<uint8_t>(bits >> 20);
-    if (result == 0x7f) result = 0x7e;
-  }
-  return result | static_cast<uint8_t>(sign >> 24);
-}
-
 struct Table {  // the 256 codes' values
   float values[256];
   Table() {
@@ -142,6 +116,32 @@ void step_block(float* param, const float* grad, int64_t count, uint8_t* m_codes
   }
 }
 #else
+inline uint8_t encode(float f) {  // c10's fp8e4m3fn_from_fp32_value
+  uint32_t bits;
+  std::memcpy(&bits, &f, 4);
+  const uint32_t sign = bits & 0x80000000u;
+  bits ^= sign;
+  uint8_t result;
+  if (bits >= (1087u << 20)) {
+    result = bits > 0x7F800000u ? 0x7f : 0x7e;
+  } else if (bits < (121u << 23)) {
+    float magic;
+    const uint32_t denorm = 141u << 23;
+    std::memcpy(&magic, &denorm, 4);
+    float value;
+    std::memcpy(&value, &bits, 4);
+    value += magic;
+    std::memcpy(&bits, &value, 4);
+    result = static_cast<uint8_t>(bits - denorm);
+  } else {
+    const uint32_t odd = (bits >> 20) & 1u;
+    bits += ((uint32_t)(7 - 127) << 23) + 0x7FFFFu + odd;
+    result = static_cast<uint8_t>(bits >> 20);
+    if (result == 0x7f) result = 0x7e;
+  }
+  return result | static_cast<uint8_t>(sign >> 24);
+}
+
 // One block: `count` real values (the rest is padding, gradient 0, weights untouched).
 void step_block(float* param, const float* grad, int64_t count, uint8_t* m_codes, float* m_scale,
                 uint8_t* v_codes, float* v_scale, const Settings& s, const Table& table) {
