@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from frontier_signal.backend import fused_lora
 from frontier_signal.engine.types import LoraSpec
 
 Segment = tuple[str, int, int]  # (adapter key, start row, end row)
@@ -80,18 +81,22 @@ class LoraLinear(nn.Module):
 
     def forward_segments(self, x: torch.Tensor, segments: list[Segment]) -> torch.Tensor:
         """Base output for all rows of `x` (dim 0), plus each segment's adapter on its rows."""
-        y = self.base(x)
         active = [
             (self.adapters[key], start, end) for key, start, end in segments if key in self.adapters
         ]
         if not active:
-            return y
-        if len(active) == 1 and active[0][1] == 0 and active[0][2] == x.shape[0]:
-            return y + self._delta(active[0][0], x)
+            return self.base(x)
         runs = _uniform_runs(active)
         if len(runs) == 1 and runs[0][0][1] == 0 and runs[0][-1][2] == x.shape[0]:
-            # One batched delta over every row (N runs' equal steps): no copy of the output.
-            return y + self._batched_delta([pair for pair, _, _ in runs[0]], x)
+            # One delta (or one batched delta of N runs' equal steps) over every row.
+            pairs = [pair for pair, _, _ in runs[0]]
+            fused = fused_lora.linear(self.base, x, pairs, self.training)
+            if fused is not None:
+                return fused
+            if len(pairs) == 1:
+                return self.base(x) + self._delta(pairs[0], x)
+            return self.base(x) + self._batched_delta(pairs, x)
+        y = self.base(x)
         y = y.clone()
         for run in runs:
             if len(run) == 1:

@@ -1,4 +1,4 @@
-// Helpers for the bf16 training kernels (attention.cpp, silu_gate.cpp): AVX512 loads and stores
+// Helpers for the bf16 training kernels (attention.cpp, silu_gate.cpp, lora.cpp): AVX512 loads and stores
 // of bf16 as fp32 lanes (round to nearest even), a vectorised e^x, and tail masks.
 #pragma once
 
@@ -26,6 +26,13 @@ inline void store_bf16(bf16* p, __m512 x, __mmask16 m) {  // round to nearest ev
   const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(bits, 16), _mm512_set1_epi32(1));
   bits = _mm512_add_epi32(bits, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7fff)));
   _mm256_mask_storeu_epi16(p, m, _mm512_cvtepi32_epi16(_mm512_srli_epi32(bits, 16)));
+}
+
+inline __m512 round_bf16(__m512 x) {  // to bf16 and back, nearest even
+  __m512i bits = _mm512_castps_si512(x);
+  const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(bits, 16), _mm512_set1_epi32(1));
+  bits = _mm512_add_epi32(bits, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7fff)));
+  return _mm512_castsi512_ps(_mm512_and_si512(bits, _mm512_set1_epi32(0xffff0000)));
 }
 
 // e^x, ~1e-7 relative; below -87 it gives e^-87, above ~88.7 infinity (as expf overflows)

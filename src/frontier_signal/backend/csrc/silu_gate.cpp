@@ -23,6 +23,9 @@ using namespace fs_simd;
 constexpr int64_t kGrain = 1 << 14;  // elements per task
 
 inline float round_bf16(float x) { return static_cast<float>(bf16(x)); }
+#ifdef FS_AVX512
+using fs_simd::round_bf16;  // and the vector one, in the same overload set
+#endif
 
 void check(const at::Tensor& t, const at::Tensor& like, const char* name) {
   TORCH_CHECK(t.scalar_type() == at::kBFloat16 && t.is_contiguous() && t.sizes() == like.sizes(),
@@ -30,13 +33,6 @@ void check(const at::Tensor& t, const at::Tensor& like, const char* name) {
 }
 
 #ifdef FS_AVX512
-inline __m512 round_bf16(__m512 x) {  // to bf16 and back, nearest even
-  __m512i bits = _mm512_castps_si512(x);
-  const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(bits, 16), _mm512_set1_epi32(1));
-  bits = _mm512_add_epi32(bits, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7fff)));
-  return _mm512_castsi512_ps(_mm512_and_si512(bits, _mm512_set1_epi32(0xffff0000)));
-}
-
 inline __m512 sigmoid(__m512 g) {
   const __m512 one = _mm512_set1_ps(1.0f);
   return _mm512_div_ps(one, _mm512_add_ps(one, exp512(_mm512_sub_ps(_mm512_setzero_ps(), g))));
