@@ -40,3 +40,42 @@ def test_inference_and_trainable_weights_use_the_modules_own_forward():
     assert norm.weight.grad is not None
     with torch.no_grad():
         assert torch.equal(norm(x), LlamaRMSNorm.forward(norm, x))
+
+
+@pytest.mark.parametrize("hidden", [64, 576, 37])
+def test_the_bf16_cpu_kernel_matches_transformers_norm_and_the_autograd_backward(
+    native_ops, hidden
+):
+    from frontier_signal.backend import fused_norm
+
+    generator = torch.Generator().manual_seed(1)
+    reference = LlamaRMSNorm(hidden, eps=1e-5)
+    reference.weight.data = torch.rand(hidden, generator=generator) + 0.5
+    reference = reference.bfloat16().requires_grad_(False)
+    x = (torch.randn(5, 9, hidden, generator=generator) * 3).bfloat16()
+    upstream = torch.randn(5, 9, hidden, generator=generator).bfloat16()
+    x_ref, x_ours = x.clone().requires_grad_(), x.clone().requires_grad_()
+    out_ref = reference(x_ref)
+    out_ours = fused_norm._NativeRMSNorm.apply(x_ours, reference.weight, 1e-5, native_ops)
+    # Only the mean's summation order differs: at most a last-bit flip, and rarely.
+    assert (out_ours.float() - out_ref.float()).abs().max() <= out_ref.float().abs().max() / 128
+    assert (out_ours != out_ref).float().mean() < 0.01
+    out_ref.backward(upstream)
+    x_fused = x.clone().requires_grad_()
+    fused_norm._RMSNorm.apply(x_fused, reference.weight, 1e-5).backward(upstream)
+    out_ours.backward(upstream)
+    torch.testing.assert_close(x_ours.grad.float(), x_fused.grad.float(), atol=0.02, rtol=0.02)
+    torch.testing.assert_close(x_ours.grad.float(), x_ref.grad.float(), atol=0.05, rtol=0.02)
+
+
+def test_a_bf16_training_norm_on_cpu_runs_the_kernel(native_ops, monkeypatch):
+    from frontier_signal.backend import fused_norm
+
+    norm = LlamaRMSNorm(64).bfloat16().requires_grad_(False)
+    install_fused_norms(torch.nn.Sequential(norm))
+    calls = []
+    real = fused_norm._NativeRMSNorm.apply
+    monkeypatch.setattr(fused_norm._NativeRMSNorm, "apply", lambda *a: calls.append(1) or real(*a))
+    x = torch.randn(2, 3, 64).bfloat16().requires_grad_()
+    norm(x).sum().backward()
+    assert calls == [1] and x.grad is not None

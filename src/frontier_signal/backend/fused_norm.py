@@ -6,7 +6,9 @@ thread) a norm's forward and backward took ~11 ms, ~0.7 s of a step over the 61 
 forward runs the same ops (the outputs are bit-identical) but keeps only the input and the
 per-row `1/rms`; the backward is one expression, `rstd * (g*w - xhat * mean(g*w * xhat))`:
 ~4 ms. Used only when a gradient is wanted and the norm's weight is frozen (LoRA training);
-inference and full fine-tuning run the module's own forward.
+inference and full fine-tuning run the module's own forward. In bf16 on CPU with our C++ ops
+loaded, each direction is one pass over a row instead (csrc/rms_norm.cpp): the demo's 61 norms
+took ~34 ms of a ~0.7 s step through these ops.
 """
 
 from __future__ import annotations
@@ -33,6 +35,22 @@ class _RMSNorm(torch.autograd.Function):
         dot = (grad_hat * x_hat).mean(-1, keepdim=True)
         grad_x = grad_hat.sub_(x_hat.mul_(dot)).mul_(rstd).to(x.dtype)
         return grad_x, None, None
+
+
+class _NativeRMSNorm(torch.autograd.Function):
+    """The same in one C++ pass each way (csrc/rms_norm.cpp), for bf16 on CPU."""
+
+    @staticmethod
+    def forward(ctx, x, weight, eps: float, ops):
+        out, rstd = ops.rms_norm(x.contiguous(), weight, eps)
+        ctx.save_for_backward(x, rstd, weight)
+        ctx.ops = ops
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x, rstd, weight = ctx.saved_tensors
+        return ctx.ops.rms_norm_backward(grad_out, x, rstd, weight), None, None, None
 
 
 _FUSED: dict[type[nn.Module], type] = {}
@@ -69,6 +87,11 @@ def _norm_forward(base: type[nn.Module]) -> Callable:
             and hidden_states.requires_grad
             and not self.weight.requires_grad
         ):
+            from frontier_signal.backend import native  # (native imports the decode path)
+
+            ops = native.training_ops(hidden_states.device, hidden_states.dtype)
+            if ops is not None and self.weight.dtype == hidden_states.dtype:
+                return _NativeRMSNorm.apply(hidden_states, self.weight, self.variance_epsilon, ops)
             return _RMSNorm.apply(hidden_states, self.weight, self.variance_epsilon)
         return base.forward(self, hidden_states)
 

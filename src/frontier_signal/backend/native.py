@@ -1,7 +1,7 @@
 """Our C++ ops: the decode layers (`csrc/llama_step.cpp`) and, for bf16 training on CPU,
-attention's softmax (`csrc/attention.cpp`), the MLP activation (`csrc/silu_gate.cpp`), the LoRA
-terms (`csrc/lora.cpp`) and the 8-bit AdamW step (`csrc/adamw_8bit.cpp`); built on first use,
-loaded as torch ops.
+attention's softmax (`csrc/attention.cpp`), RMSNorm (`csrc/rms_norm.cpp`), the MLP activation
+(`csrc/silu_gate.cpp`), the LoRA terms (`csrc/lora.cpp`) and the 8-bit AdamW step
+(`csrc/adamw_8bit.cpp`); built on first use, loaded as torch ops.
 
 The ops are compiled with torch's extension builder (g++ and ninja, ~20 s once) into torch's
 extensions folder (`TORCH_EXTENSIONS_DIR`, by default `~/.cache/torch_extensions`), keyed by the
@@ -36,7 +36,14 @@ logger = logging.getLogger(__name__)
 
 SOURCES = [
     Path(__file__).parent / "csrc" / name
-    for name in ("llama_step.cpp", "attention.cpp", "silu_gate.cpp", "adamw_8bit.cpp", "lora.cpp")
+    for name in (
+        "llama_step.cpp",
+        "attention.cpp",
+        "rms_norm.cpp",
+        "silu_gate.cpp",
+        "lora.cpp",
+        "adamw_8bit.cpp",
+    )
 ]
 NAME = "frontier_signal_native"
 
@@ -127,7 +134,8 @@ def ops(wait: bool = True) -> Any | None:
 
 
 def training_ops(device: torch.device, dtype: torch.dtype) -> Any | None:
-    """The ops for a bf16 training step on CPU (attention, MLP, LoRA terms, unembedding), joining
+    """The ops for a bf16 training step on CPU (attention, norms, MLP, LoRA,
+    unembedding), joining
     their load; None elsewhere (other dtypes and devices keep torch's kernels)."""
     if device.type != "cpu" or dtype != torch.bfloat16:
         return None
