@@ -97,6 +97,44 @@ def test_sampler_checkpoints_sample_like_the_run_they_came_from(
     )
 
 
+def test_per_step_copies_of_a_bf16_run_are_its_bf16_weights_and_sample_like_it(
+    datums, tokenizer, tmp_path
+):
+    from safetensors.torch import load_file
+
+    from frontier_signal.backend.checkpoints import ADAPTER_WEIGHTS, OPTIMIZER, folder_digest
+    from frontier_signal.engine.engine import Engine
+    from tests.conftest import make_config
+
+    engine = Engine(device="cpu", dtype="bfloat16")
+    run = engine.create_run(make_config()).run_id
+    _train(engine, run, datums, 2)
+    copy = engine.save_checkpoint(run, tmp_path / "step", kind="sampler", compact=True)
+    full = engine.save_checkpoint(run, tmp_path / "full", kind="sampler")
+    resume = engine.save_checkpoint(run, tmp_path / "train", kind="training", compact=True)
+    # The forward and the decode use the bf16 casts of the fp32 master weights: that is the copy.
+    params = dict(engine._run(run).adapter.named_parameters())
+    for name, value in load_file(str(tmp_path / "step" / ADAPTER_WEIGHTS)).items():
+        assert value.dtype == torch.bfloat16 and torch.equal(value, params[name].bfloat16())
+    assert {v.dtype for v in load_file(str(tmp_path / "full" / ADAPTER_WEIGHTS)).values()} == {
+        torch.float32
+    }
+    assert {v.dtype for v in load_file(str(tmp_path / "train" / ADAPTER_WEIGHTS)).values()} == {
+        torch.float32
+    }  # a training checkpoint resumes exactly: never compact
+    assert (tmp_path / "train" / OPTIMIZER).exists()
+    for info in (copy, full, resume):  # hashed while it was synced, as a reader would hash it
+        assert (info.size_bytes, info.sha256) == folder_digest(tmp_path / info.path)
+    prompt = tokenizer("The capital", add_special_tokens=False)["input_ids"]
+    sampling = SamplingParams(max_tokens=6, temperature=0)
+    from_run = engine.sample(SampleRequest(run, prompt, sampling))
+    from_copy = engine.sample(
+        SampleRequest(TINY, prompt, sampling, checkpoint=str(tmp_path / "step"))
+    )
+    assert from_copy.sequences[0].tokens == from_run.sequences[0].tokens
+    assert from_copy.sequences[0].logprobs == from_run.sequences[0].logprobs
+
+
 def test_merged_export_loads_in_transformers_and_matches_the_run(
     engine, make_run, datums, tmp_path
 ):

@@ -15,10 +15,12 @@ into place, so a crash leaves either the old checkpoint or the new one, never ha
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
 import tempfile
+import threading
 from dataclasses import asdict
 from pathlib import Path
 
@@ -55,15 +57,57 @@ def _fsync_tree(folder: Path) -> None:
         os.close(fd)
 
 
+def folder_digest(folder: Path) -> tuple[int, str]:
+    """(total bytes, sha256 over every file's relative path and contents, in sorted order)."""
+    digest, size = hashlib.sha256(), 0
+    for path in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(folder)).encode() + b"\0")
+        with path.open("rb") as handle:
+            while chunk := handle.read(1 << 20):
+                digest.update(chunk)
+                size += len(chunk)
+    return size, digest.hexdigest()
+
+
 def atomic_write_folder(folder: Path, write) -> int:
     """Run `write(tmp_folder)`, then move it to `folder` atomically. Returns the size in bytes."""
+    return _write_folder(folder, write, digest=False)[0]
+
+
+def _synced_digest(tmp: Path) -> tuple[int, str]:
+    """`folder_digest(tmp)` while another thread fsyncs it: the fsync waits on the disk, the
+    hash reads the page cache (a sampler checkpoint per optimizer step paid both in turn)."""
+    failed: list[BaseException] = []
+
+    def sync() -> None:
+        try:
+            _fsync_tree(tmp)
+        except BaseException as error:  # noqa: BLE001 - raised below, in the caller's thread
+            failed.append(error)
+
+    syncing = threading.Thread(target=sync, name="fsync")
+    syncing.start()
+    try:
+        return folder_digest(tmp)
+    finally:
+        syncing.join()
+        if failed:
+            raise failed[0]
+
+
+def _write_folder(folder: Path, write, digest: bool) -> tuple[int, str]:
+    """`atomic_write_folder`, returning (size, sha256 of `folder_digest` or "")."""
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
+    sha256 = ""
     try:
         write(tmp)
         tmp.chmod(0o755)
-        _fsync_tree(tmp)
+        if digest:
+            size, sha256 = _synced_digest(tmp)
+        else:
+            _fsync_tree(tmp)
         if folder.exists():
             # Replace: move the old one aside first so the name is never empty for long.
             old = Path(tempfile.mkdtemp(prefix=f".{folder.name}.old-", dir=folder.parent))
@@ -80,7 +124,9 @@ def atomic_write_folder(folder: Path, write) -> int:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return sum(p.stat().st_size for p in folder.iterdir() if p.is_file())
+    if not digest:
+        size = sum(p.stat().st_size for p in folder.iterdir() if p.is_file())
+    return size, sha256
 
 
 def peft_config(spec: LoraSpec, base_model: str) -> dict:
@@ -110,10 +156,15 @@ def save_checkpoint(
     step: int,
     kind: CheckpointKind,
     optimizer: torch.optim.Optimizer | None = None,
+    weights_dtype: torch.dtype = torch.float32,
 ) -> CheckpointInfo:
-    """Write a `training` (adapter + optimizer + step) or `sampler` (adapter only) checkpoint."""
+    """Write a `training` (adapter + optimizer + step) or `sampler` (adapter only) checkpoint,
+    with its digest. `weights_dtype` (sampler only): bf16 where the run computes in bf16."""
+    if kind == "training":
+        weights_dtype = torch.float32  # the master weights: a resumed run continues exactly
     weights = {
-        name: p.detach().float().cpu().contiguous() for name, p in adapter.named_parameters()
+        name: p.detach().to(weights_dtype).cpu().contiguous()
+        for name, p in adapter.named_parameters()
     }
     optimizer_tensors: dict[str, torch.Tensor] = {}
     if kind == "training" and optimizer is not None:
@@ -139,8 +190,8 @@ def save_checkpoint(
         if kind == "training":
             save_file(optimizer_tensors, str(tmp / OPTIMIZER))
 
-    size = atomic_write_folder(folder, write)
-    return CheckpointInfo(str(folder), kind, step, size)
+    size, sha256 = _write_folder(folder, write, digest=True)
+    return CheckpointInfo(str(folder), kind, step, size, sha256)
 
 
 def read_checkpoint(folder: Path) -> tuple[dict, dict, dict[str, torch.Tensor]]:

@@ -13,6 +13,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import torch
+
 from frontier_signal.backend import checkpoints, models
 from frontier_signal.backend.training import RunState
 from frontier_signal.engine.errors import InvalidInputError
@@ -39,9 +41,17 @@ class EngineCheckpoints:
         def delete_run(self, run_id: str) -> None: ...
 
     def save_checkpoint(
-        self, run_id: str, path: str | Path, kind: CheckpointKind = "training"
+        self,
+        run_id: str,
+        path: str | Path,
+        kind: CheckpointKind = "training",
+        compact: bool = False,
     ) -> CheckpointInfo:
-        """Write a `training` (resumes exactly) or `sampler` (adapter only) checkpoint."""
+        """Write a `training` (resumes exactly) or `sampler` (adapter only) checkpoint.
+
+        `compact` (a per-step sampler copy): the weights in bf16 where the run computes in bf16,
+        which are the values its forward and decode use; fp32 otherwise. Half the bytes to
+        write, sync and hash at every optimizer step."""
         if kind not in ("training", "sampler"):
             raise InvalidInputError(
                 f"checkpoint kind must be 'training' or 'sampler', got {kind!r}"
@@ -54,6 +64,9 @@ class EngineCheckpoints:
             run.step,
             kind,
             run.optimizer if kind == "training" else None,
+            weights_dtype=torch.bfloat16
+            if compact and kind == "sampler" and run.base.dtype == torch.bfloat16
+            else torch.float32,
         )
 
     def load_checkpoint(

@@ -177,7 +177,7 @@ def _(op: CreateRun, engine: Engine) -> RunCreated:
     sampler = None
     if op.sampler_folder:
         try:
-            sampler = save(engine, op.run_id, fill_step(op.sampler_folder, info.step), "sampler")
+            sampler = step_copy(engine, op.run_id, op.sampler_folder, info.step)
         except BaseException:
             engine.delete_run(op.run_id)
             raise
@@ -238,7 +238,7 @@ def _saved_step(
     """The step's sampler weights and, when due, its training checkpoint."""
     sampler = training = None
     if op.sampler_folder:
-        sampler = save(engine, op.run_id, fill_step(op.sampler_folder, result.step), "sampler")
+        sampler = step_copy(engine, op.run_id, op.sampler_folder, result.step)
     if op.training_folder and op.training_every > 0 and result.step % op.training_every == 0:
         folder = fill_step(op.training_folder, result.step)
         training = save(engine, op.run_id, folder, "training")
@@ -260,7 +260,7 @@ def _(op: LoadCheckpoint, engine: Engine) -> CheckpointLoaded:
     info = engine.load_checkpoint(op.run_id, op.path, op.with_optimizer)
     sampler = training = None
     if op.sampler_folder:
-        sampler = save(engine, op.run_id, fill_step(op.sampler_folder, info.step), "sampler")
+        sampler = step_copy(engine, op.run_id, op.sampler_folder, info.step)
     if op.training_folder:
         folder = fill_step(op.training_folder, info.step)
         training = save(engine, op.run_id, folder, "training")
@@ -279,12 +279,22 @@ def _(op: Export, engine: Engine) -> Exported:
     return Exported(op.run_id, engine.get_run(op.run_id).step, written)
 
 
-def save(engine: Engine, run_id: str, folder: str, kind: CheckpointKind) -> SavedCheckpoint:
-    """`engine.save_checkpoint`, timed and sized (for the checkpoint metrics)."""
+def step_copy(engine: Engine, run_id: str, template: str, step: int) -> SavedCheckpoint:
+    """The run's per-step sampler weights (for `inference(step=N)`), in the step's folder."""
+    return save(engine, run_id, fill_step(template, step), "sampler", compact=True)
+
+
+def save(
+    engine: Engine, run_id: str, folder: str, kind: CheckpointKind, compact: bool = False
+) -> SavedCheckpoint:
+    """`engine.save_checkpoint`, timed and sized (for the checkpoint metrics); `compact`: a
+    per-step sampler copy (see `save_checkpoint`)."""
     started = time.monotonic()
-    info = engine.save_checkpoint(run_id, folder, kind)
+    info = engine.save_checkpoint(run_id, folder, kind, compact)
     seconds = time.monotonic() - started
-    return SavedCheckpoint(run_id, str(folder), kind, info.step, seconds, info.size_bytes)
+    return SavedCheckpoint(
+        run_id, str(folder), kind, info.step, seconds, info.size_bytes, info.sha256
+    )
 
 
 def describe(engine: Engine, memory_bytes: int | None = None) -> WorkerInfo:

@@ -49,6 +49,7 @@ class SavedCheckpoint:
     step: int
     seconds: float
     size_bytes: int
+    sha256: str = ""  # the folder's digest, computed while it was fsynced ("" if not)
 
 
 # ----- models ------------------------------------------------------------------------------

@@ -261,3 +261,4 @@ class CheckpointInfo:
     kind: CheckpointKind
     step: int
     size_bytes: int
+    sha256: str = ""  # of `folder_digest` (backend/checkpoints.py), where the writer computed it

@@ -11,7 +11,6 @@ Layout under `<data_dir>/runs/<run_id>/`:
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import tarfile
@@ -42,18 +41,6 @@ def step_folder_template(data_dir: Path, run_id: str) -> str:
     """`step_folder` with the step left as `{step}`, for an engine operation that learns the
     step as it runs (`engine.operations.fill_step` writes it with the same six digits)."""
     return str(run_folder(data_dir, run_id) / "steps" / "step-{step}")
-
-
-def folder_digest(folder: Path) -> tuple[int, str]:
-    """(total bytes, sha256 over every file's relative path and contents, in sorted order)."""
-    digest, size = hashlib.sha256(), 0
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        digest.update(str(path.relative_to(folder)).encode() + b"\0")
-        with path.open("rb") as handle:
-            while chunk := handle.read(1 << 20):
-                digest.update(chunk)
-                size += len(chunk)
-    return size, digest.hexdigest()
 
 
 def file_sizes(folder: Path) -> dict[str, int]:

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from frontier_signal.backend.checkpoints import folder_digest
 from frontier_signal.engine import operations as ops
 from frontier_signal.service import cleanup, files
 from frontier_signal.service.errors import NotFound, Unavailable
@@ -56,10 +57,12 @@ class RunCheckpoints:
         folder: Path,
         checkpoint_id: str | None = None,
         name: str | None = None,
+        digest: tuple[int, str] | None = None,
     ) -> Checkpoint:
-        """Store a checkpoint folder's row (its size and digest: hashing tens of MiB takes a
-        while, so call it off the event loop)."""
-        size, sha256 = files.folder_digest(folder)
+        """Store a checkpoint folder's row: its size and digest, as the writer computed them
+        (`digest`) or read here (hashing tens of MiB takes a while: call it off the event
+        loop)."""
+        size, sha256 = digest if digest else folder_digest(folder)
         self.storage.publish(folder)  # shared storage: complete there before it is recorded
         checkpoint = Checkpoint(
             id=checkpoint_id or new_id("ckpt"),

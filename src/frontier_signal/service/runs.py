@@ -215,12 +215,26 @@ class RunService(RunLifecycle):
         step = done.result.step
         if done.sampler is not None:  # always written: the step named its folder
             sampler = Path(done.sampler.folder)
-            await asyncio.to_thread(self.record_checkpoint, run_id, "sampler", step, sampler)
+            await asyncio.to_thread(
+                self.record_checkpoint,
+                run_id,
+                "sampler",
+                step,
+                sampler,
+                digest=_digest(done.sampler),
+            )
         if done.training is not None:
             training = Path(done.training.folder)
             name = f"auto-step-{step}"
             await asyncio.to_thread(
-                self.record_checkpoint, run_id, "training", step, training, checkpoint_id, name
+                self.record_checkpoint,
+                run_id,
+                "training",
+                step,
+                training,
+                checkpoint_id,
+                name,
+                _digest(done.training),
             )
         await asyncio.to_thread(self.prune_sampler_steps, run_id, step)
         if done.training is not None:
@@ -320,3 +334,8 @@ class RunService(RunLifecycle):
                 f"{checkpoint.id}), but pushing it to the hub as {hub_model_id!r} failed: "
                 f"{type(exc).__name__}: {exc}"
             ) from None
+
+
+def _digest(saved: ops.SavedCheckpoint) -> tuple[int, str] | None:
+    """The (size, sha256) the engine computed while it wrote the folder, if it did."""
+    return (saved.size_bytes, saved.sha256) if saved.sha256 else None
