@@ -173,6 +173,9 @@ void pairs_matmul(const bf16* h, int64_t rows, int64_t pairs, const bf16* w, int
         }
       }
       const uint32_t* wp = w32 + c0;
+      __mmask16 wm[K];
+#pragma GCC unroll 8
+      for (int k = 0; k < K; ++k) wm[k] = lanes16(c0 + 16 * k, cols);
       int64_t p = 0;
       for (; p + U <= pairs; p += U) {
 #pragma GCC unroll 2
@@ -180,8 +183,7 @@ void pairs_matmul(const bf16* h, int64_t rows, int64_t pairs, const bf16* w, int
           __m512bh wk[K];
 #pragma GCC unroll 8
           for (int k = 0; k < K; ++k)
-            wk[k] = (__m512bh)_mm512_maskz_loadu_epi32(lanes16(c0 + 16 * k, cols),
-                                                       wp + (p + u) * cols + 16 * k);
+            wk[k] = (__m512bh)_mm512_maskz_loadu_epi32(wm[k], wp + (p + u) * cols + 16 * k);
 #pragma GCC unroll 8
           for (int r = 0; r < R; ++r) {
             const __m512bh hp = (__m512bh)_mm512_set1_epi32(hr[r][p + u]);
@@ -192,8 +194,7 @@ void pairs_matmul(const bf16* h, int64_t rows, int64_t pairs, const bf16* w, int
       }
       for (; p < pairs; ++p) {  // an odd last pair (U == 2)
         for (int k = 0; k < K; ++k) {
-          const __m512bh wk = (__m512bh)_mm512_maskz_loadu_epi32(lanes16(c0 + 16 * k, cols),
-                                                                 wp + p * cols + 16 * k);
+          const __m512bh wk = (__m512bh)_mm512_maskz_loadu_epi32(wm[k], wp + p * cols + 16 * k);
           for (int r = 0; r < R; ++r)
             acc[0][r][k] = _mm512_dpbf16_ps(acc[0][r][k], (__m512bh)_mm512_set1_epi32(hr[r][p]), wk);
         }
@@ -225,29 +226,48 @@ void matmul(const bf16* h, int64_t rows, int64_t pairs, const bf16* w, int64_t c
     pairs_matmul<4, 4, mode>(h, rows, pairs, w, cols, y, scale);
 }
 
-// out[j][c] = Σ_q a[q][j]·b[q][c] in fp32 for j < rank: a is [pairs][stride] words (rows of the
-// hidden state interleaved), b is [pairs][cols] words (rows of x or dy interleaved).
-void pairs_outer(const bf16* a, int64_t pairs, int64_t stride, int64_t rank, const bf16* b,
+// out[j][c] = Σ_n h[n][j]·src[n][c] in fp32 for j < rank: `a` holds h's rows interleaved two by
+// two ([pairs][stride] words, `interleave_rows`); src's rows (x or dy, [rows][cols] bf16) are
+// paired on the fly. A task owns 32 columns (both halves of a cache line of a row), 16 sums of
+// the rank at a time.
+void pairs_outer(const bf16* a, int64_t stride, int64_t rank, const bf16* src, int64_t rows,
                  int64_t cols, float* out) {
   constexpr int64_t kRank = 16;
-  const int64_t rank_blocks = (rank + kRank - 1) / kRank, col_blocks = (cols + 15) / 16;
-  const uint32_t* a32 = reinterpret_cast<const uint32_t*>(a);
-  const uint32_t* b32 = reinterpret_cast<const uint32_t*>(b);
+  alignas(64) static const uint16_t order[32] = {0, 16, 1, 17, 2,  18, 3,  19, 4,  20, 5,
+                                                 21, 6, 22, 7, 23, 8,  24, 9,  25, 10, 26,
+                                                 11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
+  const __m512i index = _mm512_load_si512(order);
+  const int64_t pairs = (rows + 1) / 2, full = rows / 2;
+  const int64_t rank_blocks = (rank + kRank - 1) / kRank, col_blocks = (cols + 31) / 32;
+  const int64_t padded = rank_blocks * kRank;  // words of `a` per pair, zeros past the rank
+  std::vector<uint32_t> a32(pairs * padded, 0);
+  for (int64_t q = 0; q < pairs; ++q)
+    std::memcpy(a32.data() + q * padded, reinterpret_cast<const uint32_t*>(a) + q * stride,
+                rank * sizeof(uint32_t));
+  const uint32_t* words_a = a32.data();
   at::parallel_for(0, rank_blocks * col_blocks, 1, [&](int64_t first, int64_t last) {
     for (int64_t task = first; task < last; ++task) {
-      const int64_t j0 = task % rank_blocks * kRank, c0 = task / rank_blocks * 16;
-      const __mmask16 m = lanes16(c0, cols);
-      __m512 acc[kRank];
-      for (int j = 0; j < kRank; ++j) acc[j] = _mm512_setzero_ps();
-      for (int64_t q = 0; q < pairs; ++q) {
-        const __m512bh bq = (__m512bh)_mm512_maskz_loadu_epi32(m, b32 + q * cols + c0);
-        const uint32_t* aq = a32 + q * stride + j0;
-        for (int j = 0; j < kRank; ++j)  // past the rank: a zero of the stride's padding or
-          acc[j] = _mm512_dpbf16_ps(acc[j], (__m512bh)_mm512_set1_epi32(  // the next row's
-                                                j0 + j < stride ? aq[j] : 0), bq);
+      const int64_t j0 = task % rank_blocks * kRank, block = task / rank_blocks;
+      const int nj = static_cast<int>(std::min(kRank, rank - j0));
+      for (int64_t c0 = block * 32; c0 < std::min(cols, block * 32 + 32); c0 += 16) {
+        const __mmask16 m = lanes16(c0, cols);
+        __m512 acc[kRank];
+        for (int j = 0; j < kRank; ++j) acc[j] = _mm512_setzero_ps();
+        for (int64_t q = 0; q < pairs; ++q) {
+          const bf16* top = src + 2 * q * cols + c0;
+          const __m256i t = _mm256_maskz_loadu_epi16(m, top);
+          const __m256i b = _mm256_maskz_loadu_epi16(q < full ? m : 0, top + cols);
+          const __m512bh bq = (__m512bh)_mm512_permutexvar_epi16(
+              index, _mm512_inserti64x4(_mm512_castsi256_si512(t), b, 1));
+          const uint32_t* aq = words_a + q * padded + j0;
+#pragma GCC unroll 16
+          for (int j = 0; j < kRank; ++j)
+            acc[j] = _mm512_dpbf16_ps(acc[j], (__m512bh)_mm512_set1_epi32(aq[j]), bq);
+        }
+#pragma GCC unroll 16
+        for (int j = 0; j < kRank; ++j)  // constant indices: the sums stay in registers
+          _mm512_mask_storeu_ps(out + (j0 + j) * cols + c0, j < nj ? m : 0, acc[j]);
       }
-      for (int j = 0; j < kRank && j0 + j < rank; ++j)
-        _mm512_mask_storeu_ps(out + (j0 + j) * cols + c0, m, acc[j]);
     }
   });
 }
@@ -318,7 +338,6 @@ std::tuple<std::vector<at::Tensor>, std::vector<at::Tensor>> lora_backward(
   const int64_t pairs = (rows + 1) / 2;
   at::Tensor grad_hidden = at::empty({rows, stride}, x.options());
   at::Tensor hidden_pairs = at::empty({pairs, stride, 2}, x.options());
-  at::Tensor data_pairs = at::empty({pairs, std::max(in, out), 2}, x.options());
   at::Tensor b_pairs = at::empty({out / 2, stride, 2}, x.options());
   at::Tensor a_pairs = at::empty({stride / 2, in, 2}, x.options());
   for (int64_t g = 0; g < groups; ++g) {
@@ -338,14 +357,10 @@ std::tuple<std::vector<at::Tensor>, std::vector<at::Tensor>> lora_backward(
     }
     at::Tensor da = at::empty({rank, in}, a[g].options());
     interleave_rows(gh, rows, stride, hidden_pairs.data_ptr<bf16>());
-    interleave_rows(xg, rows, in, data_pairs.data_ptr<bf16>());
-    pairs_outer(hidden_pairs.data_ptr<bf16>(), pairs, stride, rank, data_pairs.data_ptr<bf16>(),
-                in, da.data_ptr<float>());
+    pairs_outer(hidden_pairs.data_ptr<bf16>(), stride, rank, xg, rows, in, da.data_ptr<float>());
     at::Tensor db_t = at::empty({rank, out}, b[g].options());
     interleave_rows(h, rows, stride, hidden_pairs.data_ptr<bf16>());
-    interleave_rows(dy, rows, out, data_pairs.data_ptr<bf16>());
-    pairs_outer(hidden_pairs.data_ptr<bf16>(), pairs, stride, rank, data_pairs.data_ptr<bf16>(),
-                out, db_t.data_ptr<float>());
+    pairs_outer(hidden_pairs.data_ptr<bf16>(), stride, rank, dy, rows, out, db_t.data_ptr<float>());
     grad_a.push_back(da);
     grad_b.push_back(db_t.t().contiguous());
   }
