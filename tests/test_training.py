@@ -241,9 +241,21 @@ def test_datums_take_explicit_weights(engine, make_run, datums):
         assert losses[-1] == pytest.approx(-2 * logprobs[-1], rel=1e-6)
 
 
-def test_gradient_stats_count_non_finite_values_and_match_a_flat_reference(engine, make_run):
+@pytest.mark.parametrize("native_op", [True, False])
+def test_gradient_stats_count_non_finite_values_and_match_a_flat_reference(
+    engine, make_run, monkeypatch, native_op
+):
+    from frontier_signal.backend import native
     from frontier_signal.backend.training import gradient_stats
 
+    if native_op:  # one C++ pass (grad_stats); else torch's per-tensor norms
+        ops = native.ops()
+        if ops is None:
+            pytest.skip("our C++ ops are off")
+        calls = []
+        monkeypatch.setattr(native, "ops", lambda: calls.append(1) or ops)
+    else:
+        monkeypatch.setattr(native, "ops", lambda: None)
     state = engine._runs[make_run()]
     generator = torch.Generator().manual_seed(0)
     for p in state.parameters():
@@ -263,6 +275,7 @@ def test_gradient_stats_count_non_finite_values_and_match_a_flat_reference(engin
     assert norm == pytest.approx(float(finite.norm()), rel=1e-5)
     assert max_abs == float(finite.abs().max())
     state.clear_gradient()
+    assert not native_op or calls
 
 
 def test_totals_only_requests_unembed_the_weighted_tokens_with_the_same_loss_and_gradient(

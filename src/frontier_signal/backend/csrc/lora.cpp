@@ -274,6 +274,19 @@ void pairs_outer(const bf16* a, int64_t stride, int64_t rank, const bf16* src, i
 
 #endif  // __AVX512BF16__
 
+// fn(g) for every group: one group splits its kernels over the threads; several groups each
+// run on one thread (the kernels' parallel_for runs inline there), with no fork per kernel.
+template <typename Fn>
+void for_each_group(int64_t groups, const Fn& fn) {
+  if (groups == 1) {
+    fn(0);
+    return;
+  }
+  at::parallel_for(0, groups, 1, [&](int64_t first, int64_t last) {
+    for (int64_t g = first; g < last; ++g) fn(g);
+  });
+}
+
 void check_shapes(const at::Tensor& x, int64_t groups, int64_t out) {
   TORCH_CHECK(groups > 0 && x.dim() == 2 && x.size(0) % groups == 0, "x: [G·N, in]");
   TORCH_CHECK(x.size(1) % 2 == 0 && out % 2 == 0, "LoRA kernels: even in and out features");
@@ -298,9 +311,9 @@ at::Tensor lora_forward(const at::Tensor& x, at::Tensor y, std::vector<at::Tenso
   const int64_t rank = a[0].size(0), stride = round_up(rank, 2);
   at::Tensor hidden = at::empty({x.size(0), stride}, x.options());
 #ifdef __AVX512BF16__
-  at::Tensor a_words = at::empty({in / 2, stride, 2}, x.options());
-  at::Tensor b_words = at::empty({stride / 2, out, 2}, x.options());
-  for (int64_t g = 0; g < groups; ++g) {
+  for_each_group(groups, [&](int64_t g) {
+    at::Tensor a_words = at::empty({in / 2, stride, 2}, x.options());
+    at::Tensor b_words = at::empty({stride / 2, out, 2}, x.options());
     const at::Tensor a_bf = to_bf16(a[g], stride, in);
     const at::Tensor b_bf = to_bf16(b[g], out, stride);
     transpose_words(words(a_bf), stride, in / 2, words(a_words));
@@ -310,7 +323,7 @@ at::Tensor lora_forward(const at::Tensor& x, at::Tensor y, std::vector<at::Tenso
                          a_words.data_ptr<bf16>(), stride, h, static_cast<float>(scales[g]));
     matmul<Out::kAdd>(h, rows, stride / 2, b_words.data_ptr<bf16>(), out,
                       y.data_ptr<bf16>() + g * rows * out);
-  }
+  });
 #else
   TORCH_CHECK(false, "lora_forward needs a CPU with AVX512-BF16 (use the autograd path)");
 #endif
@@ -335,12 +348,13 @@ std::tuple<std::vector<at::Tensor>, std::vector<at::Tensor>> lora_backward(
   TORCH_CHECK(hidden.size(1) == stride, "hidden: lora_forward's");
   std::vector<at::Tensor> grad_a, grad_b;
 #ifdef __AVX512BF16__
-  const int64_t pairs = (rows + 1) / 2;
-  at::Tensor grad_hidden = at::empty({rows, stride}, x.options());
-  at::Tensor hidden_pairs = at::empty({pairs, stride, 2}, x.options());
-  at::Tensor b_pairs = at::empty({out / 2, stride, 2}, x.options());
-  at::Tensor a_pairs = at::empty({stride / 2, in, 2}, x.options());
-  for (int64_t g = 0; g < groups; ++g) {
+  grad_a.resize(groups);
+  grad_b.resize(groups);
+  for_each_group(groups, [&](int64_t g) {
+    const int64_t pairs = (rows + 1) / 2;
+    at::Tensor grad_hidden = at::empty({rows, stride}, x.options());
+    at::Tensor hidden_pairs = at::empty({pairs, stride, 2}, x.options());
+    at::Tensor b_pairs = at::empty({out / 2, stride, 2}, x.options());
     const bf16* dy = grad.data_ptr<bf16>() + g * rows * out;
     const bf16* xg = x.data_ptr<bf16>() + g * rows * in;
     const bf16* h = hidden.data_ptr<bf16>() + g * rows * stride;
@@ -351,6 +365,7 @@ std::tuple<std::vector<at::Tensor>, std::vector<at::Tensor>> lora_backward(
     matmul<Out::kHidden>(dy, rows, out / 2, b_pairs.data_ptr<bf16>(), stride, gh,
                          static_cast<float>(scales[g]));
     if (grad_x.has_value()) {
+      at::Tensor a_pairs = at::empty({stride / 2, in, 2}, x.options());
       interleave_rows(a_bf.data_ptr<bf16>(), stride, in, a_pairs.data_ptr<bf16>());
       matmul<Out::kAdd>(gh, rows, stride / 2, a_pairs.data_ptr<bf16>(), in,
                         grad_x->data_ptr<bf16>() + g * rows * in);
@@ -361,9 +376,9 @@ std::tuple<std::vector<at::Tensor>, std::vector<at::Tensor>> lora_backward(
     at::Tensor db_t = at::empty({rank, out}, b[g].options());
     interleave_rows(h, rows, stride, hidden_pairs.data_ptr<bf16>());
     pairs_outer(hidden_pairs.data_ptr<bf16>(), stride, rank, dy, rows, out, db_t.data_ptr<float>());
-    grad_a.push_back(da);
-    grad_b.push_back(db_t.t().contiguous());
-  }
+    grad_a[g] = da;
+    grad_b[g] = db_t.t().contiguous();
+  });
 #else
   TORCH_CHECK(false, "lora_backward needs a CPU with AVX512-BF16 (use the autograd path)");
 #endif
