@@ -61,3 +61,22 @@ def test_only_multi_threaded_cpu_engines_get_a_governor(monkeypatch):
     monkeypatch.delenv("FRONTIER_SIGNAL_ADAPTIVE_THREADS")
     governor = governor_for(torch.device("cpu"))
     assert governor is None or governor.max_threads == torch.get_num_threads() > 1
+
+
+def test_a_process_runnable_for_a_moment_does_not_leave_a_step_on_one_thread(monkeypatch):
+    """Right after a competing job's last step its threads (or this request's client) are
+    runnable for a moment: the governor reads again before it gives the step one thread, and
+    still gives one where the other process keeps running."""
+    from frontier_signal.engine import threads
+
+    before = torch.get_num_threads()
+    governor = ThreadGovernor(max_threads=CPUS, interval_s=3600)  # the window stays as set
+    governor.others_busy = float(CPUS)  # the last window: the other process kept every CPU
+    try:
+        reads = iter([1, 1, 0])
+        monkeypatch.setattr(threads, "_others_running", lambda: next(reads))
+        assert governor.adjust() == CPUS and governor.others_running == 0
+        monkeypatch.setattr(threads, "_others_running", lambda: 1)
+        assert governor.adjust() == CPUS - 1 and governor.others_running == 1
+    finally:
+        torch.set_num_threads(before)
