@@ -20,6 +20,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import create_engine
 
+from frontier_signal.backend.checkpoints import folder_digest
 from frontier_signal.client import SignalClient
 from frontier_signal.engine.types import LoraSpec, OptimizerSpec, RunConfig
 from frontier_signal.service import files
@@ -135,7 +136,7 @@ def write_old_run(engine, db, data_dir, run_id: str, config: dict, datum) -> flo
         (run_id, TENANT, TINY, json.dumps(config), json.dumps(effective), now, now),
     )
     for index, (kind, step, folder, name) in enumerate(folders):
-        size, sha256 = files.folder_digest(folder)
+        size, sha256 = folder_digest(folder)
         db.execute(
             "INSERT INTO checkpoints (id, run_id, name, kind, step, path, size, sha256, "
             "created_at, public, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0, NULL)",
