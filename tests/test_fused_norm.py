@@ -76,6 +76,6 @@ def test_a_bf16_training_norm_on_cpu_runs_the_kernel(native_ops, monkeypatch):
     calls = []
     real = fused_norm._NativeRMSNorm.apply
     monkeypatch.setattr(fused_norm._NativeRMSNorm, "apply", lambda *a: calls.append(1) or real(*a))
-    x = torch.randn(2, 3, 64).bfloat16().requires_grad_()
-    norm(x).sum().backward()
+    x = torch.randn(3, 2, 64).bfloat16().requires_grad_()
+    norm(x.transpose(0, 1)).sum().backward()  # a strided input too
     assert calls == [1] and x.grad is not None

@@ -76,7 +76,11 @@ def test_a_process_runnable_for_a_moment_does_not_leave_a_step_on_one_thread(mon
         reads = iter([1, 1, 0])
         monkeypatch.setattr(threads, "_others_running", lambda: next(reads))
         assert governor.adjust() == CPUS and governor.others_running == 0
-        monkeypatch.setattr(threads, "_others_running", lambda: 1)
+        reads = []
+        monkeypatch.setattr(threads, "_others_running", lambda: reads.append(1) or 1)
         assert governor.adjust() == CPUS - 1 and governor.others_running == 1
+        assert len(reads) == 1 + threads.SETTLE_READS
+        reads.clear()  # while it lasts, no more re-reads (and no pauses) per batch
+        assert governor.adjust() == CPUS - 1 and len(reads) == 1
     finally:
         torch.set_num_threads(before)

@@ -42,7 +42,8 @@ class _NativeRMSNorm(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, eps: float, ops):
-        out, rstd = ops.rms_norm(x.contiguous(), weight, eps)
+        x = x.contiguous()  # (the backward reads the same rows)
+        out, rstd = ops.rms_norm(x, weight, eps)
         ctx.save_for_backward(x, rstd, weight)
         ctx.ops = ops
         return out

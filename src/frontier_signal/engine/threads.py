@@ -83,8 +83,11 @@ class ThreadGovernor:
         window says they were busy: a process that just finished its work (its OpenMP threads
         spin a little at their last barrier; a client that just sent this request) is runnable
         for a moment, and one read would leave a whole step on one thread. Measured: a server
-        step right after a competing 2-thread loop ran 1.6x slower before this."""
+        step right after a competing 2-thread loop ran 1.6x slower before this. Only before
+        giving threads up: under lasting contention the engine pays the reads once."""
         running = self.others_running or 0
+        if self.threads < self.max_threads:  # already shared: one read to take them back
+            return running
         for _ in range(SETTLE_READS):
             if running == 0 or busy < 0.5:
                 break
