@@ -86,6 +86,34 @@ def make_config(**lora):
     return RunConfig(TINY, LoraSpec(**{"rank": 4, "alpha": 8, **lora}), optimizer, max_seq_length)
 
 
+def bf16_tiny_run(seed: int):
+    """A bf16 engine on the tiny model and an r=8 run whose B matrices are random (a fresh
+    adapter's are zero, which hides half of its gradients): (engine, base model, run id). For
+    the tests that compare our bf16 training kernels with the paths they replace."""
+    import torch
+
+    from frontier_signal.engine.engine import Engine
+
+    engine = Engine(device="cpu", dtype="bfloat16")
+    base = engine.load_model(TINY)
+    run = engine.create_run(make_config(rank=8, alpha=16)).run_id
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for linear in base.layers.values():
+            pair = linear.adapters.get(run)
+            if pair is not None:
+                pair.lora_B.normal_(0, 0.05, generator=generator)
+    return engine, base, run
+
+
+def shifted_rows(rows: int = 3, length: int = 40) -> list:
+    """`rows` datums of `length` consecutive token ids each, every row starting one id later."""
+    from frontier_signal.engine.types import Datum
+
+    tokens = [list(range(5 + i, 5 + i + length)) for i in range(rows)]
+    return [Datum(t[:-1], t[1:]) for t in tokens]
+
+
 @pytest.fixture
 def make_run(engine):
     """Create runs on the tiny model; all are deleted after the test."""

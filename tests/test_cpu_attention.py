@@ -15,7 +15,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from frontier_signal.backend import cpu_attention
 from frontier_signal.backend.training import run_forward_backward
 from frontier_signal.engine.types import Datum, ForwardBackwardRequest
-from tests.conftest import TINY, make_config
+from tests.conftest import bf16_tiny_run
 
 pytestmark = pytest.mark.usefixtures("native_ops")
 
@@ -116,16 +116,7 @@ def test_a_bf16_training_step_matches_the_sdpa_step(pack, monkeypatch):
     """The tiny model in bf16, four datums of different lengths (padded rows; with `pack`, one
     shared 24-token prefix attended piece by piece): log-probs and LoRA gradients through our
     attention equal the SDPA step's within bf16 rounding, and the step really went through it."""
-    from frontier_signal.engine.engine import Engine
-
-    engine = Engine(device="cpu", dtype="bfloat16")
-    base = engine.load_model(TINY)
-    run = engine.create_run(make_config(rank=8, alpha=16)).run_id
-    with torch.no_grad():
-        for linear in base.layers.values():
-            pair = linear.adapters.get(run)
-            if pair is not None:
-                pair.lora_B.normal_(0, 0.05, generator=torch.Generator().manual_seed(3))
+    engine, base, run = bf16_tiny_run(seed=3)
     request = ForwardBackwardRequest(run, _datums(7), reduction="sum")
     calls = []
     softmax = cpu_attention._Attention.forward

@@ -11,8 +11,8 @@ from torch import nn
 from frontier_signal.backend import fused_lora
 from frontier_signal.backend.lora import LoraLinear, LoraPair, Routing
 from frontier_signal.backend.training import run_forward_backward
-from frontier_signal.engine.types import Datum, ForwardBackwardRequest
-from tests.conftest import TINY, make_config
+from frontier_signal.engine.types import ForwardBackwardRequest
+from tests.conftest import bf16_tiny_run, shifted_rows
 
 
 @pytest.fixture(autouse=True)
@@ -116,18 +116,8 @@ def test_odd_features_dropout_and_partial_segments_take_the_autograd_path():
 
 
 def test_a_bf16_training_step_of_the_tiny_model_matches_the_autograd_path(monkeypatch):
-    from frontier_signal.engine.engine import Engine
-
-    engine = Engine(device="cpu", dtype="bfloat16")
-    base = engine.load_model(TINY)
-    run = engine.create_run(make_config(rank=8, alpha=16)).run_id
-    with torch.no_grad():
-        for linear in base.layers.values():
-            pair = linear.adapters.get(run)
-            if pair is not None:
-                pair.lora_B.normal_(0, 0.05, generator=torch.Generator().manual_seed(1))
-    tokens = [list(range(5 + i, 45 + i)) for i in range(3)]
-    request = ForwardBackwardRequest(run, [Datum(t[:-1], t[1:]) for t in tokens], reduction="sum")
+    engine, base, run = bf16_tiny_run(seed=1)
+    request = ForwardBackwardRequest(run, shifted_rows(), reduction="sum")
     calls = []
     real = fused_lora.linear
     results = {}

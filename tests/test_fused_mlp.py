@@ -10,8 +10,8 @@ import torch.nn.functional as F
 
 from frontier_signal.backend import fused_mlp
 from frontier_signal.backend.training import run_forward_backward
-from frontier_signal.engine.types import Datum, ForwardBackwardRequest
-from tests.conftest import TINY, make_config
+from frontier_signal.engine.types import ForwardBackwardRequest
+from tests.conftest import bf16_tiny_run, shifted_rows
 
 pytestmark = pytest.mark.usefixtures("native_ops")
 
@@ -37,20 +37,10 @@ def test_the_fused_activation_is_autograds_bit_for_bit(shape):
 
 
 def test_a_bf16_training_step_gives_the_same_gradients_with_and_without_it(monkeypatch):
-    from frontier_signal.engine.engine import Engine
-
-    engine = Engine(device="cpu", dtype="bfloat16")
-    base = engine.load_model(TINY)
+    engine, base, run = bf16_tiny_run(seed=1)
     mlps = [m for m in base.model.modules() if type(m).__name__ == "LlamaMLP"]
     assert mlps and all(type(m) in fused_mlp._FUSED.values() for m in mlps)
-    run = engine.create_run(make_config(rank=8, alpha=16)).run_id
-    with torch.no_grad():
-        for linear in base.layers.values():
-            pair = linear.adapters.get(run)
-            if pair is not None:
-                pair.lora_B.normal_(0, 0.05, generator=torch.Generator().manual_seed(1))
-    tokens = [list(range(5 + i, 45 + i)) for i in range(3)]
-    request = ForwardBackwardRequest(run, [Datum(t[:-1], t[1:]) for t in tokens], reduction="sum")
+    request = ForwardBackwardRequest(run, shifted_rows(), reduction="sum")
     calls = []
     fused = fused_mlp.silu_gate
     monkeypatch.setattr(fused_mlp, "silu_gate", lambda g, u: calls.append(1) or fused(g, u))

@@ -50,15 +50,7 @@ def quantize(values_NB: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 def _native_ops(params: list[torch.Tensor]):
     """Our C++ ops where the fused step applies (contiguous fp32 CPU weights and gradients)."""
-    if params[0].device.type != "cpu":
-        return None
-    for p in params:
-        grad = p.grad
-        if p.dtype != torch.float32 or not p.is_contiguous() or grad is None:
-            return None
-        if grad.dtype != torch.float32 or not grad.is_contiguous():
-            return None
-    return native.ops()
+    return native.fp32_ops([*params, *(p.grad for p in params)])
 
 
 _WORKSPACE: dict[torch.device, torch.Tensor] = {}

@@ -15,12 +15,11 @@ equal requests) without dropout. Everything else takes `LoraLinear`'s autograd p
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import torch
 from torch import nn
-
-_kernel: dict[int, bool] = {}  # id(ops) -> the build has the AVX512-BF16 kernels
 
 
 class _LoraLinear(torch.autograd.Function):
@@ -50,11 +49,13 @@ def _ops(x: torch.Tensor) -> Any | None:
     from frontier_signal.backend import native  # it imports the decode path, which imports lora
 
     ops = native.training_ops(x.device, x.dtype)
-    if ops is None:
-        return None
-    if id(ops) not in _kernel:
-        _kernel[id(ops)] = bool(ops.has_bf16_kernel())
-    return ops if _kernel[id(ops)] else None
+    return ops if ops is not None and _has_kernel(ops) else None
+
+
+@functools.cache
+def _has_kernel(ops: Any) -> bool:
+    """The build has the AVX512-BF16 kernels (else the ops refuse: the autograd path runs)."""
+    return bool(ops.has_bf16_kernel())
 
 
 def linear(base: nn.Linear, x: torch.Tensor, pairs: list, training: bool) -> torch.Tensor | None:

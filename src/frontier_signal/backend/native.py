@@ -25,6 +25,7 @@ import os
 import shutil
 import sys
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -134,12 +135,23 @@ def ops(wait: bool = True) -> Any | None:
 
 
 def training_ops(device: torch.device, dtype: torch.dtype) -> Any | None:
-    """The ops for a bf16 training step on CPU (attention, norms, MLP, LoRA,
-    unembedding), joining
-    their load; None elsewhere (other dtypes and devices keep torch's kernels)."""
+    """The ops for a bf16 training step on CPU (attention, norms, MLP, LoRA, unembedding),
+    joining their load; None elsewhere (other dtypes and devices keep torch's kernels)."""
     if device.type != "cpu" or dtype != torch.bfloat16:
         return None
     return ops()
+
+
+def fp32_ops(tensors: Sequence[torch.Tensor | None]) -> Any | None:
+    """The ops for passes over fp32 master weights or gradients (the 8-bit AdamW step, the
+    gradient statistics), joining their load: where every tensor is a contiguous fp32 CPU one;
+    None elsewhere (a missing gradient, CUDA, other layouts keep the torch path)."""
+    for tensor in tensors:
+        if tensor is None or tensor.device.type != "cpu" or tensor.dtype != torch.float32:
+            return None
+        if not tensor.is_contiguous():
+            return None
+    return ops() if tensors else None
 
 
 class NativeStep:

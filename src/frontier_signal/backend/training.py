@@ -104,7 +104,7 @@ def gradient_stats(run: RunState) -> tuple[float, float, int]:
         return 0.0, 0.0, 0
     # One pass over the gradients in place (a run's are ~10M values, a mixed batch of 16 runs
     # spent ~2 s copying and masking them); a finite norm means no non-finite value.
-    ops = native.ops() if all(_plain_cpu(g) for g in grads) else None
+    ops = native.fp32_ops(grads)
     if ops is not None:  # one C++ pass for both figures (torch: one op per tensor and figure)
         squares, max_abs = ops.grad_stats(grads)
         if math.isfinite(squares):
@@ -119,10 +119,6 @@ def gradient_stats(run: RunState) -> tuple[float, float, int]:
     nonfinite = int((~finite).sum())
     flat = torch.where(finite, flat, torch.zeros_like(flat))
     return float(flat.norm()), float(flat.abs().max()), nonfinite
-
-
-def _plain_cpu(tensor: torch.Tensor) -> bool:
-    return tensor.device.type == "cpu" and tensor.dtype == torch.float32 and tensor.is_contiguous()
 
 
 def _flat_input(datums: list[Datum], field: str, fill: float, device) -> torch.Tensor:

@@ -82,7 +82,7 @@ void step_block(float* param, const float* grad, int64_t count, uint8_t* m_codes
   const __m512 eps = _mm512_set1_ps(s.eps), step = _mm512_set1_ps(-s.lr / s.correction1);
   __m512 m_max = _mm512_setzero_ps(), v_max = _mm512_setzero_ps();
   for (int64_t j = 0; j < kBlock; j += 16) {
-    const __m512 g = _mm512_maskz_loadu_ps(j < count ? lanes(j, count) : 0, grad + j);
+    const __m512 g = _mm512_maskz_loadu_ps(lanes(j, count), grad + j);
     __m512 mj = decode16(m_codes + j, table.values, ms);
     __m512 vj = decode16(v_codes + j, table.values, vs);
     vj = _mm512_mul_ps(vj, vj);

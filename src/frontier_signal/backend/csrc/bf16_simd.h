@@ -1,5 +1,6 @@
-// Helpers for the bf16 training kernels (attention.cpp, silu_gate.cpp, lora.cpp): AVX512 loads and stores
-// of bf16 as fp32 lanes (round to nearest even), a vectorised e^x, and tail masks.
+// Helpers for the bf16 training kernels (attention.cpp, rms_norm.cpp, silu_gate.cpp, lora.cpp,
+// adamw_8bit.cpp): AVX512 loads and stores of bf16 as fp32 lanes (round to nearest even), a
+// vectorised e^x, and tail masks.
 #pragma once
 
 #include <c10/util/BFloat16.h>
@@ -52,9 +53,10 @@ inline __m512 exp512(__m512 x) {
   return _mm512_scalef_ps(p, n);
 }
 
-inline __mmask16 lanes(int64_t j, int64_t end) {
+inline __mmask16 lanes(int64_t j, int64_t end) {  // the lanes of [j, j + 16) before `end`
   const int64_t left = end - j;
-  return left >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << left) - 1);
+  return left >= 16 ? static_cast<__mmask16>(0xffff)
+                    : left <= 0 ? 0 : static_cast<__mmask16>((1u << left) - 1);
 }
 
 inline __mmask16 allowed_lanes(const bool* allowed, int64_t j, __mmask16 m) {

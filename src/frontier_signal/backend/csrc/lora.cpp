@@ -56,33 +56,33 @@ void check_weights(const std::vector<at::Tensor>& a, const std::vector<at::Tenso
 
 #ifdef __AVX512BF16__
 
+using fs_simd::lanes;
+using fs_simd::load_bf16;
+
 inline __mmask32 pair_lanes(int64_t c, int64_t end) {  // 16 pairs (32 bf16) from column c
   const int64_t left = end - c;
   return left >= 16 ? static_cast<__mmask32>(0xffffffffu)
                     : left <= 0 ? 0 : static_cast<__mmask32>((1ull << (2 * left)) - 1);
 }
 
-inline __mmask16 lanes16(int64_t c, int64_t end) {
-  const int64_t left = end - c;
-  return left >= 16 ? static_cast<__mmask16>(0xffff)
-                    : left <= 0 ? 0 : static_cast<__mmask16>((1u << left) - 1);
-}
-
-inline __m512 load_bf16(const bf16* p, __mmask16 m) {
-  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, p)), 16));
-}
-
-inline void store_bf16(bf16* p, __m512 x, __mmask16 m) {  // one vcvtneps2bf16: nearest even
+// One vcvtneps2bf16, nearest even (fs_simd::store_bf16 emulates it where the exact bits of
+// denormals matter; here they may flush to zero).
+inline void store_bf16(bf16* p, __m512 x, __mmask16 m) {
   _mm256_mask_storeu_epi16(p, m, (__m256i)_mm512_cvtneps_pbh(x));
+}
+
+// 16 columns of two rows as 16 pairs: (a[0], b[0], a[1], b[1], ...).
+inline __m512i pair_rows(__m256i a, __m256i b) {
+  alignas(64) static const uint16_t order[32] = {0, 16, 1, 17, 2,  18, 3,  19, 4,  20, 5,
+                                                 21, 6, 22, 7, 23, 8,  24, 9,  25, 10, 26,
+                                                 11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
+  return _mm512_permutexvar_epi16(_mm512_load_si512(order),
+                                  _mm512_inserti64x4(_mm512_castsi256_si512(a), b, 1));
 }
 
 // dst[q][c] = (src[2q][c], src[2q+1][c]) for rows [0, rows) of src (a zero row past the end).
 void interleave_rows(const bf16* src, int64_t rows, int64_t cols, bf16* dst) {
   const int64_t pairs = (rows + 1) / 2;
-  alignas(64) static const uint16_t order[32] = {0, 16, 1, 17, 2,  18, 3,  19, 4,  20, 5,
-                                                 21, 6, 22, 7, 23, 8,  24, 9,  25, 10, 26,
-                                                 11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
-  const __m512i index = _mm512_load_si512(order);
   at::parallel_for(0, pairs, std::max<int64_t>(1, 8192 / std::max<int64_t>(cols, 1)),
                    [&](int64_t first, int64_t last) {
     for (int64_t q = first; q < last; ++q) {
@@ -94,17 +94,14 @@ void interleave_rows(const bf16* src, int64_t rows, int64_t cols, bf16* dst) {
         for (; c + 16 <= cols; c += 16) {
           const __m256i a = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(top + c));
           const __m256i b = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(top + cols + c));
-          const __m512i both = _mm512_inserti64x4(_mm512_castsi256_si512(a), b, 1);
-          _mm512_storeu_si512(out + 2 * c, _mm512_permutexvar_epi16(index, both));
+          _mm512_storeu_si512(out + 2 * c, pair_rows(a, b));
         }
       }
       for (; c < cols; c += 16) {
-        const __mmask16 m = lanes16(c, cols);
+        const __mmask16 m = lanes(c, cols);
         const __m256i a = _mm256_maskz_loadu_epi16(m, top + c);
         const __m256i b = _mm256_maskz_loadu_epi16(m & bottom, top + cols + c);
-        const __m512i both = _mm512_inserti64x4(_mm512_castsi256_si512(a), b, 1);
-        _mm512_mask_storeu_epi16(out + 2 * c, pair_lanes(c, cols),
-                                 _mm512_permutexvar_epi16(index, both));
+        _mm512_mask_storeu_epi16(out + 2 * c, pair_lanes(c, cols), pair_rows(a, b));
       }
     }
   });
@@ -117,7 +114,7 @@ void transpose_words(const uint32_t* src, int64_t rows, int64_t cols, uint32_t* 
                                           _mm512_set1_epi32(static_cast<int>(cols)));
   for (int64_t c = 0; c < cols; ++c) {
     for (int64_t r = 0; r < rows; r += 16) {
-      const __mmask16 m = lanes16(r, rows);
+      const __mmask16 m = lanes(r, rows);
       const __m512i v = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), m, step,
                                                     src + r * cols + c, 4);
       _mm512_mask_storeu_epi32(dst + c * rows + r, m, v);
@@ -134,9 +131,9 @@ at::Tensor to_bf16(const at::Tensor& m, int64_t rows_padded, int64_t cols_padded
   bf16* o = out.data_ptr<bf16>();
   for (int64_t r = 0; r < rows_padded; ++r) {
     for (int64_t c = 0; c < cols_padded; c += 16) {
-      const __mmask16 m16 = r < rows ? lanes16(c, cols) : 0;
+      const __mmask16 m16 = r < rows ? lanes(c, cols) : 0;
       const __m512 v = _mm512_maskz_loadu_ps(m16, in + r * cols + c);
-      store_bf16(o + r * cols_padded + c, v, lanes16(c, cols_padded));
+      store_bf16(o + r * cols_padded + c, v, lanes(c, cols_padded));
     }
   }
   return out;
@@ -166,7 +163,7 @@ void pairs_matmul(const bf16* h, int64_t rows, int64_t pairs, const bf16* w, int
         hr[r] = h32 + std::min(n0 + r, rows - 1) * pairs;
 #pragma GCC unroll 8
         for (int k = 0; k < K; ++k) {
-          const __mmask16 m = n0 + r < rows ? lanes16(c0 + 16 * k, cols) : 0;
+          const __mmask16 m = n0 + r < rows ? lanes(c0 + 16 * k, cols) : 0;
           acc[0][r][k] = mode == Out::kAdd ? load_bf16(y + (n0 + r) * cols + c0 + 16 * k, m)
                                            : _mm512_setzero_ps();
           if (U == 2) acc[U - 1][r][k] = _mm512_setzero_ps();
@@ -175,7 +172,7 @@ void pairs_matmul(const bf16* h, int64_t rows, int64_t pairs, const bf16* w, int
       const uint32_t* wp = w32 + c0;
       __mmask16 wm[K];
 #pragma GCC unroll 8
-      for (int k = 0; k < K; ++k) wm[k] = lanes16(c0 + 16 * k, cols);
+      for (int k = 0; k < K; ++k) wm[k] = lanes(c0 + 16 * k, cols);
       int64_t p = 0;
       for (; p + U <= pairs; p += U) {
 #pragma GCC unroll 2
@@ -203,7 +200,7 @@ void pairs_matmul(const bf16* h, int64_t rows, int64_t pairs, const bf16* w, int
       for (int r = 0; r < R; ++r) {
 #pragma GCC unroll 8
         for (int k = 0; k < K; ++k) {
-          const __mmask16 m = n0 + r < rows ? lanes16(c0 + 16 * k, cols) : 0;
+          const __mmask16 m = n0 + r < rows ? lanes(c0 + 16 * k, cols) : 0;
           __m512 v = U == 2 ? _mm512_add_ps(acc[0][r][k], acc[U - 1][r][k]) : acc[0][r][k];
           if (mode == Out::kHidden)
             v = _mm512_mul_ps(fs_simd::round_bf16(v), _mm512_set1_ps(scale));
@@ -233,10 +230,6 @@ void matmul(const bf16* h, int64_t rows, int64_t pairs, const bf16* w, int64_t c
 void pairs_outer(const bf16* a, int64_t stride, int64_t rank, const bf16* src, int64_t rows,
                  int64_t cols, float* out) {
   constexpr int64_t kRank = 16;
-  alignas(64) static const uint16_t order[32] = {0, 16, 1, 17, 2,  18, 3,  19, 4,  20, 5,
-                                                 21, 6, 22, 7, 23, 8,  24, 9,  25, 10, 26,
-                                                 11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
-  const __m512i index = _mm512_load_si512(order);
   const int64_t pairs = (rows + 1) / 2, full = rows / 2;
   const int64_t rank_blocks = (rank + kRank - 1) / kRank, col_blocks = (cols + 31) / 32;
   const int64_t padded = rank_blocks * kRank;  // words of `a` per pair, zeros past the rank
@@ -250,15 +243,14 @@ void pairs_outer(const bf16* a, int64_t stride, int64_t rank, const bf16* src, i
       const int64_t j0 = task % rank_blocks * kRank, block = task / rank_blocks;
       const int nj = static_cast<int>(std::min(kRank, rank - j0));
       for (int64_t c0 = block * 32; c0 < std::min(cols, block * 32 + 32); c0 += 16) {
-        const __mmask16 m = lanes16(c0, cols);
+        const __mmask16 m = lanes(c0, cols);
         __m512 acc[kRank];
         for (int j = 0; j < kRank; ++j) acc[j] = _mm512_setzero_ps();
         for (int64_t q = 0; q < pairs; ++q) {
           const bf16* top = src + 2 * q * cols + c0;
           const __m256i t = _mm256_maskz_loadu_epi16(m, top);
           const __m256i b = _mm256_maskz_loadu_epi16(q < full ? m : 0, top + cols);
-          const __m512bh bq = (__m512bh)_mm512_permutexvar_epi16(
-              index, _mm512_inserti64x4(_mm512_castsi256_si512(t), b, 1));
+          const __m512bh bq = (__m512bh)pair_rows(t, b);
           const uint32_t* aq = words_a + q * padded + j0;
 #pragma GCC unroll 16
           for (int j = 0; j < kRank; ++j)
