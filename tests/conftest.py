@@ -81,7 +81,9 @@ def tokenizer(engine):
 def make_config(**lora):
     from frontier_signal.engine.types import LoraSpec, OptimizerSpec, RunConfig
 
-    optimizer = OptimizerSpec(learning_rate=lora.pop("learning_rate", 1e-2))
+    optimizer = OptimizerSpec(
+        kind=lora.pop("optimizer", "adamw"), learning_rate=lora.pop("learning_rate", 1e-2)
+    )
     max_seq_length = lora.pop("max_seq_length", 256)
     return RunConfig(TINY, LoraSpec(**{"rank": 4, "alpha": 8, **lora}), optimizer, max_seq_length)
 

@@ -181,3 +181,20 @@ def test_the_export_command_writes_gguf_or_merged_folders_from_a_checkpoint(
     assert bad.exit_code == 2 and "gguf or merged" in bad.output
     missing = runner.invoke(app, ["export", str(tmp_path / "nope"), "-o", str(tmp_path / "y")])
     assert missing.exit_code == 2 and "no adapter checkpoint" in missing.output
+
+
+def test_gguf_export_refuses_weights_float16_cannot_hold(engine, make_run, tmp_path):
+    """SGD at lr 1 on huge loss weights leaves finite fp32 weights past float16's range: the
+    export says so (a 400 through the API) instead of writing inf into the file."""
+    from frontier_signal.engine.errors import InvalidInputError
+    from frontier_signal.engine.types import Datum
+
+    run = make_run(optimizer="sgd", learning_rate=1.0)
+    tokens = list(range(5, 40))
+    for _ in range(2):
+        engine.forward_backward(run, [Datum(tokens[:-1], tokens[1:], [1e12] * 34)])
+        engine.optim_step(run)
+    for qtype in ("f16", "q8_0"):
+        with pytest.raises(InvalidInputError, match=f"beyond what GGUF {qtype} can hold"):
+            engine.export_gguf(run, tmp_path / qtype, qtype)
+        assert not (tmp_path / qtype).exists()

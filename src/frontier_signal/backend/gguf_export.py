@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 QUANT_TYPES = ("f16", "q8_0")
+F16_MAX = 65504.0  # largest finite float16; q8_0 keeps each block's scale (max |w| / 127) in f16
 ADAPTER_FILE = "adapter-lora.gguf"
 
 # Hugging Face Llama module → llama.cpp tensor (without ".weight").
@@ -168,13 +169,28 @@ def _add_weight(writer, name: str, tensor: torch.Tensor, qtype: str) -> None:
     import gguf
 
     data = tensor.detach().float().cpu().numpy()
+    quantized = qtype == "q8_0" and data.shape[-1] % 32 == 0
+    if data.ndim > 1:
+        _check_range(name, data, qtype, F16_MAX * 127 if quantized else F16_MAX)
     if data.ndim == 1:  # norms stay f32, as llama.cpp's converter keeps them
         writer.add_tensor(name, data.astype(np.float32))
-    elif qtype == "q8_0" and data.shape[-1] % 32 == 0:
+    elif quantized:
         quantized = gguf.quants.quantize(data, gguf.GGMLQuantizationType.Q8_0)
         writer.add_tensor(name, quantized, raw_dtype=gguf.GGMLQuantizationType.Q8_0)
     else:
         writer.add_tensor(name, data.astype(np.float16))
+
+
+def _check_range(name: str, data: np.ndarray, qtype: str, limit: float) -> None:
+    """ValueError unless every value fits the GGUF type: numpy would write inf (with only a
+    warning) where a run's weights have grown past float16."""
+    peak = float(np.abs(data).max(initial=0.0))
+    if not peak <= limit:  # also NaN
+        raise ValueError(
+            f"the merged weight {name} reaches |w| = {peak:.3g}, beyond what GGUF {qtype} can "
+            f"hold ({limit:.4g}); the run's weights have diverged (a smaller learning rate, or "
+            "an earlier checkpoint, gives weights this format can store)"
+        )
 
 
 def _finish(writer) -> None:
