@@ -100,3 +100,30 @@ def test_a_model_that_is_not_a_gguf_decodes_its_exact_weights():
     # bf16 on CPU, so only the source decides: the tiny model has no GGUF to recover codes from.
     assert base.decode_4bit and base.decode_4bit_ready is False
     assert base.decode_mode == "exact"
+
+
+@pytest.mark.parametrize(("rows", "cols"), [(96, 64), (40, 1536)])
+def test_our_4bit_kernel_multiplies_the_rounded_weights_and_each_row_as_alone(
+    native_ops, rows, cols
+):
+    """`int4_linear` (csrc/int4_linear.cpp) against the same weights de-quantized in torch
+    (code * d + m, rounded to bf16): equal up to the output's bf16 rounding, with a bias, for
+    row counts inside one pass, a full one and beyond; each row bit for bit what it gets alone
+    (a request decodes the same tokens in a batch as by itself)."""
+    from frontier_signal.backend import llama_decode
+
+    if not native_ops.has_bf16_kernel():
+        pytest.skip("our 4-bit layout is used only where the CPU has AVX512-BF16")
+    weight = q4_1(rows, cols, seed=7)
+    part = recover_4bit(weight)
+    bias = torch.randn(rows).bfloat16()
+    matmul = llama_decode._pack_4bit([part], bias)
+    assert matmul[0].dtype == torch.uint8 and matmul[1].dtype == torch.float32  # our layout
+    reference = weight.bfloat16().float()
+    for count in (1, 3, 8, 11):
+        x = torch.randn(count, cols, generator=torch.Generator().manual_seed(count)).bfloat16()
+        y = llama_decode._matmul(x, matmul)
+        expected = x.float() @ reference.T + bias.float()
+        torch.testing.assert_close(y.float(), expected, rtol=8e-3, atol=1e-3 * expected.abs().max())
+        alone = torch.cat([llama_decode._matmul(x[i : i + 1], matmul) for i in range(count)])
+        assert torch.equal(alone, y)

@@ -13,8 +13,9 @@ weights with about twenty torch ops per layer:
 - optionally (`LlamaWeights.quantize_int8`) int8 weight-only copies of the matmuls: at batch 1
   a step is bound by streaming the weights, so half the bytes is about twice the speed;
 - for a model that shipped as a 4-bit GGUF (the bundled SmolLM2 is Q4_1), the GGUF's own 4-bit
-  codes (`LlamaWeights.pack_4bit`, recovered exactly from the de-quantized weights) through
-  torch's group-wise int4 kernel: the same values as the file, in a quarter of the bf16 bytes.
+  codes (`LlamaWeights.pack_4bit`, recovered exactly from the de-quantized weights) through our
+  4-bit kernel (csrc/int4_linear.cpp; torch's group-wise int4 kernel where the CPU lacks
+  AVX512-BF16): the file's values rounded to bf16, in a quarter of the bf16 bytes.
 
 On CPU with bf16 activations, once `backend/native.py` has loaded our C++ decode layers, a step
 runs every layer in one op call (`native.NativeStep`; each run's LoRA terms in bf16) and the
@@ -103,14 +104,27 @@ def recover_4bit(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torc
 
 
 def _pack_4bit(parts: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], bias) -> Matmul:
-    """Fused rows of recovered 4-bit weights in the layout `_weight_int4pack_mm_for_cpu` takes:
+    """Fused rows of recovered 4-bit weights, for our `int4_linear` (csrc/int4_linear.cpp)
+    where the CPU has AVX512-BF16: codes two to a byte and each block's exact d and m in fp32,
+    w = bf16(code * d + m). Elsewhere the layout `_weight_int4pack_mm_for_cpu` takes:
     w = (code - 8) * scale + zero, with zero = m + 8 d (rounded once, to bf16)."""
     codes = torch.cat([c for c, _, _ in parts])
     step = torch.cat([d for _, d, _ in parts])
     low = torch.cat([m for _, _, m in parts])
+    if _int4_kernel():
+        blocks = codes.view(codes.shape[0], -1, 2, GROUP_4BIT // 2).to(torch.uint8)
+        nibbles = (blocks[:, :, 0] | (blocks[:, :, 1] << 4)).reshape(codes.shape[0], -1)
+        return nibbles.contiguous(), torch.stack([step, low], -1).contiguous(), bias
     packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes, 1)
     scales_zeros = torch.stack([step, low + 8 * step], -1).transpose(0, 1).contiguous()
     return packed, scales_zeros.to(torch.bfloat16), bias
+
+
+def _int4_kernel() -> bool:
+    """Whether our 4-bit kernel runs here (waits for the native ops' load: the layout chosen
+    must not depend on how soon a first request came)."""
+    ops = native.ops()
+    return ops is not None and bool(ops.has_bf16_kernel())
 
 
 def _quantize_int8(weight: torch.Tensor, bias: torch.Tensor | None) -> Matmul:
@@ -125,7 +139,9 @@ def _matmul(x: torch.Tensor, matmul: Matmul | Int8Head) -> torch.Tensor:
         return matmul(x)
     if len(matmul) == 2:
         return F.linear(x, *matmul)
-    if matmul[0].dtype == torch.uint8:  # 4-bit
+    if matmul[0].dtype == torch.uint8 and matmul[1].dtype == torch.float32:  # 4-bit, ours
+        return cast(Any, native.ops()).int4_linear(x, *matmul)  # only packed where it loaded
+    if matmul[0].dtype == torch.uint8:  # 4-bit, torch's layout
         packed, scales_zeros, bias = matmul
         y = torch.ops.aten._weight_int4pack_mm_for_cpu(x, packed, GROUP_4BIT, scales_zeros)
         return y if bias is None else y + bias

@@ -44,6 +44,7 @@ SOURCES = [
         "silu_gate.cpp",
         "lora.cpp",
         "adamw_8bit.cpp",
+        "int4_linear.cpp",
     )
 ]
 NAME = "frontier_signal_native"

@@ -29,6 +29,11 @@
 #include <utility>
 #include <vector>
 
+namespace fs_decode {  // int4_linear.cpp: the GGUF's 4-bit codes in our layout
+at::Tensor int4_linear(const at::Tensor& x, const at::Tensor& codes, const at::Tensor& dm,
+                       const std::optional<at::Tensor>& bias);
+}
+
 namespace {
 
 using bf16 = c10::BFloat16;
@@ -251,11 +256,14 @@ bool has_bf16_kernel() {
 }
 
 // A base matmul, by the first tensor's dtype as `llama_decode._matmul`: uint8 the GGUF 4-bit
-// codes, int8 weight-only, else exact weights.
+// codes (with fp32 block steps and minima our int4_linear, with bf16 ones torch's layout), int8
+// weight-only, else exact weights.
 at::Tensor base_matmul(const at::Tensor& x, const c10::List<std::optional<at::Tensor>>& mm,
                        int64_t at_index) {
   const at::Tensor w = *mm.get(at_index);
   std::optional<at::Tensor> second = mm.get(at_index + 1), third = mm.get(at_index + 2);
+  if (w.scalar_type() == at::kByte && second->scalar_type() == at::kFloat)
+    return fs_decode::int4_linear(x, w, *second, third);
   if (w.scalar_type() == at::kByte) {
     at::Tensor y = at::_weight_int4pack_mm_for_cpu(x, w, kGroup4bit, *second);
     return third ? y.add_(*third) : y;
