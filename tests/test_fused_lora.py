@@ -135,3 +135,30 @@ def test_a_bf16_training_step_of_the_tiny_model_matches_the_autograd_path(monkey
     assert results[True][0] == pytest.approx(results[False][0], rel=2e-3)
     for a, b in zip(results[True][1], results[False][1], strict=True):
         assert (a - b).abs().max() <= 0.03 * b.abs().max() + 1e-6
+
+
+def test_a_forward_without_gradients_runs_the_kernels_and_gives_the_training_log_probs(
+    monkeypatch,
+):
+    """Forward-only requests and prefills go through the same C++ LoRA forward as a training
+    step (outside autograd): a forward's log-probs are the training step's (the norms and the
+    MLP still take torch's ops without gradients: ~1 fp32 ulp apart in a few)."""
+    engine, base, run = bf16_tiny_run(seed=2)
+    calls = []
+    real = fused_lora.linear
+
+    def linear(*args):
+        out = real(*args)
+        calls.append((torch.is_grad_enabled(), out is not None))
+        return out
+
+    monkeypatch.setattr(fused_lora, "linear", linear)
+    rows = shifted_rows()
+    trained = ForwardBackwardRequest(run, rows, reduction="sum")
+    forward = ForwardBackwardRequest(run, rows, reduction="sum", forward_only=True)
+    (step,) = run_forward_backward(base, engine._runs, [trained])
+    (alone,) = run_forward_backward(base, engine._runs, [forward])
+    assert calls.count((False, True)) == 2 * 7 and calls.count((True, True)) == 2 * 7
+    ours, theirs = torch.tensor(sum(alone.logprobs, [])), torch.tensor(sum(step.logprobs, []))
+    assert (ours - theirs).abs().max() <= 1e-5 and (ours != theirs).float().mean() < 0.05
+    assert alone.loss_sum == pytest.approx(step.loss_sum, rel=1e-6)

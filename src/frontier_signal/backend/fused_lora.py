@@ -8,9 +8,10 @@ cast of each weight gradient to fp32. In the demo's step (one row of ~300 tokens
 of the time. Here the delta is added into the base output in place, the LoRA term of the input
 gradient into the base's input gradient, and the weight gradients come out in fp32 directly.
 
-Used where a gradient is wanted, in bf16 on a CPU with AVX512-BF16 with our ops loaded, for a
-bias-free frozen base whose adapters cover the batch in equal blocks of rows (one run, or N runs'
-equal requests) without dropout. Everything else takes `LoraLinear`'s autograd path.
+Used in bf16 on a CPU with AVX512-BF16 with our ops loaded (training steps, forward-only requests
+and prefills alike), for a bias-free frozen base whose adapters cover the batch in equal blocks
+of rows (one run, or N runs' equal requests) without dropout. Everything else takes
+`LoraLinear`'s autograd path.
 """
 
 from __future__ import annotations
@@ -60,8 +61,10 @@ def _has_kernel(ops: Any) -> bool:
 
 def linear(base: nn.Linear, x: torch.Tensor, pairs: list, training: bool) -> torch.Tensor | None:
     """`base(x)` plus the LoRA deltas of `pairs` (one rank, G = len(pairs) equal blocks of x's
-    first dimension, in order) through the C++ kernels; None where they do not apply."""
-    if not torch.is_grad_enabled() or base.bias is not None or base.weight.requires_grad:
+    first dimension, in order) through the C++ kernels; None where they do not apply. Without
+    gradients (a prefill, a forward-only request) the same forward runs outside autograd, so
+    such a forward gives the log-probs a training step computes, bit for bit."""
+    if base.bias is not None or base.weight.requires_grad:
         return None
     if training and any(pair.dropout > 0 for pair in pairs):
         return None
@@ -75,5 +78,9 @@ def linear(base: nn.Linear, x: torch.Tensor, pairs: list, training: bool) -> tor
     if any(w.dtype != torch.float32 or w.device != x.device for w in weights):
         return None
     scales = [float(pair.scale) for pair in pairs]
+    if not torch.is_grad_enabled():
+        y_MO = torch.mm(x_MI, base.weight.t())
+        ops.lora_forward(x_MI, y_MO, weights[: len(pairs)], weights[len(pairs) :], scales)
+        return y_MO.reshape(*x.shape[:-1], y_MO.shape[-1])
     y_MO = _LoraLinear.apply(x_MI, base.weight, ops, scales, len(pairs), *weights)
     return y_MO.reshape(*x.shape[:-1], y_MO.shape[-1])
