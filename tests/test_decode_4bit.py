@@ -127,3 +127,26 @@ def test_our_4bit_kernel_multiplies_the_rounded_weights_and_each_row_as_alone(
         torch.testing.assert_close(y.float(), expected, rtol=8e-3, atol=1e-3 * expected.abs().max())
         alone = torch.cat([llama_decode._matmul(x[i : i + 1], matmul) for i in range(count)])
         assert torch.equal(alone, y)
+
+
+def test_our_4bit_step_decodes_exactly_what_the_bf16_weights_do(q4_engine, native_ops):
+    """The model's bf16 weights are the file's values rounded to bf16, and so are the weights
+    our kernel builds from the codes, summed in the same order as the exact kernel: with the
+    bf16 lm_head, 4-bit decode gives the exact decode's log-probs bit for bit (a quarter of
+    the bytes, nothing traded)."""
+    if not native_ops.has_bf16_kernel():
+        pytest.skip("our 4-bit layout is used only where the CPU has AVX512-BF16")
+    engine, base = q4_engine
+    prompt = engine.tokenizer(TINY)("The capital of Zorbia is", add_special_tokens=False)
+    params = SamplingParams(max_tokens=8, temperature=0, top_logprobs=5)
+    request = SampleRequest(TINY, list(prompt["input_ids"]), params)
+    weights = base.decode_weights()
+    weights.head_8bit = False
+    try:
+        four = engine.sample(request).sequences[0]
+        base.decode_4bit = False
+        exact = engine.sample(request).sequences[0]
+    finally:
+        weights.head_8bit, base.decode_4bit = True, True
+    assert four.tokens == exact.tokens
+    assert four.logprobs == exact.logprobs and four.top_logprobs == exact.top_logprobs
