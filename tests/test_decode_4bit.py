@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from frontier_signal.backend.llama_decode import GROUP_4BIT, recover_4bit
+from frontier_signal.backend.decode_4bit import GROUP as GROUP_4BIT
+from frontier_signal.backend.decode_4bit import recover as recover_4bit
 from frontier_signal.engine.types import SampleRequest, SamplingParams
 from tests.conftest import TINY
 
@@ -110,14 +111,14 @@ def test_our_4bit_kernel_multiplies_the_rounded_weights_and_each_row_as_alone(
     (code * d + m, rounded to bf16): equal up to the output's bf16 rounding, with a bias, for
     row counts inside one pass, a full one and beyond; each row bit for bit what it gets alone
     (a request decodes the same tokens in a batch as by itself)."""
-    from frontier_signal.backend import llama_decode
+    from frontier_signal.backend import decode_4bit, llama_decode
 
     if not native_ops.has_bf16_kernel():
         pytest.skip("our 4-bit layout is used only where the CPU has AVX512-BF16")
     weight = q4_1(rows, cols, seed=7)
     part = recover_4bit(weight)
     bias = torch.randn(rows).bfloat16()
-    matmul = llama_decode._pack_4bit([part], bias)
+    matmul = decode_4bit.pack([part], bias)
     assert matmul[0].dtype == torch.uint8 and matmul[1].dtype == torch.float32  # our layout
     reference = weight.bfloat16().float()
     for count in (1, 3, 8, 11):

@@ -34,7 +34,7 @@ from typing import Any, cast
 import torch
 import torch.nn.functional as F
 
-from frontier_signal.backend import decode_head, native
+from frontier_signal.backend import decode_4bit, decode_head, native
 from frontier_signal.backend.decode_head import Int8Head
 from frontier_signal.backend.decode_lora import GROUPS, LoraPlan, add_lora, lora_dtype
 from frontier_signal.backend.decode_threads import DecodeThreadGovernor
@@ -70,61 +70,16 @@ def _fuse(linears: list[LoraLinear]) -> tuple[torch.Tensor, torch.Tensor | None]
 
 
 # A base matmul: (weight, bias); int8 weight-only (int8 weight, per-row scales, bias); or 4-bit
-# group-wise (packed codes, scales and zeros [K/32, N, 2], bias).
+# group-wise (`decode_4bit.Packed`: codes, block scales, bias).
 Matmul = (
     tuple[torch.Tensor, torch.Tensor | None]
     | tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]
 )
-GROUP_4BIT = 32  # GGUF's block size
-# The 4-bit kernel de-quantizes per row: up to about 12 rows it beats the bf16 GEMM on this CPU
-# (measured: 16 µs vs 46 µs at 1 row, equal near 8-12, 1.5x slower at 16), so bigger batches
-# decode with the bf16 weights (as close to the file's values, docs/engine.md).
+# torch's 4-bit kernel de-quantizes per row: up to about 12 rows it beat the bf16 GEMM on this
+# CPU (measured: 16 µs vs 46 µs at 1 row, equal near 8-12, 1.5x slower at 16), so bigger batches
+# decode with the bf16 weights (as close to the file's values, docs/engine.md). Ours
+# (decode_4bit) gives those weights' own values; its crossover was not re-measured.
 MAX_4BIT_ROWS = 12
-
-
-def recover_4bit(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
-    """The 4-bit codes of a de-quantized GGUF Q4_1 weight, or None when it is not one.
-
-    Q4_1 stores each block of 32 input weights as `code * d + m` (codes 0..15, fp16 d and m,
-    m the block minimum, so the minimum has code 0 and the maximum code 15). Returns (codes
-    [N, K] int32, d [N, K/32], m [N, K/32]) only when they give back every value bit for bit.
-    """
-    if weight.dim() != 2 or weight.shape[1] % GROUP_4BIT or weight.dtype != torch.float32:
-        return None
-    rows, cols = weight.shape
-    blocks = weight.view(rows, cols // GROUP_4BIT, GROUP_4BIT)
-    low = blocks.amin(-1)
-    step = ((blocks.amax(-1) - low) / 15).half().float()
-    safe = torch.where(step > 0, step, torch.ones_like(step))
-    codes = torch.round((blocks - low[..., None]) / safe[..., None]).clamp(0, 15)
-    codes = torch.where(step[..., None] > 0, codes, torch.zeros_like(codes))
-    if not torch.equal(codes * step[..., None] + low[..., None], blocks):
-        return None
-    return codes.view(rows, cols).to(torch.int32), step, low
-
-
-def _pack_4bit(parts: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], bias) -> Matmul:
-    """Fused rows of recovered 4-bit weights, for our `int4_linear` (csrc/int4_linear.cpp)
-    where the CPU has AVX512-BF16: codes two to a byte and each block's exact d and m in fp32,
-    w = bf16(code * d + m). Elsewhere the layout `_weight_int4pack_mm_for_cpu` takes:
-    w = (code - 8) * scale + zero, with zero = m + 8 d (rounded once, to bf16)."""
-    codes = torch.cat([c for c, _, _ in parts])
-    step = torch.cat([d for _, d, _ in parts])
-    low = torch.cat([m for _, _, m in parts])
-    if _int4_kernel():
-        blocks = codes.view(codes.shape[0], -1, 2, GROUP_4BIT // 2).to(torch.uint8)
-        nibbles = (blocks[:, :, 0] | (blocks[:, :, 1] << 4)).reshape(codes.shape[0], -1)
-        return nibbles.contiguous(), torch.stack([step, low], -1).contiguous(), bias
-    packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes, 1)
-    scales_zeros = torch.stack([step, low + 8 * step], -1).transpose(0, 1).contiguous()
-    return packed, scales_zeros.to(torch.bfloat16), bias
-
-
-def _int4_kernel() -> bool:
-    """Whether our 4-bit kernel runs here (waits for the native ops' load: the layout chosen
-    must not depend on how soon a first request came)."""
-    ops = native.ops()
-    return ops is not None and bool(ops.has_bf16_kernel())
 
 
 def _quantize_int8(weight: torch.Tensor, bias: torch.Tensor | None) -> Matmul:
@@ -143,7 +98,7 @@ def _matmul(x: torch.Tensor, matmul: Matmul | Int8Head) -> torch.Tensor:
         return cast(Any, native.ops()).int4_linear(x, *matmul)  # only packed where it loaded
     if matmul[0].dtype == torch.uint8:  # 4-bit, torch's layout
         packed, scales_zeros, bias = matmul
-        y = torch.ops.aten._weight_int4pack_mm_for_cpu(x, packed, GROUP_4BIT, scales_zeros)
+        y = torch.ops.aten._weight_int4pack_mm_for_cpu(x, packed, decode_4bit.GROUP, scales_zeros)
         return y if bias is None else y + bias
     quantized, scales, bias = matmul
     y = torch.ops.aten._weight_int8pack_mm(x, quantized, scales)
@@ -241,20 +196,20 @@ class LlamaWeights:
         if self.layers_4bit is not None:
             return self.packed_4bit
         packed_groups = 0
-        layers_4bit = []
+        layers_4bit: list[dict[str, Matmul]] = []
         with torch.no_grad():
             for index, layer in enumerate(self.layers):
-                groups = {}
+                groups: dict[str, Matmul] = {}
                 for group, matmul in layer.matmuls.items():
                     parts = []
                     for path in GROUPS[group]:
                         weight = source(f"model.layers.{index}.{path}.weight")
-                        part = None if weight is None else recover_4bit(weight)
+                        part = None if weight is None else decode_4bit.recover(weight)
                         if part is None:
                             break
                         parts.append(part)
                     else:
-                        groups[group] = _pack_4bit(parts, matmul[1])
+                        groups[group] = decode_4bit.pack(parts, matmul[1])
                         packed_groups += 1
                         continue
                     groups[group] = matmul
