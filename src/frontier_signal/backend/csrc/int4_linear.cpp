@@ -1,5 +1,5 @@
 // y [R, N] = x [R, K] @ W.T (+ bias) for a GGUF Q4_1 weight kept as its 4-bit codes: the decode
-// matmul of the bundled SmolLM2 (`llama_decode.pack_4bit` packs, `native.py` builds this file).
+// matmul of the bundled SmolLM2 (`decode_4bit.pack` packs, `native.py` builds this file).
 //
 // Layout: `codes` uint8 [N, K / 2], block b of row n (32 inputs) in bytes [16 b, 16 b + 16),
 // byte j holding input j in its low nibble and input j + 16 in its high one; `dm` fp32
