@@ -62,8 +62,8 @@ def _has_kernel(ops: Any) -> bool:
 def linear(base: nn.Linear, x: torch.Tensor, pairs: list, training: bool) -> torch.Tensor | None:
     """`base(x)` plus the LoRA deltas of `pairs` (one rank, G = len(pairs) equal blocks of x's
     first dimension, in order) through the C++ kernels; None where they do not apply. Without
-    gradients (a prefill, a forward-only request) the same forward runs outside autograd, so
-    such a forward gives the log-probs a training step computes, bit for bit."""
+    gradients (a prefill, a forward-only request) the same forward runs outside autograd: such
+    a forward adds the LoRA terms a training step adds."""
     if base.bias is not None or base.weight.requires_grad:
         return None
     if training and any(pair.dropout > 0 for pair in pairs):

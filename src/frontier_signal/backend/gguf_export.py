@@ -169,12 +169,12 @@ def _add_weight(writer, name: str, tensor: torch.Tensor, qtype: str) -> None:
     import gguf
 
     data = tensor.detach().float().cpu().numpy()
-    quantized = qtype == "q8_0" and data.shape[-1] % 32 == 0
+    as_q8 = qtype == "q8_0" and data.shape[-1] % 32 == 0
     if data.ndim > 1:
-        _check_range(name, data, qtype, F16_MAX * 127 if quantized else F16_MAX)
+        _check_range(name, data, qtype, F16_MAX * 127 if as_q8 else F16_MAX)
     if data.ndim == 1:  # norms stay f32, as llama.cpp's converter keeps them
         writer.add_tensor(name, data.astype(np.float32))
-    elif quantized:
+    elif as_q8:
         quantized = gguf.quants.quantize(data, gguf.GGMLQuantizationType.Q8_0)
         writer.add_tensor(name, quantized, raw_dtype=gguf.GGMLQuantizationType.Q8_0)
     else:
