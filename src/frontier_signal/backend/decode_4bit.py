@@ -59,5 +59,4 @@ def pack(parts: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], bias) -> 
 def our_kernel() -> bool:
     """Whether our 4-bit kernel runs here (waits for the native ops' load: the layout chosen
     must not depend on how soon a first request came)."""
-    ops = native.ops()
-    return ops is not None and bool(ops.has_bf16_kernel())
+    return native.with_bf16_kernels(native.ops()) is not None

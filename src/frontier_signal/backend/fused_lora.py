@@ -16,7 +16,6 @@ of rows (one run, or N runs' equal requests) without dropout. Everything else ta
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import torch
@@ -28,8 +27,7 @@ class _LoraLinear(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x_MI, weight_OI, ops, scales, groups, *lora):
-        y_MO = torch.mm(x_MI, weight_OI.t())
-        hidden_MR = ops.lora_forward(x_MI, y_MO, list(lora[:groups]), list(lora[groups:]), scales)
+        y_MO, hidden_MR = _forward(x_MI, weight_OI, ops, scales, groups, lora)
         ctx.save_for_backward(x_MI, weight_OI, hidden_MR, *lora)
         ctx.ops, ctx.scales, ctx.groups = ops, scales, groups
         return y_MO
@@ -46,17 +44,18 @@ class _LoraLinear(torch.autograd.Function):
         return (grad_x, None, None, None, None, *grads_a, *grads_b)
 
 
+def _forward(x_MI, weight_OI, ops, scales, groups: int, lora) -> tuple[torch.Tensor, Any]:
+    """(y, the scaled hidden state the backward reads): the base matmul, the deltas added in."""
+    y_MO = torch.mm(x_MI, weight_OI.t())
+    hidden_MR = ops.lora_forward(x_MI, y_MO, list(lora[:groups]), list(lora[groups:]), scales)
+    return y_MO, hidden_MR
+
+
 def _ops(x: torch.Tensor) -> Any | None:
     from frontier_signal.backend import native  # it imports the decode path, which imports lora
 
-    ops = native.training_ops(x.device, x.dtype)
-    return ops if ops is not None and _has_kernel(ops) else None
-
-
-@functools.cache
-def _has_kernel(ops: Any) -> bool:
-    """The build has the AVX512-BF16 kernels (else the ops refuse: the autograd path runs)."""
-    return bool(ops.has_bf16_kernel())
+    # Without the AVX512-BF16 kernels the ops refuse: the autograd path runs.
+    return native.with_bf16_kernels(native.training_ops(x.device, x.dtype))
 
 
 def linear(base: nn.Linear, x: torch.Tensor, pairs: list, training: bool) -> torch.Tensor | None:
@@ -78,9 +77,8 @@ def linear(base: nn.Linear, x: torch.Tensor, pairs: list, training: bool) -> tor
     if any(w.dtype != torch.float32 or w.device != x.device for w in weights):
         return None
     scales = [float(pair.scale) for pair in pairs]
-    if not torch.is_grad_enabled():
-        y_MO = torch.mm(x_MI, base.weight.t())
-        ops.lora_forward(x_MI, y_MO, weights[: len(pairs)], weights[len(pairs) :], scales)
-        return y_MO.reshape(*x.shape[:-1], y_MO.shape[-1])
-    y_MO = _LoraLinear.apply(x_MI, base.weight, ops, scales, len(pairs), *weights)
+    if torch.is_grad_enabled():
+        y_MO = _LoraLinear.apply(x_MI, base.weight, ops, scales, len(pairs), *weights)
+    else:
+        y_MO, _ = _forward(x_MI, base.weight, ops, scales, len(pairs), weights)
     return y_MO.reshape(*x.shape[:-1], y_MO.shape[-1])

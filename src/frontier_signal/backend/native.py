@@ -20,6 +20,7 @@ not depend on when the load finished (the same steps, the same weights, in any p
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import shutil
@@ -141,6 +142,17 @@ def training_ops(device: torch.device, dtype: torch.dtype) -> Any | None:
     if device.type != "cpu" or dtype != torch.bfloat16:
         return None
     return ops()
+
+
+def with_bf16_kernels(loaded: Any | None) -> Any | None:
+    """`loaded` (our ops) where this build has the AVX512-BF16 kernels, else None: the LoRA
+    kernels and our 4-bit decode layout need them (elsewhere their callers keep torch's path)."""
+    return loaded if loaded is not None and _built_with_bf16(loaded) else None
+
+
+@functools.cache
+def _built_with_bf16(loaded: Any) -> bool:
+    return bool(loaded.has_bf16_kernel())
 
 
 def fp32_ops(tensors: Sequence[torch.Tensor | None]) -> Any | None:

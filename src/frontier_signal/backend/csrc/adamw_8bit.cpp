@@ -245,7 +245,7 @@ std::tuple<double, double> grad_stats(std::vector<at::Tensor> grads) {
             _mm512_castps_pd(v), 1)));
         acc_lo = _mm512_fmadd_pd(lo, lo, acc_lo);
         acc_hi = _mm512_fmadd_pd(hi, hi, acc_hi);
-        // NaN-propagating max: a NaN in v makes the comparison pick it up through the sum
+        // (max_ps may drop a NaN; the sum keeps it, and the end reports it through `top`)
         top_v = _mm512_max_ps(top_v, _mm512_abs_ps(v));
       }
       sum = _mm512_reduce_add_pd(_mm512_add_pd(acc_lo, acc_hi));
