@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from frontier_signal.backend import decode_4bit, decode_head, native
-from frontier_signal.backend.decode_head import Int8Head
+from frontier_signal.backend.decode_head import HEADS, Head
 from frontier_signal.backend.decode_lora import GROUPS, LoraPlan, add_lora, lora_dtype
 from frontier_signal.backend.decode_threads import DecodeThreadGovernor
 from frontier_signal.backend.lora import LoraLinear
@@ -89,8 +89,8 @@ def _quantize_int8(weight: torch.Tensor, bias: torch.Tensor | None) -> Matmul:
     return quantized, scales.to(weight.dtype), bias
 
 
-def _matmul(x: torch.Tensor, matmul: Matmul | Int8Head) -> torch.Tensor:
-    if isinstance(matmul, Int8Head):
+def _matmul(x: torch.Tensor, matmul: Matmul | Head) -> torch.Tensor:
+    if isinstance(matmul, HEADS):
         return matmul(x)
     if len(matmul) == 2:
         return F.linear(x, *matmul)
@@ -150,7 +150,7 @@ class LlamaWeights:
         self.lora = LoraPlan(self)
         self.threads = DecodeThreadGovernor()  # decode steps' torch thread count, by measurement
         self.int8_layers: list[dict[str, Matmul]] | None = None
-        self.int8_head: Matmul | Int8Head | None = None
+        self.int8_head: Matmul | Head | None = None
         # The 4-bit and int8 modes read the lm_head in 8 bits (`decode_head`); False: bf16.
         self.head_8bit = True
         self.layers_4bit: list[dict[str, Matmul]] | None = None  # None: not tried yet
@@ -171,19 +171,14 @@ class LlamaWeights:
             ]
         self.quantized_head()
 
-    def quantized_head(self) -> Matmul | Int8Head:
-        """The lm_head in 8 bits (built once): fbgemm's dynamic int8 linear where it runs,
+    def quantized_head(self) -> Matmul | Head:
+        """The lm_head in 8 bits (built once): where our bf16 kernels run, codes whose top
+        logits are made exact (`decode_head.CheckedHead`), else fbgemm's dynamic int8 linear,
         else int8 weight-only (`_weight_int8pack_mm`)."""
         if self.int8_head is None:
             weight, bias = self.head[0], self.head[1]
             with torch.no_grad():
-                if weight.device.type == "cpu" and decode_head.available():
-                    try:
-                        self.int8_head = Int8Head(weight, bias)
-                    except (RuntimeError, AttributeError):  # quantized ops gone or refused
-                        self.int8_head = None
-                if self.int8_head is None:
-                    self.int8_head = _quantize_int8(weight, bias)
+                self.int8_head = decode_head.build(weight, bias) or _quantize_int8(weight, bias)
         return self.int8_head
 
     def pack_4bit(self, source: Callable[[str], torch.Tensor | None]) -> int:
@@ -275,7 +270,7 @@ class LlamaDecoder:
             self.valid = (slots[None] >= pads[:, None])[:, None, None, :]
         self.matmuls = [layer.matmuls for layer in weights.layers]
         self.mode = mode
-        self.head: Matmul | Int8Head = weights.head
+        self.head: Matmul | Head = weights.head
         if mode == "int8":
             assert weights.int8_layers is not None
             self.matmuls = weights.int8_layers
@@ -297,7 +292,7 @@ class LlamaDecoder:
         else:
             self.lora = weights.lora.for_segments(segments, terms)
 
-    def _linear(self, x, matmul: Matmul | Int8Head, plan) -> torch.Tensor:
+    def _linear(self, x, matmul: Matmul | Head, plan) -> torch.Tensor:
         return add_lora(_matmul(x, matmul), x, plan)
 
     def step(self, token_ids_B: torch.Tensor) -> torch.Tensor:
@@ -330,7 +325,7 @@ class LlamaDecoder:
         else:
             x = self._layers(x, slot)
         h = _rms_norm(x, w.final_norm, w.eps)
-        if self.native is not None and not isinstance(self.head, Int8Head) and len(self.head) == 2:
+        if self.native is not None and not isinstance(self.head, HEADS) and len(self.head) == 2:
             logits = add_lora(self.native.linear(h, *self.head), h, self.lora[-1]["lm_head"])
             return logits.float()
         return self._linear(h, self.head, self.lora[-1]["lm_head"]).float()

@@ -1,7 +1,8 @@
 """Our C++ ops: the decode layers (`csrc/llama_step.cpp`) and, for bf16 training on CPU,
 attention's softmax (`csrc/attention.cpp`), RMSNorm (`csrc/rms_norm.cpp`), the MLP activation
 (`csrc/silu_gate.cpp`), the LoRA terms (`csrc/lora.cpp`) and the 8-bit AdamW step
-(`csrc/adamw_8bit.cpp`); built on first use, loaded as torch ops.
+(`csrc/adamw_8bit.cpp`), and for the quantized decode the 4-bit matmul (`csrc/int4_linear.cpp`)
+and the checked 8-bit lm_head (`csrc/int8_head.cpp`); built on first use, loaded as torch ops.
 
 The ops are compiled with torch's extension builder (g++ and ninja, ~20 s once) into torch's
 extensions folder (`TORCH_EXTENSIONS_DIR`, by default `~/.cache/torch_extensions`), keyed by the
@@ -46,6 +47,7 @@ SOURCES = [
         "lora.cpp",
         "adamw_8bit.cpp",
         "int4_linear.cpp",
+        "int8_head.cpp",
     )
 ]
 NAME = "frontier_signal_native"

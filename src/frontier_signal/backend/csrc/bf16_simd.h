@@ -1,6 +1,6 @@
-// Helpers for the bf16 training kernels (attention.cpp, rms_norm.cpp, silu_gate.cpp, lora.cpp,
-// adamw_8bit.cpp): AVX512 loads and stores of bf16 as fp32 lanes (round to nearest even), a
-// vectorised e^x, and tail masks.
+// Helpers for the bf16 kernels (attention.cpp, rms_norm.cpp, silu_gate.cpp, lora.cpp,
+// adamw_8bit.cpp, llama_step.cpp, int8_head.cpp): AVX512 loads and stores of bf16 as fp32 lanes
+// (round to nearest even), a vectorised e^x, tail masks, and the bf16 dot products of decode.
 #pragma once
 
 #include <c10/util/BFloat16.h>
@@ -9,6 +9,9 @@
 
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
 #define FS_AVX512 1
+#include <immintrin.h>
+#endif
+#ifdef __AVX512BF16__
 #include <immintrin.h>
 #endif
 
@@ -65,6 +68,32 @@ inline __mmask16 allowed_lanes(const bool* allowed, int64_t j, __mmask16 m) {
   return _mm_test_epi8_mask(bytes, bytes);
 }
 
+#endif
+
+#ifdef __AVX512BF16__
+// sums[r] = x[r] . w over K inputs, for R rows of x against one weight row (bf16, fp32 sums):
+// 32 products per `vdpbf16ps`, a masked tail, one horizontal sum. The decode's exact matmul
+// (llama_step.cpp) and the 8-bit head's exact re-check (int8_head.cpp) both sum this way, so
+// they give the same logits bit for bit.
+template <int R>
+inline void bf16_dots(const bf16* x, const bf16* w, int64_t K, float* sums) {
+  const int64_t full = K / 32 * 32;
+  const __mmask32 tail = static_cast<__mmask32>((1ull << (K - full)) - 1);
+  __m512 acc[R];
+  for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps();
+  for (int64_t k = 0; k < full; k += 32) {
+    const __m512bh wk = (__m512bh)_mm512_loadu_si512(w + k);
+    for (int r = 0; r < R; ++r)
+      acc[r] = _mm512_dpbf16_ps(acc[r], wk, (__m512bh)_mm512_loadu_si512(x + r * K + k));
+  }
+  if (tail) {
+    const __m512bh wk = (__m512bh)_mm512_maskz_loadu_epi16(tail, w + full);
+    for (int r = 0; r < R; ++r)
+      acc[r] = _mm512_dpbf16_ps(acc[r], wk,
+                                (__m512bh)_mm512_maskz_loadu_epi16(tail, x + r * K + full));
+  }
+  for (int r = 0; r < R; ++r) sums[r] = _mm512_reduce_add_ps(acc[r]);
+}
 #endif
 
 }  // namespace fs_simd

@@ -17,6 +17,8 @@
 #include <c10/util/BFloat16.h>
 #include <torch/library.h>
 
+#include "bf16_simd.h"
+
 #ifdef __AVX512BF16__
 #include <immintrin.h>
 #endif
@@ -177,25 +179,11 @@ void add_lora(at::Tensor& y, const at::Tensor& x, const std::vector<at::Tensor>&
 template <int R>
 void bf16_rows(const bf16* x, const bf16* W, const bf16* bias, int64_t K, int64_t N,
                int64_t n0, int64_t n1, bf16* y) {
-  const int64_t full = K / 32 * 32;
-  const __mmask32 tail = static_cast<__mmask32>((1ull << (K - full)) - 1);
+  float sums[R];
   for (int64_t n = n0; n < n1; ++n) {
-    __m512 acc[R];
-    for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps();
-    const bf16* w = W + n * K;
-    for (int64_t k = 0; k < full; k += 32) {
-      const __m512bh wk = (__m512bh)_mm512_loadu_si512(w + k);
-      for (int r = 0; r < R; ++r)
-        acc[r] = _mm512_dpbf16_ps(acc[r], wk, (__m512bh)_mm512_loadu_si512(x + r * K + k));
-    }
-    if (tail) {
-      const __m512bh wk = (__m512bh)_mm512_maskz_loadu_epi16(tail, w + full);
-      for (int r = 0; r < R; ++r)
-        acc[r] = _mm512_dpbf16_ps(
-            acc[r], wk, (__m512bh)_mm512_maskz_loadu_epi16(tail, x + r * K + full));
-    }
+    fs_simd::bf16_dots<R>(x, W + n * K, K, sums);
     const float b = bias ? to_f(bias[n]) : 0.0f;
-    for (int r = 0; r < R; ++r) y[r * N + n] = bf16(_mm512_reduce_add_ps(acc[r]) + b);
+    for (int r = 0; r < R; ++r) y[r * N + n] = bf16(sums[r] + b);
   }
 }
 
