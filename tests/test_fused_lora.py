@@ -162,3 +162,43 @@ def test_a_forward_without_gradients_runs_the_kernels_and_gives_the_training_log
     ours, theirs = torch.tensor(sum(alone.logprobs, [])), torch.tensor(sum(step.logprobs, []))
     assert (ours - theirs).abs().max() <= 1e-5 and (ours != theirs).float().mean() < 0.05
     assert alone.loss_sum == pytest.approx(step.loss_sum, rel=1e-6)
+
+
+def test_a_checkpointed_recompute_skips_the_down_projections_base_matmul_and_changes_nothing(
+    monkeypatch,
+):
+    """Under gradient checkpointing each decoder layer's recompute skips the down projection's
+    base matmul (its output only feeds the layer's output, which backward does not read): the
+    loss and every gradient are those of the step without checkpointing, and of a recompute
+    that does not skip, bit for bit."""
+    from frontier_signal.backend import lora
+
+    engine, base, run = bf16_tiny_run(seed=3)
+    skipped = []
+    real = lora.LoraLinear._skips_base
+
+    def spy(self):
+        skipped.append(real(self))
+        return skipped[-1]
+
+    monkeypatch.setattr(lora.LoraLinear, "_skips_base", spy)
+    downs = [layer for name, layer in base.layers.items() if name.endswith("mlp.down_proj")]
+    assert downs and all(layer.output_leaves_layer for layer in downs)
+    request = ForwardBackwardRequest(run, shifted_rows(), reduction="sum")
+    results = {}
+    for case, budget, skip in (("plain", None, True), ("skip", 0, True), ("full", 0, False)):
+        for layer in downs:
+            layer.output_leaves_layer = skip
+        engine._run(run).clear_gradient()
+        skipped.clear()
+        (result,) = run_forward_backward(
+            base, engine._runs, [request], activation_budget_bytes=budget
+        )
+        assert base._checkpointing == (budget == 0)
+        grads = [p.grad.clone() for p in engine._run(run).parameters()]
+        results[case] = (result.loss_sum, grads, skipped.count(True))
+    assert results["skip"][2] == len(downs) and results["plain"][2] == results["full"][2] == 0
+    for case in ("skip", "full"):
+        assert results[case][0] == results["plain"][0]
+        for a, b in zip(results[case][1], results["plain"][1], strict=True):
+            assert torch.equal(a, b), case

@@ -22,7 +22,13 @@ from transformers import PreTrainedTokenizerBase
 from frontier_signal.backend import cpu_attention, models, native
 from frontier_signal.backend.fused_mlp import install_fused_mlps
 from frontier_signal.backend.fused_norm import install_fused_norms
-from frontier_signal.backend.lora import LoraLinear, Routing, Segment, install_lora_layers
+from frontier_signal.backend.lora import (
+    LoraLinear,
+    Routing,
+    Segment,
+    install_lora_layers,
+    layer_recompute,
+)
 from frontier_signal.backend.unembed import linear_target_logprobs
 from frontier_signal.engine.errors import EngineError, InvalidInputError
 
@@ -183,8 +189,10 @@ class BaseModel:
     def set_gradient_checkpointing(self, enabled: bool) -> None:
         if enabled == self._checkpointing:
             return
-        if enabled:
-            self.model.activation_checkpointing_enable({"use_reentrant": False})
+        if enabled:  # per decoder layer; its recompute skips what only feeds its output
+            self.model.activation_checkpointing_enable(
+                {"use_reentrant": False, "context_fn": _recompute_contexts}
+            )
         else:
             self.model.activation_checkpointing_disable()
         self._checkpointing = enabled
@@ -228,6 +236,12 @@ class BaseModel:
     def hidden_states(self, input_ids: torch.Tensor, **kwargs) -> torch.Tensor:
         """Final hidden states [B, T, D] (no logits: the unembedding is done in chunks)."""
         return self.model.model(input_ids=input_ids, **kwargs).last_hidden_state
+
+
+def _recompute_contexts():
+    """torch.utils.checkpoint's `context_fn`: nothing around the forward, `layer_recompute`
+    around the recompute (each checkpoint wraps exactly one decoder layer)."""
+    return contextlib.nullcontext(), layer_recompute()
 
 
 def _slice_segments(segments: list[Segment], start: int, end: int) -> list[Segment]:

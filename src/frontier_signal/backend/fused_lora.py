@@ -26,8 +26,8 @@ class _LoraLinear(torch.autograd.Function):
     """`x @ W.T + s_g * (x_g @ A_g.T) @ B_g.T` on G equal row blocks; W frozen."""
 
     @staticmethod
-    def forward(ctx, x_MI, weight_OI, ops, scales, groups, *lora):
-        y_MO, hidden_MR = _forward(x_MI, weight_OI, ops, scales, groups, lora)
+    def forward(ctx, x_MI, weight_OI, ops, scales, groups, skip_base, *lora):
+        y_MO, hidden_MR = _forward(x_MI, weight_OI, ops, scales, groups, lora, skip_base)
         ctx.save_for_backward(x_MI, weight_OI, hidden_MR, *lora)
         ctx.ops, ctx.scales, ctx.groups = ops, scales, groups
         return y_MO
@@ -41,12 +41,18 @@ class _LoraLinear(torch.autograd.Function):
         grads_a, grads_b = ctx.ops.lora_backward(
             grad_MO, x_MI, hidden_MR, grad_x, lora[:groups], lora[groups:], ctx.scales
         )
-        return (grad_x, None, None, None, None, *grads_a, *grads_b)
+        return (grad_x, None, None, None, None, None, *grads_a, *grads_b)
 
 
-def _forward(x_MI, weight_OI, ops, scales, groups: int, lora) -> tuple[torch.Tensor, Any]:
-    """(y, the scaled hidden state the backward reads): the base matmul, the deltas added in."""
-    y_MO = torch.mm(x_MI, weight_OI.t())
+def _forward(
+    x_MI, weight_OI, ops, scales, groups: int, lora, skip_base: bool = False
+) -> tuple[torch.Tensor, Any]:
+    """(y, the scaled hidden state the backward reads): the base matmul (zeros where
+    `skip_base`: `lora.layer_recompute`), the deltas added in."""
+    if skip_base:
+        y_MO = x_MI.new_zeros(x_MI.shape[0], weight_OI.shape[0])
+    else:
+        y_MO = torch.mm(x_MI, weight_OI.t())
     hidden_MR = ops.lora_forward(x_MI, y_MO, list(lora[:groups]), list(lora[groups:]), scales)
     return y_MO, hidden_MR
 
@@ -58,7 +64,9 @@ def _ops(x: torch.Tensor) -> Any | None:
     return native.with_bf16_kernels(native.training_ops(x.device, x.dtype))
 
 
-def linear(base: nn.Linear, x: torch.Tensor, pairs: list, training: bool) -> torch.Tensor | None:
+def linear(
+    base: nn.Linear, x: torch.Tensor, pairs: list, training: bool, skip_base: bool = False
+) -> torch.Tensor | None:
     """`base(x)` plus the LoRA deltas of `pairs` (one rank, G = len(pairs) equal blocks of x's
     first dimension, in order) through the C++ kernels; None where they do not apply. Without
     gradients (a prefill, a forward-only request) the same forward runs outside autograd: such
@@ -78,7 +86,7 @@ def linear(base: nn.Linear, x: torch.Tensor, pairs: list, training: bool) -> tor
         return None
     scales = [float(pair.scale) for pair in pairs]
     if torch.is_grad_enabled():
-        y_MO = _LoraLinear.apply(x_MI, base.weight, ops, scales, len(pairs), *weights)
+        y_MO = _LoraLinear.apply(x_MI, base.weight, ops, scales, len(pairs), skip_base, *weights)
     else:
         y_MO, _ = _forward(x_MI, base.weight, ops, scales, len(pairs), weights)
     return y_MO.reshape(*x.shape[:-1], y_MO.shape[-1])

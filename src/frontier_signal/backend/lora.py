@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -51,6 +52,26 @@ class LoraPair:
     dropout: float
 
 
+# Model types whose MLP output projection feeds only the residual sum that leaves the decoder
+# layer (no norm after it), so a layer's recompute has no use for its base output.
+RESIDUAL_DOWN_PROJ = {"llama", "mistral", "qwen2"}
+_recompute = threading.local()
+
+
+@contextmanager
+def layer_recompute() -> Iterator[None]:
+    """Entered by the activation checkpoint of one decoder layer while it recomputes in backward
+    (`BaseModel.set_gradient_checkpointing`). Backward needs the activations the recompute saves,
+    not the layer's output; the down projection's base matmul (a quarter of the layer's matmul
+    work) only feeds that output, so `LoraLinear.output_leaves_layer` layers skip it here."""
+    before = getattr(_recompute, "active", False)
+    _recompute.active = True
+    try:
+        yield
+    finally:
+        _recompute.active = before
+
+
 class LoraLinear(nn.Module):
     """A frozen `nn.Linear` plus any number of LoRA adapters, selected per batch row.
 
@@ -63,6 +84,12 @@ class LoraLinear(nn.Module):
         self.base = base
         self.routing = routing
         self.adapters: dict[str, LoraPair] = {}
+        self.output_leaves_layer = False  # see `layer_recompute`
+
+    def _skips_base(self) -> bool:
+        """In a layer's recompute (`layer_recompute`), for the C++ path only: its autograd node
+        saves the same tensors either way, as checkpoint requires (autograd's would not)."""
+        return self.output_leaves_layer and getattr(_recompute, "active", False)
 
     @property
     def weight(self) -> torch.Tensor:  # transformers reads `.weight` (e.g. to tie embeddings)
@@ -90,14 +117,13 @@ class LoraLinear(nn.Module):
         if len(runs) == 1 and runs[0][0][1] == 0 and runs[0][-1][2] == x.shape[0]:
             # One delta (or one batched delta of N runs' equal steps) over every row.
             pairs = [pair for pair, _, _ in runs[0]]
-            fused = fused_lora.linear(self.base, x, pairs, self.training)
+            fused = fused_lora.linear(self.base, x, pairs, self.training, self._skips_base())
             if fused is not None:
                 return fused
             if len(pairs) == 1:
                 return self.base(x) + self._delta(pairs[0], x)
             return self.base(x) + self._batched_delta(pairs, x)
-        y = self.base(x)
-        y = y.clone()
+        y = self.base(x).clone()
         for run in runs:
             if len(run) == 1:
                 pair, start, end = run[0]
@@ -205,12 +231,14 @@ def install_lora_layers(model: nn.Module, routing: Routing) -> dict[str, LoraLin
     """
     from frontier_signal.engine.types import ALL_TARGET_MODULES
 
+    residual_down = getattr(model.config, "model_type", None) in RESIDUAL_DOWN_PROJ
     layers: dict[str, LoraLinear] = {}
     for name, module in list(model.named_modules()):
         short = name.rsplit(".", 1)[-1]
         if short in ALL_TARGET_MODULES and isinstance(module, nn.Linear):
             parent = model.get_submodule(name.rsplit(".", 1)[0]) if "." in name else model
             wrapped = LoraLinear(module, routing)
+            wrapped.output_leaves_layer = name.endswith("mlp.down_proj") and residual_down
             setattr(parent, short, wrapped)
             layers[name] = wrapped
     return layers
