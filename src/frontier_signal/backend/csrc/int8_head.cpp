@@ -3,8 +3,8 @@
 //
 // Reading the bf16 lm_head is the biggest single read of a small model's step (SmolLM2-135M:
 // 49,152 x 576, 56.6 MB). Codes of one byte per weight (one scale per output row) are half of
-// that, but a logit from them is off by up to ~1.3 here (~0.7 with 8-bit codes, ~0.7 with
-// fbgemm's 8-bit weights and activations): enough to flip a greedy choice every few tokens. So:
+// that, but a logit from them is off by up to ~1.3 here (as with fbgemm's 8-bit weights and
+// activations; ~0.7 with 8-bit codes): enough to flip a greedy choice now and then. So:
 //   1. every logit from the codes (bf16 activations, fp32 sums, `vdpbf16ps`);
 //   2. a bound on each logit's error: |w - code * scale| <= scale / 2 per weight, so the logit
 //      is off by at most scale / 2 * |x|_1 (plus the fp32 sums' and bf16 rounding's share);
