@@ -31,7 +31,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from decode import MODEL, QUESTIONS, models_prompt  # noqa: E402
 
 
-def hidden_states(tokens: int) -> torch.Tensor:
+def hidden_states(tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(the final norm's output at each generated token [steps, D], the lm_head weight)."""
     from frontier_signal.backend import models
 
     model = models.load_hf_model(MODEL, dtype=torch.bfloat16)

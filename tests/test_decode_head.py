@@ -40,7 +40,10 @@ def test_the_checked_heads_greedy_token_and_logit_are_the_bf16_heads(bf16_ops):
     weight = near_ties(vocab, dim)
     bias = (torch.randn(vocab, generator=torch.Generator().manual_seed(1)) * 0.1).bfloat16()
     head = decode_head.CheckedHead(bf16_ops, weight, bias)
-    codes_alone = wrong = 0
+    # What the codes alone give (the step before the re-check), to show they go wrong here.
+    scales = weight.float().abs().amax(1) / 63
+    rounded = torch.round(weight.float() / scales[:, None]).clamp(-63, 63) * scales[:, None]
+    wrong = 0
     for count in (1, 3, 8, 11):
         x = activations(count, dim, seed=count)
         got = head(x)
@@ -51,9 +54,6 @@ def test_the_checked_heads_greedy_token_and_logit_are_the_bf16_heads(bf16_ops):
         assert (got - exact).abs().max() < 0.05 * exact.abs().max()  # the 7-bit tail
         alone = torch.cat([head(x[i : i + 1]) for i in range(count)])
         assert torch.equal(alone, got)
-        # What the codes alone give (the step before the re-check): wrong in some rows.
-        scales = weight.float().abs().amax(1) / 63
-        rounded = torch.round(weight.float() / scales[:, None]).clamp(-63, 63) * scales[:, None]
         codes_alone = x.float() @ rounded.T + bias.float()
         wrong += int((codes_alone.argmax(-1) != exact.argmax(-1)).sum())
     assert wrong > 0, "the near ties should fool the codes alone, or this test proves nothing"

@@ -65,7 +65,7 @@ class CheckedHead:
     each one's error, and the tokens that could be the bf16 head's argmax recomputed from the
     bf16 rows as the exact decode computes them. Greedy decoding then picks the exact head's
     token while reading half its bytes; the other logits keep their 8-bit values. Needs our
-    ops' AVX512-BF16 build and bf16 weights (`LlamaDecodeWeights.quantized_head` checks).
+    ops' AVX512-BF16 build, bf16 weights and K a multiple of 64 (`build` checks).
     """
 
     def __init__(self, ops, weight: torch.Tensor, bias: torch.Tensor | None):

@@ -1,11 +1,13 @@
 // Helpers for the bf16 kernels (attention.cpp, rms_norm.cpp, silu_gate.cpp, lora.cpp,
 // adamw_8bit.cpp, llama_step.cpp, int8_head.cpp): AVX512 loads and stores of bf16 as fp32 lanes
-// (round to nearest even), a vectorised e^x, tail masks, and the bf16 dot products of decode.
+// (round to nearest even), a vectorised e^x, tail masks, the bf16 dot products of decode, and
+// the dispatch from a row count to the kernels templated on it.
 #pragma once
 
 #include <c10/util/BFloat16.h>
 
 #include <cstdint>
+#include <type_traits>
 
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
 #define FS_AVX512 1
@@ -18,6 +20,23 @@
 namespace fs_simd {
 
 using bf16 = c10::BFloat16;
+
+// Calls f(std::integral_constant<int, R>{}) with R = rows for 1 to 7 rows, else R = 8: the decode
+// kernels are templates on the rows they take a pass over the weights with, and this is the one
+// switch from a run-time row count to them.
+template <typename F>
+inline void with_rows(int64_t rows, F&& f) {
+  switch (rows) {
+    case 1: f(std::integral_constant<int, 1>{}); break;
+    case 2: f(std::integral_constant<int, 2>{}); break;
+    case 3: f(std::integral_constant<int, 3>{}); break;
+    case 4: f(std::integral_constant<int, 4>{}); break;
+    case 5: f(std::integral_constant<int, 5>{}); break;
+    case 6: f(std::integral_constant<int, 6>{}); break;
+    case 7: f(std::integral_constant<int, 7>{}); break;
+    default: f(std::integral_constant<int, 8>{}); break;
+  }
+}
 
 #ifdef FS_AVX512
 inline __m512 load_bf16(const bf16* p, __mmask16 m) {

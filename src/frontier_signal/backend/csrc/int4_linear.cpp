@@ -19,6 +19,8 @@
 #include <c10/util/BFloat16.h>
 #include <torch/library.h>
 
+#include "bf16_simd.h"
+
 #ifdef __AVX512BF16__
 #include <immintrin.h>
 #endif
@@ -112,6 +114,7 @@ at::Tensor int4_linear(const at::Tensor& x, const at::Tensor& codes, const at::T
               "int4_linear: codes [N, K / 2] uint8, K a multiple of 32");
   TORCH_CHECK(dm.scalar_type() == at::kFloat && dm.is_contiguous() && dm.numel() == N * K / 16,
               "int4_linear: dm [N, K / 32, 2] fp32");
+  TORCH_CHECK(!bias || bias->numel() == N, "int4_linear: bias [N]");
   const at::Tensor xc = x.contiguous();
   const at::Tensor b = bias ? bias->to(at::kBFloat16).contiguous() : at::Tensor();
   at::Tensor y = at::empty({R, N}, x.options());
@@ -122,16 +125,9 @@ at::Tensor int4_linear(const at::Tensor& x, const at::Tensor& codes, const at::T
     const bf16* xp = xc.data_ptr<bf16>() + r0 * K;
     bf16* yp = y.data_ptr<bf16>() + r0 * N;
 #ifdef __AVX512BF16__
-    switch (std::min(kRowsPerPass, R - r0)) {
-      case 1: rows<1>(xp, cp, sp, bp, K, N, yp); break;
-      case 2: rows<2>(xp, cp, sp, bp, K, N, yp); break;
-      case 3: rows<3>(xp, cp, sp, bp, K, N, yp); break;
-      case 4: rows<4>(xp, cp, sp, bp, K, N, yp); break;
-      case 5: rows<5>(xp, cp, sp, bp, K, N, yp); break;
-      case 6: rows<6>(xp, cp, sp, bp, K, N, yp); break;
-      case 7: rows<7>(xp, cp, sp, bp, K, N, yp); break;
-      default: rows<8>(xp, cp, sp, bp, K, N, yp); break;
-    }
+    fs_simd::with_rows(std::min(kRowsPerPass, R - r0), [&](auto count) {
+      rows<decltype(count)::value>(xp, cp, sp, bp, K, N, yp);
+    });
 #else
     scalar(xp, cp, sp, bp, std::min(kRowsPerPass, R - r0), K, N, yp);
 #endif

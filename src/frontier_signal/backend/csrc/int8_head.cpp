@@ -135,6 +135,7 @@ at::Tensor int8_head(const at::Tensor& x, const at::Tensor& codes, const at::Ten
   TORCH_CHECK(weight.scalar_type() == at::kBFloat16 && weight.is_contiguous() &&
                   weight.size(0) == N && weight.size(1) == K,
               "int8_head: weight [N, K] bf16");
+  TORCH_CHECK(!bias || bias->numel() == N, "int8_head: bias [N]");
   const at::Tensor xc = x.contiguous();
   const at::Tensor b = bias ? bias->to(at::kBFloat16).contiguous() : at::Tensor();
   at::Tensor y = at::empty({R, N}, x.options().dtype(at::kFloat));
@@ -149,16 +150,9 @@ at::Tensor int8_head(const at::Tensor& x, const at::Tensor& codes, const at::Ten
     const bf16* xp = xc.data_ptr<bf16>() + r0 * K;
     const float* xs = xsum.data() + r0;
     float* yp = y.data_ptr<float>() + r0 * N;
-    switch (std::min(kRowsPerPass, R - r0)) {
-      case 1: approximate_rows<1>(xp, xs, cp, sp, bp, K, N, yp); break;
-      case 2: approximate_rows<2>(xp, xs, cp, sp, bp, K, N, yp); break;
-      case 3: approximate_rows<3>(xp, xs, cp, sp, bp, K, N, yp); break;
-      case 4: approximate_rows<4>(xp, xs, cp, sp, bp, K, N, yp); break;
-      case 5: approximate_rows<5>(xp, xs, cp, sp, bp, K, N, yp); break;
-      case 6: approximate_rows<6>(xp, xs, cp, sp, bp, K, N, yp); break;
-      case 7: approximate_rows<7>(xp, xs, cp, sp, bp, K, N, yp); break;
-      default: approximate_rows<8>(xp, xs, cp, sp, bp, K, N, yp); break;
-    }
+    fs_simd::with_rows(std::min(kRowsPerPass, R - r0), [&](auto count) {
+      approximate_rows<decltype(count)::value>(xp, xs, cp, sp, bp, K, N, yp);
+    });
   }
   const bf16* wp = weight.data_ptr<bf16>();
   at::parallel_for(0, R, 1, [&](int64_t first, int64_t last) {

@@ -212,22 +212,16 @@ at::Tensor small_linear(const at::Tensor& x, const at::Tensor& W,
     const at::Tensor b = bias ? bias->contiguous() : at::Tensor();
     const int64_t rows = x.size(0), K = x.size(1), N = W.size(0);
     TORCH_CHECK(W.size(1) == K, "linear: x and W disagree on K");
+    TORCH_CHECK(!bias || bias->numel() == N, "linear: bias [N]");
     at::Tensor y = at::empty({rows, N}, x.options());
     const bf16* wp = W.data_ptr<bf16>();
     const bf16* bp = b.defined() ? b.data_ptr<bf16>() : nullptr;
     for (int64_t r0 = 0; r0 < rows; r0 += kGemvRows) {
       const bf16* xp = xc.data_ptr<bf16>() + r0 * K;
       bf16* yp = y.data_ptr<bf16>() + r0 * N;
-      switch (std::min(kGemvRows, rows - r0)) {
-        case 1: bf16_linear_rows<1>(xp, wp, bp, K, N, yp); break;
-        case 2: bf16_linear_rows<2>(xp, wp, bp, K, N, yp); break;
-        case 3: bf16_linear_rows<3>(xp, wp, bp, K, N, yp); break;
-        case 4: bf16_linear_rows<4>(xp, wp, bp, K, N, yp); break;
-        case 5: bf16_linear_rows<5>(xp, wp, bp, K, N, yp); break;
-        case 6: bf16_linear_rows<6>(xp, wp, bp, K, N, yp); break;
-        case 7: bf16_linear_rows<7>(xp, wp, bp, K, N, yp); break;
-        default: bf16_linear_rows<8>(xp, wp, bp, K, N, yp); break;
-      }
+      fs_simd::with_rows(std::min(kGemvRows, rows - r0), [&](auto count) {
+        bf16_linear_rows<decltype(count)::value>(xp, wp, bp, K, N, yp);
+      });
     }
     return y;
   }
