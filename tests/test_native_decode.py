@@ -51,18 +51,18 @@ def engine_base():
         engine.delete_run(run)
 
 
-def _left_padded_cache(base, keys: list[str]) -> DynamicCache:
+def _left_padded_cache(base, keys: list[str], prompts=PROMPTS) -> DynamicCache:
     """Each prompt's own prefill (with its run's adapter), left-padded into one batch cache."""
-    width = max(len(p) for p in PROMPTS)
+    width = max(len(p) for p in prompts)
     caches = []
-    for prompt, key in zip(PROMPTS, keys, strict=True):
+    for prompt, key in zip(prompts, keys, strict=True):
         with torch.no_grad(), base.routing.use([(key, 0, 1)]):
             cache = DynamicCache(config=base.model.config)
             base.model(torch.tensor([prompt]), past_key_values=cache, use_cache=True)
         caches.append(cache)
     batch = DynamicCache(config=base.model.config)
     for layer in range(len(base.model.model.layers)):
-        pad = [width - len(p) for p in PROMPTS]
+        pad = [width - len(p) for p in prompts]
         keys_, values = (
             torch.cat([torch.nn.functional.pad(getattr(c.layers[layer], kind), (0, 0, n, 0))
                        for c, n in zip(caches, pad, strict=True)])
@@ -72,12 +72,12 @@ def _left_padded_cache(base, keys: list[str]) -> DynamicCache:
     return batch
 
 
-def _decoder(base, cache, segments, mode: str, use_native: bool, monkeypatch):
+def _decoder(base, cache, segments, mode: str, use_native: bool, monkeypatch, prompts=PROMPTS):
     with monkeypatch.context() as patch:
         if not use_native:
             patch.setattr(native, "ops", lambda wait=True: None)
         decoder = llama_decode.LlamaDecoder(
-            base.decode_weights(), cache, [len(p) for p in PROMPTS], 16, segments, mode
+            base.decode_weights(), cache, [len(p) for p in prompts], 16, segments, mode
         )
     assert (decoder.native is not None) == use_native
     return decoder
@@ -115,6 +115,25 @@ def test_the_adapters_move_the_native_logits(ops, engine_base, monkeypatch):
     python = _decoder(base, cache, [(run4, 0, 3)], "exact", False, monkeypatch).step(ids)
     moved = (with_run - bare).abs().max()
     assert moved > 10 * (with_run - python).abs().max()
+
+
+def test_many_rows_of_one_run_decode_as_each_alone(ops, engine_base, monkeypatch):
+    """Eleven rows on one run (a full 8-row pass of the LoRA kernels and a partial one) share
+    each widened adapter vector; every row still gets bit for bit what it gets alone."""
+    engine, base, (run4, _) = engine_base
+    prompts = [[7 + i, 40 * i + 3, 5, 900 - i, 11][: 2 + i % 4] for i in range(11)]
+    ids = torch.randint(0, 1000, (3, len(prompts)), generator=torch.Generator().manual_seed(2))
+
+    def steps(rows: list[int]) -> torch.Tensor:
+        chosen = [prompts[i] for i in rows]
+        cache = _left_padded_cache(base, [run4] * len(rows), chosen)
+        segments = [(run4, 0, len(rows))]
+        decoder = _decoder(base, cache, segments, "4bit", True, monkeypatch, chosen)
+        return torch.stack([decoder.step(step[rows]) for step in ids], dim=1)
+
+    together = steps(list(range(len(prompts))))
+    for i in range(len(prompts)):
+        assert torch.equal(together[i], steps([i])[0]), f"row {i}"
 
 
 def test_sampling_decodes_through_the_native_layers(ops, engine_base, monkeypatch):

@@ -277,10 +277,15 @@ def _group_term(linears: list[LoraLinear], key: str, dtype) -> GroupTerm | None:
 
 # (A stacked [R, in], pieces (h_lo, h_hi, o_lo, B [h_hi - h_lo, out of the projection])): a
 # group's terms in the form the native decode layers take (`native.NativeStep`), without zeros.
+# With `tiled`, a B whose width is a multiple of 64 comes as [width / 64, ranks, 64]: each task of
+# the native second pass (64 output columns) then reads one contiguous block.
 NativeTerm = tuple[torch.Tensor, list[tuple[int, int, int, torch.Tensor]]]
+NATIVE_TILE = 64  # csrc/decode_lora.cpp's kColumns
 
 
-def _native_term(linears: list[LoraLinear], key: str, dtype) -> NativeTerm | None:
+def _native_term(
+    linears: list[LoraLinear], key: str, dtype, tiled: bool = True
+) -> NativeTerm | None:
     pairs = [layer.adapters.get(key) for layer in linears]
     present = [pair for pair in pairs if pair is not None]
     if not present:
@@ -290,8 +295,10 @@ def _native_term(linears: list[LoraLinear], key: str, dtype) -> NativeTerm | Non
     for layer, pair in zip(linears, pairs, strict=True):
         if pair is not None:
             rank = pair.lora_A.shape[0]
-            B = (pair.lora_B.detach() * pair.scale).to(dtype).t().contiguous()
-            pieces.append((hidden, hidden + rank, column, B))
+            B = (pair.lora_B.detach() * pair.scale).to(dtype).t()
+            if tiled and B.shape[1] % NATIVE_TILE == 0:
+                B = B.reshape(rank, -1, NATIVE_TILE).transpose(0, 1)
+            pieces.append((hidden, hidden + rank, column, B.contiguous()))
             hidden += rank
         column += layer.out_features
     return A, pieces
@@ -337,7 +344,14 @@ class LoraPlan:
                 {group: build(linears, key, dtype) for group, linears in groups.items()}
                 for groups in self.weights.group_linears
             ]
-            terms.append({"lm_head": build([self.weights.lm_head], key, dtype)})
+            head = [self.weights.lm_head]  # applied by `add_lora`, which takes B untiled
+            terms.append(
+                {
+                    "lm_head": _native_term(head, key, dtype, tiled=False)
+                    if native
+                    else build(head, key, dtype)
+                }
+            )
         self._cache[(key, dtype, native)] = (_signature(pairs), terms)
         while len(self._cache) > PLAN_CACHE_SIZE:
             self._cache.popitem(last=False)

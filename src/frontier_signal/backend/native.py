@@ -48,6 +48,7 @@ SOURCES = [
         "adamw_8bit.cpp",
         "int4_linear.cpp",
         "int8_head.cpp",
+        "decode_lora.cpp",
     )
 ]
 NAME = "frontier_signal_native"

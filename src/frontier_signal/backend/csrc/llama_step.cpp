@@ -4,9 +4,9 @@
 // ~25 torch ops per layer on vectors of a few hundred values than in its weight matmuls. Here
 // the matmuls of the base weights still go through ATen (the GGUF 4-bit codes, int8 or exact
 // bf16 kernels), and everything between them -- RMSNorm, RoPE, the cache write, attention over
-// the cache, SiLU-gating, residual adds and each run's LoRA terms -- runs as plain loops over
-// the step's few rows, with the same roundings to bf16 as the Python step where it rounds (the
-// LoRA weights are bf16 here, fp32 there). Exact bf16 weights go through our own
+// the cache, SiLU-gating, residual adds and each run's LoRA terms (`decode_lora.cpp`) -- runs
+// as loops over the step's few rows, with the same roundings to bf16 as the Python step where
+// it rounds (the LoRA weights are bf16 here, fp32 there). Exact bf16 weights go through our own
 // matrix-vector kernel where the CPU has AVX512-BF16 (`small_linear`, also the op `linear`).
 //
 // Registered as torch.ops.frontier_signal.decode_layers; the Python side flattens its weights
@@ -27,14 +27,17 @@
 #include <cmath>
 #include <limits>
 #include <optional>
-#include <tuple>
 #include <utility>
 #include <vector>
 
-namespace fs_decode {  // int4_linear.cpp: the GGUF's 4-bit codes in our layout
+namespace fs_decode {
+// int4_linear.cpp: the GGUF's 4-bit codes in our layout
 at::Tensor int4_linear(const at::Tensor& x, const at::Tensor& codes, const at::Tensor& dm,
                        const std::optional<at::Tensor>& bias);
-}
+// decode_lora.cpp: y += each run's LoRA term of one group, from the flattened lists
+void add_lora(at::Tensor& y, const at::Tensor& x, const std::vector<at::Tensor>& tensors,
+              size_t& t, const std::vector<int64_t>& meta, size_t& m);
+}  // namespace fs_decode
 
 namespace {
 
@@ -75,101 +78,6 @@ void rms_norm(const bf16* x, const bf16* weight, bf16* out, int64_t rows, int64_
     for (int64_t i = 0; i < dim; ++i)
       out[r * dim + i] = bf16(to_f(bf16(to_f(row[i]) * inv)) * to_f(weight[i]));
   }
-}
-
-// One run's LoRA term of a group: its rows [start, start + rows), A [ranks, in] and the pieces
-// of its B (block-diagonal B without the zero blocks): hidden[:, h_lo:h_hi) @ B -> output
-// columns [o_lo, o_lo + width).
-struct Piece {
-  int64_t h_lo, h_hi, o_lo, width;
-  const bf16* B;  // [h_hi - h_lo, width] row-major
-};
-struct Term {
-  int64_t start, rows, ranks;
-  const bf16* A;
-  float* hidden;  // [rows, ranks]
-  std::vector<Piece> pieces;
-};
-
-constexpr int64_t kRanksPerJob = 8;  // A rows per task of the first pass
-constexpr int64_t kColumns = 64;     // output columns per task of the second pass
-
-// Reads one group's terms from the flattened lists (see `native.NativeStep`): meta per term
-// start, end, pieces, then per piece h_lo, h_hi, o_lo; tensors per term A, then each piece's B.
-std::vector<Term> read_terms(const std::vector<at::Tensor>& tensors, size_t& t,
-                             const std::vector<int64_t>& meta, size_t& m) {
-  std::vector<Term> terms(static_cast<size_t>(meta[m++]));
-  for (Term& term : terms) {
-    const int64_t start = meta[m++], end = meta[m++], pieces = meta[m++];
-    const at::Tensor& A = tensors[t++];
-    TORCH_CHECK(A.scalar_type() == at::kBFloat16 && A.is_contiguous(), "LoRA A: contiguous bf16");
-    term = Term{start, end - start, A.size(0), A.data_ptr<bf16>(), nullptr, {}};
-    for (int64_t p = 0; p < pieces; ++p) {
-      const int64_t h_lo = meta[m++], h_hi = meta[m++], o_lo = meta[m++];
-      const at::Tensor& B = tensors[t++];
-      TORCH_CHECK(B.scalar_type() == at::kBFloat16 && B.is_contiguous(), "LoRA B: contiguous bf16");
-      term.pieces.push_back(Piece{h_lo, h_hi, o_lo, B.size(1), B.data_ptr<bf16>()});
-    }
-  }
-  return terms;
-}
-
-// y = base(x) += each term's x[rows] @ A.T @ B, in two parallel passes over every run of the
-// group at once (a pass per run and piece cost more in thread wake-ups than in reading the
-// weights). Each output's delta is summed in fp32 and rounded into bf16 once, as the Python
-// step's `y.add_(hidden @ B_t)`.
-void add_lora(at::Tensor& y, const at::Tensor& x, const std::vector<at::Tensor>& tensors,
-              size_t& t, const std::vector<int64_t>& meta, size_t& m) {
-  std::vector<Term> terms = read_terms(tensors, t, meta, m);
-  if (terms.empty()) return;
-  const int64_t in = x.size(1), out = y.size(1);
-  std::vector<float> xf(static_cast<size_t>(x.numel()));
-  to_float(x.data_ptr<bf16>(), xf.data(), x.numel());
-  size_t hidden_size = 0;
-  for (const Term& term : terms) hidden_size += static_cast<size_t>(term.rows * term.ranks);
-  std::vector<float> hidden(hidden_size);
-  // Pass 1, hidden = x @ A.T: jobs of kRanksPerJob rows of one term's A.
-  std::vector<std::pair<Term*, int64_t>> jobs;
-  float* next = hidden.data();
-  for (Term& term : terms) {
-    term.hidden = next;
-    next += term.rows * term.ranks;
-    for (int64_t k = 0; k < term.ranks; k += kRanksPerJob) jobs.emplace_back(&term, k);
-  }
-  at::parallel_for(0, static_cast<int64_t>(jobs.size()), 1, [&](int64_t first, int64_t last) {
-    for (int64_t j = first; j < last; ++j) {
-      const Term& term = *jobs[j].first;
-      const int64_t k_end = std::min(term.ranks, jobs[j].second + kRanksPerJob);
-      for (int64_t k = jobs[j].second; k < k_end; ++k)
-        for (int64_t r = 0; r < term.rows; ++r)
-          term.hidden[r * term.ranks + k] =
-              dot(term.A + k * in, xf.data() + (term.start + r) * in, in);
-    }
-  });
-  // Pass 2, y += hidden @ B: jobs of kColumns output columns of one piece.
-  std::vector<std::tuple<const Term*, const Piece*, int64_t>> columns;
-  for (const Term& term : terms)
-    for (const Piece& piece : term.pieces)
-      for (int64_t lo = 0; lo < piece.width; lo += kColumns) columns.emplace_back(&term, &piece, lo);
-  bf16* y_data = y.data_ptr<bf16>();
-  at::parallel_for(0, static_cast<int64_t>(columns.size()), 1, [&](int64_t first, int64_t last) {
-    float acc[kColumns];
-    for (int64_t c = first; c < last; ++c) {
-      const auto& [term, piece, lo] = columns[c];
-      const int64_t n = std::min(kColumns, piece->width - lo);
-      for (int64_t r = 0; r < term->rows; ++r) {
-        std::fill(acc, acc + n, 0.0f);
-        const float* h = term->hidden + r * term->ranks;
-        for (int64_t k = piece->h_lo; k < piece->h_hi; ++k) {
-          const float hk = h[k];
-          const bf16* b = piece->B + (k - piece->h_lo) * piece->width + lo;
-          for (int64_t j = 0; j < n; ++j) acc[j] += hk * to_f(b[j]);
-        }
-        bf16* o = y_data + (term->start + r) * out + piece->o_lo + lo;
-        for (int64_t j = 0; j < n; ++j) o[j] = bf16(to_f(o[j]) + acc[j]);
-      }
-    }
-  });
 }
 
 #ifdef __AVX512BF16__
@@ -378,23 +286,23 @@ at::Tensor decode_layers(const at::Tensor& x_in, at::TensorList norms,
     rms_norm(x.data_ptr<bf16>(), norms[2 * layer].data_ptr<bf16>(), h.data_ptr<bf16>(), s.batch,
              s.dim, epsilon);
     at::Tensor qkv = base_matmul(h, matmuls, base).contiguous();
-    add_lora(qkv, h, terms, t, meta, m);
+    fs_decode::add_lora(qkv, h, terms, t, meta, m);
     rope_and_cache(qkv.data_ptr<bf16>(), cache, cos.data_ptr<bf16>(), sin.data_ptr<bf16>(),
                    pos.data_ptr<int64_t>(), s);
     attend(qkv.data_ptr<bf16>(), cache, mask.defined() ? mask.data_ptr<bool>() : nullptr,
            attn.data_ptr<bf16>(), s);
     at::Tensor o = base_matmul(attn, matmuls, base + kMatmulTensors).contiguous();
-    add_lora(o, attn, terms, t, meta, m);
+    fs_decode::add_lora(o, attn, terms, t, meta, m);
     add_into(x.data_ptr<bf16>(), o.data_ptr<bf16>(), x.numel());
     rms_norm(x.data_ptr<bf16>(), norms[2 * layer + 1].data_ptr<bf16>(), h.data_ptr<bf16>(),
              s.batch, s.dim, epsilon);
     at::Tensor gate_up = base_matmul(h, matmuls, base + 2 * kMatmulTensors).contiguous();
-    add_lora(gate_up, h, terms, t, meta, m);
+    fs_decode::add_lora(gate_up, h, terms, t, meta, m);
     const int64_t inner = gate_up.size(1) / 2;
     at::Tensor act = at::empty({s.batch, inner}, x.options());
     silu_mul(gate_up.data_ptr<bf16>(), act.data_ptr<bf16>(), s.batch, inner);
     at::Tensor down = base_matmul(act, matmuls, base + 3 * kMatmulTensors).contiguous();
-    add_lora(down, act, terms, t, meta, m);
+    fs_decode::add_lora(down, act, terms, t, meta, m);
     add_into(x.data_ptr<bf16>(), down.data_ptr<bf16>(), x.numel());
   }
   TORCH_CHECK(t == terms.size() && m == meta.size(), "LoRA lists not fully consumed");
