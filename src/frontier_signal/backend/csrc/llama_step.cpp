@@ -72,11 +72,30 @@ void rms_norm(const bf16* x, const bf16* weight, bf16* out, int64_t rows, int64_
               float eps) {
   for (int64_t r = 0; r < rows; ++r) {
     const bf16* row = x + r * dim;
+#ifdef FS_AVX512
+    __m512 squares = _mm512_setzero_ps();
+    for (int64_t i = 0; i < dim; i += 16) {
+      const __m512 v = fs_simd::load_bf16(row + i, fs_simd::lanes(i, dim));
+      squares = _mm512_fmadd_ps(v, v, squares);
+    }
+    const float sum = _mm512_reduce_add_ps(squares);
+#else
     float sum = 0;
     for (int64_t i = 0; i < dim; ++i) sum += to_f(row[i]) * to_f(row[i]);
+#endif
     const float inv = 1.0f / std::sqrt(sum / static_cast<float>(dim) + eps);
+#ifdef FS_AVX512
+    for (int64_t i = 0; i < dim; i += 16) {
+      const __mmask16 m = fs_simd::lanes(i, dim);
+      const __m512 normed = fs_simd::round_bf16(
+          _mm512_mul_ps(fs_simd::load_bf16(row + i, m), _mm512_set1_ps(inv)));
+      fs_simd::store_bf16(out + r * dim + i,
+                          _mm512_mul_ps(normed, fs_simd::load_bf16(weight + i, m)), m);
+    }
+#else
     for (int64_t i = 0; i < dim; ++i)
       out[r * dim + i] = bf16(to_f(bf16(to_f(row[i]) * inv)) * to_f(weight[i]));
+#endif
   }
 }
 
@@ -240,16 +259,39 @@ void attend(const bf16* qkv, const bf16* cache, const bool* valid, bf16* out, co
 
 // act [B, I] = silu(gate) * up from gate_up [B, 2I], each rounded to bf16 as torch does.
 void silu_mul(const bf16* gate_up, bf16* act, int64_t rows, int64_t inner) {
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t i = 0; i < inner; ++i) {
-      const float g = to_f(gate_up[r * 2 * inner + i]);
-      const bf16 silu = bf16(g / (1.0f + std::exp(-g)));
-      act[r * inner + i] = bf16(to_f(silu) * to_f(gate_up[r * 2 * inner + inner + i]));
+  for (int64_t r = 0; r < rows; ++r) {
+    const bf16* gate = gate_up + r * 2 * inner;
+    const bf16* up = gate + inner;
+#ifdef FS_AVX512
+    const __m512 one = _mm512_set1_ps(1.0f);
+    for (int64_t i = 0; i < inner; i += 16) {
+      const __mmask16 m = fs_simd::lanes(i, inner);
+      const __m512 g = fs_simd::load_bf16(gate + i, m);
+      const __m512 e = fs_simd::exp512(_mm512_sub_ps(_mm512_setzero_ps(), g));
+      const __m512 silu = fs_simd::round_bf16(_mm512_div_ps(g, _mm512_add_ps(one, e)));
+      const __m512 product = _mm512_mul_ps(silu, fs_simd::load_bf16(up + i, m));
+      fs_simd::store_bf16(act + r * inner + i, product, m);
     }
+#else
+    for (int64_t i = 0; i < inner; ++i) {
+      const float g = to_f(gate[i]);
+      const bf16 silu = bf16(g / (1.0f + std::exp(-g)));
+      act[r * inner + i] = bf16(to_f(silu) * to_f(up[i]));
+    }
+#endif
+  }
 }
 
 void add_into(bf16* x, const bf16* y, int64_t n) {
+#ifdef FS_AVX512
+  for (int64_t i = 0; i < n; i += 16) {
+    const __mmask16 m = fs_simd::lanes(i, n);
+    const __m512 sum = _mm512_add_ps(fs_simd::load_bf16(x + i, m), fs_simd::load_bf16(y + i, m));
+    fs_simd::store_bf16(x + i, sum, m);
+  }
+#else
   for (int64_t i = 0; i < n; ++i) x[i] = bf16(to_f(x[i]) + to_f(y[i]));
+#endif
 }
 
 // x [B, D] bf16: the embeddings of this step's tokens; returns the hidden state after the last
