@@ -91,7 +91,14 @@ def test_the_native_layers_give_the_python_steps_logits(ops, engine_base, mode, 
     cache = _left_padded_cache(base, keys)
     ours = _decoder(base, cache, segments, mode, True, monkeypatch)
     theirs = _decoder(base, cache, segments, mode, False, monkeypatch)
-    tokens = torch.randint(0, 1000, (12, len(PROMPTS)), generator=torch.Generator().manual_seed(1))
+    _assert_same_steps(ours, theirs)
+
+
+def _assert_same_steps(ours, theirs, steps: int = 12) -> None:
+    """Both decoders fed the same tokens give the same logits up to bf16 rounding."""
+    tokens = torch.randint(
+        0, 1000, (steps, len(PROMPTS)), generator=torch.Generator().manual_seed(1)
+    )
     for step, ids in enumerate(tokens):
         got, want = ours.step(ids), theirs.step(ids)
         scale = want.abs().max()
@@ -102,6 +109,29 @@ def test_the_native_layers_give_the_python_steps_logits(ops, engine_base, mode, 
     written = slice(0, ours.length)
     got_kv, want_kv = ours.kv[..., written, :].float(), theirs.kv[..., written, :].float()
     assert (got_kv - want_kv).abs().max() <= 0.03 * want_kv.abs().max()
+
+
+def test_twelve_query_heads_on_one_kv_head(ops, tmp_path, monkeypatch):
+    """Multi-query attention, 12 heads on one KV head: more heads than one pass of the native
+    attention takes (8), split between tasks. Its logits are the Python step's."""
+    from transformers import AutoModelForCausalLM
+
+    from frontier_signal.backend import models
+    from frontier_signal.engine.engine import Engine
+
+    config = models.tiny_llama_config()
+    config.hidden_size, config.num_attention_heads, config.num_key_value_heads = 192, 12, 1
+    folder = tmp_path / "multi-query"
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(3)
+        AutoModelForCausalLM.from_config(config).save_pretrained(folder)
+    models.load_tokenizer(TINY).save_pretrained(folder)
+    base = Engine(device="cpu", dtype="bfloat16").load_model(str(folder))
+    cache = _left_padded_cache(base, ["bare"] * len(PROMPTS))
+    segments = [("bare", 0, len(PROMPTS))]
+    ours = _decoder(base, cache, segments, "exact", True, monkeypatch)
+    theirs = _decoder(base, cache, segments, "exact", False, monkeypatch)
+    _assert_same_steps(ours, theirs)  # up to 19 keys: two vectors of e^x
 
 
 def test_the_adapters_move_the_native_logits(ops, engine_base, monkeypatch):

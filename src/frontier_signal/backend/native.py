@@ -49,6 +49,7 @@ SOURCES = [
         "int4_linear.cpp",
         "int8_head.cpp",
         "decode_lora.cpp",
+        "decode_attention.cpp",
     )
 ]
 NAME = "frontier_signal_native"

@@ -25,7 +25,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <limits>
 #include <optional>
 #include <utility>
 #include <vector>
@@ -37,6 +36,10 @@ at::Tensor int4_linear(const at::Tensor& x, const at::Tensor& codes, const at::T
 // decode_lora.cpp: y += each run's LoRA term of one group, from the flattened lists
 void add_lora(at::Tensor& y, const at::Tensor& x, const std::vector<at::Tensor>& tensors,
               size_t& t, const std::vector<int64_t>& meta, size_t& m);
+// decode_attention.cpp: each query head over the cache [0, slot]
+void attend(const c10::BFloat16* qkv, const c10::BFloat16* cache, const bool* valid,
+            c10::BFloat16* out, int64_t batch, int64_t heads, int64_t kv_heads, int64_t hd,
+            int64_t capacity, int64_t slot);
 }  // namespace fs_decode
 
 namespace {
@@ -48,20 +51,6 @@ constexpr int64_t kMatmulTensors = 3;   // per group: (weight, bias?, -) / (code
 constexpr int64_t kGroup4bit = 32;      // GGUF's block size
 
 inline float to_f(bf16 v) { return static_cast<float>(v); }
-
-// Dot product in fp32 with independent partial sums, so the compiler vectorizes it without
-// reassociating a single accumulator; `W` is float or bf16 (widened exactly).
-template <typename W>
-inline float dot(const W* a, const float* b, int64_t n) {
-  float part[16] = {0};
-  int64_t i = 0;
-  for (; i + 16 <= n; i += 16)
-    for (int k = 0; k < 16; ++k) part[k] += static_cast<float>(a[i + k]) * b[i + k];
-  float sum = 0;
-  for (int k = 0; k < 16; ++k) sum += part[k];
-  for (; i < n; ++i) sum += static_cast<float>(a[i]) * b[i];
-  return sum;
-}
 
 void to_float(const bf16* src, float* dst, int64_t n) {
   for (int64_t i = 0; i < n; ++i) dst[i] = to_f(src[i]);
@@ -216,47 +205,6 @@ void rope_and_cache(bf16* qkv, bf16* cache, const bf16* cos, const bf16* sin,
   }
 }
 
-// Attention of each query head over the cache [0, slot] (masked by `valid` [B, capacity] where
-// given): scores and softmax in fp32, the probabilities rounded to bf16 before weighting the
-// values (as torch's CPU flash kernel does for bf16), output [B, heads * head_dim] bf16.
-void attend(const bf16* qkv, const bf16* cache, const bool* valid, bf16* out, const Shape& s) {
-  const int64_t hd = s.head_dim, group = s.heads / s.kv_heads, keys = s.slot + 1;
-  const int64_t every = s.heads + 2 * s.kv_heads;
-  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
-  at::parallel_for(0, s.batch * s.heads, 1, [&](int64_t first, int64_t last) {
-    std::vector<float> q(static_cast<size_t>(hd));
-    std::vector<float> p(static_cast<size_t>(keys)), acc(static_cast<size_t>(hd));
-    for (int64_t task = first; task < last; ++task) {
-      const int64_t b = task / s.heads, h = task % s.heads, g = h / group;
-      to_float(qkv + (b * every + h) * hd, q.data(), hd);
-      const bf16* K = cache + ((b * 2 + 0) * s.kv_heads + g) * s.capacity * hd;
-      const bf16* V = cache + ((b * 2 + 1) * s.kv_heads + g) * s.capacity * hd;
-      const bool* ok = valid ? valid + b * s.capacity : nullptr;
-      float top = -std::numeric_limits<float>::infinity();
-      for (int64_t j = 0; j < keys; ++j) {
-        if (ok && !ok[j]) {
-          p[j] = -std::numeric_limits<float>::infinity();
-          continue;
-        }
-        p[j] = dot(K + j * hd, q.data(), hd) * scale;
-        top = std::max(top, p[j]);
-      }
-      float total = 0;
-      std::fill(acc.begin(), acc.end(), 0.0f);
-      for (int64_t j = 0; j < keys; ++j) {
-        if (ok && !ok[j]) continue;
-        const float e = std::exp(p[j] - top);
-        total += e;
-        const float weight = to_f(bf16(e));
-        const bf16* v = V + j * hd;
-        for (int64_t d = 0; d < hd; ++d) acc[d] += weight * to_f(v[d]);
-      }
-      bf16* o = out + b * s.heads * hd + h * hd;
-      for (int64_t d = 0; d < hd; ++d) o[d] = bf16(acc[d] / total);
-    }
-  });
-}
-
 // act [B, I] = silu(gate) * up from gate_up [B, 2I], each rounded to bf16 as torch does.
 void silu_mul(const bf16* gate_up, bf16* act, int64_t rows, int64_t inner) {
   for (int64_t r = 0; r < rows; ++r) {
@@ -331,8 +279,9 @@ at::Tensor decode_layers(const at::Tensor& x_in, at::TensorList norms,
     fs_decode::add_lora(qkv, h, terms, t, meta, m);
     rope_and_cache(qkv.data_ptr<bf16>(), cache, cos.data_ptr<bf16>(), sin.data_ptr<bf16>(),
                    pos.data_ptr<int64_t>(), s);
-    attend(qkv.data_ptr<bf16>(), cache, mask.defined() ? mask.data_ptr<bool>() : nullptr,
-           attn.data_ptr<bf16>(), s);
+    fs_decode::attend(qkv.data_ptr<bf16>(), cache,
+                      mask.defined() ? mask.data_ptr<bool>() : nullptr, attn.data_ptr<bf16>(),
+                      s.batch, heads, kv_heads, s.head_dim, s.capacity, s.slot);
     at::Tensor o = base_matmul(attn, matmuls, base + kMatmulTensors).contiguous();
     fs_decode::add_lora(o, attn, terms, t, meta, m);
     add_into(x.data_ptr<bf16>(), o.data_ptr<bf16>(), x.numel());
