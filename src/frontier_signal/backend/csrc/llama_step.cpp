@@ -184,17 +184,28 @@ struct Shape {
 void rope_and_cache(bf16* qkv, bf16* cache, const bf16* cos, const bf16* sin,
                     const int64_t* positions, const Shape& s) {
   const int64_t hd = s.head_dim, half = hd / 2, every = s.heads + 2 * s.kv_heads;
-  std::vector<float> row(static_cast<size_t>(hd));
+  std::vector<float> row(static_cast<size_t>(hd)), rolled(static_cast<size_t>(hd));
   for (int64_t b = 0; b < s.batch; ++b) {
     const bf16* c = cos + positions[b] * hd;
     const bf16* sn = sin + positions[b] * hd;
     for (int64_t h = 0; h < s.heads + s.kv_heads; ++h) {
       bf16* v = qkv + (b * every + h) * hd;
       to_float(v, row.data(), hd);
-      for (int64_t i = 0; i < hd; ++i) {
-        const float rolled = row[(i + half) % hd];
-        v[i] = bf16(to_f(bf16(row[i] * to_f(c[i]))) + to_f(bf16(rolled * to_f(sn[i]))));
+      std::copy(row.begin() + half, row.end(), rolled.begin());  // rolled[i] = row[i + half]
+      std::copy(row.begin(), row.begin() + half, rolled.begin() + (hd - half));
+#ifdef FS_AVX512
+      for (int64_t i = 0; i < hd; i += 16) {
+        const __mmask16 m = fs_simd::lanes(i, hd);
+        const __m512 straight = fs_simd::round_bf16(
+            _mm512_mul_ps(_mm512_maskz_loadu_ps(m, row.data() + i), fs_simd::load_bf16(c + i, m)));
+        const __m512 turned = fs_simd::round_bf16(_mm512_mul_ps(
+            _mm512_maskz_loadu_ps(m, rolled.data() + i), fs_simd::load_bf16(sn + i, m)));
+        fs_simd::store_bf16(v + i, _mm512_add_ps(straight, turned), m);
       }
+#else
+      for (int64_t i = 0; i < hd; ++i)
+        v[i] = bf16(to_f(bf16(row[i] * to_f(c[i]))) + to_f(bf16(rolled[i] * to_f(sn[i]))));
+#endif
     }
     for (int64_t kind = 0; kind < 2; ++kind)
       for (int64_t g = 0; g < s.kv_heads; ++g) {
