@@ -259,13 +259,13 @@ def main() -> None:
         "server": serving,
         "hf_generate_bf16": hf_base,
         "hf_generate_bf16_peft_lora": hf_lora,
-        "targets": {
+        "targets": {  # the 8-stream figure: issue 16 asks for 4x (an earlier issue for 3x)
             "decode_vs_hf_generate_batch_1": {
                 "target": 1.5,
                 "measured": serving["run_lora"]["decode_speedup_vs_hf_generate"],
             },
             "eight_runs_concurrent_vs_sequential": {
-                "target": 3.0,
+                "target": 4.0,
                 "measured": serving["eight_runs"]["speedup"],
             },
         },
