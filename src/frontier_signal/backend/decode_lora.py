@@ -345,13 +345,10 @@ class LoraPlan:
                 for groups in self.weights.group_linears
             ]
             head = [self.weights.lm_head]  # applied by `add_lora`, which takes B untiled
-            terms.append(
-                {
-                    "lm_head": _native_term(head, key, dtype, tiled=False)
-                    if native
-                    else build(head, key, dtype)
-                }
+            head_term = (
+                _native_term(head, key, dtype, tiled=False) if native else build(head, key, dtype)
             )
+            terms.append({"lm_head": head_term})
         self._cache[(key, dtype, native)] = (_signature(pairs), terms)
         while len(self._cache) > PLAN_CACHE_SIZE:
             self._cache.popitem(last=False)

@@ -177,7 +177,8 @@ class NativeStep:
     matmuls: per layer and group (`decode_lora.GROUPS` order) three optional tensors, as
     `llama_decode.Matmul` with None for what a form lacks. LoRA: per layer and group, the number
     of terms, then per term its rows (start, end) and number of pieces, then per piece
-    (h_lo, h_hi, o_lo) in `meta`; per term A then each piece's B in `tensors`.
+    (h_lo, h_hi, o_lo) in `meta`; per term A then each piece's B in `tensors` (B as
+    `decode_lora._native_term` lays it out: [ranks, width], or in 64-column tiles).
     """
 
     def __init__(self, ops, weights, matmuls: list[dict], lora: list[dict], kv, cos, sin, valid):
