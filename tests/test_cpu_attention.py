@@ -15,7 +15,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from frontier_signal.backend import cpu_attention
 from frontier_signal.backend.training import run_forward_backward
 from frontier_signal.engine.types import Datum, ForwardBackwardRequest
-from tests.conftest import bf16_tiny_run
+from tests.conftest import TINY, bf16_tiny_run
 
 pytestmark = pytest.mark.usefixtures("native_ops")
 
@@ -140,3 +140,36 @@ def test_a_bf16_training_step_matches_the_sdpa_step(pack, monkeypatch):
     assert (logprobs - ref_logprobs).abs().max() < 0.05 * ref_logprobs.abs().max()
     for ours, reference in zip(grads, ref_grads, strict=True):
         _close(ours, reference, tolerance=0.05)
+
+
+def test_the_prompt_pass_attends_here_within_its_scores_budget(monkeypatch):
+    """Sampling's prompt pass (no gradients) goes through our kernel too: a 300-token prompt
+    alone (block by block) and beside a 41-token one (a padding mask). Its prompt log-probs
+    equal an SDPA pass's within bf16 rounding; past the scores budget SDPA takes the calls."""
+    from frontier_signal.engine.types import SampleRequest, SamplingParams
+
+    engine, base, run = bf16_tiny_run(seed=4)
+    engine.prefix_cache(TINY).configure(0)  # every pass computes its whole prompt
+    rng = random.Random(5)
+    prompts = [[rng.randrange(3, 250) for _ in range(n)] for n in (300, 41)]
+    params = SamplingParams(max_tokens=1, temperature=0)
+    requests = [SampleRequest(run, p, params, prompt_logprobs=True) for p in prompts]
+    calls = []
+    for kind in (cpu_attention._Attention, cpu_attention._CausalBlocks):
+        original = kind.forward
+
+        def counted(*args, _original=original, _kind=kind.__name__):
+            calls.append(_kind)
+            return _original(*args)
+
+        monkeypatch.setattr(kind, "forward", staticmethod(counted))
+    results = {}
+    for budget in (cpu_attention.INFERENCE_SCORES_BYTES, 0):
+        monkeypatch.setattr(cpu_attention, "INFERENCE_SCORES_BYTES", budget)
+        calls.clear()
+        outcome = engine.sample_batch(requests[:1]) + engine.sample_batch(requests)
+        logprobs = torch.tensor([x for r in outcome for x in r.prompt_logprobs[1:]])
+        results[budget] = (logprobs, set(calls))
+    (logprobs, used), (reference, unused) = results.values()
+    assert used == {"_Attention", "_CausalBlocks"} and unused == set()
+    assert (logprobs - reference).abs().max() < 0.05 * reference.abs().max()

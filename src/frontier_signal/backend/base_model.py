@@ -223,6 +223,13 @@ class BaseModel:
             return sdpa_kernel([SDPBackend.MATH])
         return contextlib.nullcontext()
 
+    def prompt_attention(self) -> contextlib.AbstractContextManager:
+        """The attention a sampling prompt pass runs under: ours (cpu_attention.py, the training
+        forward's kernel) where it runs, bf16 on CPU with our op loaded; else the model's own."""
+        if cpu_attention.available(self.device, self.dtype):
+            return cpu_attention.use(self.model.config)
+        return contextlib.nullcontext()
+
     def _attention_kernel(self, length: int) -> str:
         """The training attention for rows of `length` tokens: `native` (cpu_attention.py:
         bf16 on CPU with our op loaded), `math` (SDPA's matmul kernel) or `flash` (SDPA's own

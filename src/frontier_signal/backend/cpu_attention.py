@@ -1,4 +1,5 @@
-"""Training attention on CPU in bf16: ATen's batched matmuls around our fused softmax.
+"""Training attention on CPU in bf16, and the sampling prompt pass's: ATen's batched matmuls
+around our fused softmax.
 
 torch's CPU attention kernels spend most of their time outside the matmuls on a training step's
 shapes: the flash kernel's backward goes block by block (8 rows × 256 tokens, 9 heads of 64:
@@ -12,6 +13,12 @@ Heads that share a key-value head are stacked along the query rows, so one matmu
 and the key and value gradients are summed over them by the matmul itself (no `repeat_kv`).
 The probabilities are kept for backward: heads × keys bf16 values per query token and layer,
 which `BaseModel.activation_bytes` counts.
+
+A prompt pass (no gradients, `BaseModel.prompt_attention`) keeps nothing and attends here at
+any length while one call's scores fit `INFERENCE_SCORES_BYTES` (causal rows go block by block,
+so only a block's count), else through SDPA. It is faster than torch's flash kernel on the
+forward alone (one layer of SmolLM2, causal, bf16: 15.3 vs 23.2 ms at 1,500 tokens, 2.1 vs 4.3
+at 512), and a sampler's prompt then goes through the same kernel as training's forward.
 
 `use(config)` makes a model attend through it (transformers looks the attention function up by
 `config._attn_implementation` on every call); the masks are transformers' SDPA masks (None for
@@ -34,6 +41,9 @@ NAME = "frontier_cpu_attention"
 # no keys² probabilities (here up to heads × keys² bf16 values a row and layer: 18 MiB for
 # SmolLM2 at 1,024 keys).
 MAX_KEYS = 1024
+# Without gradients (a sampling prompt pass) any length attends here while one layer's scores
+# take at most this many bytes (the block-by-block causal path holds one block's at a time).
+INFERENCE_SCORES_BYTES = 64 << 20
 # Causal rows of at least two such blocks attend block by block (`_CausalBlocks`).
 CAUSAL_BLOCK = 128
 
@@ -89,7 +99,8 @@ class _CausalBlocks(torch.autograd.Function):
             out[:, :, :, start:end] = torch.matmul(probs, v[:, :, :end]).view(
                 batch, kv_heads, per_kv, end - start, dim
             )
-            saved += [q_c, probs]
+            if any(ctx.needs_input_grad[1:4]):  # inference (a prompt pass) keeps no block
+                saved += [q_c, probs]
         ctx.save_for_backward(k, v, *saved)
         ctx.shape = (ops, scale, block)
         return out
@@ -155,7 +166,8 @@ def attention_forward(
     **kwargs,
 ) -> tuple[torch.Tensor, None]:
     """transformers' attention-function signature (→ [B, Q, H, D], no weights); what this path
-    does not cover (dropout, additive or per-head masks, soft-capping) goes to SDPA."""
+    does not cover (dropout, additive or per-head masks, soft-capping), and calls without
+    gradients whose scores would not fit `INFERENCE_SCORES_BYTES`, go to SDPA."""
     plain = (
         not (dropout and module.training)
         and kwargs.get("softcap") is None
@@ -166,7 +178,10 @@ def attention_forward(
             or (attention_mask.dtype == torch.bool and attention_mask.shape[1] == 1)
         )
     )
-    if not plain:
+    if not plain or (
+        not torch.is_grad_enabled()
+        and _scores_bytes(query, key, attention_mask) > INFERENCE_SCORES_BYTES
+    ):
         return sdpa_attention_forward(
             module, query, key, value, attention_mask, dropout, scaling, is_causal, **kwargs
         )
@@ -176,6 +191,15 @@ def attention_forward(
         query, key, value, mask, causal and mask is None and query.shape[2] > 1, scaling
     )
     return out.transpose(1, 2).contiguous(), None
+
+
+def _scores_bytes(query: torch.Tensor, key: torch.Tensor, mask: torch.Tensor | None) -> int:
+    """The bf16 scores one call holds at a time: one block of queries on the causal block path
+    (as `attention` picks it), else all of them."""
+    batch, heads, queries, _ = query.shape
+    if mask is None and queries == key.shape[2] and queries >= 2 * CAUSAL_BLOCK:
+        queries = CAUSAL_BLOCK
+    return 2 * batch * heads * queries * key.shape[2]
 
 
 def _register() -> None:

@@ -220,7 +220,7 @@ def prefill(
     input_ids, mask = _inputs(base, prompts, width, longest, prefix)
     positions = (mask.cumsum(-1) - 1).clamp_min(0)
     cache = _past_cache(base, prompts, past)
-    with base.routing.use(segments_of([p.key for p in prompts])):
+    with base.routing.use(segments_of([p.key for p in prompts])), base.prompt_attention():
         hidden = base.hidden_states(
             input_ids,
             attention_mask=mask,
