@@ -15,12 +15,16 @@ it with SIGILL), so its kernels are the portable build's: say so when quoting th
 
 Our decode layers run in C++ (`backend/native.py`, built before timing) unless `--python-step`.
 
+`--long-prompt N` adds a long-context figure, bare model: the time to the first token (the
+prompt pass) and the decode rate after an N-token prompt, ours vs llama.cpp, alternating (our
+prefix cache off, so each pass computes the whole prompt).
+
 `--compete` adds the contention figure: exact-bf16 decode (no 4-bit codes) quiet, then with one
 CPU-bound process (a Python busy loop) beside it, alternating, with the decode thread governor
 (backend/decode_threads.py) on and, for reference, off.
 
     .venv/bin/python bench/decode_llama_cpp.py [--tokens 64] [--rounds 3] [--threads 2]
-        [--compete] [--no-llama-cpp] [--python-step]
+        [--long-prompt 1500] [--compete] [--no-llama-cpp] [--python-step]
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import subprocess
 import sys
 import tempfile
@@ -117,6 +122,56 @@ def _side_by_side(args, engine, gguf, run, prompts) -> dict:
     return report
 
 
+def _long_prompt(args, engine, gguf) -> dict:
+    """Time to the first token and decode tok/s after one `--long-prompt`-token prompt (random
+    tokens), bare model, ours vs llama.cpp in alternating rounds; best of the rounds."""
+    from llama_cpp import Llama
+
+    rng = random.Random(0)
+    prompt = [rng.randrange(1000, 40000) for _ in range(args.long_prompt)]
+    llama = Llama(
+        model_path=str(gguf),
+        n_ctx=args.long_prompt + args.tokens + 16,
+        n_threads=args.threads,
+        n_batch=512,
+        verbose=False,
+    )
+    sides = {"ours": _engine_stamps(engine, MODEL), "llama_cpp": _llama_stamps(llama)}
+    rounds: dict[str, dict[str, list[float]]] = {
+        side: {"first_token_s": [], "decode_tokens_per_second": []} for side in sides
+    }
+    cache = engine.prefix_cache(MODEL)
+    budget = cache.max_bytes
+    cache.configure(0)
+    try:
+        for _ in range(args.rounds):
+            for side, run in sides.items():
+                start = time.perf_counter()
+                stamps = run(prompt, args.tokens)
+                rounds[side]["first_token_s"].append(stamps[0] - start)
+                rate = (len(stamps) - 1) / (stamps[-1] - stamps[0])
+                rounds[side]["decode_tokens_per_second"].append(rate)
+    finally:
+        cache.configure(budget)
+    ours, theirs = rounds["ours"], rounds["llama_cpp"]
+    return {
+        "prompt_tokens": args.long_prompt,
+        "first_token_s": {
+            "ours": min(ours["first_token_s"]),
+            "llama_cpp": min(theirs["first_token_s"]),
+        },
+        "ratio_first_token_llama_cpp_vs_ours": min(theirs["first_token_s"])
+        / min(ours["first_token_s"]),
+        "decode_tokens_per_second": {
+            "ours": max(ours["decode_tokens_per_second"]),
+            "llama_cpp": max(theirs["decode_tokens_per_second"]),
+        },
+        "ratio_decode_ours_vs_llama_cpp": max(ours["decode_tokens_per_second"])
+        / max(theirs["decode_tokens_per_second"]),
+        "rounds": rounds,
+    }
+
+
 def _busy_process() -> subprocess.Popen:
     process = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     time.sleep(0.5)  # let it reach the CPU
@@ -165,6 +220,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2, help="best of this many per prompt")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--prompts", type=int, default=2, help="questions used")
+    parser.add_argument(
+        "--long-prompt", type=int, default=0, help="add the long-context figure at this length"
+    )
     parser.add_argument("--compete", action="store_true", help="add the contention figure")
     parser.add_argument("--no-llama-cpp", action="store_true", help="only the contention figure")
     parser.add_argument(
@@ -198,6 +256,8 @@ def main() -> None:
     if not args.no_llama_cpp:
         run = _trained_run(engine, seed=1)
         report.update(_side_by_side(args, engine, gguf, run, prompts))
+    if args.long_prompt and not args.no_llama_cpp:
+        report["long_prompt"] = _long_prompt(args, engine, gguf)
     if args.compete:
         report["contention"] = _contention(args, engine, prompts)
     report["load_average_at_end"] = _load_average()
