@@ -144,7 +144,7 @@ def attention(
     batch, heads, queries, dim = query.shape
     kv_heads = key.shape[1]
     scale = 1.0 / math.sqrt(dim) if scale is None else scale
-    if causal and mask is None and queries == key.shape[2] and queries >= 2 * CAUSAL_BLOCK:
+    if causal and _blockwise(queries, key.shape[2], mask):
         q5 = query.reshape(batch, kv_heads, heads // kv_heads, queries, dim)
         out = _CausalBlocks.apply(ops, q5, key, value, scale, CAUSAL_BLOCK)
         return out.view(batch, heads, queries, dim)
@@ -193,11 +193,16 @@ def attention_forward(
     return out.transpose(1, 2).contiguous(), None
 
 
+def _blockwise(queries: int, keys: int, mask: torch.Tensor | None) -> bool:
+    """Whether causal rows attend block by block (`_CausalBlocks`)."""
+    return mask is None and queries == keys and queries >= 2 * CAUSAL_BLOCK
+
+
 def _scores_bytes(query: torch.Tensor, key: torch.Tensor, mask: torch.Tensor | None) -> int:
-    """The bf16 scores one call holds at a time: one block of queries on the causal block path
-    (as `attention` picks it), else all of them."""
+    """The bf16 scores one call holds at a time (taken as causal): one block of queries where
+    it goes block by block, else all of them."""
     batch, heads, queries, _ = query.shape
-    if mask is None and queries == key.shape[2] and queries >= 2 * CAUSAL_BLOCK:
+    if _blockwise(queries, key.shape[2], mask):
         queries = CAUSAL_BLOCK
     return 2 * batch * heads * queries * key.shape[2]
 

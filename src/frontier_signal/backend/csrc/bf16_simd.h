@@ -38,6 +38,16 @@ inline void with_rows(int64_t rows, F&& f) {
   }
 }
 
+constexpr int64_t kMaxRows = 8;  // rows a decode kernel takes in one pass over the weights
+
+// Calls f(r0, count) for each pass of at most kMaxRows rows over [0, rows): r0 the pass's first
+// row, count its row count as `with_rows` gives it (count's value is a compile-time constant).
+template <typename F>
+inline void row_passes(int64_t rows, F&& f) {
+  for (int64_t r0 = 0; r0 < rows; r0 += kMaxRows)
+    with_rows(rows - r0 < kMaxRows ? rows - r0 : kMaxRows, [&](auto count) { f(r0, count); });
+}
+
 #ifdef FS_AVX512
 inline __m512 load_bf16(const bf16* p, __mmask16 m) {
   const __m256i h = _mm256_maskz_loadu_epi16(m, p);

@@ -53,7 +53,6 @@ struct Term {
 };
 
 constexpr int64_t kRanksPerJob = 8;  // A rows per task of the first pass
-constexpr int64_t kRowsPerPass = 8;  // rows of one run that share each widened weight vector
 
 // Reads one group's terms from the flattened lists (see `native.NativeStep`): meta per term
 // start, end, pieces, then per piece h_lo, h_hi, o_lo; tensors per term A, then each piece's B.
@@ -148,15 +147,13 @@ void expand(const float* hidden, int64_t ranks, const Piece& piece, int64_t c0, 
 
 // The first pass for one term's ranks [k0, k1), all its rows.
 void project_term(const Term& term, const float* xf, int64_t in, int64_t k0, int64_t k1) {
-  for (int64_t r0 = 0; r0 < term.rows; r0 += kRowsPerPass) {
+  fs_simd::row_passes(term.rows, [&](int64_t r0, auto count) {
     const float* x = xf + (term.start + r0) * in;
     float* hidden = term.hidden + r0 * term.ranks;
 #ifdef FS_AVX512
-    fs_simd::with_rows(std::min(kRowsPerPass, term.rows - r0), [&](auto count) {
-      project<decltype(count)::value>(term.A, x, in, k0, k1, hidden, term.ranks);
-    });
+    project<decltype(count)::value>(term.A, x, in, k0, k1, hidden, term.ranks);
 #else
-    const int64_t rows = std::min(kRowsPerPass, term.rows - r0);
+    const int64_t rows = decltype(count)::value;
     for (int64_t k = k0; k < k1; ++k)
       for (int64_t r = 0; r < rows; ++r) {
         float sum = 0;
@@ -164,21 +161,19 @@ void project_term(const Term& term, const float* xf, int64_t in, int64_t k0, int
         hidden[r * term.ranks + k] = sum;
       }
 #endif
-  }
+  });
 }
 
 // The second pass for one piece's columns [c0, c1) (within one tile), all the term's rows.
 void expand_term(const Term& term, const Piece& piece, int64_t c0, int64_t c1, bf16* y,
                  int64_t out) {
-  for (int64_t r0 = 0; r0 < term.rows; r0 += kRowsPerPass) {
+  fs_simd::row_passes(term.rows, [&](int64_t r0, auto count) {
     const float* hidden = term.hidden + r0 * term.ranks;
     bf16* rows_y = y + (term.start + r0) * out;
 #ifdef FS_AVX512
-    fs_simd::with_rows(std::min(kRowsPerPass, term.rows - r0), [&](auto count) {
-      expand<decltype(count)::value>(hidden, term.ranks, piece, c0, c1, rows_y, out);
-    });
+    expand<decltype(count)::value>(hidden, term.ranks, piece, c0, c1, rows_y, out);
 #else
-    const int64_t rows = std::min(kRowsPerPass, term.rows - r0);
+    const int64_t rows = decltype(count)::value;
     const bf16* tile = piece.tile(c0) - c0;
     for (int64_t r = 0; r < rows; ++r)
       for (int64_t c = c0; c < c1; ++c) {
@@ -189,7 +184,7 @@ void expand_term(const Term& term, const Piece& piece, int64_t c0, int64_t c1, b
         o = bf16(to_f(o) + sum);
       }
 #endif
-  }
+  });
 }
 
 }  // namespace

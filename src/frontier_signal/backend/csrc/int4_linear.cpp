@@ -33,7 +33,6 @@ namespace {
 using bf16 = c10::BFloat16;
 
 constexpr int64_t kBlock = 32;    // GGUF's block of inputs
-constexpr int64_t kRowsPerPass = 8;
 constexpr int64_t kColumnsPerTask = 16;
 
 #ifdef __AVX512BF16__
@@ -121,17 +120,15 @@ at::Tensor int4_linear(const at::Tensor& x, const at::Tensor& codes, const at::T
   const uint8_t* cp = codes.data_ptr<uint8_t>();
   const float* sp = dm.data_ptr<float>();
   const bf16* bp = b.defined() ? b.data_ptr<bf16>() : nullptr;
-  for (int64_t r0 = 0; r0 < R; r0 += kRowsPerPass) {
+  fs_simd::row_passes(R, [&](int64_t r0, auto count) {
     const bf16* xp = xc.data_ptr<bf16>() + r0 * K;
     bf16* yp = y.data_ptr<bf16>() + r0 * N;
 #ifdef __AVX512BF16__
-    fs_simd::with_rows(std::min(kRowsPerPass, R - r0), [&](auto count) {
-      rows<decltype(count)::value>(xp, cp, sp, bp, K, N, yp);
-    });
+    rows<decltype(count)::value>(xp, cp, sp, bp, K, N, yp);
 #else
-    scalar(xp, cp, sp, bp, std::min(kRowsPerPass, R - r0), K, N, yp);
+    scalar(xp, cp, sp, bp, decltype(count)::value, K, N, yp);
 #endif
-  }
+  });
   return y;
 }
 

@@ -32,7 +32,6 @@ namespace {
 
 using bf16 = c10::BFloat16;
 
-constexpr int64_t kRowsPerPass = 8;
 constexpr int64_t kColumnsPerTask = 64;
 
 #ifdef __AVX512BF16__
@@ -143,21 +142,18 @@ at::Tensor int8_head(const at::Tensor& x, const at::Tensor& codes, const at::Ten
   const bf16* bp = b.defined() ? b.data_ptr<bf16>() : nullptr;
   const uint8_t* cp = codes.data_ptr<uint8_t>();
   const float* sp = scales.data_ptr<float>();
+  const bf16* x0 = xc.data_ptr<bf16>();
   std::vector<float> xsum(static_cast<size_t>(R), 0.0f);
   for (int64_t r = 0; r < R; ++r)
-    for (int64_t k = 0; k < K; ++k) xsum[r] += static_cast<float>(xc.data_ptr<bf16>()[r * K + k]);
-  for (int64_t r0 = 0; r0 < R; r0 += kRowsPerPass) {
-    const bf16* xp = xc.data_ptr<bf16>() + r0 * K;
-    const float* xs = xsum.data() + r0;
-    float* yp = y.data_ptr<float>() + r0 * N;
-    fs_simd::with_rows(std::min(kRowsPerPass, R - r0), [&](auto count) {
-      approximate_rows<decltype(count)::value>(xp, xs, cp, sp, bp, K, N, yp);
-    });
-  }
+    for (int64_t k = 0; k < K; ++k) xsum[r] += static_cast<float>(x0[r * K + k]);
+  fs_simd::row_passes(R, [&](int64_t r0, auto count) {
+    approximate_rows<decltype(count)::value>(x0 + r0 * K, xsum.data() + r0, cp, sp, bp, K, N,
+                                             y.data_ptr<float>() + r0 * N);
+  });
   const bf16* wp = weight.data_ptr<bf16>();
   at::parallel_for(0, R, 1, [&](int64_t first, int64_t last) {
     for (int64_t r = first; r < last; ++r)
-      make_top_exact(xc.data_ptr<bf16>() + r * K, sp, wp, bp, K, N, y.data_ptr<float>() + r * N);
+      make_top_exact(x0 + r * K, sp, wp, bp, K, N, y.data_ptr<float>() + r * N);
   });
 #else
   // Without AVX512-BF16 the Python side keeps its other 8-bit head; this stays correct anyway.

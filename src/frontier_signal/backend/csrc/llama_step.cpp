@@ -112,10 +112,9 @@ void bf16_linear_rows(const bf16* x, const bf16* W, const bf16* bias, int64_t K,
 }
 #endif
 
-constexpr int64_t kGemvRows = 8;         // rows per pass of the kernel
 constexpr int64_t kMaxGemvRows = 24;     // beyond, ATen's GEMM is as fast (measured)
 
-// x [R, K] @ W.T (+ bias) for bf16 x and W: our kernel, kGemvRows rows per pass over W, for up to
+// x [R, K] @ W.T (+ bias) for bf16 x and W: our kernel, 8 rows per pass over W, for up to
 // kMaxGemvRows rows where the CPU has AVX512-BF16, else ATen's linear. 30 layers' matrices:
 // 1 row 9.7 vs 16-27 ms, 8 rows 16.4 vs 21.6, 16 rows 20.3 vs 24.4, 32 rows 33.4 vs 31.6.
 at::Tensor small_linear(const at::Tensor& x, const at::Tensor& W,
@@ -132,13 +131,10 @@ at::Tensor small_linear(const at::Tensor& x, const at::Tensor& W,
     at::Tensor y = at::empty({rows, N}, x.options());
     const bf16* wp = W.data_ptr<bf16>();
     const bf16* bp = b.defined() ? b.data_ptr<bf16>() : nullptr;
-    for (int64_t r0 = 0; r0 < rows; r0 += kGemvRows) {
-      const bf16* xp = xc.data_ptr<bf16>() + r0 * K;
-      bf16* yp = y.data_ptr<bf16>() + r0 * N;
-      fs_simd::with_rows(std::min(kGemvRows, rows - r0), [&](auto count) {
-        bf16_linear_rows<decltype(count)::value>(xp, wp, bp, K, N, yp);
-      });
-    }
+    fs_simd::row_passes(rows, [&](int64_t r0, auto count) {
+      bf16_linear_rows<decltype(count)::value>(xc.data_ptr<bf16>() + r0 * K, wp, bp, K, N,
+                                               y.data_ptr<bf16>() + r0 * N);
+    });
     return y;
   }
 #endif
