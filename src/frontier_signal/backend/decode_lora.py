@@ -120,7 +120,7 @@ class JointTerm:
             column += A.shape[0]
 
     def add_to(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        hidden = F.linear(x, self.A).mul_(self.mask)
+        hidden = _rounded_like(F.linear(x, self.A), y).mul_(self.mask)
         return _add_product(y, hidden, self.B_t)
 
 
@@ -188,7 +188,7 @@ class StackedTerm:
     def add_to(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         runs = self.A_GIR.shape[0]
         x_GNI = x.view(runs, self.width, -1) if self.view else x[self.index]
-        hidden = torch.bmm(x_GNI, self.A_GIR)  # [runs, width, ranks]
+        hidden = _rounded_like(torch.bmm(x_GNI, self.A_GIR), y)  # [runs, width, ranks]
         if len(self.B) == 1:
             delta = torch.bmm(hidden, self.B[0])
         else:
@@ -233,10 +233,18 @@ def add_lora(
         return plan.add_to(y, x)
     for A, B_t, start, end in plan:
         if start == 0 and end == x.shape[0]:
-            _add_product(y, F.linear(x, A), B_t)
+            _add_product(y, _rounded_like(F.linear(x, A), y), B_t)
         else:
-            _add_product(y[start:end], F.linear(x[start:end], A), B_t)
+            _add_product(y[start:end], _rounded_like(F.linear(x[start:end], A), y), B_t)
     return y
+
+
+def _rounded_like(hidden: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The hidden LoRA activations x @ A.T rounded to the activations' dtype where the terms
+    are kept wider (`lora_dtype`), as the training forward and the native decode round them."""
+    if hidden.dtype == y.dtype:
+        return hidden
+    return hidden.to(y.dtype).to(hidden.dtype)
 
 
 def lora_dtype(activations: torch.dtype, device: torch.device) -> torch.dtype:
@@ -245,7 +253,9 @@ def lora_dtype(activations: torch.dtype, device: torch.device) -> torch.dtype:
     A LoRA term is a few small matmuls (rank 8-64); on CPU oneDNN's bf16 kernels cost 20-80 us
     each at that size where MKL's fp32 ones take ~5 us (measured on this 2-core machine), and
     the adapter's bytes are a small part of a step, so fp32 is both faster and exact-er (the
-    sum is rounded once, into the bf16 output). On accelerators the activation dtype.
+    sum is rounded once, into the bf16 output; the hidden activations are rounded to the
+    activations' dtype, `_rounded_like`, as training rounds them). On accelerators the
+    activation dtype.
     """
     if device.type == "cpu" and activations in (torch.bfloat16, torch.float16):
         return torch.float32
@@ -273,35 +283,6 @@ def _group_term(linears: list[LoraLinear], key: str, dtype) -> GroupTerm | None:
     if len(linears) > 1 and len(present) == len(linears) and len(ranks) == 1:
         return A, BlockedB(B.t(), [layer.out_features for layer in linears], ranks.pop())
     return A, B.t()
-
-
-# (A stacked [R, in], pieces (h_lo, h_hi, o_lo, B [h_hi - h_lo, out of the projection])): a
-# group's terms in the form the native decode layers take (`native.NativeStep`), without zeros.
-# With `tiled`, a B whose width is a multiple of 64 comes as [width / 64, ranks, 64]: each task of
-# the native second pass (64 output columns) then reads one contiguous block.
-NativeTerm = tuple[torch.Tensor, list[tuple[int, int, int, torch.Tensor]]]
-NATIVE_TILE = 64  # csrc/decode_lora.cpp's kColumns
-
-
-def _native_term(
-    linears: list[LoraLinear], key: str, dtype, tiled: bool = True
-) -> NativeTerm | None:
-    pairs = [layer.adapters.get(key) for layer in linears]
-    present = [pair for pair in pairs if pair is not None]
-    if not present:
-        return None
-    A = torch.cat([pair.lora_A.detach() for pair in present]).to(dtype).contiguous()
-    pieces, hidden, column = [], 0, 0
-    for layer, pair in zip(linears, pairs, strict=True):
-        if pair is not None:
-            rank = pair.lora_A.shape[0]
-            B = (pair.lora_B.detach() * pair.scale).to(dtype).t()
-            if tiled and B.shape[1] % NATIVE_TILE == 0:
-                B = B.reshape(rank, -1, NATIVE_TILE).transpose(0, 1)
-            pieces.append((hidden, hidden + rank, column, B.contiguous()))
-            hidden += rank
-        column += layer.out_features
-    return A, pieces
 
 
 def _signature(pairs: list[LoraPair]) -> list[tuple[weakref.ref, int]]:
@@ -338,7 +319,9 @@ class LoraPlan:
         if cached is not None and _still_valid(cached[0], pairs):
             self._cache.move_to_end((key, dtype, native))
             return cached[1]
-        build = _native_term if native else _group_term
+        from frontier_signal.backend.native import native_term  # native imports this module
+
+        build = native_term if native else _group_term
         with torch.no_grad():
             terms: list[dict[str, Any]] = [
                 {group: build(linears, key, dtype) for group, linears in groups.items()}
@@ -346,7 +329,7 @@ class LoraPlan:
             ]
             head = [self.weights.lm_head]  # applied by `add_lora`, which takes B untiled
             head_term = (
-                _native_term(head, key, dtype, tiled=False) if native else build(head, key, dtype)
+                native_term(head, key, dtype, tiled=False) if native else build(head, key, dtype)
             )
             terms.append({"lm_head": head_term})
         self._cache[(key, dtype, native)] = (_signature(pairs), terms)
@@ -359,7 +342,7 @@ class LoraPlan:
         the last entry `lm_head` as `RowTerm`s in `head_dtype` for `add_lora`."""
         plan = self._row_terms(segments, dtype, native=True)
         plan[-1]["lm_head"] = [
-            (A.to(head_dtype), pieces[0][3].to(head_dtype), start, end)
+            (A.to(head_dtype), pieces[0][-1].to(head_dtype), start, end)
             for A, pieces, start, end in plan[-1]["lm_head"]
         ]
         return plan

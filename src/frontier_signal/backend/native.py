@@ -29,11 +29,15 @@ import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+import torch.nn.functional as F
 
 from frontier_signal.backend.decode_lora import GROUPS
+
+if TYPE_CHECKING:
+    from frontier_signal.backend.lora import LoraLinear
 
 logger = logging.getLogger(__name__)
 
@@ -171,14 +175,51 @@ def fp32_ops(tensors: Sequence[torch.Tensor | None]) -> Any | None:
     return ops() if tensors else None
 
 
+# (A stacked [R, in], pieces (h_lo, h_hi, o_lo, width, B)): a group's terms in the form the
+# native decode layers take (`NativeStep`), without zeros. B (the projection's B.T with
+# its scale, [h_hi - h_lo, width]) comes with `tiled` in 64-column tiles with the ranks in
+# pairs, [ceil(width / 64), ceil(ranks / 2), 64, 2], zero-padded: a task of the native second
+# pass reads one contiguous block, and `vdpbf16ps` multiplies a pair of ranks at once.
+NativeTerm = tuple[torch.Tensor, list[tuple[int, int, int, int, torch.Tensor]]]
+NATIVE_TILE = 64  # csrc/decode_lora.cpp's kColumns
+
+
+def native_tiles(B: torch.Tensor) -> torch.Tensor:
+    """[ranks, width] -> [ceil(width / 64), ceil(ranks / 2), 64, 2], zeros where it runs out."""
+    ranks, width = B.shape
+    tiles = -(-width // NATIVE_TILE)
+    padded = F.pad(B, (0, tiles * NATIVE_TILE - width, 0, ranks % 2))
+    return padded.view(-1, 2, tiles, NATIVE_TILE).permute(2, 0, 3, 1).contiguous()
+
+
+def native_term(
+    linears: list[LoraLinear], key: str, dtype, tiled: bool = True
+) -> NativeTerm | None:
+    pairs = [layer.adapters.get(key) for layer in linears]
+    present = [pair for pair in pairs if pair is not None]
+    if not present:
+        return None
+    A = torch.cat([pair.lora_A.detach() for pair in present]).to(dtype).contiguous()
+    pieces, hidden, column = [], 0, 0
+    for layer, pair in zip(linears, pairs, strict=True):
+        if pair is not None:
+            rank, width = pair.lora_A.shape[0], layer.out_features
+            B = (pair.lora_B.detach() * pair.scale).to(dtype).t()
+            B = native_tiles(B) if tiled else B.contiguous()
+            pieces.append((hidden, hidden + rank, column, width, B))
+            hidden += rank
+        column += layer.out_features
+    return A, pieces
+
+
 class NativeStep:
     """`decode_layers`' arguments for one `LlamaDecoder` (flattened once per batch).
 
     matmuls: per layer and group (`decode_lora.GROUPS` order) three optional tensors, as
     `llama_decode.Matmul` with None for what a form lacks. LoRA: per layer and group, the number
     of terms, then per term its rows (start, end) and number of pieces, then per piece
-    (h_lo, h_hi, o_lo) in `meta`; per term A then each piece's B in `tensors` (B as
-    `decode_lora._native_term` lays it out: [ranks, width], or in 64-column tiles).
+    (h_lo, h_hi, o_lo, width) in `meta`; per term A then each piece's B in `tensors` (B as
+    `native_term` lays it out: 64-column tiles, the ranks in pairs).
     """
 
     def __init__(self, ops, weights, matmuls: list[dict], lora: list[dict], kv, cos, sin, valid):
@@ -197,8 +238,8 @@ class NativeStep:
                 for A, pieces, start, end in groups[group]:
                     self.meta += [start, end, len(pieces)]
                     self.tensors.append(A)
-                    for h_lo, h_hi, o_lo, B in pieces:
-                        self.meta += [h_lo, h_hi, o_lo]
+                    for h_lo, h_hi, o_lo, width, B in pieces:
+                        self.meta += [h_lo, h_hi, o_lo, width]
                         self.tensors.append(B)
         self.kv, self.cos, self.sin = kv, cos, sin
         self.valid = None if valid is None else valid.reshape(valid.shape[0], valid.shape[-1])

@@ -2,17 +2,19 @@
 // matmul): y += x[rows] @ A.T @ B for every run of the batch, each run on its own rows.
 //
 // One group's terms (q|k|v, o, gate|up or down) for every run in the batch run in two parallel
-// passes: A rows first (hidden = x @ A.T, fp32), then B column blocks (y += hidden @ B, summed
-// in fp32 and rounded into the bf16 output once). A pass per run and piece cost more in thread
-// wake-ups than reading the weights did. B comes without the zero blocks of its block-diagonal
-// form (`decode_lora.BlockedB`), one piece per projection, in column tiles that a task of the
-// second pass reads as one contiguous block.
+// passes: A rows first (hidden = x @ A.T, rounded to bf16 as the training forward rounds it),
+// then B column tiles (y += hidden @ B, summed in fp32 and rounded into the bf16 output once).
+// A pass per run and piece cost more in thread wake-ups than reading the weights did. B comes
+// without the zero blocks of its block-diagonal form, one piece per projection, in column tiles
+// that a task of the second pass reads as one contiguous block, the ranks in pairs.
 //
-// Where the CPU has AVX512, each weight vector is widened to fp32 once for up to 8 rows of its
-// run (8 requests sampling one policy, as RL recipes do), with the sums in registers, and every
-// row's sums run in the same order whatever the row count: a row gets the same values alone
-// and in a batch. A step of 8 rows on one r=32 run took 19.4-19.8 ms where the scalar loops
-// (one row at a time) took 24.6; 8 rows on 8 runs 26.0-26.8 vs 28.5-29.2 ms.
+// Where the CPU has AVX512-BF16 both passes multiply bf16 pairs by `vdpbf16ps` (32 exact
+// products a instruction, fp32 sums), as the 4-bit matmul does; with AVX512 alone each weight
+// vector is widened to fp32 once for up to 8 rows of its run. Either way every row's sums run
+// in the same order whatever the row count: a row gets the same values alone and in a batch.
+// Measured (one `decode_layers` call, alternated with the fp32-widening kernels): 8 rows on 8
+// r=32 runs 17.6-17.8 vs 18.4-18.5 ms, 8 rows on one run 11.2 vs 11.7-12.1, one row on one
+// run 5.2 vs 5.5 (bare: 4.0).
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -31,31 +33,34 @@ using bf16 = c10::BFloat16;
 
 inline float to_f(bf16 v) { return static_cast<float>(v); }
 
-constexpr int64_t kColumns = 64;  // output columns per task of the second pass
+constexpr int64_t kColumns = 64;  // output columns per task of the second pass (a tile)
 
 // One run's LoRA term of a group: its rows [start, start + rows), A [ranks, in] and the pieces
-// of its B: hidden[:, h_lo:h_hi) @ B -> output columns [o_lo, o_lo + width). B comes as
-// [h_hi - h_lo, width] or, where width is a multiple of kColumns, as tiles
-// [width / kColumns, h_hi - h_lo, kColumns], so a task of the second pass reads one
-// contiguous block (`decode_lora._native_term` lays them out).
+// of its B: hidden[:, h_lo:h_hi) @ B -> output columns [o_lo, o_lo + width). B comes in column
+// tiles with the ranks in pairs, [ceil(width / 64), ceil(ranks / 2), 64, 2] (zeros where the
+// width or the ranks run out; `native.native_term` lays them out): a task of the second
+// pass reads one contiguous block, and one `vdpbf16ps` lane multiplies a column's two weights
+// of a pair of ranks with the pair's two hidden values.
 struct Piece {
   int64_t h_lo, h_hi, o_lo, width;
   const bf16* B;
-  int64_t row_stride, tile_stride;  // between ranks, between column tiles
+  int64_t tile_stride;  // elements between column tiles
 
+  int64_t pairs() const { return (h_hi - h_lo + 1) / 2; }
   const bf16* tile(int64_t lo) const { return B + lo / kColumns * tile_stride; }
 };
 struct Term {
   int64_t start, rows, ranks;
   const bf16* A;
-  float* hidden;  // [rows, ranks]
+  bf16* hidden;  // [rows, ranks]: x @ A.T rounded to bf16, as the training forward rounds it
   std::vector<Piece> pieces;
 };
 
 constexpr int64_t kRanksPerJob = 8;  // A rows per task of the first pass
 
 // Reads one group's terms from the flattened lists (see `native.NativeStep`): meta per term
-// start, end, pieces, then per piece h_lo, h_hi, o_lo; tensors per term A, then each piece's B.
+// start, end, pieces, then per piece h_lo, h_hi, o_lo, width; tensors per term A, then each
+// piece's B.
 std::vector<Term> read_terms(const std::vector<at::Tensor>& tensors, size_t& t,
                              const std::vector<int64_t>& meta, size_t& m, int64_t in) {
   std::vector<Term> terms(static_cast<size_t>(meta[m++]));
@@ -67,31 +72,55 @@ std::vector<Term> read_terms(const std::vector<at::Tensor>& tensors, size_t& t,
                 "LoRA A: contiguous bf16 [ranks, in]");
     term = Term{start, end - start, A.size(0), A.data_ptr<bf16>(), nullptr, {}};
     for (int64_t p = 0; p < pieces; ++p) {
-      const int64_t h_lo = meta[m++], h_hi = meta[m++], o_lo = meta[m++];
+      const int64_t h_lo = meta[m++], h_hi = meta[m++], o_lo = meta[m++], width = meta[m++];
       const at::Tensor& B = tensors[t++];
-      const int64_t ranks = h_hi - h_lo;
-      TORCH_CHECK(B.scalar_type() == at::kBFloat16 && B.is_contiguous(), "LoRA B: contiguous bf16");
       TORCH_CHECK(0 <= h_lo && h_lo <= h_hi && h_hi <= A.size(0), "LoRA B: ranks beyond A");
-      if (B.dim() == 3) {
-        TORCH_CHECK(B.size(1) == ranks && B.size(2) == kColumns, "LoRA B tiles: [t, ranks, 64]");
-        term.pieces.push_back(Piece{h_lo, h_hi, o_lo, B.size(0) * kColumns, B.data_ptr<bf16>(),
-                                    kColumns, ranks * kColumns});
-      } else {
-        TORCH_CHECK(B.dim() == 2 && B.size(0) == ranks, "LoRA B: [ranks, width]");
-        term.pieces.push_back(
-            Piece{h_lo, h_hi, o_lo, B.size(1), B.data_ptr<bf16>(), B.size(1), kColumns});
-      }
+      const int64_t pairs = (h_hi - h_lo + 1) / 2, tiles = (width + kColumns - 1) / kColumns;
+      TORCH_CHECK(B.scalar_type() == at::kBFloat16 && B.is_contiguous() && B.dim() == 4 &&
+                      B.size(0) == tiles && B.size(1) == pairs && B.size(2) == kColumns &&
+                      B.size(3) == 2,
+                  "LoRA B: contiguous bf16 tiles [ceil(width / 64), ceil(ranks / 2), 64, 2]");
+      term.pieces.push_back(
+          Piece{h_lo, h_hi, o_lo, width, B.data_ptr<bf16>(), pairs * 2 * kColumns});
     }
   }
   return terms;
 }
 
-#ifdef FS_AVX512
-// hidden[r, k] = A[k] . x[r] for R rows and ranks [k0, k1): two A rows at a time, each widened
-// once for every row; 16 fp32 lanes a row and rank, summed across at the end.
+// Pass 1, hidden[r, k] = bf16(A[k] . x[r]) for R rows and ranks [k0, k1): x [R, in] bf16, `xf`
+// the same rows in fp32 (for the builds without `vdpbf16ps`). Where the CPU has it, 32 products
+// per instruction on bf16 pairs, KR A rows at a time; else each A vector widened to fp32 once
+// for every row. Either way a row's sums run in one order whatever R is.
 template <int R>
-void project(const bf16* A, const float* x, int64_t in, int64_t k0, int64_t k1, float* hidden,
-             int64_t ranks) {
+void project(const bf16* A, const bf16* x, const float* xf, int64_t in, int64_t k0, int64_t k1,
+             bf16* hidden, int64_t ranks) {
+#ifdef __AVX512BF16__
+  (void)xf;
+  constexpr int KR = R <= 2 ? 4 : 2;  // A rows at a time: enough sums in flight at one row
+  for (int64_t k = k0; k < k1; k += KR) {
+    const int64_t rows_a = std::min<int64_t>(KR, k1 - k);
+    __m512 acc[KR][R];
+    for (int j = 0; j < KR; ++j)
+      for (int r = 0; r < R; ++r) acc[j][r] = _mm512_setzero_ps();
+    for (int64_t i = 0; i < in; i += 32) {
+      const int64_t left = in - i;
+      const __mmask32 mask = left >= 32 ? ~__mmask32{0} : (__mmask32{1} << left) - 1;
+      __m512bh a[KR];
+      for (int j = 0; j < KR; ++j) {
+        const bf16* row = A + (k + std::min<int64_t>(j, rows_a - 1)) * in;
+        a[j] = (__m512bh)_mm512_maskz_loadu_epi16(mask, row + i);
+      }
+      for (int r = 0; r < R; ++r) {
+        const __m512bh xr = (__m512bh)_mm512_maskz_loadu_epi16(mask, x + r * in + i);
+        for (int j = 0; j < KR; ++j) acc[j][r] = _mm512_dpbf16_ps(acc[j][r], a[j], xr);
+      }
+    }
+    for (int j = 0; j < rows_a; ++j)
+      for (int r = 0; r < R; ++r)
+        hidden[r * ranks + k + j] = bf16(_mm512_reduce_add_ps(acc[j][r]));
+  }
+#elif defined(FS_AVX512)
+  (void)x;
   for (int64_t k = k0; k < k1; k += 2) {
     const bool pair = k + 1 < k1;
     __m512 acc[2][R];
@@ -101,39 +130,69 @@ void project(const bf16* A, const float* x, int64_t in, int64_t k0, int64_t k1, 
       const __m512 a0 = fs_simd::load_bf16(A + k * in + i, mask);
       const __m512 a1 = pair ? fs_simd::load_bf16(A + (k + 1) * in + i, mask) : a0;
       for (int r = 0; r < R; ++r) {
-        const __m512 xr = _mm512_maskz_loadu_ps(mask, x + r * in + i);
+        const __m512 xr = _mm512_maskz_loadu_ps(mask, xf + r * in + i);
         acc[0][r] = _mm512_fmadd_ps(a0, xr, acc[0][r]);
         acc[1][r] = _mm512_fmadd_ps(a1, xr, acc[1][r]);
       }
     }
     for (int r = 0; r < R; ++r) {
-      hidden[r * ranks + k] = _mm512_reduce_add_ps(acc[0][r]);
-      if (pair) hidden[r * ranks + k + 1] = _mm512_reduce_add_ps(acc[1][r]);
+      hidden[r * ranks + k] = bf16(_mm512_reduce_add_ps(acc[0][r]));
+      if (pair) hidden[r * ranks + k + 1] = bf16(_mm512_reduce_add_ps(acc[1][r]));
     }
   }
+#else
+  (void)x;
+  for (int64_t k = k0; k < k1; ++k)
+    for (int64_t r = 0; r < R; ++r) {
+      float sum = 0;
+      for (int64_t i = 0; i < in; ++i) sum += to_f(A[k * in + i]) * xf[r * in + i];
+      hidden[r * ranks + k] = bf16(sum);
+    }
+#endif
 }
 
-// y[r, o_lo + c) += hidden[r, h_lo:h_hi) @ B[:, c) for R rows and columns [c0, c1) of one
-// column tile of a piece, V vectors of 16 columns at a time (64 columns for up to 4 rows, 32
-// beyond, so the accumulators stay in registers): each B vector widened once for every row.
+// A row's hidden values of ranks k and k + 1 (0 past the piece) as one bf16 pair.
+inline uint32_t hidden_pair(const bf16* hidden, int64_t k, int64_t h_hi) {
+  const uint32_t lo = hidden[k].x, hi = k + 1 < h_hi ? hidden[k + 1].x : 0;
+  return lo | hi << 16;
+}
+
+// Pass 2, y[r, o_lo + c) += hidden[r, h_lo:h_hi) @ B[:, c) for R rows and columns [c0, c1) of
+// one tile of a piece, V vectors of 16 columns at a time (64 columns for up to 4 rows, 32
+// beyond, so the sums stay in registers), summed in fp32 and added into y with one rounding.
 template <int R>
-void expand(const float* hidden, int64_t ranks, const Piece& piece, int64_t c0, int64_t c1,
+void expand(const bf16* hidden, int64_t ranks, const Piece& piece, int64_t c0, int64_t c1,
             bf16* y, int64_t out) {
+  const bf16* tile = piece.tile(c0);
+  const int64_t first = c0 / kColumns * kColumns;  // the tile's first column
+#ifdef FS_AVX512
   constexpr int V = R <= 4 ? 4 : 2;
-  const bf16* tile = piece.tile(c0) - c0;
   for (int64_t c = c0; c < c1; c += 16 * V) {
     __mmask16 mask[V];
     for (int v = 0; v < V; ++v) mask[v] = fs_simd::lanes(c + 16 * v, c1);
     __m512 acc[R][V];
     for (int r = 0; r < R; ++r)
       for (int v = 0; v < V; ++v) acc[r][v] = _mm512_setzero_ps();
-    for (int64_t k = piece.h_lo; k < piece.h_hi; ++k) {
-      const bf16* b = tile + (k - piece.h_lo) * piece.row_stride + c;
-      __m512 bk[V];
-      for (int v = 0; v < V; ++v) bk[v] = fs_simd::load_bf16(b + 16 * v, mask[v]);
+    for (int64_t p = 0; p < piece.pairs(); ++p) {
+      const int64_t k = piece.h_lo + 2 * p;
+      const bf16* b = tile + (p * kColumns + c - first) * 2;  // whole tiles: no mask needed
+      __m512i bk[V];
+      for (int v = 0; v < V; ++v) bk[v] = _mm512_loadu_si512(b + 32 * v);
       for (int r = 0; r < R; ++r) {
-        const __m512 h = _mm512_set1_ps(hidden[r * ranks + k]);
-        for (int v = 0; v < V; ++v) acc[r][v] = _mm512_fmadd_ps(h, bk[v], acc[r][v]);
+        const uint32_t pair = hidden_pair(hidden + r * ranks, k, piece.h_hi);
+#ifdef __AVX512BF16__
+        const __m512bh h = (__m512bh)_mm512_set1_epi32(static_cast<int>(pair));
+        for (int v = 0; v < V; ++v) acc[r][v] = _mm512_dpbf16_ps(acc[r][v], (__m512bh)bk[v], h);
+#else
+        const __m512 h0 = _mm512_set1_ps(to_f(bf16(pair & 0xffff, bf16::from_bits())));
+        const __m512 h1 = _mm512_set1_ps(to_f(bf16(pair >> 16, bf16::from_bits())));
+        const __m512i high = _mm512_set1_epi32(static_cast<int>(0xffff0000u));
+        for (int v = 0; v < V; ++v) {
+          const __m512 w0 = _mm512_castsi512_ps(_mm512_slli_epi32(bk[v], 16));
+          const __m512 w1 = _mm512_castsi512_ps(_mm512_and_si512(bk[v], high));
+          acc[r][v] = _mm512_fmadd_ps(h1, w1, _mm512_fmadd_ps(h0, w0, acc[r][v]));
+        }
+#endif
       }
     }
     for (int r = 0; r < R; ++r)
@@ -142,25 +201,27 @@ void expand(const float* hidden, int64_t ranks, const Piece& piece, int64_t c0, 
         fs_simd::store_bf16(o, _mm512_add_ps(fs_simd::load_bf16(o, mask[v]), acc[r][v]), mask[v]);
       }
   }
-}
+#else
+  for (int64_t r = 0; r < R; ++r)
+    for (int64_t c = c0; c < c1; ++c) {
+      float sum = 0;
+      for (int64_t k = piece.h_lo; k < piece.h_hi; ++k) {
+        const int64_t p = (k - piece.h_lo) / 2, half = (k - piece.h_lo) % 2;
+        sum += to_f(hidden[r * ranks + k]) * to_f(tile[(p * kColumns + c - first) * 2 + half]);
+      }
+      bf16& o = y[r * out + piece.o_lo + c];
+      o = bf16(to_f(o) + sum);
+    }
 #endif
+}
 
 // The first pass for one term's ranks [k0, k1), all its rows.
-void project_term(const Term& term, const float* xf, int64_t in, int64_t k0, int64_t k1) {
+void project_term(const Term& term, const bf16* x, const float* xf, int64_t in, int64_t k0,
+                  int64_t k1) {
   fs_simd::row_passes(term.rows, [&](int64_t r0, auto count) {
-    const float* x = xf + (term.start + r0) * in;
-    float* hidden = term.hidden + r0 * term.ranks;
-#ifdef FS_AVX512
-    project<decltype(count)::value>(term.A, x, in, k0, k1, hidden, term.ranks);
-#else
-    const int64_t rows = decltype(count)::value;
-    for (int64_t k = k0; k < k1; ++k)
-      for (int64_t r = 0; r < rows; ++r) {
-        float sum = 0;
-        for (int64_t i = 0; i < in; ++i) sum += to_f(term.A[k * in + i]) * x[r * in + i];
-        hidden[r * term.ranks + k] = sum;
-      }
-#endif
+    const int64_t row = term.start + r0;
+    project<decltype(count)::value>(term.A, x + row * in, xf ? xf + row * in : nullptr, in, k0,
+                                    k1, term.hidden + r0 * term.ranks, term.ranks);
   });
 }
 
@@ -168,22 +229,8 @@ void project_term(const Term& term, const float* xf, int64_t in, int64_t k0, int
 void expand_term(const Term& term, const Piece& piece, int64_t c0, int64_t c1, bf16* y,
                  int64_t out) {
   fs_simd::row_passes(term.rows, [&](int64_t r0, auto count) {
-    const float* hidden = term.hidden + r0 * term.ranks;
-    bf16* rows_y = y + (term.start + r0) * out;
-#ifdef FS_AVX512
-    expand<decltype(count)::value>(hidden, term.ranks, piece, c0, c1, rows_y, out);
-#else
-    const int64_t rows = decltype(count)::value;
-    const bf16* tile = piece.tile(c0) - c0;
-    for (int64_t r = 0; r < rows; ++r)
-      for (int64_t c = c0; c < c1; ++c) {
-        float sum = 0;
-        for (int64_t k = piece.h_lo; k < piece.h_hi; ++k)
-          sum += hidden[r * term.ranks + k] * to_f(tile[(k - piece.h_lo) * piece.row_stride + c]);
-        bf16& o = rows_y[r * out + piece.o_lo + c];
-        o = bf16(to_f(o) + sum);
-      }
-#endif
+    expand<decltype(count)::value>(term.hidden + r0 * term.ranks, term.ranks, piece, c0, c1,
+                                   y + (term.start + r0) * out, out);
   });
 }
 
@@ -197,25 +244,31 @@ void add_lora(at::Tensor& y, const at::Tensor& x, const std::vector<at::Tensor>&
   const int64_t in = x.size(1), out = y.size(1);
   std::vector<Term> terms = read_terms(tensors, t, meta, m, in);
   if (terms.empty()) return;
+  const at::Tensor xc = x.contiguous();
+#ifdef __AVX512BF16__
+  const at::Tensor xf;  // the products take bf16 pairs
+#else
   const at::Tensor xf = x.to(at::kFloat).contiguous();
+#endif
   size_t hidden_size = 0;
   for (const Term& term : terms) {
     TORCH_CHECK(term.start >= 0 && term.start + term.rows <= x.size(0), "LoRA rows beyond x");
     hidden_size += static_cast<size_t>(term.rows * term.ranks);
   }
-  std::vector<float> hidden(hidden_size);
+  std::vector<bf16> hidden(hidden_size);
   std::vector<std::pair<Term*, int64_t>> jobs;  // pass 1: kRanksPerJob rows of one term's A
-  float* next = hidden.data();
+  bf16* next = hidden.data();
   for (Term& term : terms) {
     term.hidden = next;
     next += term.rows * term.ranks;
     for (int64_t k = 0; k < term.ranks; k += kRanksPerJob) jobs.emplace_back(&term, k);
   }
-  const float* xp = xf.data_ptr<float>();
+  const bf16* xp = xc.data_ptr<bf16>();
+  const float* xfp = xf.defined() ? xf.data_ptr<float>() : nullptr;
   at::parallel_for(0, static_cast<int64_t>(jobs.size()), 1, [&](int64_t first, int64_t last) {
     for (int64_t j = first; j < last; ++j) {
       const auto& [term, k0] = jobs[j];
-      project_term(*term, xp, in, k0, std::min(term->ranks, k0 + kRanksPerJob));
+      project_term(*term, xp, xfp, in, k0, std::min(term->ranks, k0 + kRanksPerJob));
     }
   });
   // Pass 2: kColumns output columns of one piece.
