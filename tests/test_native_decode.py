@@ -24,8 +24,8 @@ def ops(native_ops):
 
 @pytest.fixture(scope="module")
 def engine_base():
-    """A bf16 engine on the tiny model with Q4_1 weights (packed 4-bit as well) and two runs
-    of ranks 4 and 8 whose B matrices are off zero. Their weights are bf16 values, so the
+    """A bf16 engine on the tiny model with Q4_1 weights (packed 4-bit as well) and three runs
+    of ranks 4, 8 and 4 whose B matrices are off zero. Their weights are bf16 values, so the
     native step's bf16 terms and the Python step's fp32 ones hold the same numbers (this random
     model amplifies a rounding of its LoRA weights into other tokens now and then)."""
     from frontier_signal.engine.engine import Engine
@@ -35,9 +35,9 @@ def engine_base():
     assert install_q4_1(base, seed=100) == len(base.model.model.layers) * len(GROUPS)
     base.decode_weights().quantize_int8()  # the opt-in int8 mode's weights too
     runs = []
-    for rank in (4, 8):
+    for seed, rank in enumerate((4, 8, 4)):
         run = engine.create_run(make_config(rank=rank, alpha=2 * rank)).run_id
-        generator = torch.Generator().manual_seed(rank)
+        generator = torch.Generator().manual_seed(rank + seed)
         with torch.no_grad():
             for linear in base.layers.values():
                 pair = linear.adapters.get(run)
@@ -85,7 +85,7 @@ def _decoder(base, cache, segments, mode: str, use_native: bool, monkeypatch, pr
 
 @pytest.mark.parametrize("mode", ["exact", "4bit", "int8"])
 def test_the_native_layers_give_the_python_steps_logits(ops, engine_base, mode, monkeypatch):
-    engine, base, (run4, run8) = engine_base
+    engine, base, (run4, run8, _) = engine_base
     keys = [run8, run4, "bare"]  # two ranks and the bare model, rows of different lengths
     segments = [(run8, 0, 1), (run4, 1, 2), ("bare", 2, 3)]
     cache = _left_padded_cache(base, keys)
@@ -137,7 +137,7 @@ def test_twelve_query_heads_on_one_kv_head(ops, tmp_path, monkeypatch):
 def test_the_adapters_move_the_native_logits(ops, engine_base, monkeypatch):
     """A run's LoRA terms are applied (not silently skipped): its logits differ from the bare
     model's on the same cache by what the Python step's differ."""
-    engine, base, (run4, _) = engine_base
+    engine, base, (run4, *_) = engine_base
     cache = _left_padded_cache(base, [run4] * 3)
     ids = torch.tensor([3, 4, 5])
     with_run = _decoder(base, cache, [(run4, 0, 3)], "exact", True, monkeypatch).step(ids)
@@ -152,7 +152,7 @@ def test_many_rows_of_one_run_decode_as_each_alone(ops, engine_base, monkeypatch
     each widened adapter vector; every row still gets bit for bit what it gets alone."""
     if not ops.has_bf16_kernel():
         pytest.skip("ATen's int4 matmul, used without AVX512-BF16, sums by the row count")
-    engine, base, (run4, _) = engine_base
+    engine, base, (run4, *_) = engine_base
     prompts = [[7 + i, 40 * i + 3, 5, 900 - i, 11][: 2 + i % 4] for i in range(11)]
     ids = torch.randint(0, 1000, (3, len(prompts)), generator=torch.Generator().manual_seed(2))
 
@@ -168,8 +168,32 @@ def test_many_rows_of_one_run_decode_as_each_alone(ops, engine_base, monkeypatch
         assert torch.equal(together[i], steps([i])[0]), f"row {i}"
 
 
+def test_runs_of_one_shape_decode_together_as_each_alone(ops, engine_base, monkeypatch):
+    """Two runs of one rank, a row each: on two threads each takes one run's LoRA terms through
+    both passes (`evenly_shared` in csrc/decode_lora.cpp), and each row still gets bit for bit
+    what it gets alone (where a run's terms go through the two split passes)."""
+    if not ops.has_bf16_kernel():
+        pytest.skip("ATen's int4 matmul, used without AVX512-BF16, sums by the row count")
+    if torch.get_num_threads() < 2:
+        pytest.skip("whole terms a thread need two threads")
+    engine, base, (first, _, second) = engine_base
+    ids = torch.randint(0, 1000, (3, 2), generator=torch.Generator().manual_seed(4))
+
+    def steps(keys: list[str], rows: list[int]) -> torch.Tensor:
+        chosen = [PROMPTS[i] for i in rows]
+        cache = _left_padded_cache(base, keys, chosen)
+        segments = [(key, i, i + 1) for i, key in enumerate(keys)]
+        decoder = _decoder(base, cache, segments, "4bit", True, monkeypatch, chosen)
+        return torch.stack([decoder.step(step[rows]) for step in ids], dim=1)
+
+    together = steps([first, second], [0, 1])
+    assert torch.equal(together[0], steps([first], [0])[0])
+    assert torch.equal(together[1], steps([second], [1])[0])
+    assert not torch.equal(together[0], steps([second], [0])[0])  # the runs differ
+
+
 def test_sampling_decodes_through_the_native_layers(ops, engine_base, monkeypatch):
-    engine, base, (run4, _) = engine_base
+    engine, base, (run4, *_) = engine_base
     calls = []
     original = native.NativeStep.__call__
 

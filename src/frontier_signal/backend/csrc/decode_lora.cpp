@@ -14,7 +14,8 @@
 // in the same order whatever the row count: a row gets the same values alone and in a batch.
 // Measured (one `decode_layers` call, alternated with the fp32-widening kernels): 8 rows on 8
 // r=32 runs 17.6-17.8 vs 18.4-18.5 ms, 8 rows on one run 11.2 vs 11.7-12.1, one row on one
-// run 5.2 vs 5.5 (bare: 4.0).
+// run 5.2 vs 5.5 (bare: 4.0). Where the runs split evenly between the threads as whole terms
+// (`evenly_shared`), a task takes one run through both passes: 8 runs 17.1-17.6 vs 17.8-18.2.
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -234,6 +235,23 @@ void expand_term(const Term& term, const Piece& piece, int64_t c0, int64_t c1, b
   });
 }
 
+// Whether the terms split evenly between the threads as whole terms (as many rows, ranks and
+// pieces each, a multiple of the thread count: 8 runs sampling at once): then a task takes a
+// term through both passes, and the wake-ups and wait between the passes go. The same sums.
+bool evenly_shared(const std::vector<Term>& terms) {
+  const int64_t threads = at::get_num_threads();
+  if (threads < 2 || static_cast<int64_t>(terms.size()) % threads != 0) return false;
+  const Term& first = terms.front();
+  return std::all_of(terms.begin(), terms.end(), [&](const Term& term) {
+    if (term.rows != first.rows || term.ranks != first.ranks ||
+        term.pieces.size() != first.pieces.size())
+      return false;
+    for (size_t p = 0; p < term.pieces.size(); ++p)
+      if (term.pieces[p].width != first.pieces[p].width) return false;
+    return true;
+  });
+}
+
 }  // namespace
 
 namespace fs_decode {
@@ -253,37 +271,51 @@ void add_lora(at::Tensor& y, const at::Tensor& x, const std::vector<at::Tensor>&
   size_t hidden_size = 0;
   for (const Term& term : terms) {
     TORCH_CHECK(term.start >= 0 && term.start + term.rows <= x.size(0), "LoRA rows beyond x");
+    for (const Piece& piece : term.pieces)
+      TORCH_CHECK(piece.o_lo >= 0 && piece.o_lo + piece.width <= out, "LoRA B beyond y");
     hidden_size += static_cast<size_t>(term.rows * term.ranks);
   }
   std::vector<bf16> hidden(hidden_size);
-  std::vector<std::pair<Term*, int64_t>> jobs;  // pass 1: kRanksPerJob rows of one term's A
   bf16* next = hidden.data();
   for (Term& term : terms) {
     term.hidden = next;
     next += term.rows * term.ranks;
-    for (int64_t k = 0; k < term.ranks; k += kRanksPerJob) jobs.emplace_back(&term, k);
   }
   const bf16* xp = xc.data_ptr<bf16>();
   const float* xfp = xf.defined() ? xf.data_ptr<float>() : nullptr;
+  bf16* y_data = y.data_ptr<bf16>();
+  const auto expand_columns = [&](const Term& term, const Piece& piece, int64_t lo) {
+    expand_term(term, piece, lo, std::min(piece.width, lo + kColumns), y_data, out);
+  };
+  if (evenly_shared(terms)) {  // one task a term, both passes: one parallel region, not two
+    at::parallel_for(0, static_cast<int64_t>(terms.size()), 1, [&](int64_t first, int64_t last) {
+      for (int64_t i = first; i < last; ++i) {
+        const Term& term = terms[static_cast<size_t>(i)];
+        project_term(term, xp, xfp, in, 0, term.ranks);
+        for (const Piece& piece : term.pieces)
+          for (int64_t lo = 0; lo < piece.width; lo += kColumns) expand_columns(term, piece, lo);
+      }
+    });
+    return;
+  }
+  std::vector<std::pair<const Term*, int64_t>> jobs;  // pass 1: kRanksPerJob rows of one A
+  std::vector<std::tuple<const Term*, const Piece*, int64_t>> columns;  // pass 2: one tile
+  for (const Term& term : terms) {
+    for (int64_t k = 0; k < term.ranks; k += kRanksPerJob) jobs.emplace_back(&term, k);
+    for (const Piece& piece : term.pieces)
+      for (int64_t lo = 0; lo < piece.width; lo += kColumns)
+        columns.emplace_back(&term, &piece, lo);
+  }
   at::parallel_for(0, static_cast<int64_t>(jobs.size()), 1, [&](int64_t first, int64_t last) {
     for (int64_t j = first; j < last; ++j) {
       const auto& [term, k0] = jobs[j];
       project_term(*term, xp, xfp, in, k0, std::min(term->ranks, k0 + kRanksPerJob));
     }
   });
-  // Pass 2: kColumns output columns of one piece.
-  std::vector<std::tuple<const Term*, const Piece*, int64_t>> columns;
-  for (const Term& term : terms)
-    for (const Piece& piece : term.pieces) {
-      TORCH_CHECK(piece.o_lo >= 0 && piece.o_lo + piece.width <= out, "LoRA B beyond y");
-      for (int64_t lo = 0; lo < piece.width; lo += kColumns)
-        columns.emplace_back(&term, &piece, lo);
-    }
-  bf16* y_data = y.data_ptr<bf16>();
   at::parallel_for(0, static_cast<int64_t>(columns.size()), 1, [&](int64_t first, int64_t last) {
     for (int64_t c = first; c < last; ++c) {
       const auto& [term, piece, lo] = columns[c];
-      expand_term(*term, *piece, lo, std::min(piece->width, lo + kColumns), y_data, out);
+      expand_columns(*term, *piece, lo);
     }
   });
 }
