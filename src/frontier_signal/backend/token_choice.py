@@ -75,6 +75,37 @@ def _biased(logits_V: torch.Tensor, params: SamplingParams, allowed_V) -> torch.
     return logits_V
 
 
+TOP_P_FIRST = 64  # candidates `top_p_filter` looks at first (x 8 until the nucleus fits)
+
+
+def top_p_filter(logprobs_V: torch.Tensor, top_p: float) -> torch.Tensor:
+    """The smallest set of most likely tokens whose probability reaches `top_p` (the token that
+    crosses it kept), the others -inf: HF's and vLLM's nucleus.
+
+    From the largest log-probs by `topk`, 64 first and 8 times more until their sum crosses
+    `top_p` (no token beyond can be kept then); past a quarter of the vocabulary one full sort.
+    Sorting all 49,152 of SmolLM2's took 3.4 ms a row and token on this CPU, more than a decode
+    step, for a nucleus of 3-20 tokens at the median (at most 2,235: temperature 1, top_p 0.95,
+    over a paragraph of text); the first `topk` takes 0.09 ms.
+    """
+    size, k = logprobs_V.shape[0], TOP_P_FIRST
+    while True:
+        if k * 4 >= size:
+            k = size
+            values, ids = logprobs_V.sort(descending=True)
+        else:
+            values, ids = logprobs_V.topk(k)  # sorted, largest first
+        probs = values.exp()
+        cumulative = probs.cumsum(-1)
+        if k == size or cumulative[-1] > top_p:
+            break
+        k *= 8
+    keep = ids[cumulative - probs <= top_p]  # the mass before each token has not reached top_p
+    out = torch.full_like(logprobs_V, -torch.inf)
+    out[keep] = logprobs_V[keep]
+    return out
+
+
 def choose(
     logits_V: torch.Tensor,
     params: SamplingParams,
@@ -100,11 +131,7 @@ def choose(
         kth = filtered.topk(params.top_k).values[-1]
         filtered = filtered.masked_fill(filtered < kth, -torch.inf)
     if params.top_p < 1.0:
-        sorted_lp, order = filtered.sort(descending=True)
-        cumulative = sorted_lp.exp().cumsum(-1)
-        drop = cumulative - sorted_lp.exp() > params.top_p  # keep the token that crosses top_p
-        filtered = filtered.clone()
-        filtered[order[drop]] = -torch.inf
+        filtered = top_p_filter(filtered, params.top_p)
     if params.min_p > 0:
         # min-p (vLLM, HF): keep tokens at least min_p times as likely as the most likely one.
         floor = filtered.max() + torch.log(torch.tensor(params.min_p, device=filtered.device))

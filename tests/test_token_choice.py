@@ -1,0 +1,64 @@
+"""One row's token choice (backend/token_choice.py): the nucleus (top-p) filter against the
+definition computed over the fully sorted vocabulary."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from frontier_signal.backend import token_choice
+from frontier_signal.backend.token_choice import choose, top_p_filter
+from frontier_signal.engine.types import SamplingParams
+
+
+def _nucleus_by_sorting(logprobs_V: torch.Tensor, top_p: float) -> torch.Tensor:
+    ordered, order = logprobs_V.sort(descending=True)
+    drop = ordered.exp().cumsum(-1) - ordered.exp() > top_p
+    out = logprobs_V.clone()
+    out[order[drop]] = -torch.inf
+    return out
+
+
+@pytest.mark.parametrize("top_p", [0.05, 0.5, 0.9, 0.99, 0.999999])
+@pytest.mark.parametrize("spread", [0.3, 3.0, 10.0])
+def test_the_nucleus_is_the_one_a_full_sort_gives(top_p, spread):
+    """Peaked (the nucleus in the first 64 candidates) and flat logits (it takes the wider
+    searches, up to the whole vocabulary) over a vocabulary of SmolLM2's size."""
+    logits = torch.randn(49152, generator=torch.Generator().manual_seed(int(spread * 10))) * spread
+    logprobs = logits.log_softmax(-1)
+    got = top_p_filter(logprobs, top_p)
+    assert torch.equal(got, _nucleus_by_sorting(logprobs, top_p))
+    kept = got > -torch.inf
+    assert logprobs[kept].exp().sum() >= min(top_p, 1 - 1e-4)
+    assert logprobs[kept].min() >= logprobs[~kept].max() if (~kept).any() else True
+
+
+def test_the_wider_searches_are_taken_when_64_candidates_do_not_reach_top_p(monkeypatch):
+    sizes = []
+    topk, sort = torch.Tensor.topk, torch.Tensor.sort
+
+    def counted_topk(self, k, *args, **kwargs):
+        sizes.append(k)
+        return topk(self, k, *args, **kwargs)
+
+    def counted_sort(self, *args, **kwargs):
+        sizes.append("sort")
+        return sort(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.Tensor, "topk", counted_topk)
+    monkeypatch.setattr(torch.Tensor, "sort", counted_sort)
+    flat = torch.zeros(4096).log_softmax(-1)  # every token 1/4096
+    assert int((top_p_filter(flat, 0.1) > -torch.inf).sum()) in (410, 411)  # crossing kept
+    assert sizes == [token_choice.TOP_P_FIRST, 512]
+    sizes.clear()
+    assert int((top_p_filter(flat, 0.9) > -torch.inf).sum()) in (3687, 3688)
+    assert sizes == [token_choice.TOP_P_FIRST, 512, "sort"]  # 4096: a quarter of it or more
+
+
+def test_top_p_sampling_draws_only_from_the_nucleus():
+    logits = torch.tensor([3.0, 2.5, 2.0, -1.0, -2.0, -5.0])
+    params = SamplingParams(max_tokens=1, temperature=1.0, top_p=0.8)
+    nucleus = _nucleus_by_sorting(logits.log_softmax(-1), 0.8) > -torch.inf
+    generator = torch.Generator().manual_seed(0)
+    drawn = {choose(logits, params, generator)[0] for _ in range(300)}
+    assert drawn == set(torch.nonzero(nucleus).flatten().tolist())
