@@ -86,3 +86,12 @@ def test_a_seed_draws_the_same_tokens_and_other_seeds_others():
 
     assert tokens(1) == tokens(1)
     assert tokens(1) != tokens(2)
+
+
+@pytest.mark.parametrize("top_p", [1.0, 0.9])
+def test_logits_that_are_not_numbers_still_give_a_token(top_p):
+    """A diverged run's NaN logits: garbage in, a token out (not an index past the vocabulary)."""
+    logits = torch.full((100,), torch.nan)
+    params = SamplingParams(max_tokens=1, temperature=1.0, top_p=top_p)
+    token, _, _ = choose(logits, params, torch.Generator().manual_seed(0))
+    assert 0 <= token < 100

@@ -101,7 +101,7 @@ def top_p_filter(logprobs_V: torch.Tensor, top_p: float) -> torch.Tensor:
         if k == size or cumulative[-1] > top_p:
             break
         k *= 8
-    keep = ids[cumulative - probs <= top_p]  # the mass before each token has not reached top_p
+    keep = ids[~(cumulative - probs > top_p)]  # the mass before each token has not passed top_p
     out = torch.full_like(logprobs_V, -torch.inf)
     out[keep] = logprobs_V[keep]
     return out
@@ -149,4 +149,6 @@ def _draw(logprobs_V: torch.Tensor, generator: torch.Generator) -> int:
     cumulative = logprobs_V.double().exp_().cumsum_(0)
     uniform = torch.rand((), generator=generator, dtype=torch.float64, device="cpu")
     point = (uniform.to(cumulative.device) * cumulative[-1]).reshape(1)
-    return int(torch.searchsorted(cumulative, point, right=True))
+    # Past the end only where the sums are not numbers (a diverged run's NaN logits): a token
+    # still comes back, as an argmax over them gives one.
+    return min(int(torch.searchsorted(cumulative, point, right=True)), len(cumulative) - 1)
