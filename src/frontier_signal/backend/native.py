@@ -195,6 +195,8 @@ def native_tiles(B: torch.Tensor) -> torch.Tensor:
 def native_term(
     linears: list[LoraLinear], key: str, dtype, tiled: bool = True
 ) -> NativeTerm | None:
+    """Run `key`'s term of one group (None where none of its linears has the adapter); with
+    `tiled` False B stays [ranks, width] (the lm_head's, which `add_lora` applies)."""
     pairs = [layer.adapters.get(key) for layer in linears]
     present = [pair for pair in pairs if pair is not None]
     if not present:
