@@ -147,11 +147,16 @@ def test_the_adapters_move_the_native_logits(ops, engine_base, monkeypatch):
     assert moved > 10 * (with_run - python).abs().max()
 
 
+def _skip_without_row_invariant_kernels(ops) -> None:
+    """A row's values equal alone and in a batch only through our AVX512-BF16 kernels."""
+    if not ops.has_bf16_kernel():
+        pytest.skip("ATen's int4 matmul, used without AVX512-BF16, sums by the row count")
+
+
 def test_many_rows_of_one_run_decode_as_each_alone(ops, engine_base, monkeypatch):
     """Eleven rows on one run (a full 8-row pass of the LoRA kernels and a partial one) share
     each widened adapter vector; every row still gets bit for bit what it gets alone."""
-    if not ops.has_bf16_kernel():
-        pytest.skip("ATen's int4 matmul, used without AVX512-BF16, sums by the row count")
+    _skip_without_row_invariant_kernels(ops)
     engine, base, (run4, *_) = engine_base
     prompts = [[7 + i, 40 * i + 3, 5, 900 - i, 11][: 2 + i % 4] for i in range(11)]
     ids = torch.randint(0, 1000, (3, len(prompts)), generator=torch.Generator().manual_seed(2))
@@ -172,8 +177,7 @@ def test_runs_of_one_shape_decode_together_as_each_alone(ops, engine_base, monke
     """Two runs of one rank, a row each: on two threads each takes one run's LoRA terms through
     both passes (`evenly_shared` in csrc/decode_lora.cpp), and each row still gets bit for bit
     what it gets alone (where a run's terms go through the two split passes)."""
-    if not ops.has_bf16_kernel():
-        pytest.skip("ATen's int4 matmul, used without AVX512-BF16, sums by the row count")
+    _skip_without_row_invariant_kernels(ops)
     if torch.get_num_threads() < 2:
         pytest.skip("whole terms a thread need two threads")
     engine, base, (first, _, second) = engine_base

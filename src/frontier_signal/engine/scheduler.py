@@ -18,7 +18,7 @@ Ordering and batching rules (DESIGN.md, contract notes "Scheduling"):
 - A sample that finds the engine idle waits up to `sample_gather_s` (20 ms) for more samples while
   they keep arriving, capped at `sample_gather_cap_s` (100 ms): a burst of concurrent requests
   then decodes as one batch (8 requests on 8 runs: 2.4-2.9x -> 4.1x one after another when it
-  came; ~2.8x since batch-1 decode got ~3x faster, docs/engine.md). A lone request pays 20 ms.
+  came; ~3x since batch-1 decode got ~3x faster, docs/engine.md). A lone request pays 20 ms.
 - Before each batch or slice, torch's thread count is set to the CPUs other processes leave free
   (engine/threads.py; CPU engines only).
 - Anything else (create, checkpoints, loads) is a `call`: it runs alone, a barrier for its key

@@ -100,28 +100,44 @@ inline __mmask16 allowed_lanes(const bool* allowed, int64_t j, __mmask16 m) {
 #endif
 
 #ifdef __AVX512BF16__
-// sums[r] = x[r] . w over K inputs, for R rows of x against one weight row (bf16, fp32 sums):
-// 32 products per `vdpbf16ps`, a masked tail, one horizontal sum. The decode's exact matmul
-// (llama_step.cpp) and the 8-bit head's exact re-check (int8_head.cpp) both sum this way, so
-// they give the same logits bit for bit.
-template <int R>
-inline void bf16_dots(const bf16* x, const bf16* w, int64_t K, float* sums) {
+// sums[j * R + r] = x[r] . w[j] over K inputs, for R rows of x against W weight rows (bf16,
+// fp32 sums): 32 products per `vdpbf16ps`, a masked tail, one horizontal sum. Each sum runs in
+// the same order whatever R and W; several weight rows keep more sums in flight where R is
+// small (the decode LoRA's first pass, decode_lora.cpp).
+template <int R, int W>
+inline void bf16_dots_rows(const bf16* x, const bf16* const (&w)[W], int64_t K, float* sums) {
   const int64_t full = K / 32 * 32;
   const __mmask32 tail = static_cast<__mmask32>((1ull << (K - full)) - 1);
-  __m512 acc[R];
-  for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps();
+  __m512 acc[W][R];
+  for (int j = 0; j < W; ++j)
+    for (int r = 0; r < R; ++r) acc[j][r] = _mm512_setzero_ps();
   for (int64_t k = 0; k < full; k += 32) {
-    const __m512bh wk = (__m512bh)_mm512_loadu_si512(w + k);
-    for (int r = 0; r < R; ++r)
-      acc[r] = _mm512_dpbf16_ps(acc[r], wk, (__m512bh)_mm512_loadu_si512(x + r * K + k));
+    __m512bh wk[W];
+    for (int j = 0; j < W; ++j) wk[j] = (__m512bh)_mm512_loadu_si512(w[j] + k);
+    for (int r = 0; r < R; ++r) {
+      const __m512bh xr = (__m512bh)_mm512_loadu_si512(x + r * K + k);
+      for (int j = 0; j < W; ++j) acc[j][r] = _mm512_dpbf16_ps(acc[j][r], wk[j], xr);
+    }
   }
   if (tail) {
-    const __m512bh wk = (__m512bh)_mm512_maskz_loadu_epi16(tail, w + full);
-    for (int r = 0; r < R; ++r)
-      acc[r] = _mm512_dpbf16_ps(acc[r], wk,
-                                (__m512bh)_mm512_maskz_loadu_epi16(tail, x + r * K + full));
+    __m512bh wk[W];
+    for (int j = 0; j < W; ++j) wk[j] = (__m512bh)_mm512_maskz_loadu_epi16(tail, w[j] + full);
+    for (int r = 0; r < R; ++r) {
+      const __m512bh xr = (__m512bh)_mm512_maskz_loadu_epi16(tail, x + r * K + full);
+      for (int j = 0; j < W; ++j) acc[j][r] = _mm512_dpbf16_ps(acc[j][r], wk[j], xr);
+    }
   }
-  for (int r = 0; r < R; ++r) sums[r] = _mm512_reduce_add_ps(acc[r]);
+  for (int j = 0; j < W; ++j)
+    for (int r = 0; r < R; ++r) sums[j * R + r] = _mm512_reduce_add_ps(acc[j][r]);
+}
+
+// sums[r] = x[r] . w for one weight row. The decode's exact matmul (llama_step.cpp) and the
+// 8-bit head's exact re-check (int8_head.cpp) both sum this way, so they give the same logits
+// bit for bit.
+template <int R>
+inline void bf16_dots(const bf16* x, const bf16* w, int64_t K, float* sums) {
+  const bf16* const rows[1] = {w};
+  bf16_dots_rows<R, 1>(x, rows, K, sums);
 }
 #endif
 

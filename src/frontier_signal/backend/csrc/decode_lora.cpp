@@ -100,25 +100,12 @@ void project(const bf16* A, const bf16* x, const float* xf, int64_t in, int64_t 
   constexpr int KR = R <= 2 ? 4 : 2;  // A rows at a time: enough sums in flight at one row
   for (int64_t k = k0; k < k1; k += KR) {
     const int64_t rows_a = std::min<int64_t>(KR, k1 - k);
-    __m512 acc[KR][R];
-    for (int j = 0; j < KR; ++j)
-      for (int r = 0; r < R; ++r) acc[j][r] = _mm512_setzero_ps();
-    for (int64_t i = 0; i < in; i += 32) {
-      const int64_t left = in - i;
-      const __mmask32 mask = left >= 32 ? ~__mmask32{0} : (__mmask32{1} << left) - 1;
-      __m512bh a[KR];
-      for (int j = 0; j < KR; ++j) {
-        const bf16* row = A + (k + std::min<int64_t>(j, rows_a - 1)) * in;
-        a[j] = (__m512bh)_mm512_maskz_loadu_epi16(mask, row + i);
-      }
-      for (int r = 0; r < R; ++r) {
-        const __m512bh xr = (__m512bh)_mm512_maskz_loadu_epi16(mask, x + r * in + i);
-        for (int j = 0; j < KR; ++j) acc[j][r] = _mm512_dpbf16_ps(acc[j][r], a[j], xr);
-      }
-    }
+    const bf16* a[KR];  // past k1 the last row again, its sums not kept
+    for (int j = 0; j < KR; ++j) a[j] = A + (k + std::min<int64_t>(j, rows_a - 1)) * in;
+    float sums[KR * R];
+    fs_simd::bf16_dots_rows<R, KR>(x, a, in, sums);
     for (int j = 0; j < rows_a; ++j)
-      for (int r = 0; r < R; ++r)
-        hidden[r * ranks + k + j] = bf16(_mm512_reduce_add_ps(acc[j][r]));
+      for (int r = 0; r < R; ++r) hidden[r * ranks + k + j] = bf16(sums[j * R + r]);
   }
 #elif defined(FS_AVX512)
   (void)x;
@@ -152,11 +139,13 @@ void project(const bf16* A, const bf16* x, const float* xf, int64_t in, int64_t 
 #endif
 }
 
+#ifdef __AVX512BF16__
 // A row's hidden values of ranks k and k + 1 (0 past the piece) as one bf16 pair.
 inline uint32_t hidden_pair(const bf16* hidden, int64_t k, int64_t h_hi) {
   const uint32_t lo = hidden[k].x, hi = k + 1 < h_hi ? hidden[k + 1].x : 0;
   return lo | hi << 16;
 }
+#endif
 
 // Pass 2, y[r, o_lo + c) += hidden[r, h_lo:h_hi) @ B[:, c) for R rows and columns [c0, c1) of
 // one tile of a piece, V vectors of 16 columns at a time (64 columns for up to 4 rows, 32
@@ -180,17 +169,18 @@ void expand(const bf16* hidden, int64_t ranks, const Piece& piece, int64_t c0, i
       __m512i bk[V];
       for (int v = 0; v < V; ++v) bk[v] = _mm512_loadu_si512(b + 32 * v);
       for (int r = 0; r < R; ++r) {
-        const uint32_t pair = hidden_pair(hidden + r * ranks, k, piece.h_hi);
+        const bf16* h = hidden + r * ranks;
 #ifdef __AVX512BF16__
-        const __m512bh h = (__m512bh)_mm512_set1_epi32(static_cast<int>(pair));
-        for (int v = 0; v < V; ++v) acc[r][v] = _mm512_dpbf16_ps(acc[r][v], (__m512bh)bk[v], h);
-#else
-        const __m512 h0 = _mm512_set1_ps(to_f(bf16(pair & 0xffff, bf16::from_bits())));
-        const __m512 h1 = _mm512_set1_ps(to_f(bf16(pair >> 16, bf16::from_bits())));
-        const __m512i high = _mm512_set1_epi32(static_cast<int>(0xffff0000u));
+        const uint32_t bits = hidden_pair(h, k, piece.h_hi);
+        const __m512bh pair = (__m512bh)_mm512_set1_epi32(static_cast<int>(bits));
+        for (int v = 0; v < V; ++v) acc[r][v] = _mm512_dpbf16_ps(acc[r][v], (__m512bh)bk[v], pair);
+#else  // each 32-bit lane: rank k's weight in its low half, rank k + 1's in its high half
+        const __m512 h0 = _mm512_set1_ps(to_f(h[k]));
+        const __m512 h1 = _mm512_set1_ps(k + 1 < piece.h_hi ? to_f(h[k + 1]) : 0.0f);
         for (int v = 0; v < V; ++v) {
           const __m512 w0 = _mm512_castsi512_ps(_mm512_slli_epi32(bk[v], 16));
-          const __m512 w1 = _mm512_castsi512_ps(_mm512_and_si512(bk[v], high));
+          const __m512 w1 = _mm512_castsi512_ps(
+              _mm512_and_si512(bk[v], _mm512_set1_epi32(static_cast<int>(0xffff0000u))));
           acc[r][v] = _mm512_fmadd_ps(h1, w1, _mm512_fmadd_ps(h0, w0, acc[r][v]));
         }
 #endif
