@@ -29,13 +29,19 @@
 #include <utility>
 #include <vector>
 
+#include "prefetch.h"
+
 namespace fs_decode {
-// int4_linear.cpp: the GGUF's 4-bit codes in our layout
+// int4_linear.cpp: the GGUF's 4-bit codes in our layout; each task prefetches its share of
+// `coming` (may be null) as it goes
 at::Tensor int4_linear(const at::Tensor& x, const at::Tensor& codes, const at::Tensor& dm,
-                       const std::optional<at::Tensor>& bias);
+                       const std::optional<at::Tensor>& bias, const fs_prefetch::Plan* coming);
 // decode_lora.cpp: y += each run's LoRA term of one group, from the flattened lists
 void add_lora(at::Tensor& y, const at::Tensor& x, const std::vector<at::Tensor>& tensors,
               size_t& t, const std::vector<int64_t>& meta, size_t& m);
+// decode_lora.cpp: the bytes `add_lora` will read for the next group, in the order it reads them
+fs_prefetch::Plan lora_bytes(const std::vector<at::Tensor>& tensors, size_t t,
+                             const std::vector<int64_t>& meta, size_t m);
 // decode_attention.cpp: each query head over the cache [0, slot]
 void attend(const c10::BFloat16* qkv, const c10::BFloat16* cache, const bool* valid,
             c10::BFloat16* out, int64_t batch, int64_t heads, int64_t kv_heads, int64_t hd,
@@ -153,11 +159,11 @@ bool has_bf16_kernel() {
 // codes (with fp32 block steps and minima our int4_linear, with bf16 ones torch's layout), int8
 // weight-only, else exact weights.
 at::Tensor base_matmul(const at::Tensor& x, const c10::List<std::optional<at::Tensor>>& mm,
-                       int64_t at_index) {
+                       int64_t at_index, const fs_prefetch::Plan* coming = nullptr) {
   const at::Tensor w = *mm.get(at_index);
   std::optional<at::Tensor> second = mm.get(at_index + 1), third = mm.get(at_index + 2);
   if (w.scalar_type() == at::kByte && second->scalar_type() == at::kFloat)
-    return fs_decode::int4_linear(x, w, *second, third);
+    return fs_decode::int4_linear(x, w, *second, third, coming);
   if (w.scalar_type() == at::kByte) {
     at::Tensor y = at::_weight_int4pack_mm_for_cpu(x, w, kGroup4bit, *second);
     return third ? y.add_(*third) : y;
@@ -277,30 +283,34 @@ at::Tensor decode_layers(const at::Tensor& x_in, at::TensorList norms,
   const at::Tensor pos = positions.contiguous();
   const at::Tensor mask = valid ? valid->contiguous() : at::Tensor();
   const float epsilon = static_cast<float>(eps);
+  // One group's base matmul, whose tasks bring the group's LoRA bytes into cache as they go
+  // (prefetch.h), then the LoRA terms.
+  const auto project = [&](const at::Tensor& in, int64_t index) {
+    const fs_prefetch::Plan coming = fs_decode::lora_bytes(terms, t, meta, m);
+    at::Tensor y = base_matmul(in, matmuls, index, &coming).contiguous();
+    fs_decode::add_lora(y, in, terms, t, meta, m);
+    return y;
+  };
   for (int64_t layer = 0; layer < layers; ++layer) {
     const int64_t base = layer * kGroups * kMatmulTensors;
     bf16* cache = kv[layer].data_ptr<bf16>();
     rms_norm(x.data_ptr<bf16>(), norms[2 * layer].data_ptr<bf16>(), h.data_ptr<bf16>(), s.batch,
              s.dim, epsilon);
-    at::Tensor qkv = base_matmul(h, matmuls, base).contiguous();
-    fs_decode::add_lora(qkv, h, terms, t, meta, m);
+    at::Tensor qkv = project(h, base);
     rope_and_cache(qkv.data_ptr<bf16>(), cache, cos.data_ptr<bf16>(), sin.data_ptr<bf16>(),
                    pos.data_ptr<int64_t>(), s);
     fs_decode::attend(qkv.data_ptr<bf16>(), cache,
                       mask.defined() ? mask.data_ptr<bool>() : nullptr, attn.data_ptr<bf16>(),
                       s.batch, heads, kv_heads, s.head_dim, s.capacity, s.slot);
-    at::Tensor o = base_matmul(attn, matmuls, base + kMatmulTensors).contiguous();
-    fs_decode::add_lora(o, attn, terms, t, meta, m);
+    at::Tensor o = project(attn, base + kMatmulTensors);
     add_into(x.data_ptr<bf16>(), o.data_ptr<bf16>(), x.numel());
     rms_norm(x.data_ptr<bf16>(), norms[2 * layer + 1].data_ptr<bf16>(), h.data_ptr<bf16>(),
              s.batch, s.dim, epsilon);
-    at::Tensor gate_up = base_matmul(h, matmuls, base + 2 * kMatmulTensors).contiguous();
-    fs_decode::add_lora(gate_up, h, terms, t, meta, m);
+    at::Tensor gate_up = project(h, base + 2 * kMatmulTensors);
     const int64_t inner = gate_up.size(1) / 2;
     at::Tensor act = at::empty({s.batch, inner}, x.options());
     silu_mul(gate_up.data_ptr<bf16>(), act.data_ptr<bf16>(), s.batch, inner);
-    at::Tensor down = base_matmul(act, matmuls, base + 3 * kMatmulTensors).contiguous();
-    fs_decode::add_lora(down, act, terms, t, meta, m);
+    at::Tensor down = project(act, base + 3 * kMatmulTensors);
     add_into(x.data_ptr<bf16>(), down.data_ptr<bf16>(), x.numel());
   }
   TORCH_CHECK(t == terms.size() && m == meta.size(), "LoRA lists not fully consumed");
