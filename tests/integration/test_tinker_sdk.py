@@ -68,8 +68,10 @@ def test_capabilities_list_the_served_model_and_a_tml_key_works(service):
 
 
 def test_a_wrong_key_is_the_sdks_authentication_error(server):
-    client = tinker.ServiceClient(base_url=server.base_url, api_key="tml-not-a-key")
-    with pytest.raises(tinker.AuthenticationError):
+    with (
+        tinker.ServiceClient(base_url=server.base_url, api_key="tml-not-a-key") as client,
+        pytest.raises(tinker.AuthenticationError),
+    ):
         client.get_server_capabilities()
 
 

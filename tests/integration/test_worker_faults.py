@@ -125,12 +125,13 @@ def test_the_clients_retry_a_lost_worker_and_succeed(losing, alice, monkeypatch)
         assert run.forward_backward([{"text": "Zorbia is far."}])["loss"] > 0
     tinker = pytest.importorskip("tinker")
     monkeypatch.setenv("TINKER_TELEMETRY", "0")
-    service = tinker.ServiceClient(base_url=live.base_url, api_key="tml-" + alice[len("sk-fs-") :])
-    training = service.create_lora_training_client(base_model=TINY, rank=4)
     datum = tinker.types.Datum(
         model_input=tinker.types.ModelInput.from_ints([1, 2, 3]),
         loss_fn_inputs={"target_tokens": [2, 3, 4], "weights": [1.0, 1.0, 1.0]},
     )
-    worker.lose = 1  # the server runs a future again after a lost worker
-    assert training.forward_backward([datum], "cross_entropy").result().metrics["loss:sum"] > 0
-    assert worker.lose == 0
+    key = "tml-" + alice[len("sk-fs-") :]
+    with tinker.ServiceClient(base_url=live.base_url, api_key=key) as service:
+        training = service.create_lora_training_client(base_model=TINY, rank=4)
+        worker.lose = 1  # the server runs a future again after a lost worker
+        assert training.forward_backward([datum], "cross_entropy").result().metrics["loss:sum"] > 0
+        assert worker.lose == 0

@@ -102,21 +102,21 @@ def test_the_tinker_sdk_trains_and_samples_through_the_workers(ray_server, alice
         loss_fn_inputs={"target_tokens": tokens[1:], "weights": [1.0] * (len(tokens) - 1)},
     )
     key = "tml-" + alice.removeprefix("sk-fs-")
-    service = tinker.ServiceClient(base_url=ray_server.base_url, api_key=key)
-    training = service.create_lora_training_client(base_model=TINY, rank=4)
-    losses = []
-    for _ in range(3):
-        forward_backward = training.forward_backward([datum], "cross_entropy")
-        optim = training.optim_step(tinker.types.AdamParams(learning_rate=5e-3))
-        losses.append(forward_backward.result().metrics["loss:sum"])
-        optim.result()
-    assert losses[-1] < losses[0]
-    sampler = training.save_weights_and_get_sampling_client("ray-tinker")
-    params = tinker.types.SamplingParams(max_tokens=4, temperature=0.0)
-    prompt = tinker.types.ModelInput.from_ints(tokens[:5])
-    answer = sampler.sample(prompt, num_samples=1, sampling_params=params).result()
-    assert len(answer.sequences[0].tokens) == 4
-    assert training.model_id in {r for w in workers(ray_server.base_url) for r in w["runs"]}
+    with tinker.ServiceClient(base_url=ray_server.base_url, api_key=key) as service:
+        training = service.create_lora_training_client(base_model=TINY, rank=4)
+        losses = []
+        for _ in range(3):
+            forward_backward = training.forward_backward([datum], "cross_entropy")
+            optim = training.optim_step(tinker.types.AdamParams(learning_rate=5e-3))
+            losses.append(forward_backward.result().metrics["loss:sum"])
+            optim.result()
+        assert losses[-1] < losses[0]
+        sampler = training.save_weights_and_get_sampling_client("ray-tinker")
+        params = tinker.types.SamplingParams(max_tokens=4, temperature=0.0)
+        prompt = tinker.types.ModelInput.from_ints(tokens[:5])
+        answer = sampler.sample(prompt, num_samples=1, sampling_params=params).result()
+        assert len(answer.sequences[0].tokens) == 4
+        assert training.model_id in {r for w in workers(ray_server.base_url) for r in w["runs"]}
 
 
 def test_a_stream_left_early_stops_its_generation_on_the_worker(ray_server, alice):
