@@ -42,18 +42,19 @@ constexpr int64_t kColumnsPerTask = 16;
 
 #ifdef __AVX512BF16__
 // The 32 weights of one block as bf16, in input order: the block's 16 possible values
-// (code * d + m, rounded) in one table, looked up by the 32 codes.
+// (code * d + m, rounded) in a table held twice over (entries i and i + 16 alike), looked up by
+// the 32 codes. The codes' 16 bytes, loaded twice into one vector and widened to 16-bit words,
+// index it as they are for inputs 0-15 (`vpermw` reads an index's low 5 bits: bit 4, the high
+// nibble's lowest, picks the table's second copy) and shifted right by 4 for inputs 16-31.
 inline __m512bh weights(const uint8_t* codes, const float* dm) {
   const __m512 iota = _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-  const __m256bh table = _mm512_cvtneps_pbh(
-      _mm512_fmadd_ps(iota, _mm512_set1_ps(dm[0]), _mm512_set1_ps(dm[1])));
+  const __m512 values = _mm512_fmadd_ps(iota, _mm512_set1_ps(dm[0]), _mm512_set1_ps(dm[1]));
+  const __m512i table = (__m512i)_mm512_cvtne2ps_pbh(values, values);
   const __m128i packed = _mm_loadu_si128(reinterpret_cast<const __m128i*>(codes));
-  const __m128i nibble = _mm_set1_epi8(0x0f);
-  const __m128i low = _mm_and_si128(packed, nibble);
-  const __m128i high = _mm_and_si128(_mm_srli_epi16(packed, 4), nibble);
-  const __m512i index = _mm512_cvtepu8_epi16(_mm256_set_m128i(high, low));
-  return (__m512bh)_mm512_permutexvar_epi16(
-      index, _mm512_castsi256_si512((__m256i)table));
+  const __m256i twice = _mm256_broadcastsi128_si256(packed);
+  const __m512i shift = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(4), 1);
+  const __m512i index = _mm512_srlv_epi16(_mm512_cvtepu8_epi16(twice), shift);
+  return (__m512bh)_mm512_permutexvar_epi16(index, table);
 }
 
 template <int R>
@@ -88,8 +89,8 @@ void rows(const bf16* x, const uint8_t* codes, const float* dm, const bf16* bias
 #endif
 
 // Without AVX512-BF16 (the Python side does not pick this layout there; kept correct anyway).
-[[maybe_unused]] void scalar(const bf16* x, const uint8_t* codes, const float* dm, const bf16* bias, int64_t R,
-            int64_t K, int64_t N, bf16* y) {
+[[maybe_unused]] void scalar(const bf16* x, const uint8_t* codes, const float* dm,
+                             const bf16* bias, int64_t R, int64_t K, int64_t N, bf16* y) {
   at::parallel_for(0, N, kColumnsPerTask, [&](int64_t first, int64_t last) {
     for (int64_t n = first; n < last; ++n)
       for (int64_t r = 0; r < R; ++r) {
