@@ -250,8 +250,9 @@ namespace fs_decode {
 // The bytes `add_lora` reads for the group at the cursors (which stay where they are): the A
 // matrices (its first pass), then the B tiles (its second), each in the order its tasks take
 // them, as `at::parallel_for` splits the work in contiguous shares. Measured prefetched by the
-// base matmul before it (one `decode_layers` call, alternated): 8 rows on 8 r=32 runs
-// 15.1-15.5 vs 17.0-17.5 ms (what the terms add: 5.5 vs 7.0-7.8 ms; from cache, ~1.2).
+// base matmul before it (one `decode_layers` call, alternated), 8 rows on 8 r=32 runs: what the
+// terms add over the bare rows 5.5-6.3 vs 7.0-7.9 ms (from cache they would add ~1.2). Only a
+// hint: lists that run short (which `add_lora` then rejects) end the plan there.
 fs_prefetch::Plan lora_bytes(const std::vector<at::Tensor>& tensors, size_t t,
                              const std::vector<int64_t>& meta, size_t m) {
   const auto span = [](const at::Tensor& w) {
@@ -261,9 +262,10 @@ fs_prefetch::Plan lora_bytes(const std::vector<at::Tensor>& tensors, size_t t,
   fs_prefetch::Plan plan;
   if (m >= meta.size()) return plan;
   plan.passes.resize(2);
-  for (int64_t term = 0, terms = meta[m++]; term < terms; ++term) {
+  for (int64_t term = 0, terms = meta[m++]; term < terms && m + 3 <= meta.size(); ++term) {
     const int64_t pieces = meta[m + 2];  // start, end, pieces, then 4 a piece
-    m += 3 + 4 * pieces;
+    m += 3 + 4 * static_cast<size_t>(std::max<int64_t>(pieces, 0));
+    if (t + 1 + static_cast<size_t>(std::max<int64_t>(pieces, 0)) > tensors.size()) break;
     plan.passes[0].push_back(span(tensors[t++]));
     for (int64_t p = 0; p < pieces; ++p) plan.passes[1].push_back(span(tensors[t++]));
   }
