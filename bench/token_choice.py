@@ -4,7 +4,7 @@ SmolLM2-135M-Instruct's logits at every position of a paragraph of text (HF forw
 temperatures 0.7 and 1.0 with top_p 0.9 and 0.95: the mean time a row of
 `token_choice.top_p_filter` (the largest log-probs by `topk`, 64 first, wider until the nucleus
 fits) against the filter over the fully sorted vocabulary it replaced, the same kept tokens
-checked on every row, and the mean time of a whole `choose` (temperature, top-p, Gumbel-max).
+checked on every row, and the mean time of a whole `choose` (temperature, top-p, the draw).
 The nucleus sizes are reported too. Prints one JSON object.
 
     .venv/bin/python bench/token_choice.py [--repeats 3]

@@ -65,6 +65,18 @@ def test_top_p_sampling_draws_only_from_the_nucleus():
     assert drawn == set(torch.nonzero(nucleus).flatten().tolist())
 
 
+def test_top_p_after_top_k_is_over_the_top_k_tokens_own_distribution():
+    """HF and vLLM renormalize after top-k: probabilities 0.4, 0.3, 0.2, 0.1 cut to the top 2
+    are 4/7 and 3/7, so top_p 0.5 keeps the first alone (over the full distribution it would
+    keep both: 0.4 has not reached 0.5)."""
+    logits = torch.tensor([0.4, 0.3, 0.2, 0.1]).log()
+    params = SamplingParams(max_tokens=1, temperature=1.0, top_k=2, top_p=0.5)
+    generator = torch.Generator().manual_seed(0)
+    assert {choose(logits, params, generator)[0] for _ in range(200)} == {0}
+    wider = SamplingParams(max_tokens=1, temperature=1.0, top_k=2, top_p=0.6)
+    assert {choose(logits, wider, generator)[0] for _ in range(200)} == {0, 1}
+
+
 def test_the_draw_follows_the_distribution_and_never_takes_a_ruled_out_token():
     logits = torch.tensor([2.0, 1.0, 0.0, -1.0, -torch.inf, 0.5])
     params = SamplingParams(max_tokens=1, temperature=1.0)

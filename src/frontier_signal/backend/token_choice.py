@@ -81,7 +81,8 @@ TOP_P_FIRST = 64  # candidates `top_p_filter` looks at first (x 8 until the nucl
 
 def top_p_filter(logprobs_V: torch.Tensor, top_p: float) -> torch.Tensor:
     """The smallest set of most likely tokens whose probability reaches `top_p` (the token that
-    crosses it kept), the others -inf: HF's and vLLM's nucleus.
+    crosses it kept), the others -inf: HF's and vLLM's nucleus. `logprobs_V` must be normalized
+    (its exp sums to 1).
 
     From the largest log-probs by `topk`, 64 first and 8 times more until their sum crosses
     `top_p` (no token beyond can be kept then); past a quarter of the vocabulary one full sort.
@@ -131,6 +132,8 @@ def choose(
     if 0 < params.top_k < filtered.shape[0]:
         kth = filtered.topk(params.top_k).values[-1]
         filtered = filtered.masked_fill(filtered < kth, -torch.inf)
+        if params.top_p < 1.0:  # top-p over the top-k tokens' own distribution (HF, vLLM)
+            filtered = filtered - filtered.logsumexp(-1)
     if params.top_p < 1.0:
         filtered = top_p_filter(filtered, params.top_p)
     if params.min_p > 0:

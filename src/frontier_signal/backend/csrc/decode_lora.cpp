@@ -1,5 +1,6 @@
-// The LoRA terms of a decode step (`llama_step.cpp` calls `add_lora` after each group's base
-// matmul): y += x[rows] @ A.T @ B for every run of the batch, each run on its own rows.
+// The LoRA terms of a decode step (`llama_step.cpp` runs each group through `lora_group`, which
+// hands the group's base matmul the terms' bytes to prefetch, then adds the terms):
+// y += x[rows] @ A.T @ B for every run of the batch, each run on its own rows.
 //
 // One group's terms (q|k|v, o, gate|up or down) for every run in the batch run in two parallel
 // passes: A rows first (hidden = x @ A.T, rounded to bf16 as the training forward rounds it),
@@ -25,6 +26,7 @@
 #include "prefetch.h"
 
 #include <algorithm>
+#include <functional>
 #include <tuple>
 #include <utility>
 #include <vector>
@@ -243,40 +245,27 @@ bool evenly_shared(const std::vector<Term>& terms) {
   });
 }
 
-}  // namespace
-
-namespace fs_decode {
-
-// The bytes `add_lora` reads for the group at the cursors (which stay where they are): the A
-// matrices (its first pass), then the B tiles (its second), each in the order its tasks take
-// them, as `at::parallel_for` splits the work in contiguous shares. Measured prefetched by the
-// base matmul before it (one `decode_layers` call, alternated), 8 rows on 8 r=32 runs: what the
-// terms add over the bare rows 5.5-6.3 vs 7.0-7.9 ms (from cache they would add ~1.2). Only a
-// hint: lists that run short (which `add_lora` then rejects) end the plan there.
-fs_prefetch::Plan lora_bytes(const std::vector<at::Tensor>& tensors, size_t t,
-                             const std::vector<int64_t>& meta, size_t m) {
-  const auto span = [](const at::Tensor& w) {
-    return fs_prefetch::Span{static_cast<const char*>(w.data_ptr()),
-                             static_cast<int64_t>(w.numel() * w.element_size())};
-  };
+// The bytes the two passes read: the A matrices (the first pass), then the B tiles (the
+// second), each in the order its tasks take them, as `at::parallel_for` splits the work in
+// contiguous shares.
+fs_prefetch::Plan bytes_of(const std::vector<Term>& terms, int64_t in) {
   fs_prefetch::Plan plan;
-  if (m >= meta.size()) return plan;
   plan.passes.resize(2);
-  for (int64_t term = 0, terms = meta[m++]; term < terms && m + 3 <= meta.size(); ++term) {
-    const int64_t pieces = meta[m + 2];  // start, end, pieces, then 4 a piece
-    m += 3 + 4 * static_cast<size_t>(std::max<int64_t>(pieces, 0));
-    if (t + 1 + static_cast<size_t>(std::max<int64_t>(pieces, 0)) > tensors.size()) break;
-    plan.passes[0].push_back(span(tensors[t++]));
-    for (int64_t p = 0; p < pieces; ++p) plan.passes[1].push_back(span(tensors[t++]));
+  for (const Term& term : terms) {
+    plan.passes[0].push_back({reinterpret_cast<const char*>(term.A),
+                              static_cast<int64_t>(term.ranks * in * sizeof(bf16))});
+    for (const Piece& piece : term.pieces) {
+      const int64_t tiles = (piece.width + kColumns - 1) / kColumns;
+      plan.passes[1].push_back({reinterpret_cast<const char*>(piece.B),
+                                static_cast<int64_t>(tiles * piece.tile_stride * sizeof(bf16))});
+    }
   }
   return plan;
 }
 
 // y [B, out] (the group's base output, bf16) += each term's x[rows] @ A.T @ B; x [B, in] bf16.
-void add_lora(at::Tensor& y, const at::Tensor& x, const std::vector<at::Tensor>& tensors,
-              size_t& t, const std::vector<int64_t>& meta, size_t& m) {
+void add_terms(at::Tensor& y, const at::Tensor& x, std::vector<Term>& terms) {
   const int64_t in = x.size(1), out = y.size(1);
-  std::vector<Term> terms = read_terms(tensors, t, meta, m, in);
   if (terms.empty()) return;
   const at::Tensor xc = x.contiguous();
 #ifdef __AVX512BF16__
@@ -334,6 +323,27 @@ void add_lora(at::Tensor& y, const at::Tensor& x, const std::vector<at::Tensor>&
       expand_columns(*term, *piece, lo);
     }
   });
+}
+
+}  // namespace
+
+namespace fs_decode {
+
+// One group of a decode step: `base` runs its base matmul, handed the bytes of the group's LoRA
+// terms to bring into cache as its tasks go (prefetch.h), and returns y [B, out] bf16; then
+// y += each term's x[rows] @ A.T @ B (x [B, in] bf16). The terms come from the flattened lists
+// at the cursors, which move past them. Measured, the base matmul prefetching (one
+// `decode_layers` call, alternated), 8 rows on 8 r=32 runs: what the terms add over the bare
+// rows 5.5-6.3 vs 7.0-7.9 ms (from cache they would add ~1.2).
+at::Tensor lora_group(const at::Tensor& x,
+                      const std::function<at::Tensor(const fs_prefetch::Plan*)>& base,
+                      const std::vector<at::Tensor>& tensors, size_t& t,
+                      const std::vector<int64_t>& meta, size_t& m) {
+  std::vector<Term> terms = read_terms(tensors, t, meta, m, x.size(1));
+  const fs_prefetch::Plan coming = bytes_of(terms, x.size(1));
+  at::Tensor y = base(&coming);
+  add_terms(y, x, terms);
+  return y;
 }
 
 }  // namespace fs_decode

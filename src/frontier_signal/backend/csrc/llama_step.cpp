@@ -25,6 +25,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <optional>
 #include <utility>
 #include <vector>
@@ -36,12 +37,12 @@ namespace fs_decode {
 // `coming` (may be null) as it goes
 at::Tensor int4_linear(const at::Tensor& x, const at::Tensor& codes, const at::Tensor& dm,
                        const std::optional<at::Tensor>& bias, const fs_prefetch::Plan* coming);
-// decode_lora.cpp: y += each run's LoRA term of one group, from the flattened lists
-void add_lora(at::Tensor& y, const at::Tensor& x, const std::vector<at::Tensor>& tensors,
-              size_t& t, const std::vector<int64_t>& meta, size_t& m);
-// decode_lora.cpp: the bytes `add_lora` will read for the next group, in the order it reads them
-fs_prefetch::Plan lora_bytes(const std::vector<at::Tensor>& tensors, size_t t,
-                             const std::vector<int64_t>& meta, size_t m);
+// decode_lora.cpp: one group's base matmul (`base`, handed its LoRA bytes to prefetch), then
+// each run's LoRA term of the group, from the flattened lists
+at::Tensor lora_group(const at::Tensor& x,
+                      const std::function<at::Tensor(const fs_prefetch::Plan*)>& base,
+                      const std::vector<at::Tensor>& tensors, size_t& t,
+                      const std::vector<int64_t>& meta, size_t& m);
 // decode_attention.cpp: each query head over the cache [0, slot]
 void attend(const c10::BFloat16* qkv, const c10::BFloat16* cache, const bool* valid,
             c10::BFloat16* out, int64_t batch, int64_t heads, int64_t kv_heads, int64_t hd,
@@ -286,10 +287,12 @@ at::Tensor decode_layers(const at::Tensor& x_in, at::TensorList norms,
   // One group's base matmul, whose tasks bring the group's LoRA bytes into cache as they go
   // (prefetch.h), then the LoRA terms.
   const auto project = [&](const at::Tensor& in, int64_t index) {
-    const fs_prefetch::Plan coming = fs_decode::lora_bytes(terms, t, meta, m);
-    at::Tensor y = base_matmul(in, matmuls, index, &coming).contiguous();
-    fs_decode::add_lora(y, in, terms, t, meta, m);
-    return y;
+    return fs_decode::lora_group(
+        in,
+        [&](const fs_prefetch::Plan* coming) {
+          return base_matmul(in, matmuls, index, coming).contiguous();
+        },
+        terms, t, meta, m);
   };
   for (int64_t layer = 0; layer < layers; ++layer) {
     const int64_t base = layer * kGroups * kMatmulTensors;
