@@ -14,8 +14,8 @@ each run one after another (tests/test_multi_step.py compares the weights bit fo
   and anything else steps run by run.
 
 It does not validate settings or decide which runs step together (engine/engine.py and the
-scheduler do), and a run whose gradient is not finite is dropped from the step with its own
-error, never the others'.
+scheduler do), and a run whose gradient is not finite, or whose step would make a weight
+non-finite (undone: backend/step_guard.py), fails with its own error, never the others'.
 """
 
 from __future__ import annotations
@@ -26,7 +26,9 @@ from typing import cast
 import torch
 from torch.optim.adam import adam
 
+from frontier_signal.backend import step_guard
 from frontier_signal.backend.adamw_8bit import AdamW8bit
+from frontier_signal.backend.step_guard import StepUndo
 from frontier_signal.backend.training import RunState, mark_updated, run_optim_step
 from frontier_signal.engine.types import OptimizerSpec, OptimStepResult
 
@@ -150,6 +152,7 @@ def run_optim_steps(items: list[tuple[RunState, OptimizerSpec]]) -> list[StepOut
                 outcomes[id(run)] = exc
     norms = _clip(batched)
     groups: dict[tuple, list[RunState]] = {}
+    undos: dict[int, StepUndo] = {}
     for (run, spec), norm in zip(batched, norms, strict=True):
         if not math.isfinite(norm):
             run.clear_gradient()
@@ -160,6 +163,8 @@ def run_optim_steps(items: list[tuple[RunState, OptimizerSpec]]) -> list[StepOut
             continue
         _apply_settings(run, spec)
         groups.setdefault(_settings(run, spec), []).append(run)
+        if step_guard.needed(run, spec, norm):
+            undos[id(run)] = StepUndo(run)
     for runs in groups.values():
         if isinstance(runs[0].optimizer, AdamW8bit):
             AdamW8bit.step_many([cast(AdamW8bit, run.optimizer) for run in runs])
@@ -167,6 +172,12 @@ def run_optim_steps(items: list[tuple[RunState, OptimizerSpec]]) -> list[StepOut
             _adamw_many(runs)
     for (run, spec), norm in zip(batched, norms, strict=True):
         if id(run) in outcomes:
+            continue
+        try:
+            if id(run) in undos:
+                undos[id(run)].check(step_guard.describe(spec))
+        except FloatingPointError as exc:
+            outcomes[id(run)] = exc
             continue
         mark_updated(run)
         run.optimizer.zero_grad(set_to_none=True)

@@ -14,12 +14,13 @@ from dataclasses import dataclass
 import torch
 from torch.autograd.graph import increment_version
 
-from frontier_signal.backend import native, tree_attention
+from frontier_signal.backend import native, step_guard, tree_attention
 from frontier_signal.backend.adamw_8bit import AdamW8bit
 from frontier_signal.backend.base_model import BaseModel, target_logprobs
 from frontier_signal.backend.batching import TrainBatch, build_batch
 from frontier_signal.backend.lora import Adapter
 from frontier_signal.backend.losses import per_token_loss
+from frontier_signal.backend.step_guard import StepUndo
 from frontier_signal.engine.types import (
     Datum,
     ForwardBackwardRequest,
@@ -310,7 +311,9 @@ def run_forward_backward(
 def run_optim_step(run: RunState, spec: OptimizerSpec) -> OptimStepResult:
     """Apply the pending gradient with `spec`'s hyperparameters, then clear it.
 
-    A non-finite gradient is dropped without touching the weights (the run stays usable).
+    A non-finite gradient is dropped without touching the weights (the run stays usable), and
+    a step that would make a weight non-finite is undone (backend/step_guard.py); both raise
+    `FloatingPointError`.
     """
     params = [p for p in run.parameters() if p.grad is not None]
     max_norm = spec.grad_clip_norm if spec.grad_clip_norm > 0 else math.inf
@@ -327,7 +330,10 @@ def run_optim_step(run: RunState, spec: OptimizerSpec) -> OptimStepResult:
         if "betas" in group:
             group["betas"] = (spec.beta1, spec.beta2)
             group["eps"] = spec.eps
+    undo = StepUndo(run) if step_guard.needed(run, spec, grad_norm) else None
     run.optimizer.step()
+    if undo is not None:
+        undo.check(step_guard.describe(spec))
     mark_updated(run)
     run.optimizer.zero_grad(set_to_none=True)
     run.step += 1

@@ -144,6 +144,13 @@ class EngineSampling:
             hidden = base.hidden_states(input_ids, attention_mask=mask).float()
         weights = mask[..., None].float()
         pooled = (hidden * weights).sum(1) / weights.sum(1)
+        finite = torch.isfinite(pooled).all(-1)
+        if not bool(finite.all()):
+            raise InvalidInputError(
+                f"texts[{int((~finite).nonzero()[0])}]: {model}'s weights give non-finite "
+                "hidden states (the run has diverged, e.g. under a huge learning rate); load "
+                "an earlier checkpoint of it"
+            )
         return torch.nn.functional.normalize(pooled, dim=-1).cpu().tolist()
 
     def prepare_sampling(self, model: str, checkpoint: str = "") -> None:

@@ -71,6 +71,14 @@ def check_optimizer(opt: OptimizerSpec) -> None:
     for name, value, ok in checks:
         if not (isinstance(value, int | float) and math.isfinite(value) and ok):
             raise InvalidInputError(f"optimizer {name} out of range: {value!r}")
+    # Each step scales the weights by 1 - lr * wd: above 1 that flips their sign, above 2 it
+    # grows them without bound (a weight decay of 1e38 turned a run's outputs into NaN).
+    if opt.learning_rate * opt.weight_decay > 1:
+        raise InvalidInputError(
+            f"optimizer learning_rate x weight_decay is {opt.learning_rate * opt.weight_decay:g}; "
+            "it must be at most 1 (each step scales the weights by 1 - learning_rate x "
+            "weight_decay)"
+        )
 
 
 def _check_floats(name: str, values: list[float], length: int, index: int) -> None:

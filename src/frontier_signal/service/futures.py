@@ -275,6 +275,10 @@ class FutureService:
             self._cancelled.discard(request_id)
             error = {"status": status, "type": "cancelled", "message": message}
             self.ledger.record_now(request_id, error, finished_at=self.clock())
+        else:
+            # Its failure is on the ledger already (`_recorded`); taking it here keeps asyncio
+            # from logging "Task exception was never retrieved" for every refused request.
+            task.exception()
         event = self._done_events.pop(request_id, None)
         if event is not None:
             event.set()
