@@ -7,7 +7,7 @@ for good: every later forward gives NaN, and a checkpoint saved after it keeps t
 
 Checking after the step needs a copy from before it, and a fresh copy of an r=32 SmolLM2
 adapter's weights and state costs more than the step (measured: the step 21 -> 59 ms). So
-`StepUndo.needed` first bounds the step from a few norms it reads (~2-4 ms): with
+`needed()` first bounds the step from a few norms it reads (4-5 ms a step there): with
 0 <= lr * wd <= 1 (engine/validation.py) AdamW moves a weight by at most
 lr * max(|m|, |g|) / ((1 - beta1^t) * eps), since m / (1 - beta1^t) is a weighted mean of past
 gradients, and SGD by lr * (|g| + wd * |w|). Where the weights plus twice that stay below
