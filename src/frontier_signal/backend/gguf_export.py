@@ -29,6 +29,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from frontier_signal.backend import gguf_header
+
 QUANT_TYPES = ("f16", "q8_0")
 F16_MAX = 65504.0  # largest finite float16; q8_0 keeps each block's scale (max |w| / 127) in f16
 ADAPTER_FILE = "adapter-lora.gguf"
@@ -259,7 +261,11 @@ def tokenizer_pre(gguf_source: Path | None) -> str:
     "smollm"), else "default"."""
     if gguf_source is None:
         return "default"
-    from gguf import GGUFReader
+    try:
+        return gguf_header.string_field(gguf_source, "tokenizer.ggml.pre") or "default"
+    except (ValueError, EOFError):
+        pass
+    from gguf import GGUFReader  # parses the whole header: seconds for a large vocabulary
 
     field = GGUFReader(str(gguf_source)).fields.get("tokenizer.ggml.pre")
     return str(field.contents()) if field is not None else "default"
