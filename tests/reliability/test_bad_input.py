@@ -145,3 +145,11 @@ def test_a_malformed_hub_model_id_is_the_callers_400_not_a_502(alice_http, run_i
         )
         assert answer.status_code == 400, (repo, answer.text)
         assert "hub_model_id" in answer.json()["error"]["message"]
+
+
+def test_a_lora_alpha_beyond_float32_is_refused(alice_http):
+    """Found by the schemathesis run: alpha 1e300 made the adapter's scale inf, and inf times a
+    fresh LoRA's zero B is NaN in every forward (its embeddings came back as nulls)."""
+    answer = alice_http.post("/v1/runs", json={"base_model": TINY, "lora_alpha": 1e300})
+    assert_refused(answer, "LoRA alpha", "float32")
+    assert new_run(alice_http, lora_alpha=1e6)

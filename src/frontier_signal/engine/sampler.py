@@ -148,8 +148,8 @@ class EngineSampling:
         if not bool(finite.all()):
             raise InvalidInputError(
                 f"texts[{int((~finite).nonzero()[0])}]: {model}'s weights give non-finite "
-                "hidden states (the run has diverged, e.g. under a huge learning rate); load "
-                "an earlier checkpoint of it"
+                "hidden states (it has diverged: e.g. a huge learning rate or LoRA alpha); "
+                "load an earlier checkpoint of it"
             )
         return torch.nn.functional.normalize(pooled, dim=-1).cpu().tolist()
 

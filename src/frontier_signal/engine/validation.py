@@ -18,6 +18,7 @@ from frontier_signal.engine.types import (
     normalize_target_modules,
 )
 
+FLOAT32_MAX = 3.4028234663852886e38
 MAX_TOP_LOGPROBS = 20  # OpenAI's limit
 MAX_LOGIT_BIAS = 100.0  # OpenAI's range: -100..100
 MAX_LOGIT_BIAS_TOKENS = 1024
@@ -27,8 +28,13 @@ def check_run_config(config: RunConfig) -> None:
     lora, opt = config.lora, config.optimizer
     if not isinstance(lora.rank, int) or lora.rank <= 0:
         raise InvalidInputError(f"LoRA rank must be a positive integer, got {lora.rank!r}")
-    if lora.alpha <= 0:
-        raise InvalidInputError(f"LoRA alpha must be > 0, got {lora.alpha!r}")
+    # The adapter's scale (alpha / rank) is applied in fp32: beyond its range it is inf, and
+    # inf times a fresh LoRA's zero B is NaN in every forward (alpha 1e300 did that).
+    if not (isinstance(lora.alpha, int | float) and 0 < lora.alpha <= FLOAT32_MAX):
+        raise InvalidInputError(
+            f"LoRA alpha must be > 0 and at most {FLOAT32_MAX:.4g} (float32's range), "
+            f"got {lora.alpha!r}"
+        )
     if not 0 <= lora.dropout < 1:
         raise InvalidInputError(f"LoRA dropout must be in [0, 1), got {lora.dropout!r}")
     if not lora.target_modules:
