@@ -74,3 +74,30 @@ def test_a_dropped_stream_stops_its_generation(live, face):
     ) as bob:
         short = bob.post("/v1/completions", json={"model": TINY, "prompt": "Hi", "max_tokens": 2})
     assert short.status_code == 200, short.text
+
+
+@pytest.mark.parametrize("face", ["openai-chat", "openai-completions", "signal"])
+def test_a_client_that_gives_up_on_a_plain_request_stops_its_generation(live, face):
+    """The same without `stream`: a client that times out and closes the connection cancels
+    the generation (server/disconnect.py). A fuzzed request nobody waited for any more used to
+    keep the engine busy for minutes, and the requests behind it timed out."""
+    server, keys, run_id = live
+    path, body = _streams(run_id)[face]
+    body = {k: v for k, v in body.items() if k != "stream"}
+    path = path.removesuffix("/stream")
+    before = scheduler_counts(server.base_url)["cancelled_generations"]
+    headers = {"Authorization": f"Bearer {keys['alice']}"}
+    with (
+        httpx.Client(base_url=server.base_url, headers=headers, timeout=1.5) as http,
+        pytest.raises(httpx.ReadTimeout),
+    ):
+        http.post(path, json=body)  # gives up after 1.5 s: the connection closes
+    counts = wait_until(
+        lambda: (
+            (c := scheduler_counts(server.base_url))["generating"] == 0
+            and c["cancelled_generations"] > before
+            and c
+        ),
+        "the generation to stop",
+    )
+    assert counts["cancelled_generations"] == before + 1

@@ -16,6 +16,7 @@ from starlette.background import BackgroundTask
 from frontier_signal.engine.types import SamplingParams
 from frontier_signal.engine.validation import logit_bias_from_wire
 from frontier_signal.server.auth import tenant_id
+from frontier_signal.server.disconnect import unless_disconnected
 from frontier_signal.server.openapi import (
     EVENT_STREAM,
     GZIP,
@@ -143,8 +144,9 @@ async def sample(request: Request, tenant: Tenant, run_id: str, body: SampleBody
     _check_prompts(prompts)
     state = _state(request)
     with state.requests.counted(tenant):
-        results, step = await state.runs.sample_requests(
-            tenant, run_id, prompts, _params(body), body.step
+        results, step = await unless_disconnected(
+            request,
+            state.runs.sample_requests(tenant, run_id, prompts, _params(body), body.step),
         )
     sequences = [result.sequences[0] for result in results]
     return {
@@ -209,7 +211,9 @@ async def embeddings(request: Request, tenant: Tenant, run_id: str, body: Embedd
     _check_prompts(body.texts)
     state = _state(request)
     with state.requests.counted(tenant):
-        vectors, step = await state.runs.embeddings(tenant, run_id, body.texts, body.step)
+        vectors, step = await unless_disconnected(
+            request, state.runs.embeddings(tenant, run_id, body.texts, body.step)
+        )
     return {"embeddings": vectors, "dim": len(vectors[0]), "step": step}
 
 

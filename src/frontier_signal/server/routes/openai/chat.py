@@ -11,6 +11,7 @@ from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 
 from frontier_signal.engine.structured import check_grammar
+from frontier_signal.server.disconnect import unless_disconnected
 from frontier_signal.server.openapi import EVENT_STREAM_ALTERNATIVE
 from frontier_signal.server.routes.openai.common import (
     Tenant,
@@ -55,7 +56,9 @@ async def chat_completions(request: Request, tenant: Tenant, body: ChatCompletio
     if body.stream:
         return _stream(request, tenant, body, target, prompt, params, shape)
     with app.requests.counted(tenant):
-        [result] = await serving.generate(target, [prompt], params, body.n)
+        [result] = await unless_disconnected(
+            request, serving.generate(target, [prompt], params, body.n)
+        )
     first = header("chatcmpl", body.model)
     return chat_completion(first, result, shape, tokenizer, bool(body.logprobs), len(prompt))
 

@@ -7,6 +7,7 @@ import asyncio
 
 from fastapi import Request
 
+from frontier_signal.server.disconnect import unless_disconnected
 from frontier_signal.server.openapi import EVENT_STREAM_ALTERNATIVE
 from frontier_signal.server.routes.openai.common import (
     Tenant,
@@ -64,7 +65,9 @@ async def completions(request: Request, tenant: Tenant, body: CompletionBody):
             raise InvalidRequest("echo and logprobs are not supported with stream")
         return _stream(request, tenant, body, target, prompts, params, tokenizer)
     with app.requests.counted(tenant):
-        results = await serving.generate(target, prompts, params, body.n, body.echo)
+        results = await unless_disconnected(
+            request, serving.generate(target, prompts, params, body.n, body.echo)
+        )
     first = header("cmpl", body.model)
     return completion(first, prompts, results, tokenizer, body.n, body.echo, body.logprobs)
 
