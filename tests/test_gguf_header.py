@@ -3,6 +3,7 @@ kind of value before them (the GGUF export reads `tokenizer.ggml.pre` with it)."
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from frontier_signal.backend import gguf_export, gguf_header, models
@@ -25,7 +26,7 @@ def _written(path):
     writer.add_array("a.nested", [[1, 2], [3]])
     writer.add_string("tokenizer.ggml.pre", "smollm")
     writer.add_uint32("tokenizer.ggml.pre_count", 1)  # a name that starts alike
-    writer.add_tensor("t", __import__("numpy").zeros(4, dtype="float32"))
+    writer.add_tensor("t", np.zeros(4, dtype=np.float32))
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()

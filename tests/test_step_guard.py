@@ -94,6 +94,6 @@ def test_ordinary_steps_are_proven_finite_without_a_copy(engine, make_run, datum
         engine.forward_backward(run_id, datums)
         run = engine._run(run_id)
         spec = run.config.optimizer
-        assert not step_guard.needed(run, spec, grad_norm=10.0)
-        assert step_guard.needed(run, replace(spec, learning_rate=1e38), grad_norm=10.0)
+        assert step_guard.guard(run, spec, grad_norm=10.0) is None
+        assert step_guard.guard(run, replace(spec, learning_rate=1e38), grad_norm=10.0)
         engine.optim_step(run_id)

@@ -43,6 +43,19 @@ def _streams(run_id: str) -> dict[str, tuple[str, dict]]:
     }
 
 
+def _wait_for_one_cancel(base_url: str, before: int) -> None:
+    """Until nothing generates and exactly one more generation counts as cancelled."""
+    counts = wait_until(
+        lambda: (
+            (c := scheduler_counts(base_url))["generating"] == 0
+            and c["cancelled_generations"] > before
+            and c
+        ),
+        "the generation to stop",
+    )
+    assert counts["cancelled_generations"] == before + 1
+
+
 @pytest.mark.parametrize("face", ["openai-chat", "openai-completions", "signal"])
 def test_a_dropped_stream_stops_its_generation(live, face):
     server, keys, run_id = live
@@ -59,15 +72,7 @@ def test_a_dropped_stream_stops_its_generation(live, face):
             events += line.startswith("data:")
             if events >= 4:
                 break  # leave mid-stream: the connection closes here
-    counts = wait_until(
-        lambda: (
-            (c := scheduler_counts(server.base_url))["generating"] == 0
-            and c["cancelled_generations"] > before
-            and c
-        ),
-        "the generation to stop",
-    )
-    assert counts["cancelled_generations"] == before + 1
+    _wait_for_one_cancel(server.base_url, before)
     # The engine is free: another tenant's request is answered.
     with httpx.Client(
         base_url=server.base_url, headers={"Authorization": f"Bearer {keys['bob']}"}, timeout=60
@@ -92,12 +97,4 @@ def test_a_client_that_gives_up_on_a_plain_request_stops_its_generation(live, fa
         pytest.raises(httpx.ReadTimeout),
     ):
         http.post(path, json=body)  # gives up after 1.5 s: the connection closes
-    counts = wait_until(
-        lambda: (
-            (c := scheduler_counts(server.base_url))["generating"] == 0
-            and c["cancelled_generations"] > before
-            and c
-        ),
-        "the generation to stop",
-    )
-    assert counts["cancelled_generations"] == before + 1
+    _wait_for_one_cancel(server.base_url, before)

@@ -163,8 +163,8 @@ def run_optim_steps(items: list[tuple[RunState, OptimizerSpec]]) -> list[StepOut
             continue
         _apply_settings(run, spec)
         groups.setdefault(_settings(run, spec), []).append(run)
-        if step_guard.needed(run, spec, norm):
-            undos[id(run)] = StepUndo(run)
+        if (undo := step_guard.guard(run, spec, norm)) is not None:
+            undos[id(run)] = undo
     for runs in groups.values():
         if isinstance(runs[0].optimizer, AdamW8bit):
             AdamW8bit.step_many([cast(AdamW8bit, run.optimizer) for run in runs])
@@ -175,7 +175,7 @@ def run_optim_steps(items: list[tuple[RunState, OptimizerSpec]]) -> list[StepOut
             continue
         try:
             if id(run) in undos:
-                undos[id(run)].check(step_guard.describe(spec))
+                undos[id(run)].check()
         except FloatingPointError as exc:
             outcomes[id(run)] = exc
             continue

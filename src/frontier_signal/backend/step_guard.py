@@ -7,14 +7,14 @@ for good: every later forward gives NaN, and a checkpoint saved after it keeps t
 
 Checking after the step needs a copy from before it, and a fresh copy of an r=32 SmolLM2
 adapter's weights and state costs more than the step (measured: the step 21 -> 59 ms). So
-`needed()` first bounds the step from a few norms it reads (4-5 ms a step there): with
+`guard()` first bounds the step from a few norms it reads (4-5 ms a step there): with
 0 <= lr * wd <= 1 (engine/validation.py) AdamW moves a weight by at most
 lr * max(|m|, |g|) / ((1 - beta1^t) * eps), since m / (1 - beta1^t) is a weighted mean of past
 gradients, and SGD by lr * (|g| + wd * |w|). Where the weights plus twice that stay below
 1e36 no weight can leave fp32's range (3.4e38) and the step runs as before. Otherwise (eps 0 or
-tiny, a huge learning rate, state whose bound it cannot read) `StepUndo(run)` copies what the
-step will move, and `check()` afterwards puts it all back and raises `FloatingPointError` if a
-moved weight is not finite.
+tiny, a huge learning rate, state whose bound it cannot read) it returns a `StepUndo`, a copy
+of what the step will move, whose `check()` after the step puts it all back and raises
+`FloatingPointError` if a moved weight is not finite.
 """
 
 from __future__ import annotations
@@ -32,15 +32,22 @@ if TYPE_CHECKING:
 _LIMIT = 1e36  # far enough below fp32's 3.4e38 that the bound's own rounding cannot matter
 
 
-def needed(run: RunState, spec: OptimizerSpec, grad_norm: float) -> bool:
-    """Whether a step of `run` with `spec` could make a weight non-finite (the bound above);
-    `grad_norm` is the gradient's norm before clipping. False: it cannot."""
+def guard(run: RunState, spec: OptimizerSpec, grad_norm: float) -> StepUndo | None:
+    """Before a step of `run` with `spec` (`grad_norm`: the gradient's norm before clipping):
+    a `StepUndo` to check the step with when it could make a weight non-finite, else None."""
+    params: list[torch.Tensor] = [p for p in run.parameters() if p.grad is not None]
+    if not params or not _could_overflow(run, spec, grad_norm, params):
+        return None
+    return StepUndo(run, spec, params)
+
+
+def _could_overflow(
+    run: RunState, spec: OptimizerSpec, grad_norm: float, params: list[torch.Tensor]
+) -> bool:
+    """The bound above: False when no weight can leave fp32's range in this step."""
     from frontier_signal.backend.adamw_8bit import CODE_MAX, AdamW8bit
 
     optimizer = run.optimizer
-    params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
-    if not params:
-        return False
     with torch.no_grad():
         weights = float(torch.stack(torch._foreach_norm(params)).max())  # >= every |w|
     clip = spec.grad_clip_norm if spec.grad_clip_norm > 0 else math.inf
@@ -72,12 +79,9 @@ class StepUndo:
     """The weights an optimizer step of `run` is about to move (those with a gradient), and
     their optimizer state, as they are now."""
 
-    def __init__(self, run: RunState):
-        self.run = run
+    def __init__(self, run: RunState, spec: OptimizerSpec, params: list[torch.Tensor]):
+        self.run, self.spec, self.params = run, spec, params
         optimizer = run.optimizer
-        self.params = [
-            p for group in optimizer.param_groups for p in group["params"] if p.grad is not None
-        ]
         self.weights = [p.detach().clone() for p in self.params]
         self.state: list[dict[str, Any] | None] = []
         for p in self.params:
@@ -88,11 +92,9 @@ class StepUndo:
                 else None
             )
 
-    def check(self, settings: str) -> None:
+    def check(self) -> None:
         """After the step: nothing to do when every moved weight is finite; otherwise undo
-        it and raise `FloatingPointError` naming `settings` (the step's hyperparameters)."""
-        if not self.params:
-            return
+        it and raise `FloatingPointError` naming the step's settings."""
         with torch.no_grad():
             norms = torch.stack(torch._foreach_norm(self.params))
             if bool(torch.isfinite(norms).all()):
@@ -103,9 +105,9 @@ class StepUndo:
             return
         self.undo()
         raise FloatingPointError(
-            f"this step ({settings}) would make {bad} of run {self.run.run_id}'s weights "
-            "non-finite; it was not applied (weights and optimizer state are as before) and "
-            "the pending gradient was dropped"
+            f"this step ({_describe(self.spec)}) would make {bad} of run {self.run.run_id}'s "
+            "weights non-finite; it was not applied (weights and optimizer state are as "
+            "before) and the pending gradient was dropped"
         )
 
     @torch.no_grad()
@@ -127,7 +129,7 @@ class StepUndo:
         self.run.clear_gradient()
 
 
-def describe(spec: OptimizerSpec) -> str:
+def _describe(spec: OptimizerSpec) -> str:
     """A step's settings, as the error names them."""
     return (
         f"learning_rate {spec.learning_rate:g}, eps {spec.eps:g}, "

@@ -20,7 +20,6 @@ from frontier_signal.backend.base_model import BaseModel, target_logprobs
 from frontier_signal.backend.batching import TrainBatch, build_batch
 from frontier_signal.backend.lora import Adapter
 from frontier_signal.backend.losses import per_token_loss
-from frontier_signal.backend.step_guard import StepUndo
 from frontier_signal.engine.types import (
     Datum,
     ForwardBackwardRequest,
@@ -330,10 +329,10 @@ def run_optim_step(run: RunState, spec: OptimizerSpec) -> OptimStepResult:
         if "betas" in group:
             group["betas"] = (spec.beta1, spec.beta2)
             group["eps"] = spec.eps
-    undo = StepUndo(run) if step_guard.needed(run, spec, grad_norm) else None
+    undo = step_guard.guard(run, spec, grad_norm)
     run.optimizer.step()
     if undo is not None:
-        undo.check(step_guard.describe(spec))
+        undo.check()
     mark_updated(run)
     run.optimizer.zero_grad(set_to_none=True)
     run.step += 1
